@@ -1,0 +1,40 @@
+# make run   — set up the virtualenv and start the proxy with config/schoolproxy.yaml
+# make test  — set up and run the whole test suite
+# make check — validate the example config and run its policy tests
+SHELL := /bin/bash
+VENV   := .venv
+PY     := $(VENV)/bin/python
+CONFIG ?= config/schoolproxy.yaml
+
+# Find a Python >= 3.12: an explicit PYTHON=..., then python3.13/python3.12 (pyenv shims honour
+# .python-version), then python3 if it is new enough.
+PYTHON ?= $(shell for p in python3.13 python3.12 python3; do \
+	  if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3,12))' 2>/dev/null; \
+	  then command -v $$p; break; fi; done)
+
+.PHONY: run test check bench clean venv
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@if [ -z "$(PYTHON)" ]; then \
+	  echo "schoolproxy needs Python 3.12 or newer (mitmproxy 12 requires it)."; \
+	  echo "Install it, e.g. 'apt-get install python3.12 python3.12-venv' or 'pyenv install 3.12',"; \
+	  echo "or run: make PYTHON=/path/to/python3.12 ..."; exit 1; fi
+	@echo "Using $(PYTHON) ($$($(PYTHON) --version))"
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+run: venv
+	$(VENV)/bin/schoolproxy run --config $(CONFIG)
+
+check: venv
+	$(VENV)/bin/schoolproxy check --config $(CONFIG)
+
+test: venv
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) var/ .pytest_cache

@@ -1,0 +1,242 @@
+"""The ``schoolproxy`` command: run, check, explain, lists, users."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import getpass
+import logging
+import shutil
+import signal
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from .config import ConfigError
+from .engine import build_snapshot
+
+DEFAULT_CONFIG = "config/schoolproxy.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="schoolproxy", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="start the filtering proxy")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--listen-host", help="override proxy.listen_host")
+    p.add_argument("--listen-port", type=int, help="override proxy.listen_port")
+    p.add_argument("--verbose", action="store_true", help="log every request mitmproxy handles")
+
+    p = sub.add_parser("check", help="validate the config and run the policy tests it declares")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+
+    p = sub.add_parser("explain", help="show how a request would be decided, rule by rule")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="logon username")
+    who.add_argument("--profile", help="profile name")
+    who.add_argument("--ip", help="client IP (subnet map, else the default profile)")
+    p.add_argument("--at", help="date/time to decide at, e.g. '2026-11-25 12:30' (default: now)")
+    p.add_argument("url")
+
+    p = sub.add_parser("lists", help="import or inspect category lists")
+    lsub = p.add_subparsers(dest="lists_command", required=True)
+    q = lsub.add_parser("import", help="import a UT1 blacklist tree (directory or .tar.gz) unchanged")
+    q.add_argument("source")
+    q.add_argument("--dest", default="var/lists/ut1", help="where to put it (default: var/lists/ut1)")
+    q = lsub.add_parser("stats", help="entries per category in the configured lists")
+    q.add_argument("--config", default=DEFAULT_CONFIG)
+
+    p = sub.add_parser("users", help="manage the local users file (bcrypt)")
+    usub = p.add_subparsers(dest="users_command", required=True)
+    q = usub.add_parser("add", help="add a user or set their password")
+    q.add_argument("username")
+    q.add_argument("--file", required=True, help="users file, e.g. config/users.htpasswd")
+    q.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        return {"run": cmd_run, "check": cmd_check, "explain": cmd_explain,
+                "lists": cmd_lists, "users": cmd_users}[args.command](args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def cmd_check(args) -> int:
+    snap = build_snapshot(args.config, run_tests=False)
+    cfg = snap.config
+    print(f"{cfg.source}: configuration valid — school {cfg.school!r}")
+    print(f"  profiles: {', '.join(f'{n} ({p.role})' for n, p in cfg.profiles.items())}; "
+          f"default for the unidentified: {cfg.identity.default_profile}")
+    print(f"  lists: {len(snap.lists)} entries in {len(snap.lists.categories)} categories"
+          + (f", {snap.lists.stats.invalid} invalid lines skipped" if snap.lists.stats.invalid else ""))
+    print(f"  upstream filter: {cfg.proxy.upstream or 'NONE'}")
+    warnings = list(snap.policy.warnings)
+    if not cfg.proxy.upstream:
+        warnings.append("no upstream filter (proxy.upstream) is set: traffic goes straight to the internet, "
+                        "not through the school's certified filter")
+    for w in warnings:
+        print(f"warning: {w}")
+    results = snap.run_tests()
+    for r in results:
+        print(f"  {r}")
+    failed = sum(not r.passed for r in results)
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+def cmd_explain(args) -> int:
+    snap = build_snapshot(args.config, run_tests=False)
+    policy = snap.policy
+    if args.user:
+        ident = snap.resolver.identify(args.user)
+    elif args.profile:
+        if args.profile not in policy.profiles:
+            print(f"error: unknown profile {args.profile!r} (profiles: {', '.join(policy.profiles)})",
+                  file=sys.stderr)
+            return 2
+        ident = None
+        profile, why = args.profile, "given"
+    else:
+        ident = snap.subnets.lookup(args.ip) or snap.resolver.unidentified()
+    if ident is not None:
+        profile, why = ident.profile, ident.rule
+    at = None
+    if args.at:
+        try:
+            at = dt.datetime.fromisoformat(args.at)
+        except ValueError:
+            print(f"error: --at {args.at!r}: use a date and time such as '2026-11-25 12:30'", file=sys.stderr)
+            return 2
+    who = args.user or args.ip or "-"
+    print(f"who:      {who} → profile {profile} ({why})")
+    if at:
+        print(f"at:       {at:%a %d %b %Y %H:%M}")
+    trace: list[str] = []
+    decision = policy.decide_url(profile, args.url, at, trace)
+    print(f"url:      {args.url}")
+    for line in trace:
+        print(f"  {line}")
+    print(f"verdict:  {decision.action.upper()} — rule {decision.rule} ({decision.reason})")
+    from urllib.parse import urlsplit
+    parts = urlsplit(args.url if "://" in args.url else "http://" + args.url)
+    if parts.scheme == "https" and decision.rule != "invalid-host":
+        from .hostnames import normalise_host
+        host, _ = normalise_host(parts.hostname or "")
+        tls = "passed through (not decrypted)" if policy.passthrough(profile, host, decision.mask) else "intercepted"
+        print(f"https:    {tls}")
+    return 0
+
+
+def cmd_lists(args) -> int:
+    if args.lists_command == "stats":
+        snap = build_snapshot(args.config, run_tests=False)
+        stats = snap.lists.stats
+        print(f"{'category':<24} {'domains':>10} {'urls':>8}")
+        for c in snap.lists.categories:
+            print(f"{c:<24} {stats.domains.get(c, 0):>10} {stats.urls.get(c, 0):>8}")
+        print(f"total entries: {len(snap.lists)}; invalid lines skipped: {stats.invalid}; "
+              f"expression files ignored: {stats.expressions_ignored}")
+        return 0
+    return import_ut1(Path(args.source), Path(args.dest))
+
+
+def import_ut1(source: Path, dest: Path) -> int:
+    """Put a UT1 tree (directory or tarball) at ``dest`` unchanged, after checking it compiles."""
+    from .lists import load_lists
+    with tempfile.TemporaryDirectory(dir=dest.parent if dest.parent.exists() else None) as tmp:
+        if source.is_file():
+            try:
+                with tarfile.open(source) as tar:
+                    tar.extractall(tmp, filter="data")
+            except (tarfile.TarError, OSError) as e:
+                print(f"error: {source}: not a readable tar archive: {e}", file=sys.stderr)
+                return 2
+            root = _category_root(Path(tmp))
+        elif source.is_dir():
+            root = _category_root(source)
+        else:
+            print(f"error: {source}: no such file or directory", file=sys.stderr)
+            return 2
+        if root is None:
+            print(f"error: {source}: no UT1 categories found (expected <category>/domains files)", file=sys.stderr)
+            return 2
+        lists = load_lists([root], {})
+        staged = Path(tmp) / "staged"
+        shutil.copytree(root, staged, symlinks=False)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.move(staged, dest)
+    print(f"imported {len(lists)} entries in {len(lists.categories) - 1} categories into {dest}")
+    print(f"add it to lists.sources in your config, then reload (SIGHUP) — UT1 names are mapped to ours "
+          f"through the aliases in filterlists/categories.yaml")
+    return 0
+
+
+def _category_root(top: Path) -> Path | None:
+    """The directory whose subdirectories hold ``domains`` files (UT1 tarballs nest it in blacklists/)."""
+    for d in [top, *sorted(p for p in top.rglob("*") if p.is_dir())]:
+        if any((c / "domains").is_file() for c in d.iterdir() if c.is_dir()):
+            return d
+    return None
+
+
+def cmd_users(args) -> int:
+    from .userfile import set_password
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password for {args.username}: ")
+        if password != getpass.getpass("again: "):
+            print("error: passwords do not match", file=sys.stderr)
+            return 2
+    try:
+        set_password(Path(args.file), args.username, password)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.file}: password set for {args.username} (bcrypt); reload the proxy to apply")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from mitmproxy import exceptions, options
+    from mitmproxy.tools.dump import DumpMaster
+
+    from .proxy import make_addons
+
+    snap = build_snapshot(args.config)  # fail fast, with a clear message, before starting anything
+    cfg = snap.config
+
+    async def serve() -> int:
+        opts = options.Options()
+        master = DumpMaster(opts, with_termlog=True, with_dumper=args.verbose)
+        master.addons.add(*make_addons())
+        try:
+            opts.update(listen_host=args.listen_host or cfg.proxy.listen_host,
+                        listen_port=args.listen_port or cfg.proxy.listen_port,
+                        schoolproxy_config=str(args.config))
+        except exceptions.OptionsError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, master.shutdown)
+        ca = Path(opts.confdir).expanduser() / "mitmproxy-ca-cert.pem"
+        print(f"schoolproxy: explicit proxy on {opts.listen_host}:{opts.listen_port}; "
+              f"upstream filter: {cfg.proxy.upstream or 'none (direct)'}; CA certificate for clients: {ca}",
+              flush=True)
+        await master.run()
+        return 0
+
+    return asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

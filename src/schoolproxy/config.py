@@ -1,0 +1,264 @@
+"""The one YAML configuration file: schema, loading and validation.
+
+Errors name the file, the key path and what is wrong, e.g.::
+
+    config/schoolproxy.yaml: profiles.pupil.block_categories[2]: unknown category 'socal-networking'
+
+Structural checks live here (pydantic, unknown keys refused so a typo never silently does nothing);
+checks that need the compiled lists (category names, help sites) are in :mod:`schoolproxy.policy`.
+Relative paths in the file are relative to the file's own directory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Role = Literal["pupil", "staff", "supply", "guest"]
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says where and why."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ProxySettings(_Model):
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(8080, ge=1, le=65535)
+    #: The school's upstream filter (Smoothwall / SWGfL), e.g. http://10.0.0.2:800. Every request is
+    #: chained through it; schoolproxy never provides a path around it.
+    upstream: str | None = None
+    #: Where mitmproxy keeps its CA (the certificate clients must trust for HTTPS interception).
+    ca_dir: Path = Path("../var/ca")
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstream_url(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        if not (v.startswith("http://") or v.startswith("https://")):
+            raise ValueError("must be a proxy URL such as http://10.0.0.2:800")
+        return v
+
+
+class ListSettings(_Model):
+    sources: list[Path] = [Path("../filterlists")]
+    metadata: Path = Path("../filterlists/categories.yaml")
+
+
+class ProxyAuthSettings(_Model):
+    enabled: bool = True
+    #: htpasswd-style file of bcrypt hashes (``htpasswd -B`` or ``schoolproxy users add``).
+    users_file: Path
+    realm: str = "School internet"
+    #: How long a checked username/password pair is trusted before bcrypt is asked again.
+    cache_seconds: int = Field(300, ge=0, le=86400)
+    #: Without credentials and outside every mapped subnet: challenge (407) rather than fall back
+    #: to the default profile.
+    required: bool = True
+
+
+class GroupSettings(_Model):
+    profile: NonEmpty
+    #: Local members; directory (LDAP) membership is added by the directory identity source.
+    members: list[NonEmpty] = []
+
+
+class PatternSettings(_Model):
+    match: NonEmpty  # shell-style, case-insensitive: "Supply*"
+    profile: NonEmpty
+
+
+class SubnetSettings(_Model):
+    cidr: ipaddress.IPv4Network | ipaddress.IPv6Network
+    profile: NonEmpty
+    name: str = ""
+
+
+class IdentitySettings(_Model):
+    proxy_auth: ProxyAuthSettings | None = None
+    users: dict[NonEmpty, NonEmpty] = {}
+    groups: dict[NonEmpty, GroupSettings] = {}
+    patterns: list[PatternSettings] = []
+    subnets: list[SubnetSettings] = []
+    #: Profile for anyone not identified. Must be a filtered profile (checked against the lists).
+    default_profile: NonEmpty
+
+
+class WindowSettings(_Model):
+    name: NonEmpty
+    days: list[Day] = list(DAYS[:5])
+    start: dt.time = Field(alias="from")
+    end: dt.time = Field(alias="to")
+    allow_categories: list[NonEmpty] = []
+    block_categories: list[NonEmpty] = []
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "WindowSettings":
+        if self.start == self.end:
+            raise ValueError("'from' and 'to' are the same time: the window would be empty")
+        if not self.allow_categories and not self.block_categories:
+            raise ValueError("a window must allow or block at least one category")
+        return self
+
+
+class SafeSearchSettings(_Model):
+    #: SafeSearch on Google, Bing and DuckDuckGo (strict, not removable by the client).
+    search_engines: bool = True
+    youtube: Literal["off", "moderate", "strict"] = "strict"
+
+
+class TlsSettings(_Model):
+    #: Decrypt HTTPS (needed for block pages, SafeSearch and path-level rules). Clients must trust the CA.
+    intercept: bool = True
+    #: Never decrypted for this profile (banking, health): blocked at CONNECT/SNI when blocked at all.
+    passthrough_categories: list[NonEmpty] = []
+    passthrough_sites: list[NonEmpty] = []
+
+
+class ProfileSettings(_Model):
+    description: str = ""
+    role: Role
+    default: Literal["allow", "block"] = "allow"
+    block_categories: list[NonEmpty] = []
+    allow_categories: list[NonEmpty] = []
+    windows: list[WindowSettings] = []
+    safesearch: SafeSearchSettings = SafeSearchSettings()
+    tls: TlsSettings = TlsSettings()
+    #: Ports a CONNECT tunnel may go to; empty = any. Other ports are how tunnelling tools escape.
+    connect_ports: list[Annotated[int, Field(ge=1, le=65535)]] = [443]
+
+
+class OverrideSettings(_Model):
+    site: NonEmpty  # domain (and subdomains) or domain/path prefix
+    action: Literal["allow", "block"]
+    profiles: list[NonEmpty] = ["*"]
+    rationale: Annotated[str, Field(min_length=3)]
+    author: NonEmpty
+    date: dt.date
+
+
+class PolicyTestSettings(_Model):
+    url: NonEmpty
+    expect: Literal["allow", "block"]
+    user: str | None = None
+    profile: str | None = None
+    at: dt.datetime | None = None
+
+    @model_validator(mode="after")
+    def _who(self) -> "PolicyTestSettings":
+        if (self.user is None) == (self.profile is None):
+            raise ValueError("give exactly one of 'user' or 'profile'")
+        return self
+
+
+class BlockPageSettings(_Model):
+    #: Who to tell, shown on the block page ("your teacher", an email address for staff).
+    report_to: str = ""
+    report_email: str = ""
+
+
+class Config(_Model):
+    school: NonEmpty
+    timezone: str = "Europe/London"
+    proxy: ProxySettings = ProxySettings()
+    lists: ListSettings = ListSettings()
+    #: Extra help sites (local services) added to the never-blocked ``helpsites`` category.
+    help_sites: list[NonEmpty] = []
+    identity: IdentitySettings
+    profiles: dict[NonEmpty, ProfileSettings]
+    overrides: list[OverrideSettings] = []
+    block_page: BlockPageSettings = BlockPageSettings()
+    tests: list[PolicyTestSettings] = []
+
+    #: Directory of the config file; relative paths resolve against it. Set by :func:`load_config`.
+    base_dir: Path = Path(".")
+    source: str = "<config>"
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (e.g. Europe/London)") from None
+        return v
+
+    @model_validator(mode="after")
+    def _profiles_exist(self) -> "Config":
+        names = set(self.profiles)
+        refs: list[tuple[str, str]] = [("identity.default_profile", self.identity.default_profile)]
+        refs += [(f"identity.users.{u}", p) for u, p in self.identity.users.items()]
+        refs += [(f"identity.groups.{g}.profile", s.profile) for g, s in self.identity.groups.items()]
+        refs += [(f"identity.patterns[{i}].profile", s.profile) for i, s in enumerate(self.identity.patterns)]
+        refs += [(f"identity.subnets[{i}].profile", s.profile) for i, s in enumerate(self.identity.subnets)]
+        refs += [(f"overrides[{i}].profiles", p) for i, o in enumerate(self.overrides) for p in o.profiles if p != "*"]
+        refs += [(f"tests[{i}].profile", t.profile) for i, t in enumerate(self.tests) if t.profile]
+        for where, p in refs:
+            if p not in names:
+                raise ValueError(f"{where}: unknown profile {p!r} (profiles: {', '.join(sorted(names))})")
+        if self.profiles[self.identity.default_profile].role == "staff":
+            raise ValueError("identity.default_profile: must not be a staff profile — anyone "
+                             "unidentified gets it, so it must fail closed")
+        return self
+
+    def path(self, p: Path) -> Path:
+        """A path from the file, resolved against the file's directory."""
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate the YAML file; raise :class:`ConfigError` with file and key path."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file: {e.strerror}") from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path = Path("<config>")) -> Config:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping at the top level")
+    for key in ("base_dir", "source"):
+        data.pop(key, None)
+    data["base_dir"] = path.parent.resolve()
+    data["source"] = str(path)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(path, e)) from None
+
+
+def _format_errors(path: Path, e: ValidationError) -> str:
+    lines = []
+    for err in e.errors():
+        loc = ""
+        for part in err["loc"]:
+            loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling)"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        lines.append(f"{path}: {loc or '(top level)'}: {msg}")
+    return "\n".join(lines)

@@ -1,0 +1,141 @@
+"""Loading the whole configuration into one immutable :class:`Snapshot`, and swapping it on reload.
+
+A snapshot is everything a decision needs (config, compiled lists, policy, identity maps). It is built
+completely — and must pass the config's own policy tests — before it replaces the running one, with a
+single reference assignment; requests in flight keep the snapshot they started with. A snapshot that
+fails is refused and the running one keeps serving.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import Config, ConfigError, load_config
+from .identity import Authenticator, ProfileResolver, SubnetMap
+from .lists import CategoryLists, ListError, load_lists, load_metadata
+from .policy import Decision, Policy
+from .userfile import UsersFile
+from .verdict import VerdictBus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TestResult:
+    index: int
+    who: str
+    url: str
+    expect: str
+    decision: Decision
+
+    @property
+    def passed(self) -> bool:
+        return self.decision.action == self.expect
+
+    def __str__(self) -> str:
+        mark = "ok  " if self.passed else "FAIL"
+        return (f"{mark} tests[{self.index}] {self.who} {self.url}: expected {self.expect}, "
+                f"got {self.decision.action} ({self.decision.rule})")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    config: Config
+    lists: CategoryLists
+    policy: Policy
+    resolver: ProfileResolver
+    subnets: SubnetMap
+    authenticator: Authenticator | None
+    #: Files whose change triggers a reload, with their mtimes at load.
+    watched: dict[Path, float] = field(default_factory=dict)
+    loaded_at: float = field(default_factory=time.time)
+
+    def run_tests(self) -> list[TestResult]:
+        results = []
+        for i, t in enumerate(self.config.tests):
+            if t.user:
+                profile, _ = self.resolver.resolve(t.user)
+                who = f"user {t.user} ({profile})"
+            else:
+                profile, who = t.profile, f"profile {t.profile}"
+            at = t.at
+            if at is not None and at.tzinfo is None:
+                at = at.replace(tzinfo=self.policy.tz)
+            results.append(TestResult(i, who, t.url, t.expect, self.policy.decide_url(profile, t.url, at)))
+        return results
+
+
+def build_snapshot(config_path: str | Path, run_tests: bool = True) -> Snapshot:
+    """Load and compile everything; raise :class:`ConfigError` naming what is wrong."""
+    config = load_config(config_path)
+    try:
+        info = load_metadata(config.path(config.lists.metadata))
+        lists = load_lists([config.path(s) for s in config.lists.sources], info)
+    except ListError as e:
+        raise ConfigError(f"{config.source}: lists: {e}") from None
+    policy = Policy(config, lists)
+    authenticator = None
+    watched = [Path(config.source), config.path(config.lists.metadata)]
+    pa = config.identity.proxy_auth
+    if pa is not None and pa.enabled:
+        users_path = config.path(pa.users_file)
+        authenticator = UsersFile(users_path)
+        watched.append(users_path)
+    for s in config.lists.sources:
+        src = config.path(s)
+        watched.append(src)
+        watched.extend(Path(e.path) for e in os.scandir(src) if e.is_dir())
+    snapshot = Snapshot(config, lists, policy, ProfileResolver(config), SubnetMap(config), authenticator,
+                        {p: _mtime(p) for p in watched})
+    if run_tests:
+        failed = [r for r in snapshot.run_tests() if not r.passed]
+        if failed:
+            raise ConfigError(f"{config.source}: {len(failed)} of the config's own policy tests failed:\n"
+                              + "\n".join(f"  {r}" for r in failed))
+    return snapshot
+
+
+def _mtime(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+class Engine:
+    """Holds the running snapshot and the verdict bus; shared by the addons of one proxy."""
+
+    def __init__(self) -> None:
+        self.snapshot: Snapshot | None = None
+        self.config_path: Path | None = None
+        self.bus = VerdictBus()
+        self.reloads = {"ok": 0, "refused": 0}
+
+    def load(self, config_path: str | Path) -> Snapshot:
+        self.config_path = Path(config_path)
+        self.snapshot = build_snapshot(self.config_path)
+        return self.snapshot
+
+    def changed(self) -> bool:
+        """Has any watched file changed since the running snapshot was built?"""
+        snap = self.snapshot
+        return snap is not None and any(_mtime(p) != m for p, m in snap.watched.items())
+
+    def file_state(self) -> tuple[tuple[Path, float], ...]:
+        """The watched files and their current mtimes (to remember which state a reload refused)."""
+        snap = self.snapshot
+        return () if snap is None else tuple((p, _mtime(p)) for p in snap.watched)
+
+    def build(self) -> Snapshot:
+        """Build a replacement snapshot (blocking; run it in a thread)."""
+        assert self.config_path is not None
+        return build_snapshot(self.config_path)
+
+    def swap(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self.reloads["ok"] += 1

@@ -1,0 +1,56 @@
+"""LoadConfig addon: the ``schoolproxy_config`` option, loaded and compiled in ``configure``.
+
+A config that fails validation or its own policy tests raises ``OptionsError`` at start-up, with the
+file, key path and problem. It also applies what the YAML says about mitmproxy itself: chaining to the
+school's upstream filter, lazy upstream connections (so a blocked, unreachable host gets the block page
+rather than a 502), and the CA directory.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from mitmproxy import ctx, exceptions
+
+from ..config import ConfigError
+from ..engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+class LoadConfig:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def load(self, loader) -> None:
+        loader.add_option("schoolproxy_config", str, "config/schoolproxy.yaml",
+                          "Path of the schoolproxy YAML configuration file.")
+
+    def configure(self, updated: set[str]) -> None:
+        if "schoolproxy_config" not in updated:
+            return
+        path = Path(ctx.options.schoolproxy_config)
+        try:
+            snap = self.engine.load(path)
+        except ConfigError as e:
+            raise exceptions.OptionsError(f"schoolproxy: configuration refused:\n{e}") from None
+        for warning in snap.policy.warnings:
+            log.warning("schoolproxy: %s", warning)
+        log.info("schoolproxy: loaded %s: %d profiles, %d list entries, %d policy tests passed",
+                 path, len(snap.policy.profiles), len(snap.lists), len(snap.config.tests))
+        self._apply_proxy_options(snap.config)
+
+    @staticmethod
+    def _apply_proxy_options(config) -> None:
+        wanted: dict[str, object] = {"connection_strategy": "lazy"}
+        upstream = config.proxy.upstream
+        if upstream and list(ctx.options.mode) == ["regular"]:
+            wanted["mode"] = [f"upstream:{upstream}"]
+        confdir = str(config.path(config.proxy.ca_dir))
+        if ctx.options.confdir == "~/.mitmproxy":
+            Path(confdir).mkdir(parents=True, exist_ok=True)
+            wanted["confdir"] = confdir
+        changed = {k: v for k, v in wanted.items() if getattr(ctx.options, k) != v}
+        if changed:
+            ctx.options.update(**changed)

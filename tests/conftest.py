@@ -1,0 +1,113 @@
+"""Shared fixtures: a small, self-contained school (lists, metadata, users file, config) in tmp_path,
+so tests do not depend on the shipped starter lists changing."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import bcrypt
+import pytest
+
+LISTS = {
+    "social-networking/domains": ["socialsite.test", "facebook.com"],
+    "education/domains": ["learning.test"],
+    "education/urls": ["bbc.co.uk/bitesize"],
+    "helpsites/domains": ["helpline.test", "childline.org.uk"],
+    "games/domains": ["gamesite.test"],
+    "banking/domains": ["bank.test"],
+    "adult/domains": ["adultsite.test"],
+    "vpn-proxy/domains": ["vpnsite.test"],
+    "doh/domains": ["1.1.1.1", "dns.google"],
+}
+
+METADATA = """\
+adult: {description: Adult content., uksic: pornography, theme: pornography, severity: high, child_restricted: true, aliases: [adult, mixed_adult]}
+social-networking: {description: Social networks., severity: medium, child_restricted: true, aliases: [social_networks]}
+education: {description: Education., severity: low}
+helpsites: {description: Help for children., severity: low}
+games: {description: Games., severity: low}
+banking: {description: Banks., severity: low, aliases: [bank]}
+vpn-proxy: {description: VPNs and proxies., theme: circumvention, severity: high, child_restricted: true, aliases: [vpn]}
+doh: {description: DNS over HTTPS., theme: circumvention, severity: high, child_restricted: true}
+"""
+
+PASSWORD = "s3cret-pass"
+
+CONFIG = """\
+school: Test Primary
+timezone: Europe/London
+proxy: {{listen_host: 127.0.0.1, listen_port: 8080, ca_dir: ca}}
+lists: {{sources: [lists], metadata: lists/categories.yaml}}
+identity:
+  proxy_auth: {{enabled: true, users_file: users.htpasswd, realm: Test School, cache_seconds: 300}}
+  users: {{teacher1: staff}}
+  groups:
+    year4: {{profile: pupil, members: [pupil1]}}
+  patterns:
+    - {{match: "Supply*", profile: supply}}
+  subnets:
+    - {{cidr: 10.9.0.0/16, profile: guest, name: iPads}}
+  default_profile: pupil
+profiles:
+  pupil:
+    role: pupil
+    block_categories: [adult, social-networking, games, vpn-proxy, doh, ip-address]
+    allow_categories: [education]
+    windows:
+      - {{name: lunchtime, from: "12:00", to: "13:00", allow_categories: [games]}}
+  staff:
+    role: staff
+    safesearch: {{search_engines: false, youtube: "off"}}
+    tls: {{intercept: true, passthrough_categories: [banking]}}
+    connect_ports: []
+  supply:
+    role: supply
+    block_categories: [adult]
+    safesearch: {{search_engines: true, youtube: moderate}}
+  guest:
+    role: guest
+    default: block
+    allow_categories: [education]
+overrides:
+  - {{site: learning.test/forum, action: block, profiles: [pupil], rationale: Unmoderated forum, author: CL, date: 2026-09-01}}
+tests:
+  - {{user: pupil1, url: "http://socialsite.test/", expect: block}}
+  - {{user: teacher1, url: "http://socialsite.test/", expect: allow}}
+{extra}"""
+
+
+def hash_pw(password: str) -> str:
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+
+
+def make_school(root: Path, extra: str = "", users: tuple[str, ...] = ("pupil1", "teacher1", "Supply3", "visitor")) -> Path:
+    """Write the test school into ``root``; return the config path."""
+    for rel, entries in LISTS.items():
+        f = root / "lists" / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("# test list\n" + "\n".join(entries) + "\n")
+    (root / "lists" / "categories.yaml").write_text(METADATA)
+    (root / "users.htpasswd").write_text("".join(f"{u}:{hash_pw(PASSWORD)}\n" for u in users))
+    cfg = root / "schoolproxy.yaml"
+    cfg.write_text(CONFIG.format(extra=textwrap.dedent(extra)))
+    return cfg
+
+
+@pytest.fixture
+def school(tmp_path: Path) -> Path:
+    return make_school(tmp_path)
+
+
+@pytest.fixture
+def snapshot(school: Path):
+    from schoolproxy.engine import build_snapshot
+    return build_snapshot(school)
+
+
+def require(reason: str) -> None:
+    """Skip with a reason on a user's machine; fail in CI, where everything must run."""
+    if os.environ.get("SCHOOLPROXY_REQUIRE_ALL"):
+        pytest.fail(f"required in CI but unavailable: {reason}")
+    pytest.skip(reason)
