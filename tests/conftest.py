@@ -38,7 +38,7 @@ PASSWORD = "s3cret-pass"
 CONFIG = """\
 school: Test Primary
 timezone: Europe/London
-proxy: {{listen_host: 127.0.0.1, listen_port: 8080, ca_dir: ca}}
+proxy: {{listen_host: 127.0.0.1, listen_port: 8080, ca_dir: ca, upstream: {upstream}}}
 lists: {{sources: [lists], metadata: lists/categories.yaml}}
 identity:
   proxy_auth: {{enabled: true, users_file: users.htpasswd, realm: Test School, cache_seconds: 300}}
@@ -82,7 +82,8 @@ def hash_pw(password: str) -> str:
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
 
 
-def make_school(root: Path, extra: str = "", users: tuple[str, ...] = ("pupil1", "teacher1", "Supply3", "visitor")) -> Path:
+def make_school(root: Path, extra: str = "", users: tuple[str, ...] = ("pupil1", "teacher1", "Supply3", "visitor"),
+                upstream: str | None = None) -> Path:
     """Write the test school into ``root``; return the config path."""
     for rel, entries in LISTS.items():
         f = root / "lists" / rel
@@ -91,7 +92,7 @@ def make_school(root: Path, extra: str = "", users: tuple[str, ...] = ("pupil1",
     (root / "lists" / "categories.yaml").write_text(METADATA)
     (root / "users.htpasswd").write_text("".join(f"{u}:{hash_pw(PASSWORD)}\n" for u in users))
     cfg = root / "schoolproxy.yaml"
-    cfg.write_text(CONFIG.format(extra=textwrap.dedent(extra)))
+    cfg.write_text(CONFIG.format(extra=textwrap.dedent(extra), upstream=upstream or "null"))
     return cfg
 
 

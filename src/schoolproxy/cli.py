@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.command != "run":  # `run` logs through mitmproxy's own terminal log
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return {"run": cmd_run, "check": cmd_check, "explain": cmd_explain,
                 "lists": cmd_lists, "users": cmd_users}[args.command](args)
@@ -213,6 +214,9 @@ def cmd_run(args) -> int:
 
     snap = build_snapshot(args.config)  # fail fast, with a clear message, before starting anything
     cfg = snap.config
+
+    if not args.verbose:  # one line per client connection is noise on a school's gateway
+        logging.getLogger("mitmproxy.proxy.server").setLevel(logging.WARNING)
 
     async def serve() -> int:
         opts = options.Options()

@@ -260,5 +260,7 @@ def _format_errors(path: Path, e: ValidationError) -> str:
             msg = "unknown key (check the spelling)"
         elif err["type"] == "missing":
             msg = "required key is missing"
+        elif err["type"] == "string_type" and isinstance(err.get("input"), bool):
+            msg += " (YAML reads yes/no/on/off/true/false as a boolean: put the text in quotes)"
         lines.append(f"{path}: {loc or '(top level)'}: {msg}")
     return "\n".join(lines)

@@ -1,0 +1,279 @@
+"""End to end: a real mitmdump with the project's addons, real clients (curl, httpx), chained to a
+stand-in upstream filter on 127.0.0.1 that answers for every hostname (tests/internet.py)."""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import PASSWORD, make_school, require
+from internet import Internet
+from proxyproc import ProxyProcess
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """One stand-in internet and one proxy for the read-only tests of this module."""
+    root = tmp_path_factory.mktemp("e2e")
+    with Internet(root / "internet") as internet:
+        config = make_school(root, upstream=internet.proxy_url)
+        proxy = ProxyProcess.mitmdump(config, root, "--set", f"ssl_verify_upstream_trusted_ca={internet.ca_path}")
+        try:
+            yield internet, proxy, root
+        finally:
+            proxy.stop()
+
+
+def curl(*args: str) -> subprocess.CompletedProcess:
+    if not shutil.which("curl"):
+        require("curl is not installed")
+    return subprocess.run(["curl", "-sS", "--max-time", "10", *args], capture_output=True, text=True)
+
+
+def client(proxy: ProxyProcess, user: str | None, verify: object = False) -> httpx.Client:
+    url = proxy.auth_url(user, PASSWORD) if user else proxy.url
+    return httpx.Client(proxy=url, verify=verify, timeout=10)
+
+
+def mitm_ca(root: Path) -> str:
+    return str(root / "ca" / "mitmproxy-ca-cert.pem")
+
+
+def test_pupil_gets_block_page_on_social_network_and_upstream_never_sees_it(world):
+    internet, proxy, _ = world
+    r = curl("-x", proxy.auth_url("pupil1", PASSWORD), "-w", "\n%{http_code}", "http://www.socialsite.test/feed")
+    body, status = r.stdout.rsplit("\n", 1)
+    assert status == "403"
+    assert "This page is blocked" in body and "tell your teacher" in body
+    assert "social-networking" in body and "monitored" in body
+    assert not internet.requests_for("www.socialsite.test")
+
+
+def test_pupil_gets_real_page_on_education_site(world):
+    internet, proxy, _ = world
+    with client(proxy, "pupil1") as c:
+        r = c.get("http://learning.test/lesson?week=3")
+    assert r.status_code == 200
+    assert "origin learning.test" in r.text
+    seen = internet.wait_for(lambda s: s.host == "learning.test")
+    assert seen.query == {"week": ["3"]}
+    # The school's credentials are never passed on to the upstream filter.
+    assert seen.header("Proxy-Authorization") is None
+
+
+def test_block_page_reference_matches_header(world):
+    _, proxy, _ = world
+    with client(proxy, "pupil1") as c:
+        r = c.get("http://socialsite.test/")
+    ref = r.headers["X-Schoolproxy-Reference"]
+    assert r.status_code == 403 and ref in r.text
+
+
+def test_staff_pass(world):
+    internet, proxy, _ = world
+    with client(proxy, "teacher1") as c:
+        r = c.get("http://socialsite.test/staffroom")
+    assert r.status_code == 200 and "origin socialsite.test" in r.text
+
+
+def test_shared_supply_logon_maps_to_supply_profile(world):
+    _, proxy, _ = world
+    with client(proxy, "Supply3") as c:
+        social = c.get("http://socialsite.test/")   # allowed for supply, blocked for pupils
+        adult = c.get("http://adultsite.test/")     # blocked for supply
+    assert social.status_code == 200
+    assert adult.status_code == 403 and "supply" in adult.text and "Supply3" in adult.text
+
+
+@pytest.mark.parametrize("creds", ["pupil1:wrong", "nobody:" + PASSWORD, None])
+def test_wrong_or_missing_password_gets_407(world, creds):
+    _, proxy, _ = world
+    url = f"http://{creds}@127.0.0.1:{proxy.port}" if creds else proxy.url
+    with httpx.Client(proxy=url, timeout=10) as c:
+        r = c.get("http://learning.test/")
+    assert r.status_code == 407
+    assert r.headers["Proxy-Authenticate"] == 'Basic realm="Test School"'
+
+
+def test_wrong_password_over_https_connect_gets_407(world):
+    _, proxy, _ = world
+    r = curl("-x", f"http://pupil1:wrong@127.0.0.1:{proxy.port}", "https://learning.test/")
+    assert "407" in r.stderr
+
+
+@pytest.mark.parametrize("user", ["pupil1", "visitor", "teacher1"])
+def test_help_site_always_passes(world, user):
+    _, proxy, _ = world
+    with client(proxy, user) as c:
+        r = c.get("http://www.childline.org.uk/get-support")
+    assert r.status_code == 200 and "origin www.childline.org.uk" in r.text
+
+
+def test_intercepted_https_shows_block_page(world):
+    _, proxy, root = world
+    r = curl("-x", proxy.auth_url("pupil1", PASSWORD), "--cacert", mitm_ca(root), "-w", "\n%{http_code}",
+             "https://socialsite.test/")
+    body, status = r.stdout.rsplit("\n", 1)
+    assert status == "403", r.stderr
+    assert "This page is blocked" in body
+
+
+def test_intercepted_https_allowed_reaches_origin(world):
+    internet, proxy, root = world
+    with client(proxy, "pupil1", verify=mitm_ca(root)) as c:
+        r = c.get("https://learning.test/secure")
+    assert r.status_code == 200 and "origin learning.test" in r.text
+    assert internet.wait_for(lambda s: s.host == "learning.test" and s.path == "/secure").via_connect
+
+
+def test_passthrough_host_presents_the_origin_certificate(world):
+    internet, proxy, root = world
+    origin_only = ssl.create_default_context(cafile=str(internet.ca_path))
+    with client(proxy, "teacher1", verify=origin_only) as c:  # banking is passed through for staff
+        r = c.get("https://bank.test/account")
+    assert r.status_code == 200 and "origin bank.test" in r.text
+    # The same client trusting only the origin's CA fails where the proxy intercepts.
+    with client(proxy, "teacher1", verify=origin_only) as c, pytest.raises(httpx.ConnectError):
+        c.get("https://learning.test/")
+
+
+def test_blocked_port_refused_at_connect(world):
+    _, proxy, _ = world
+    r = curl("-p", "-x", proxy.auth_url("pupil1", PASSWORD), "telnet://learning.test:22")
+    assert "403" in r.stderr
+
+
+@pytest.mark.parametrize("url, param, value", [
+    ("http://www.google.com/search?q=cats&safe=off", "safe", "active"),
+    ("http://www.google.co.uk/search?q=cats", "safe", "active"),
+    ("http://www.bing.com/search?q=cats&adlt=off", "adlt", "strict"),
+    ("http://duckduckgo.com/?q=cats&kp=-2", "kp", "1"),
+])
+def test_safesearch_enforced_and_not_removable(world, url, param, value):
+    internet, proxy, _ = world
+    host = httpx.URL(url).host
+    internet.clear()
+    with client(proxy, "pupil1") as c:
+        assert c.get(url).status_code == 200
+    seen = internet.wait_for(lambda s: s.host == host)
+    assert seen.query[param] == [value]
+    assert seen.query["q"] == ["cats"]
+
+
+def test_safesearch_over_intercepted_https_and_youtube_restricted(world):
+    internet, proxy, root = world
+    internet.clear()
+    with client(proxy, "pupil1", verify=mitm_ca(root)) as c:
+        assert c.get("https://www.google.com/search?q=x&safe=images").status_code == 200
+        assert c.get("https://www.youtube.com/watch?v=abc", headers={"YouTube-Restrict": "Off"}).status_code == 200
+    assert internet.wait_for(lambda s: s.host == "www.google.com").query["safe"] == ["active"]
+    assert internet.wait_for(lambda s: s.host == "www.youtube.com").header("YouTube-Restrict") == "Strict"
+
+
+def test_staff_search_is_not_rewritten(world):
+    internet, proxy, _ = world
+    internet.clear()
+    with client(proxy, "teacher1") as c:
+        c.get("http://www.google.com/search?q=lesson")
+    assert "safe" not in internet.wait_for(lambda s: s.host == "www.google.com").query
+
+
+@pytest.mark.parametrize("method", ["HEAD", "POST", "PUT", "DELETE"])
+def test_block_is_correct_http_for_every_method(world, method):
+    internet, proxy, _ = world
+    with client(proxy, "pupil1") as c:
+        r = c.request(method, "http://socialsite.test/post", content=b"x" * 100_000 if method in ("POST", "PUT") else None)
+    assert r.status_code == 403
+    assert (r.content == b"") if method == "HEAD" else (b"This page is blocked" in r.content)
+    # The connection is still usable afterwards (correct framing).
+    with client(proxy, "pupil1") as c:
+        assert c.get("http://learning.test/").status_code == 200
+
+
+@pytest.mark.parametrize("host", ["0x01010101", "1.1.1.1", "16843009"])
+def test_ip_literal_doh_blocked_for_pupils_in_any_spelling(world, host):
+    _, proxy, _ = world
+    with client(proxy, "pupil1") as c:
+        r = c.get(f"http://{host}/dns-query")
+    assert r.status_code == 403
+
+
+def test_hostile_host_header_does_not_crash_or_pass(world):
+    internet, proxy, _ = world
+    # Domain fronting: allowed URL host, blocked Host header.
+    with client(proxy, "pupil1") as c:
+        r = c.get("http://learning.test/", headers={"Host": "socialsite.test"})
+        assert r.status_code == 403
+        long_host = "a" * 70 + ".test"
+        r = c.get(f"http://{long_host}/")
+        assert r.status_code in (400, 403, 502)
+        assert c.get("http://learning.test/").status_code == 200
+
+
+def test_schoolproxy_run_serves_the_same_policy(tmp_path):
+    with Internet(tmp_path / "internet") as internet:
+        config = make_school(tmp_path, upstream=internet.proxy_url)
+        with ProxyProcess.schoolproxy_run(config, tmp_path) as proxy:
+            with client(proxy, "pupil1") as c:
+                assert c.get("http://socialsite.test/").status_code == 403
+                assert c.get("http://learning.test/").status_code == 200
+
+
+def test_reload_under_load_fails_no_request_and_applies(tmp_path):
+    with Internet(tmp_path / "internet") as internet:
+        config = make_school(tmp_path, upstream=internet.proxy_url)
+        proxy = ProxyProcess.mitmdump(config, tmp_path)
+        failures: list[str] = []
+        statuses: dict[int, int] = {}
+        stop = threading.Event()
+
+        def load():
+            with client(proxy, "pupil1") as c:
+                while not stop.is_set():
+                    try:
+                        r = c.get("http://learning.test/")
+                        statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                    except httpx.HTTPError as e:
+                        failures.append(repr(e))
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        try:
+            for t in threads:
+                t.start()
+            time.sleep(0.5)
+            # 1) A valid change, picked up by the file watcher: pupils now blocked from learning.test.
+            text = config.read_text()
+            config.write_text(text.replace(
+                "overrides:\n",
+                "overrides:\n  - {site: learning.test, action: block, profiles: [pupil], rationale: Test reload, "
+                "author: CI, date: 2026-11-25}\n", 1))
+            deadline = time.monotonic() + 10
+            while statuses.get(403, 0) == 0 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert statuses.get(403, 0) > 0, proxy.log()
+            # 2) A broken config and SIGHUP: refused, the running policy keeps serving.
+            config.write_text(text + "\nprofiles: [broken\n")
+            proxy.signal()
+            time.sleep(1.5)
+            before = dict(statuses)
+            time.sleep(0.5)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(10)
+        log = proxy.log()
+        proxy.stop()
+        assert not failures, failures[:3]
+        assert set(statuses) <= {200, 403}
+        assert sum(statuses.values()) > 50
+        assert statuses[403] > before.get(403, 0)  # still blocking under the kept (reloaded) policy
+        assert "REFUSED" in log and "not valid YAML" in log
