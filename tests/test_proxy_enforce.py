@@ -1,0 +1,147 @@
+"""Enforce addon, with mitmproxy's test helpers: verdicts, block pages, SafeSearch, CONNECT, TLS."""
+
+from unittest import mock
+
+import pytest
+from mitmproxy import tls
+from mitmproxy.test import taddons, tflow, tutils
+
+from schoolproxy.engine import Engine
+from schoolproxy.identity import Identity
+from schoolproxy.proxy.enforce import Enforce
+from schoolproxy.proxy.identify import IDENTITY
+
+PUPIL = Identity("pupil1", "pupil", "proxy-auth", "group year4")
+STAFF = Identity("teacher1", "staff", "proxy-auth", "user teacher1")
+
+
+@pytest.fixture
+def addon(school):
+    engine = Engine()
+    engine.load(school)
+    published = []
+    engine.bus.subscribe(published.append)
+    a = Enforce(engine)
+    a.published = published
+    return a
+
+
+def request_flow(url: str, ident: Identity = PUPIL, method: str = "GET"):
+    f = tflow.tflow(req=tutils.treq())
+    f.request.url = url
+    f.request.method = method
+    f.metadata[IDENTITY] = ident
+    return f
+
+
+def test_blocked_request_gets_block_page_and_one_verdict(addon):
+    f = request_flow("http://www.socialsite.test/x?y=<script>")
+    with taddons.context(addon):
+        addon.requestheaders(f)
+        assert f.response.status_code == 403
+        addon.response(f)
+    assert b"<script>" not in f.response.content and b"&lt;script&gt;" in f.response.content
+    [v] = addon.published
+    assert (v.action, v.rule, v.username, v.profile, v.status) == ("block", "category:social-networking",
+                                                                  "pupil1", "pupil", 403)
+    assert v.ref.encode() in f.response.content and v.categories == ("social-networking",)
+
+
+def test_allowed_request_verdict_carries_status_and_size(addon):
+    f = request_flow("http://learning.test/")
+    with taddons.context(addon):
+        addon.requestheaders(f)
+        assert f.response is None
+        f.response = tutils.tresp(content=b"hello")
+        addon.response(f)
+        addon.response(f)  # a second response hook must not publish twice
+    [v] = addon.published
+    assert (v.action, v.status, v.bytes, v.host) == ("allow", 200, 5, "learning.test")
+
+
+def test_error_publishes_verdict(addon):
+    f = request_flow("http://learning.test/")
+    with taddons.context(addon):
+        addon.requestheaders(f)
+        f.error = mock.Mock()
+        addon.error(f)
+    assert addon.published[0].error
+
+
+def test_safesearch_rewrites_and_youtube_header(addon):
+    g = request_flow("http://www.google.co.uk/search?q=a&safe=off&safe=off")
+    y = request_flow("https://m.youtube.com/watch?v=1")
+    y.request.headers["YouTube-Restrict"] = "off"
+    with taddons.context(addon):
+        addon.requestheaders(g)
+        addon.requestheaders(y)
+    assert g.request.query.get_all("safe") == ["active"] and g.request.query["q"] == "a"
+    assert y.request.headers["YouTube-Restrict"] == "Strict"
+    s = request_flow("http://www.google.com/search?q=a", STAFF)
+    with taddons.context(addon):
+        addon.requestheaders(s)
+    assert "safe" not in s.request.query
+
+
+def test_connect_to_blocked_passthrough_or_bad_port_is_refused(addon):
+    f = request_flow("http://learning.test:22/", method="CONNECT")
+    with taddons.context(addon):
+        addon.http_connect(f)
+    assert f.response.status_code == 403
+    assert addon.published[-1].rule == "connect-port" and addon.published[-1].layer == "connect"
+
+
+def test_connect_to_blocked_intercepted_host_waits_for_the_request(addon):
+    f = request_flow("https://socialsite.test:443/", method="CONNECT")
+    with taddons.context(addon):
+        addon.http_connect(f)
+    assert f.response is None  # the block page is served inside the intercepted tunnel
+
+
+def clienthello(addon, connect_flow, sni):
+    data = tls.ClientHelloData(mock.Mock(), mock.Mock())
+    data.context.client = connect_flow.client_conn
+    data.client_hello.sni = sni
+    data.context.server.address = (sni, 443)
+    data.ignore_connection = False
+    return data
+
+
+def test_passthrough_for_staff_banking_is_recorded(addon):
+    f = request_flow("https://bank.test:443/", STAFF, method="CONNECT")
+    with taddons.context(addon):
+        addon.http_connect(f)
+        data = clienthello(addon, f, "bank.test")
+        addon.tls_clienthello(data)
+    assert data.ignore_connection is True
+    [v] = addon.published
+    assert (v.layer, v.action, v.host, v.username) == ("tls-passthrough", "allow", "bank.test", "teacher1")
+
+
+def test_sni_naming_a_blocked_site_is_not_passed_through(addon):
+    f = request_flow("https://bank.test:443/", PUPIL, method="CONNECT")
+    with taddons.context(addon):
+        addon.http_connect(f)
+        data = clienthello(addon, f, "socialsite.test")
+        addon.tls_clienthello(data)
+        inner = request_flow("https://bank.test/", PUPIL)
+        inner.client_conn = f.client_conn
+        addon.requestheaders(inner)
+    assert data.ignore_connection is False
+    assert inner.response.status_code == 403  # the SNI's verdict applies inside the tunnel
+
+
+def test_internal_error_fails_closed(addon, monkeypatch):
+    monkeypatch.setattr(addon.engine.snapshot.policy, "decide", mock.Mock(side_effect=RuntimeError("boom")))
+    f = request_flow("http://learning.test/")
+    with taddons.context(addon):
+        addon.requestheaders(f)
+    assert f.response.status_code == 403
+
+
+def test_flows_already_answered_are_left_alone(addon):
+    f = request_flow("http://socialsite.test/")
+    f.response = tutils.tresp(status_code=407)
+    with taddons.context(addon):
+        addon.requestheaders(f)
+    assert f.response.status_code == 407 and not addon.published

@@ -1,0 +1,97 @@
+"""Identify addon, with mitmproxy's test helpers."""
+
+import base64
+
+import pytest
+from mitmproxy.proxy.mode_specs import ProxyMode
+from mitmproxy.test import taddons, tflow
+
+from conftest import PASSWORD
+from schoolproxy.engine import Engine
+from schoolproxy.proxy.identify import IDENTITY, Identify, parse_basic
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.fixture
+def addon(school):
+    engine = Engine()
+    engine.load(school)
+    return Identify(engine)
+
+
+def flow_with(header: str | None = None, ip: str = "192.168.0.5"):
+    f = tflow.tflow()
+    f.client_conn.peername = (ip, 50000)
+    if header is not None:
+        f.request.headers["Proxy-Authorization"] = header
+    return f
+
+
+async def test_valid_credentials_identify_and_are_stripped(addon):
+    f = flow_with(basic("pupil1", PASSWORD))
+    with taddons.context(addon):
+        await addon.requestheaders(f)
+    ident = f.metadata[IDENTITY]
+    assert (ident.username, ident.profile, ident.source) == ("pupil1", "pupil", "proxy-auth")
+    assert "Proxy-Authorization" not in f.request.headers
+    assert f.response is None
+
+
+@pytest.mark.parametrize("header", [basic("pupil1", "wrong"), basic("ghost", PASSWORD), None, "Basic !!!",
+                                    "Bearer abc", "Basic " + "A" * 10000, basic("pupil1\x00", PASSWORD)])
+async def test_bad_or_missing_credentials_get_407(addon, header):
+    f = flow_with(header)
+    with taddons.context(addon):
+        await addon.requestheaders(f)
+    assert f.response.status_code == 407
+    assert f.response.headers["Proxy-Authenticate"] == 'Basic realm="Test School"'
+    assert IDENTITY not in f.metadata
+
+
+async def test_bcrypt_checked_once_per_credential(addon, monkeypatch):
+    calls = []
+    real = addon.engine.snapshot.authenticator.check
+    monkeypatch.setattr(addon.engine.snapshot.authenticator, "check", lambda u, p: calls.append(u) or real(u, p))
+    with taddons.context(addon):
+        for _ in range(5):
+            await addon.requestheaders(flow_with(basic("pupil1", PASSWORD)))
+            await addon.requestheaders(flow_with(basic("pupil1", "wrong")))
+    assert calls == ["pupil1", "pupil1"]
+
+
+async def test_connect_identity_applies_inside_the_tunnel(addon):
+    connect = flow_with(basic("teacher1", PASSWORD))
+    connect.request.method = "CONNECT"
+    with taddons.context(addon):
+        await addon.http_connect(connect)
+        inner = tflow.tflow()
+        inner.client_conn = connect.client_conn
+        await addon.requestheaders(inner)
+    assert inner.metadata[IDENTITY].profile == "staff"
+
+
+async def test_mapped_subnet_needs_no_login(addon):
+    f = flow_with(None, ip="10.9.1.2")
+    with taddons.context(addon):
+        await addon.requestheaders(f)
+    assert f.response is None and f.metadata[IDENTITY].profile == "guest"
+
+
+async def test_transparent_mode_falls_back_to_default_profile(addon):
+    f = flow_with(None)
+    f.client_conn.proxy_mode = ProxyMode.parse("transparent")
+    with taddons.context(addon):
+        await addon.requestheaders(f)
+    assert f.response is None
+    assert (f.metadata[IDENTITY].profile, f.metadata[IDENTITY].source) == ("pupil", "default")
+
+
+def test_parse_basic():
+    assert parse_basic(basic("a", "b:c")) == ("a", "b:c")
+    assert parse_basic("basic " + base64.b64encode(b"x:").decode()) == ("x", "")
+    for bad in ("", "Basic", "Basic ====", "Digest abc", "Basic " + base64.b64encode(b"nocolon").decode(),
+                "Basic " + base64.b64encode(b"\xff\xfe:x").decode()):
+        assert parse_basic(bad) is None
