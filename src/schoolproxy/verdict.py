@@ -15,20 +15,31 @@ log = logging.getLogger(__name__)
 
 # Crockford base32 without I, L, O, U: a reference a child can read out to a teacher.
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_counter = itertools.count(int.from_bytes(os.urandom(3)))
+_EPOCH = 1_704_067_200  # 2024-01-01: 30 bits of seconds last until 2058
+_counter = itertools.count(int.from_bytes(os.urandom(3)) & 0xFFFFF)
+# Distinguishes proxy processes (workers, restarts within a second); see set_process_tag().
+_tag = (os.getpid() ^ int.from_bytes(os.urandom(2))) & 0x3FF
+
+
+def set_process_tag(tag: int) -> None:
+    """Give each worker of one proxy a distinct tag (0-1023) so their references never collide."""
+    global _tag
+    _tag = tag & 0x3FF
 
 
 def new_reference() -> str:
-    """Short unique reference id, e.g. ``7KQ2-9XMA``: seconds since 2024 + a per-process counter +
-    random bits, so ids from several workers and restarts do not collide."""
-    n = ((int(time.time()) - 1_704_067_200) & 0xFFFFFFFF) << 24 | (next(_counter) & 0xFFF) << 12 \
-        | int.from_bytes(os.urandom(2)) & 0xFFF
+    """Unique reference id shown on the block page and stored on the record, e.g. ``1BM9-7DG0-034X``.
+
+    60 bits: 30 bits of seconds, a 10-bit process tag and a 20-bit counter — unique for up to a
+    million requests per second per process.
+    """
+    n = ((int(time.time()) - _EPOCH) & 0x3FFFFFFF) << 30 | _tag << 20 | (next(_counter) & 0xFFFFF)
     chars = []
     for _ in range(12):
         n, r = divmod(n, 32)
         chars.append(_ALPHABET[r])
-    s = "".join(reversed(chars)).lstrip("0").rjust(10, "0")
-    return f"{s[:-5]}-{s[-5:]}"
+    s = "".join(reversed(chars))
+    return f"{s[:4]}-{s[4:8]}-{s[8:]}"
 
 
 @dataclass(slots=True)
