@@ -208,22 +208,26 @@ def cmd_users(args) -> int:
 
 def cmd_run(args) -> int:
     from mitmproxy import exceptions, options
-    from mitmproxy.tools.dump import DumpMaster
 
-    from .proxy import make_addons
+    from .proxy.master import lean_master
 
     snap = build_snapshot(args.config)  # fail fast, with a clear message, before starting anything
     cfg = snap.config
 
+    # mitmproxy's terminal log filters by its own verbosity option; let records reach it, line by line
+    # (systemd's journal should see each line as it happens).
+    logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    sys.stdout.reconfigure(line_buffering=True)
     if not args.verbose:  # one line per client connection is noise on a school's gateway
         logging.getLogger("mitmproxy.proxy.server").setLevel(logging.WARNING)
 
     async def serve() -> int:
         opts = options.Options()
-        master = DumpMaster(opts, with_termlog=True, with_dumper=args.verbose)
-        master.addons.add(*make_addons())
+        master = lean_master(opts, verbose=args.verbose)
+        ca_dir = cfg.path(cfg.proxy.ca_dir)
+        ca_dir.mkdir(parents=True, exist_ok=True)
         try:
-            opts.update(listen_host=args.listen_host or cfg.proxy.listen_host,
+            opts.update(confdir=str(ca_dir), listen_host=args.listen_host or cfg.proxy.listen_host,
                         listen_port=args.listen_port or cfg.proxy.listen_port,
                         schoolproxy_config=str(args.config))
         except exceptions.OptionsError as e:
