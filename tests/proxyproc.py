@@ -1,4 +1,4 @@
-"""Start and stop a real proxy process (``mitmdump -s addons/schoolproxy.py`` or ``schoolproxy run``)
+"""Start and stop a real proxy process (``mitmdump -s addons/schoolproxy_addons.py`` or ``schoolproxy run``)
 for end-to-end tests, and wait until it listens."""
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ class ProxyProcess:
     @classmethod
     def mitmdump(cls, config: Path, workdir: Path, *extra: str) -> "ProxyProcess":
         port = free_port()
-        argv = [str(BIN / "mitmdump"), "-q", "-s", str(ROOT / "addons" / "schoolproxy.py"),
+        argv = [str(BIN / "mitmdump"), "-q", "-s", str(ROOT / "addons" / "schoolproxy_addons.py"),
                 "--listen-host", "127.0.0.1", "--listen-port", str(port),
-                "--set", f"schoolproxy_config={config}", "--set", "schoolproxy_reload_interval=0.5", *extra]
+                "--set", f"schoolproxy_config={config}", "--set", "schoolproxy_reload_ms=300", *extra]
         return cls(argv, port, workdir / f"mitmdump-{port}.log")
 
     @classmethod

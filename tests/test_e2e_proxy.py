@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from conftest import PASSWORD, make_school, require
-from internet import Internet
-from proxyproc import ProxyProcess
+from standin import Internet
+from proxyproc import BIN, ROOT, ProxyProcess, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +26,8 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     with Internet(root / "internet") as internet:
         config = make_school(root, upstream=internet.proxy_url)
-        proxy = ProxyProcess.mitmdump(config, root, "--set", f"ssl_verify_upstream_trusted_ca={internet.ca_path}")
+        proxy = ProxyProcess.mitmdump(config, root, "--mode", f"upstream:{internet.proxy_url}",
+                                      "--set", f"ssl_verify_upstream_trusted_ca={internet.ca_path}")
         try:
             yield internet, proxy, root
         finally:
@@ -44,8 +45,8 @@ def client(proxy: ProxyProcess, user: str | None, verify: object = False) -> htt
     return httpx.Client(proxy=url, verify=verify, timeout=10)
 
 
-def mitm_ca(root: Path) -> str:
-    return str(root / "ca" / "mitmproxy-ca-cert.pem")
+def mitm_ca(root: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(root / "ca" / "mitmproxy-ca-cert.pem"))
 
 
 def test_pupil_gets_block_page_on_social_network_and_upstream_never_sees_it(world):
@@ -120,7 +121,7 @@ def test_help_site_always_passes(world, user):
 
 def test_intercepted_https_shows_block_page(world):
     _, proxy, root = world
-    r = curl("-x", proxy.auth_url("pupil1", PASSWORD), "--cacert", mitm_ca(root), "-w", "\n%{http_code}",
+    r = curl("-x", proxy.auth_url("pupil1", PASSWORD), "--cacert", str(root / "ca" / "mitmproxy-ca-cert.pem"), "-w", "\n%{http_code}",
              "https://socialsite.test/")
     body, status = r.stdout.rsplit("\n", 1)
     assert status == "403", r.stderr
@@ -219,6 +220,15 @@ def test_hostile_host_header_does_not_crash_or_pass(world):
         assert c.get("http://learning.test/").status_code == 200
 
 
+def test_mitmdump_refuses_to_start_without_the_configured_upstream(tmp_path):
+    config = make_school(tmp_path, upstream="http://127.0.0.1:9")
+    r = subprocess.run([str(BIN / "mitmdump"), "-s", str(ROOT / "addons" / "schoolproxy_addons.py"),
+                        "--listen-port", str(free_port()), "--set", f"schoolproxy_config={config}"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert "start it with --mode upstream:http://127.0.0.1:9" in r.stdout + r.stderr
+
+
 def test_schoolproxy_run_serves_the_same_policy(tmp_path):
     with Internet(tmp_path / "internet") as internet:
         config = make_school(tmp_path, upstream=internet.proxy_url)
@@ -231,7 +241,7 @@ def test_schoolproxy_run_serves_the_same_policy(tmp_path):
 def test_reload_under_load_fails_no_request_and_applies(tmp_path):
     with Internet(tmp_path / "internet") as internet:
         config = make_school(tmp_path, upstream=internet.proxy_url)
-        proxy = ProxyProcess.mitmdump(config, tmp_path)
+        proxy = ProxyProcess.mitmdump(config, tmp_path, "--mode", f"upstream:{internet.proxy_url}")
         failures: list[str] = []
         statuses: dict[int, int] = {}
         stop = threading.Event()

@@ -228,6 +228,7 @@ def cmd_run(args) -> int:
         ca_dir.mkdir(parents=True, exist_ok=True)
         try:
             opts.update(confdir=str(ca_dir), listen_host=args.listen_host or cfg.proxy.listen_host,
+                        mode=[f"upstream:{cfg.proxy.upstream}"] if cfg.proxy.upstream else ["regular"],
                         listen_port=args.listen_port or cfg.proxy.listen_port,
                         schoolproxy_config=str(args.config))
         except exceptions.OptionsError as e:

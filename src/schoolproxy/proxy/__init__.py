@@ -1,7 +1,7 @@
 """The mitmproxy side: thin addons that turn flows into the core's request facts and apply verdicts.
 
 Order matters: configuration is loaded first, identity is established before enforcement, and the
-reloader runs beside them. :func:`make_addons` is what ``addons/schoolproxy.py`` (``mitmdump -s``)
+reloader runs beside them. :func:`make_addons` is what ``addons/schoolproxy_addons.py`` (``mitmdump -s``)
 and ``schoolproxy run`` both use.
 """
 

@@ -12,6 +12,7 @@ from mitmproxy import ctx
 
 from ..config import ConfigError
 from ..engine import Engine
+from .loadconfig import upstream_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,8 @@ class Reload:
         self._refused_state: object = None
 
     def load(self, loader) -> None:
-        loader.add_option("schoolproxy_reload_interval", float, 2.0,
-                          "Seconds between checks for changed config and list files (0 = only on SIGHUP).")
+        loader.add_option("schoolproxy_reload_ms", int, 2000,
+                          "Milliseconds between checks for changed config, users and list files (0 = only on SIGHUP).")
 
     def running(self) -> None:
         loop = asyncio.get_running_loop()
@@ -33,8 +34,8 @@ class Reload:
             loop.add_signal_handler(signal.SIGHUP, self.trigger, "SIGHUP")
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / platform
             log.debug("SIGHUP reload not available here")
-        if ctx.options.schoolproxy_reload_interval > 0:
-            self._task = asyncio.create_task(self._watch(ctx.options.schoolproxy_reload_interval))
+        if ctx.options.schoolproxy_reload_ms > 0:
+            self._task = asyncio.create_task(self._watch(ctx.options.schoolproxy_reload_ms / 1000))
 
     def done(self) -> None:
         if self._task:
@@ -70,6 +71,13 @@ class Reload:
                 self._refused_state = state
                 self.engine.reloads["refused"] += 1
                 log.exception("schoolproxy: reload (%s) failed — still serving the previous configuration", why)
+                return False
+            problem = upstream_mismatch(snap.config.proxy.upstream, list(ctx.options.mode))
+            if problem:
+                self._refused_state = state
+                self.engine.reloads["refused"] += 1
+                log.error("schoolproxy: reload (%s) REFUSED — still serving the previous configuration: %s; "
+                          "changing the upstream filter needs a restart", why, problem)
                 return False
             self.engine.swap(snap)
             self._refused_state = None
