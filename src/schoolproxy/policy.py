@@ -290,7 +290,8 @@ class Policy:
             return Decision("allow", f"{prefix}category:{name}", f"{name} is allowed for {profile}", mask)
         action: Action = "block" if prof.default_block else "allow"
         if trace is not None:
-            trace.append(f"3. category rule: none\n4. profile default for {profile}: {action}")
+            trace.append("3. category rule: none")
+            trace.append(f"4. profile default for {profile}: {action}")
         return Decision(action, f"default:{profile}", f"default for {profile}: {action}", mask)
 
     def _local_now(self) -> dt.datetime:
