@@ -287,3 +287,29 @@ def test_reload_under_load_fails_no_request_and_applies(tmp_path):
         assert sum(statuses.values()) > 50
         assert statuses[403] > before.get(403, 0)  # still blocking under the kept (reloaded) policy
         assert "REFUSED" in log and "not valid YAML" in log
+
+
+@pytest.mark.parametrize("raw", [
+    b"GARBAGE\r\n\r\n",
+    b"GET http://learning.test/ HTTP/1.1\r\nHost: learning.test\r\nContent-Length: -5\r\n\r\n",
+    b"GET http://[::1/ HTTP/1.1\r\n\r\n",
+    b"GET http://" + b"a." * 3000 + b"test/ HTTP/1.1\r\n\r\n",
+    b"CONNECT :443 HTTP/1.1\r\n\r\n",
+    b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + b"\x00" * 64,
+])
+def test_malformed_requests_get_an_error_and_the_proxy_keeps_serving(world, raw):
+    import socket
+    _, proxy, _ = world
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as s:
+        s.sendall(raw)
+        s.shutdown(socket.SHUT_WR)
+        reply = b""
+        try:
+            while chunk := s.recv(65536):
+                reply += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    assert not reply.startswith(b"HTTP/1.1 200")  # never served
+    with client(proxy, "pupil1") as c:
+        assert c.get("http://learning.test/").status_code == 200
+        assert c.get("http://socialsite.test/").status_code == 403
