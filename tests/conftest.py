@@ -4,6 +4,7 @@ so tests do not depend on the shipped starter lists changing."""
 from __future__ import annotations
 
 import os
+import socket
 import textwrap
 from pathlib import Path
 
@@ -40,6 +41,7 @@ school: Test Primary
 timezone: Europe/London
 proxy: {{listen_host: 127.0.0.1, listen_port: 8080, ca_dir: ca, upstream: {upstream}}}
 lists: {{sources: [lists], metadata: lists/categories.yaml}}
+metrics: {{listen: "127.0.0.1:{metrics_port}"}}
 identity:
   proxy_auth: {{enabled: true, users_file: users.htpasswd, realm: Test School, cache_seconds: 300}}
   users: {{teacher1: staff}}
@@ -78,6 +80,17 @@ tests:
 {extra}"""
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def metrics_url(config: Path) -> str:
+    import yaml
+    return f"http://{yaml.safe_load(config.read_text())['metrics']['listen']}/metrics"
+
+
 def hash_pw(password: str) -> str:
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
 
@@ -92,7 +105,7 @@ def make_school(root: Path, extra: str = "", users: tuple[str, ...] = ("pupil1",
     (root / "lists" / "categories.yaml").write_text(METADATA)
     (root / "users.htpasswd").write_text("".join(f"{u}:{hash_pw(PASSWORD)}\n" for u in users))
     cfg = root / "schoolproxy.yaml"
-    cfg.write_text(CONFIG.format(extra=textwrap.dedent(extra), upstream=upstream or "null"))
+    cfg.write_text(CONFIG.format(extra=textwrap.dedent(extra), upstream=upstream or "null", metrics_port=free_port()))
     return cfg
 
 
@@ -105,6 +118,17 @@ def school(tmp_path: Path) -> Path:
 def snapshot(school: Path):
     from schoolproxy.engine import build_snapshot
     return build_snapshot(school)
+
+
+def make_verdict(**kw):
+    """A finished Verdict as the enforcement addon would publish it; override any field."""
+    from schoolproxy.verdict import Verdict, new_reference
+    base = dict(ref=new_reference(), time=1764072000.0, client_ip="10.0.0.7", username="jsmith", profile="pupil",
+                identity_source="proxy-auth", identity_rule="group year4", method="GET", scheme="http",
+                host="socialsite.test", port=80, path="/", action="block", rule="category:social-networking",
+                reason="social-networking is blocked for pupil", categories=("social-networking",))
+    base.update(kw)
+    return Verdict(**base)
 
 
 def require(reason: str) -> None:

@@ -1,14 +1,6 @@
 from schoolproxy.blockpage import render
-from schoolproxy.verdict import Verdict, new_reference
-
-
-def verdict(**kw) -> Verdict:
-    base = dict(ref=new_reference(), time=1764072000.0, client_ip="10.0.0.7", username="jsmith", profile="pupil",
-                identity_source="proxy-auth", identity_rule="group year4", method="GET", scheme="http",
-                host="socialsite.test", port=80, path="/", action="block", rule="category:social-networking",
-                reason="social-networking is blocked for pupil", categories=("social-networking",))
-    base.update(kw)
-    return Verdict(**base)
+from conftest import make_verdict as verdict
+from schoolproxy.verdict import new_reference
 
 
 def test_block_page_says_why_what_to_do_and_monitoring():

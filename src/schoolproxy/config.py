@@ -164,6 +164,20 @@ class PolicyTestSettings(_Model):
         return self
 
 
+class MetricsSettings(_Model):
+    #: host:port for the Prometheus /metrics endpoint; keep it on a management address.
+    listen: str = "127.0.0.1:9464"
+    enabled: bool = True
+
+    @field_validator("listen")
+    @classmethod
+    def _hostport(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:9464")
+        return v
+
+
 class BlockPageSettings(_Model):
     #: Who to tell, shown on the block page ("your teacher", an email address for staff).
     report_to: str = ""
@@ -181,6 +195,7 @@ class Config(_Model):
     profiles: dict[NonEmpty, ProfileSettings]
     overrides: list[OverrideSettings] = []
     block_page: BlockPageSettings = BlockPageSettings()
+    metrics: MetricsSettings = MetricsSettings()
     tests: list[PolicyTestSettings] = []
 
     #: Directory of the config file; relative paths resolve against it. Set by :func:`load_config`.

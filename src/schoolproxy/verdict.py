@@ -67,6 +67,7 @@ class Verdict:
     bytes: int = 0
     duration: float | None = None
     error: str | None = None
+    decision_seconds: float = 0.0  # time spent identifying-and-deciding (for the latency histogram)
 
     @property
     def blocked(self) -> bool:

@@ -11,9 +11,10 @@ from ..engine import Engine
 from .enforce import Enforce
 from .identify import Identify
 from .loadconfig import LoadConfig
+from .metrics import MetricsExporter
 from .reload import Reload
 
 
 def make_addons(engine: Engine | None = None) -> list[object]:
     engine = engine or Engine()
-    return [LoadConfig(engine), Identify(engine), Enforce(engine), Reload(engine)]
+    return [LoadConfig(engine), Identify(engine), Enforce(engine), Reload(engine), MetricsExporter(engine)]

@@ -107,6 +107,7 @@ class Enforce:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
+        started = time.perf_counter()
         snap = self._snapshot()
         ident = self._identity(flow, snap)
         req = flow.request
@@ -120,6 +121,7 @@ class Enforce:
                     host, decision = other_host, other_decision
                     break
         verdict = self._verdict(flow, ident, decision, host, req.port, snap)
+        verdict.decision_seconds = time.perf_counter() - started
         flow.metadata[VERDICT] = verdict
         if decision.action == "block":
             flow.response = self._block_page(flow, verdict, snap)

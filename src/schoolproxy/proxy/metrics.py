@@ -1,0 +1,39 @@
+"""MetricsExporter addon: serves /metrics (config ``metrics.listen``, default 127.0.0.1:9464) from a
+background thread, and subscribes the metrics to the verdict bus. Nothing here runs per request."""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import start_http_server
+
+from ..engine import Engine
+from ..metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class MetricsExporter:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.metrics = Metrics(engine)
+        engine.bus.subscribe(self.metrics.on_verdict)
+        self._server = None
+
+    def running(self) -> None:
+        snap = self.engine.snapshot
+        if snap is None or not snap.config.metrics.enabled or self._server is not None:
+            return
+        host, _, port = snap.config.metrics.listen.rpartition(":")
+        try:
+            self._server, _ = start_http_server(int(port), addr=host.strip("[]"), registry=self.metrics.registry)
+        except OSError as e:
+            log.error("schoolproxy: cannot serve metrics on %s: %s", snap.config.metrics.listen, e)
+            return
+        log.info("schoolproxy: Prometheus metrics on http://%s/metrics", snap.config.metrics.listen)
+
+    def done(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
