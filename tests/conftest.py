@@ -136,3 +136,30 @@ def require(reason: str) -> None:
     if os.environ.get("SCHOOLPROXY_REQUIRE_ALL"):
         pytest.fail(f"required in CI but unavailable: {reason}")
     pytest.skip(reason)
+
+
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh, empty PostgreSQL database on the machine's server, dropped afterwards."""
+    try:
+        import psycopg
+        admin = psycopg.connect(PG_ADMIN, autocommit=True)
+    except Exception as e:
+        require(f"PostgreSQL not reachable at 127.0.0.1:5432 ({str(e).splitlines()[0][:80]})")
+    name = "sp_test_" + os.urandom(5).hex()
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'records.db'}"
+    return request.getfixturevalue("pg_url")

@@ -50,6 +50,32 @@ def main(argv: list[str] | None = None) -> int:
     q = lsub.add_parser("stats", help="entries per category in the configured lists")
     q.add_argument("--config", default=DEFAULT_CONFIG)
 
+    p = sub.add_parser("report", help="browsing records: a user's history, what was blocked, one reference")
+    rsub = p.add_subparsers(dest="report_command", required=True)
+    for name, helptext in (("user", "one user's history"), ("blocked", "blocked requests"),
+                           ("ref", "the record behind a block page's reference")):
+        q = rsub.add_parser(name, help=helptext)
+        q.add_argument("--config", default=DEFAULT_CONFIG)
+        q.add_argument("--csv", action="store_true", help="CSV on standard output instead of a table")
+        q.add_argument("--viewer", default=None, help="who is looking (for the access audit; default: login name)")
+        if name == "user":
+            q.add_argument("username")
+        if name == "ref":
+            q.add_argument("reference")
+        else:
+            q.add_argument("--since", default="7d", help="start: a date, a date and time, or 24h / 7d ago (default 7d)")
+            q.add_argument("--until", default=None, help="end (default: now)")
+        if name == "blocked":
+            q.add_argument("--category")
+
+    p = sub.add_parser("purge", help="delete records older than the retention period now")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+
+    p = sub.add_parser("db", help="records database maintenance")
+    dsub = p.add_subparsers(dest="db_command", required=True)
+    q = dsub.add_parser("upgrade", help="create or migrate the records database schema")
+    q.add_argument("--config", default=DEFAULT_CONFIG)
+
     p = sub.add_parser("users", help="manage the local users file (bcrypt)")
     usub = p.add_subparsers(dest="users_command", required=True)
     q = usub.add_parser("add", help="add a user or set their password")
@@ -61,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "run":  # `run` logs through mitmproxy's own terminal log
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        return {"run": cmd_run, "check": cmd_check, "explain": cmd_explain,
-                "lists": cmd_lists, "users": cmd_users}[args.command](args)
+        return {"run": cmd_run, "check": cmd_check, "explain": cmd_explain, "lists": cmd_lists,
+                "users": cmd_users, "report": cmd_report, "purge": cmd_purge, "db": cmd_db}[args.command](args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -186,6 +212,68 @@ def _category_root(top: Path) -> Path | None:
         if any((c / "domains").is_file() for c in d.iterdir() if c.is_dir()):
             return d
     return None
+
+
+def _database(config_path: str):
+    from .config import load_config
+    from .records import open_database, upgrade
+    cfg = load_config(config_path)
+    db = open_database(cfg.database_url())
+    upgrade(db)
+    return cfg, db
+
+
+def _when(text: str, tz) -> dt.datetime:
+    text = text.strip()
+    units = {"h": 3600, "d": 86400, "w": 7 * 86400}
+    if text[:-1].isdigit() and text[-1:] in units:
+        return dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"cannot read the time {text!r}: use e.g. 2026-11-01, '2026-11-01 09:00', 24h or 7d") from None
+    return when if when.tzinfo else when.replace(tzinfo=tz)
+
+
+def cmd_report(args) -> int:
+    from zoneinfo import ZoneInfo
+    from .records import reports
+    cfg, db = _database(args.config)
+    tz = ZoneInfo(cfg.timezone)
+    viewer = args.viewer or getpass.getuser()
+    if args.report_command == "ref":
+        rows, subject, what = reports.by_ref(db, args.reference), args.reference, "record by reference"
+    else:
+        since = _when(args.since, tz)
+        until = _when(args.until, tz) if args.until else dt.datetime.now(dt.timezone.utc)
+        span = f"{since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M}"
+        if args.report_command == "user":
+            rows, subject, what = reports.user_history(db, args.username, since, until), args.username, f"history {span}"
+        else:
+            rows = reports.blocked(db, since, until, args.category)
+            subject, what = "(all users)", f"blocked {args.category or 'all categories'} {span}"
+    reports.audit(db, viewer, subject, what)
+    if args.csv:
+        reports.write_csv(rows, sys.stdout, tz=tz)
+    else:
+        print(reports.format_table(rows, tz=tz))
+    return 0 if rows or args.report_command != "ref" else 1
+
+
+def cmd_purge(args) -> int:
+    from .records.purge import purge
+    cfg, db = _database(args.config)
+    done = purge(db, cfg.records.retention_days, cfg.records.alert_retention_days)
+    print(f"removed {done['requests']} request records older than {cfg.records.retention_days} days and "
+          f"{done['alerts']} alerts older than {cfg.records.alert_retention_days} days")
+    return 0
+
+
+def cmd_db(args) -> int:
+    from .records.database import current_revision
+    cfg, db = _database(args.config)
+    print(f"records database at revision {current_revision(db)} (latest)")
+    return 0
 
 
 def cmd_users(args) -> int:

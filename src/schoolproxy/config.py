@@ -178,6 +178,40 @@ class MetricsSettings(_Model):
         return v
 
 
+class RecordSettings(_Model):
+    #: SQLAlchemy URL. SQLite paths are relative to this file; for PostgreSQL use e.g.
+    #: postgresql+psycopg://schoolproxy@db.trust.local/schoolproxy
+    database: str = "sqlite:///../var/schoolproxy.db"
+    #: Where records wait when the database cannot take them; replayed when it can.
+    spool_dir: Path = Path("../var/spool")
+    #: "batch": fsync each spooled batch (a crash loses at most what is still in memory); "none": faster.
+    fsync: Literal["batch", "none"] = "batch"
+    retention_days: int = Field(365, ge=1, le=3650)
+    #: Alerts and the incident log are safeguarding records: kept much longer.
+    alert_retention_days: int = Field(2555, ge=1, le=36500)
+    #: Drop query-string values except recognised search parameters (data minimisation).
+    redact_query: bool = True
+    keep_params: list[NonEmpty] = ["p", "q", "query", "search", "search_query", "text", "wd"]
+    batch_size: int = Field(500, ge=1, le=100_000)
+    batch_ms: int = Field(500, ge=10, le=60_000)
+    queue_size: int = Field(10_000, ge=100, le=10_000_000)
+    purge_every_hours: int = Field(24, ge=1, le=24 * 7)
+
+    @field_validator("database")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+        try:
+            url = make_url(v)
+        except ArgumentError:
+            raise ValueError("not a database URL (e.g. sqlite:///../var/schoolproxy.db or "
+                             "postgresql+psycopg://user@host/db)") from None
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ValueError("only SQLite and PostgreSQL are supported")
+        return v
+
+
 class BlockPageSettings(_Model):
     #: Who to tell, shown on the block page ("your teacher", an email address for staff).
     report_to: str = ""
@@ -196,6 +230,7 @@ class Config(_Model):
     overrides: list[OverrideSettings] = []
     block_page: BlockPageSettings = BlockPageSettings()
     metrics: MetricsSettings = MetricsSettings()
+    records: RecordSettings = RecordSettings()
     tests: list[PolicyTestSettings] = []
 
     #: Directory of the config file; relative paths resolve against it. Set by :func:`load_config`.
@@ -228,6 +263,16 @@ class Config(_Model):
             raise ValueError("identity.default_profile: must not be a staff profile — anyone "
                              "unidentified gets it, so it must fail closed")
         return self
+
+    def database_url(self) -> str:
+        """The records database URL, with a relative SQLite path resolved against this file."""
+        url = self.records.database
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
+            db = self.path(Path(url[len(prefix):]))
+            db.parent.mkdir(parents=True, exist_ok=True)
+            return prefix + str(db)
+        return url
 
     def path(self, p: Path) -> Path:
         """A path from the file, resolved against the file's directory."""

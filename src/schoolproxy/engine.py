@@ -115,6 +115,8 @@ class Engine:
         self.config_path: Path | None = None
         self.bus = VerdictBus()
         self.reloads = {"ok": 0, "refused": 0}
+        #: The running records writer, if any (metrics read its counters).
+        self.record_writer = None
 
     def load(self, config_path: str | Path) -> Snapshot:
         self.config_path = Path(config_path)

@@ -41,8 +41,7 @@ class Metrics:
 
     def on_verdict(self, v: Verdict) -> None:
         """Bus subscriber: the hot path. No I/O, no allocation beyond a first-seen label child."""
-        category = _primary_category(v)
-        key = (v.profile, v.action, category)
+        key = (v.profile, v.action, v.category)
         inc = self._children.get(key)
         if inc is None:
             inc = self._children[key] = self.requests.labels(*key).inc
@@ -62,15 +61,6 @@ class Metrics:
         for u in stale:
             del self._last_seen[u]
         return len(self._last_seen)
-
-
-def _primary_category(v: Verdict) -> str:
-    """The category that decided the request (from its rule), else its first category, else "none"."""
-    rule = v.rule
-    i = rule.find("category:")
-    if i >= 0:
-        return rule[i + 9:]
-    return v.categories[0] if v.categories else "none"
 
 
 class _StateCollector(Collector):
@@ -99,5 +89,19 @@ class _StateCollector(Collector):
         if snap is not None:
             yield GaugeMetricFamily("schoolproxy_config_loaded_timestamp_seconds",
                                     "When the running configuration was loaded.", value=snap.loaded_at)
+        writer = engine.record_writer
+        if writer is not None:
+            yield GaugeMetricFamily("schoolproxy_record_queue_depth", "Records waiting for the database writer.",
+                                    value=writer.queue_depth)
+            records = CounterMetricFamily("schoolproxy_records", "Request records by outcome: written to the "
+                                          "database, spooled to disk, replayed from the spool, dropped.",
+                                          labels=["outcome"])
+            for outcome in ("written", "spooled", "replayed", "dropped"):
+                records.add_metric([outcome], getattr(writer, outcome))
+            yield records
+            yield CounterMetricFamily("schoolproxy_record_db_errors", "Failed database writes.",
+                                      value=writer.db_errors)
+            yield GaugeMetricFamily("schoolproxy_record_spool_bytes", "Bytes waiting in the on-disk spool.",
+                                    value=writer.spool.size())
         for source in self.m.sources:
             yield from source()

@@ -68,6 +68,16 @@ class Verdict:
     duration: float | None = None
     error: str | None = None
     decision_seconds: float = 0.0  # time spent identifying-and-deciding (for the latency histogram)
+    person: str | None = None      # the real person behind a shared logon (supply register)
+    search_term: str | None = None
+
+    @property
+    def category(self) -> str:
+        """The category that decided the request (from its rule), else its first category, else "none"."""
+        i = self.rule.find("category:")
+        if i >= 0:
+            return self.rule[i + 9:]
+        return self.categories[0] if self.categories else "none"
 
     @property
     def blocked(self) -> bool:

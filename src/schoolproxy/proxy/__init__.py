@@ -12,9 +12,11 @@ from .enforce import Enforce
 from .identify import Identify
 from .loadconfig import LoadConfig
 from .metrics import MetricsExporter
+from .record import Record
 from .reload import Reload
 
 
 def make_addons(engine: Engine | None = None) -> list[object]:
     engine = engine or Engine()
-    return [LoadConfig(engine), Identify(engine), Enforce(engine), Reload(engine), MetricsExporter(engine)]
+    return [LoadConfig(engine), Identify(engine), Enforce(engine), Reload(engine), Record(engine),
+            MetricsExporter(engine)]

@@ -1,0 +1,45 @@
+"""Record addon: opens the records database (migrating it), starts the background writer and the
+retention purger, subscribes the writer to the verdict bus, and flushes everything at shutdown."""
+
+from __future__ import annotations
+
+import logging
+
+from ..engine import Engine
+from ..records import RecordWriter, Spool, open_database, upgrade
+from ..records.purge import Purger
+
+log = logging.getLogger(__name__)
+
+
+class Record:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.writer: RecordWriter | None = None
+        self.purger: Purger | None = None
+
+    def running(self) -> None:
+        snap = self.engine.snapshot
+        if snap is None or self.writer is not None:
+            return
+        cfg = snap.config.records
+        db = open_database(snap.config.database_url())
+        try:
+            upgrade(db)
+        except Exception as e:  # the proxy still serves; the writer spools until the database is usable
+            log.error("schoolproxy: cannot prepare the records database (records are spooled meanwhile): %s",
+                      str(e).splitlines()[0][:300])
+        self.writer = RecordWriter(db, Spool(snap.config.path(cfg.spool_dir), cfg.fsync), cfg.batch_size,
+                                   cfg.batch_ms / 1000, cfg.queue_size, frozenset(cfg.keep_params),
+                                   cfg.redact_query).start()
+        self.engine.bus.subscribe(self.writer.submit)
+        self.engine.record_writer = self.writer
+        self.purger = Purger(db, cfg.retention_days, cfg.alert_retention_days, cfg.purge_every_hours).start()
+
+    def done(self) -> None:
+        if self.writer is not None:
+            self.engine.bus.unsubscribe(self.writer.submit)
+            self.writer.close()
+            log.info("schoolproxy: records flushed (%d written, %d spooled)", self.writer.written, self.writer.spooled)
+        if self.purger is not None:
+            self.purger.stop()

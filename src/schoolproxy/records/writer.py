@@ -1,0 +1,189 @@
+"""The background writer: every Verdict becomes one database row, off the request path, none lost.
+
+``submit()`` runs on the proxy's event loop for every request: it only puts the Verdict on a bounded
+queue (a few hundred nanoseconds). A thread drains the queue in batches — up to ``batch_size`` rows
+or ``max_delay`` seconds, whichever comes first — and inserts each batch in one transaction.
+
+Nothing is dropped silently:
+- queue full → the record goes straight to the on-disk spool;
+- the database refuses a batch (down, locked, disk full) → the batch goes to the spool, and the
+  database is retried with backoff; when it answers again the spool is replayed;
+- inserts are idempotent on the reference id, so a replay after a crash never duplicates a row;
+- only if the spool itself cannot be written is a record dropped, and that is counted and logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import queue
+import threading
+import time
+
+from sqlalchemy import Engine
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from ..verdict import Verdict
+from .redact import SEARCH_PARAMS, redact_path
+from .schema import requests
+from .spool import Spool
+
+log = logging.getLogger(__name__)
+UTC = dt.timezone.utc
+MAX_BACKOFF = 30.0
+
+
+def to_row(v: Verdict, keep: frozenset[str] = SEARCH_PARAMS, redact: bool = True) -> dict:
+    """The database row of a Verdict (runs in the writer thread, not on the event loop)."""
+    return {
+        "ref": v.ref,
+        "time": dt.datetime.fromtimestamp(v.time, UTC),
+        "username": v.username,
+        "person": v.person,
+        "profile": v.profile,
+        "client_ip": v.client_ip,
+        "device": v.device,
+        "method": v.method[:16],
+        "scheme": v.scheme[:8],
+        "host": v.host[:253],
+        "port": v.port,
+        "path": redact_path(v.path, keep, redact),
+        "status": v.status,
+        "bytes": v.bytes,
+        "category": v.category[:64],
+        "categories": ",".join(v.categories)[:512],
+        "action": v.action,
+        "rule": v.rule[:256],
+        "reason": v.reason[:512],
+        "search_term": v.search_term[:512] if v.search_term else None,
+        "layer": v.layer,
+        "identity_source": v.identity_source,
+        "duration_ms": round(v.duration * 1000, 3) if v.duration is not None else None,
+        "error": v.error[:200] if v.error else None,
+    }
+
+
+class RecordWriter:
+    def __init__(self, engine: Engine, spool: Spool, batch_size: int = 500, max_delay: float = 0.5,
+                 queue_size: int = 10_000, keep: frozenset[str] = SEARCH_PARAMS, redact: bool = True):
+        self.engine = engine
+        self.spool = spool
+        self.batch_size = batch_size
+        self.max_delay = max_delay
+        self.keep, self.redact = keep, redact
+        self._queue: queue.Queue[Verdict] = queue.Queue(maxsize=queue_size)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="schoolproxy-records", daemon=True)
+        self._insert = (pg_insert if engine.dialect.name == "postgresql" else sqlite_insert)(requests) \
+            .on_conflict_do_nothing(index_elements=["ref"])
+        self._db_ok = True
+        self._retry_at = 0.0
+        self._backoff = 1.0
+        self.written = self.spooled = self.replayed = self.dropped = self.db_errors = self.batches = 0
+
+    # -- event loop side --------------------------------------------------------------------------
+    def submit(self, verdict: Verdict) -> None:
+        """Hot path: enqueue and return. Never blocks on the database, never raises."""
+        try:
+            self._queue.put_nowait(verdict)
+        except queue.Full:
+            self._to_spool([to_row(verdict, self.keep, self.redact)])
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> "RecordWriter":
+        self._thread.start()
+        return self
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush everything: to the database if it answers, else to the spool."""
+        self._stop.set()
+        self._thread.join(timeout)
+        leftovers = []
+        while True:
+            try:
+                leftovers.append(to_row(self._queue.get_nowait(), self.keep, self.redact))
+            except queue.Empty:
+                break
+        if leftovers:
+            self._to_spool(leftovers)
+
+    # -- writer thread ----------------------------------------------------------------------------
+    def _run(self) -> None:
+        self._replay()  # whatever a previous run (or crash) left behind
+        while not (self._stop.is_set() and self._queue.empty()):
+            batch = self._collect()
+            if batch:
+                self._write([to_row(v, self.keep, self.redact) for v in batch])
+            if self.spool.pending() and time.monotonic() >= self._retry_at:
+                self._replay()
+
+    def _collect(self) -> list[Verdict]:
+        try:
+            batch = [self._queue.get(timeout=self.max_delay)]
+        except queue.Empty:
+            return []
+        deadline = time.monotonic() + self.max_delay
+        while len(batch) < self.batch_size:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                if time.monotonic() >= deadline or self._stop.is_set():
+                    break
+                time.sleep(0.005)
+        return batch
+
+    def _write(self, rows: list[dict]) -> None:
+        if not self._db_ok and time.monotonic() < self._retry_at:
+            self._to_spool(rows)  # database known to be down: don't wait on it for every batch
+            return
+        try:
+            self._insert_rows(rows)
+            self.written += len(rows)
+        except Exception as e:
+            self._failed(e)
+            self._to_spool(rows)
+
+    def _insert_rows(self, rows: list[dict]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(self._insert, rows)
+        self.batches += 1
+        if not self._db_ok:
+            log.warning("schoolproxy: record database is back")
+        self._db_ok, self._backoff = True, 1.0
+
+    def _failed(self, e: Exception) -> None:
+        self.db_errors += 1
+        if self._db_ok:
+            log.error("schoolproxy: record database unavailable, spooling to %s: %s", self.spool.dir,
+                      str(e).splitlines()[0][:200])
+        self._db_ok = False
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, MAX_BACKOFF)
+
+    def _replay(self) -> None:
+        while (taken := self.spool.take()) is not None:
+            try:
+                for rows in Spool.read(taken, self.batch_size):
+                    for r in rows:
+                        if isinstance(r["time"], str):
+                            r["time"] = dt.datetime.fromisoformat(r["time"])
+                    self._insert_rows(rows)
+                    self.replayed += len(rows)
+            except Exception as e:
+                self._failed(e)
+                return  # the rest stays in the spool for the next attempt
+            self.spool.finish(taken)
+            log.info("schoolproxy: replayed spooled records from %s", taken.name)
+
+    def _to_spool(self, rows: list[dict]) -> None:
+        try:
+            self.spool.append(rows)
+            self.spooled += len(rows)
+        except OSError as e:
+            self.dropped += len(rows)
+            log.error("schoolproxy: %d records LOST: cannot write the spool %s: %s", len(rows), self.spool.path, e)
