@@ -42,6 +42,7 @@ timezone: Europe/London
 proxy: {{listen_host: 127.0.0.1, listen_port: 8080, ca_dir: ca, upstream: {upstream}}}
 lists: {{sources: [lists], metadata: lists/categories.yaml}}
 metrics: {{listen: "127.0.0.1:{metrics_port}"}}
+records: {{database: "{database}", spool_dir: spool, batch_ms: 100}}
 identity:
   proxy_auth: {{enabled: true, users_file: users.htpasswd, realm: Test School, cache_seconds: 300}}
   users: {{teacher1: staff}}
@@ -96,7 +97,7 @@ def hash_pw(password: str) -> str:
 
 
 def make_school(root: Path, extra: str = "", users: tuple[str, ...] = ("pupil1", "teacher1", "Supply3", "visitor"),
-                upstream: str | None = None) -> Path:
+                upstream: str | None = None, database: str = "sqlite:///records.db") -> Path:
     """Write the test school into ``root``; return the config path."""
     for rel, entries in LISTS.items():
         f = root / "lists" / rel
@@ -105,7 +106,8 @@ def make_school(root: Path, extra: str = "", users: tuple[str, ...] = ("pupil1",
     (root / "lists" / "categories.yaml").write_text(METADATA)
     (root / "users.htpasswd").write_text("".join(f"{u}:{hash_pw(PASSWORD)}\n" for u in users))
     cfg = root / "schoolproxy.yaml"
-    cfg.write_text(CONFIG.format(extra=textwrap.dedent(extra), upstream=upstream or "null", metrics_port=free_port()))
+    cfg.write_text(CONFIG.format(extra=textwrap.dedent(extra), upstream=upstream or "null", metrics_port=free_port(),
+                                 database=database))
     return cfg
 
 

@@ -468,8 +468,9 @@ class Internet:
         try:
             await self._serve(reader, writer)
         except asyncio.CancelledError:
+            # Shutdown. Deliberately not re-raised: on Python 3.12.1 the stream server's done-callback
+            # calls task.exception() on a cancelled task and logs a spurious CancelledError traceback.
             graceful = False
-            raise
         except (_ClientGone, ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError):
             graceful = False  # the client went away or TLS broke: nothing to say
         except Exception:

@@ -111,3 +111,9 @@ def test_users_file_must_hold_bcrypt_hashes(school):
 def test_yaml_boolean_trap_is_explained(school):
     msg = refused(school, "rationale: Unmoderated forum", "rationale: no")
     assert "overrides[0].rationale" in msg and "put the text in quotes" in msg
+
+
+def test_duplicate_key_is_refused_with_line(school):
+    school.write_text(school.read_text() + "\nschool: Another name\n")
+    with pytest.raises(ConfigError, match=r"key 'school' appears twice \(first at line 1\)"):
+        load_config(school)
