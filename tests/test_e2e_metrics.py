@@ -13,7 +13,7 @@ import pytest
 
 from conftest import PASSWORD, free_port, make_school, metrics_url, require
 from proxyproc import ROOT, ProxyProcess
-from standin import Internet
+from internet import Internet
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from conftest import PASSWORD, make_school, require
-from standin import Internet
+from internet import Internet
 from proxyproc import BIN, ROOT, ProxyProcess, free_port
 
 pytestmark = pytest.mark.e2e

@@ -14,7 +14,8 @@ from conftest import PASSWORD, make_school
 from proxyproc import ProxyProcess
 from schoolproxy.records import open_database
 from schoolproxy.records.schema import requests
-from standin import Internet, TcpRelay
+from internet import Internet
+from relay import TcpRelay
 
 pytestmark = pytest.mark.e2e
 
