@@ -115,3 +115,32 @@ def test_killed_proxy_replays_its_spool_after_restart(tmp_path, pg_url):
     finally:
         relay.close()
     assert len(found) == 20 and len({r["ref"] for r in found}) == 20
+
+
+def test_reports_find_records_by_user_blocked_and_reference_and_are_audited(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    url = f"sqlite:///{tmp_path / 'records.db'}"
+    with Internet(tmp_path / "net") as internet, start(tmp_path, internet, url) as proxy:
+        refs = traffic(proxy, 6)
+        wait_rows(url, 6)
+    cli = [str(Path(sys.executable).parent / "schoolproxy"), "report"]
+    cfg = ["--config", str(tmp_path / "schoolproxy.yaml")]
+    r = subprocess.run(cli + ["ref", refs[0], *cfg, "--viewer", "clawrence"], capture_output=True, text=True)
+    assert r.returncode == 0 and refs[0] in r.stdout and "socialsite.test" in r.stdout and "(1 record)" in r.stdout
+    r = subprocess.run(cli + ["user", "pupil1", "--since", "1h", *cfg, "--viewer", "clawrence"], capture_output=True, text=True)
+    assert "(6 records)" in r.stdout and "learning.test" in r.stdout
+    r = subprocess.run(cli + ["blocked", "--since", "2020-01-01", "--csv", *cfg, "--viewer", "clawrence"],
+                       capture_output=True, text=True)
+    lines = r.stdout.strip().splitlines()
+    assert lines[0].startswith("time,ref,username") and len(lines) == 1 + len(refs)
+    r = subprocess.run(cli + ["ref", "NOPE-NOPE-NOPE", *cfg], capture_output=True, text=True)
+    assert r.returncode == 1 and "(0 records)" in r.stdout
+    r = subprocess.run(cli + ["user", "pupil1", "--since", "yesterday-ish", *cfg], capture_output=True, text=True)
+    assert r.returncode == 2 and "cannot read the time" in r.stderr
+    from schoolproxy.records.schema import access_audit
+    engine = open_database(url)
+    with engine.connect() as c:
+        audit = [dict(a) for a in c.execute(select(access_audit)).mappings()]
+    assert {(a["viewer"], a["subject"]) for a in audit} >= {("clawrence", "pupil1"), ("clawrence", refs[0])}
