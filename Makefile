@@ -36,5 +36,9 @@ check: venv
 test: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+bench: venv
+	@command -v wrk >/dev/null || { echo "make bench needs wrk (apt-get install wrk)"; exit 2; }
+	$(PY) bench/run.py
+
 clean:
 	rm -rf $(VENV) var/ .pytest_cache

@@ -22,6 +22,13 @@ def addon(school):
     return Identify(engine)
 
 
+async def call(hook, f):
+    """Run a hook as mitmproxy does: await what it returns, if anything."""
+    res = hook(f)
+    if res is not None:
+        await res
+
+
 def flow_with(header: str | None = None, ip: str = "192.168.0.5"):
     f = tflow.tflow()
     f.client_conn.peername = (ip, 50000)
@@ -33,7 +40,7 @@ def flow_with(header: str | None = None, ip: str = "192.168.0.5"):
 async def test_valid_credentials_identify_and_are_stripped(addon):
     f = flow_with(basic("pupil1", PASSWORD))
     with taddons.context(addon):
-        await addon.requestheaders(f)
+        await call(addon.requestheaders, f)
     ident = f.metadata[IDENTITY]
     assert (ident.username, ident.profile, ident.source) == ("pupil1", "pupil", "proxy-auth")
     assert "Proxy-Authorization" not in f.request.headers
@@ -45,7 +52,7 @@ async def test_valid_credentials_identify_and_are_stripped(addon):
 async def test_bad_or_missing_credentials_get_407(addon, header):
     f = flow_with(header)
     with taddons.context(addon):
-        await addon.requestheaders(f)
+        await call(addon.requestheaders, f)
     assert f.response.status_code == 407
     assert f.response.headers["Proxy-Authenticate"] == 'Basic realm="Test School"'
     assert IDENTITY not in f.metadata
@@ -57,8 +64,8 @@ async def test_bcrypt_checked_once_per_credential(addon, monkeypatch):
     monkeypatch.setattr(addon.engine.snapshot.authenticator, "check", lambda u, p: calls.append(u) or real(u, p))
     with taddons.context(addon):
         for _ in range(5):
-            await addon.requestheaders(flow_with(basic("pupil1", PASSWORD)))
-            await addon.requestheaders(flow_with(basic("pupil1", "wrong")))
+            await call(addon.requestheaders, flow_with(basic("pupil1", PASSWORD)))
+            await call(addon.requestheaders, flow_with(basic("pupil1", "wrong")))
     assert calls == ["pupil1", "pupil1"]
 
 
@@ -66,17 +73,17 @@ async def test_connect_identity_applies_inside_the_tunnel(addon):
     connect = flow_with(basic("teacher1", PASSWORD))
     connect.request.method = "CONNECT"
     with taddons.context(addon):
-        await addon.http_connect(connect)
+        await call(addon.http_connect, connect)
         inner = tflow.tflow()
         inner.client_conn = connect.client_conn
-        await addon.requestheaders(inner)
+        await call(addon.requestheaders, inner)
     assert inner.metadata[IDENTITY].profile == "staff"
 
 
 async def test_mapped_subnet_needs_no_login(addon):
     f = flow_with(None, ip="10.9.1.2")
     with taddons.context(addon):
-        await addon.requestheaders(f)
+        await call(addon.requestheaders, f)
     assert f.response is None and f.metadata[IDENTITY].profile == "guest"
 
 
@@ -84,7 +91,7 @@ async def test_transparent_mode_falls_back_to_default_profile(addon):
     f = flow_with(None)
     f.client_conn.proxy_mode = ProxyMode.parse("transparent")
     with taddons.context(addon):
-        await addon.requestheaders(f)
+        await call(addon.requestheaders, f)
     assert f.response is None
     assert (f.metadata[IDENTITY].profile, f.metadata[IDENTITY].source) == ("pupil", "default")
 
@@ -95,3 +102,11 @@ def test_parse_basic():
     for bad in ("", "Basic", "Basic ====", "Digest abc", "Basic " + base64.b64encode(b"nocolon").decode(),
                 "Basic " + base64.b64encode(b"\xff\xfe:x").decode()):
         assert parse_basic(bad) is None
+
+
+async def test_known_credentials_are_handled_without_a_coroutine(addon):
+    with taddons.context(addon):
+        await call(addon.requestheaders, flow_with(basic("pupil1", PASSWORD)))   # bcrypt once
+        f = flow_with(basic("pupil1", PASSWORD))
+        assert addon.requestheaders(f) is None                                  # then synchronous
+    assert f.metadata[IDENTITY].username == "pupil1"

@@ -179,6 +179,8 @@ class MetricsSettings(_Model):
 
 
 class RecordSettings(_Model):
+    #: Off only for measuring (make bench): schools must keep records (DfE filtering & monitoring standards).
+    enabled: bool = True
     #: SQLAlchemy URL. SQLite paths are relative to this file; for PostgreSQL use e.g.
     #: postgresql+psycopg://schoolproxy@db.trust.local/schoolproxy
     database: str = "sqlite:///../var/schoolproxy.db"

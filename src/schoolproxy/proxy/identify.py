@@ -16,6 +16,7 @@ import logging
 import os
 import time
 import weakref
+from collections.abc import Awaitable
 
 from mitmproxy import connection, http
 from mitmproxy.proxy import mode_specs
@@ -40,24 +41,24 @@ class Identify:
         self._cache_snapshot: Snapshot | None = None
         self._pending: dict[bytes, asyncio.Future[Identity | None]] = {}
 
-    async def http_connect(self, flow: http.HTTPFlow) -> None:
+    # Hooks are synchronous on the common path (connection or credential already known) and return a
+    # coroutine — which mitmproxy awaits — only when bcrypt has to run: no coroutine per request.
+    def http_connect(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         if flow.response or flow.error:
-            return
-        ident = await self.identify(flow)
-        if ident is not None:
-            self.by_conn[flow.client_conn] = ident
+            return None
+        return self.identify(flow, remember_connection=True)
 
-    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         if flow.response or flow.error or not flow.live:
-            return
+            return None
         ident = self.by_conn.get(flow.client_conn)
-        if ident is None:
-            await self.identify(flow)
-        else:
+        if ident is not None:
             flow.metadata[IDENTITY] = ident
+            return None
+        return self.identify(flow)
 
-    async def identify(self, flow: http.HTTPFlow) -> Identity | None:
-        """Set ``flow.metadata[IDENTITY]`` and return it, or answer 407 and return None."""
+    def identify(self, flow: http.HTTPFlow, remember_connection: bool = False) -> Awaitable[None] | None:
+        """Set ``flow.metadata[IDENTITY]`` or answer 407; returns a coroutine if a password must be checked."""
         snap = self.engine.snapshot
         assert snap is not None
         explicit = isinstance(flow.client_conn.proxy_mode, (mode_specs.RegularMode, mode_specs.UpstreamMode))
@@ -65,36 +66,50 @@ class Identify:
         if header is not None:
             # Never pass the school's credentials on to the upstream filter or the site.
             del flow.request.headers["Proxy-Authorization"]
-        pa = snap.config.identity.proxy_auth
-        ident: Identity | None = None
         if header is not None and snap.authenticator is not None:
             creds = parse_basic(header)
-            if creds is not None:
-                ident = await self._check(snap, *creds)
-            if ident is None:
-                log.info("proxy authentication failed from %s", flow.client_conn.peername[0])
-                return self._challenge(flow, snap)
+            if creds is None:
+                return self._refuse(flow, snap)
+            key, hit = self._cached(snap, *creds)
+            if hit is None:
+                return self._check_and_apply(flow, snap, key, creds, remember_connection)
+            return self._apply(flow, snap, hit[1], remember_connection)
+        ident = snap.subnets.lookup(flow.client_conn.peername[0])
         if ident is None:
-            ident = snap.subnets.lookup(flow.client_conn.peername[0])
-        if ident is None:
+            pa = snap.config.identity.proxy_auth
             if explicit and snap.authenticator is not None and pa is not None and pa.required:
                 return self._challenge(flow, snap)
             ident = snap.resolver.unidentified()
-        flow.metadata[IDENTITY] = ident
-        return ident
+        return self._apply(flow, snap, ident, remember_connection)
 
-    async def _check(self, snap: Snapshot, username: str, password: str) -> Identity | None:
+    def _apply(self, flow: http.HTTPFlow, snap: Snapshot, ident: Identity | None, remember: bool) -> None:
+        if ident is None:
+            return self._refuse(flow, snap)
+        flow.metadata[IDENTITY] = ident
+        if remember:
+            self.by_conn[flow.client_conn] = ident
+        return None
+
+    def _refuse(self, flow: http.HTTPFlow, snap: Snapshot) -> None:
+        log.info("proxy authentication failed from %s", flow.client_conn.peername[0])
+        return self._challenge(flow, snap)
+
+    def _cached(self, snap: Snapshot, username: str, password: str) -> tuple[bytes, tuple[float, Identity | None] | None]:
         if self._cache_snapshot is not snap:  # new users file or profile map: start afresh
             self._cache.clear()
             self._cache_snapshot = snap
         key = hmac.digest(self._key, username.encode("utf-8", "surrogatepass") + b"\0"
                           + password.encode("utf-8", "surrogatepass"), hashlib.sha256)
-        now = time.monotonic()
         hit = self._cache.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        return key, (hit if hit is not None and hit[0] > time.monotonic() else None)
+
+    async def _check_and_apply(self, flow: http.HTTPFlow, snap: Snapshot, key: bytes, creds: tuple[str, str],
+                               remember: bool) -> None:
+        self._apply(flow, snap, await self._check(snap, key, *creds), remember)
+
+    async def _check(self, snap: Snapshot, key: bytes, username: str, password: str) -> Identity | None:
         pending = self._pending.get(key)
-        if pending is not None:
+        if pending is not None:  # the same credentials are being checked already: share the answer
             try:
                 return await asyncio.shield(pending)
             except Exception:
@@ -106,16 +121,17 @@ class Identify:
             assert authenticator is not None
             ok = await asyncio.to_thread(authenticator.check, username, password)
             ident = snap.resolver.identify(username, "proxy-auth", authenticator.groups(username)) if ok else None
-            ttl = snap.config.identity.proxy_auth.cache_seconds if ok else NEGATIVE_TTL
+            pa = snap.config.identity.proxy_auth
+            ttl = pa.cache_seconds if ok and pa is not None else NEGATIVE_TTL
             if len(self._cache) > 50_000:  # bounded: expire everything rather than grow without limit
                 self._cache.clear()
-            self._cache[key] = (now + ttl, ident)
+            self._cache[key] = (time.monotonic() + ttl, ident)
             fut.set_result(ident)
             return ident
         except Exception as e:
             log.exception("proxy authentication check failed")
             fut.set_exception(e)
-            fut.exception()  # retrieved: waiters re-raise it themselves
+            fut.exception()  # retrieved: waiters handle it themselves
             return None
         finally:
             del self._pending[key]

@@ -17,7 +17,9 @@ from ..engine import Engine
 from . import make_addons
 
 
-def lean_master(opts: options.Options, engine: Engine | None = None, verbose: bool = False) -> master.Master:
+def lean_master(opts: options.Options, engine: Engine | None = None, verbose: bool = False,
+                policy: bool = True) -> master.Master:
+    """The lean proxy; ``policy=False`` leaves out schoolproxy's own addons (the benchmark's baseline)."""
     m = master.Master(opts, with_termlog=True)
     m.addons.add(
         core.Core(),
@@ -29,7 +31,7 @@ def lean_master(opts: options.Options, engine: Engine | None = None, verbose: bo
         tlsconfig.TlsConfig(),
         upstream_auth.UpstreamAuth(),
         onboarding.Onboarding(),     # http://mitm.it serves the CA certificate to devices
-        *make_addons(engine),
+        *(make_addons(engine) if policy else ()),
         errorcheck.ErrorCheck(repeat_errors_on_stderr=True),
     )
     if verbose:

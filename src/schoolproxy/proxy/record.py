@@ -20,7 +20,7 @@ class Record:
 
     def running(self) -> None:
         snap = self.engine.snapshot
-        if snap is None or self.writer is not None:
+        if snap is None or self.writer is not None or not snap.config.records.enabled:
             return
         cfg = snap.config.records
         db = open_database(snap.config.database_url())

@@ -1,0 +1,217 @@
+"""make bench: throughput and latency of schoolproxy against what a school would otherwise run.
+
+One run on loopback with one load generator (wrk, 16 connections, plain HTTP keep-alive through the
+proxy), the proxies measured in alternating rounds so drift on the machine hits them all alike:
+
+  mitmdump       mitmdump -q in upstream mode with no script (the baseline a user would otherwise run)
+  core           schoolproxy's lean mitmproxy core with none of its policy addons (the limit)
+  full           schoolproxy run: 3M synthetic list entries, proxy auth, policy, SafeSearch, metrics,
+                 every request recorded to SQLite
+  full-nolog     the same with records off — the difference is what logging every request costs
+
+The request mix cycles through allowed, blocked and search requests from several authenticated users.
+The last line is machine-readable.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from conftest import hash_pw  # noqa: E402
+from internet import Internet  # noqa: E402
+
+DURATION = int(os.environ.get("BENCH_SECONDS", "8"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+CONNECTIONS = 16
+LIST_ENTRIES = int(os.environ.get("BENCH_ENTRIES", "3000000"))
+USERS = [f"pupil{i}" for i in range(8)]
+PASSWORD = "bench-pass"
+
+WRK_SCRIPT = """
+local paths = {
+  "http://learning.test/lesson",          -- allowed: education
+  "http://socialsite.test/feed",          -- blocked: social networking
+  "http://www.google.com/search?q=volcanoes+for+kids",  -- search: SafeSearch enforced
+  "http://example.org/page?id=42",        -- allowed: default
+}
+local auths = { %s }
+local i = 0
+request = function()
+  i = i + 1
+  local headers = { ["Proxy-Authorization"] = auths[(i %% #auths) + 1] }
+  return wrk.format("GET", paths[(i %% #paths) + 1], headers)
+end
+"""
+
+CONFIG = """
+school: Bench Primary
+proxy: {{listen_host: 127.0.0.1, listen_port: {port}, upstream: "{upstream}", ca_dir: ca}}
+lists: {{sources: [lists, big], metadata: lists/categories.yaml}}
+metrics: {{listen: "127.0.0.1:{metrics_port}"}}
+records: {{enabled: {records}, database: "sqlite:///records.db", spool_dir: spool}}
+identity:
+  proxy_auth: {{users_file: users.htpasswd}}
+  groups: {{year4: {{profile: pupil, members: [{members}]}}}}
+  default_profile: pupil
+profiles:
+  pupil:
+    role: pupil
+    block_categories: [adult, social-networking, games]
+    allow_categories: [education]
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_lists(root: Path) -> None:
+    (root / "lists" / "social-networking").mkdir(parents=True)
+    (root / "lists" / "social-networking" / "domains").write_text("socialsite.test\n")
+    (root / "lists" / "education").mkdir()
+    (root / "lists" / "education" / "domains").write_text("learning.test\n")
+    (root / "lists" / "categories.yaml").write_text(
+        "adult: {child_restricted: true}\nsocial-networking: {}\neducation: {}\ngames: {}\n")
+    import random
+    rnd = random.Random(1)
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    tlds = ["com", "net", "org", "co.uk", "de", "info", "xyz"]
+    for cat, n in (("adult", LIST_ENTRIES * 29 // 30), ("games", LIST_ENTRIES // 30)):
+        d = root / "big" / cat
+        d.mkdir(parents=True)
+        with open(d / "domains", "w") as f:
+            for _ in range(n):
+                f.write("".join(rnd.choices(alphabet, k=rnd.randint(6, 14))) + "." + rnd.choice(tlds) + "\n")
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"proxy exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("proxy did not start")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def wrk(port: int, script: Path) -> dict:
+    out = subprocess.run(["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency", "-s", str(script),
+                          f"http://127.0.0.1:{port}"], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    lat = {p: _ms(re.search(rf"\s{p}%\s+([\d.]+\w+)", out).group(1)) for p in ("50", "99")}
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return {"rps": rps, "p50": lat["50"], "p99": lat["99"], "non2xx": int(errors.group(1)) if errors else 0,
+            "socket_errors": socket_errors.group(1) if socket_errors else ""}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def classify_us(root: Path) -> tuple[float, float]:
+    """Load time of the 3M-entry lists and classification time per lookup, in this process."""
+    from schoolproxy.lists import load_lists, load_metadata
+    t = time.perf_counter()
+    lists = load_lists([root / "lists", root / "big"], load_metadata(root / "lists" / "categories.yaml"))
+    load_s = time.perf_counter() - t
+    hosts = [f"www.site{i}.example.co.uk" for i in range(1000)]
+    n = 200
+    t = time.perf_counter()
+    for _ in range(n):
+        for h in hosts:
+            lists.classify(h, "/")
+    return (time.perf_counter() - t) / (n * len(hosts)) * 1e6, load_s
+
+
+def main() -> int:
+    if not shutil_which("wrk"):
+        print("make bench needs wrk: apt-get install wrk", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="schoolproxy-bench-") as tmp, Internet(Path(tmp) / "net") as origin:
+        root = Path(tmp)
+        print(f"generating {LIST_ENTRIES:,} synthetic list entries…", flush=True)
+        make_lists(root)
+        (root / "users.htpasswd").write_text("".join(f"{u}:{hash_pw(PASSWORD)}\n" for u in USERS))
+        auths = ", ".join('"Basic ' + base64.b64encode(f"{u}:{PASSWORD}".encode()).decode() + '"' for u in USERS)
+        script = root / "mix.lua"
+        script.write_text(WRK_SCRIPT % auths)
+        cls_us, load_s = classify_us(root)
+        setups = {}
+        for name, records in (("full", "true"), ("full-nolog", "false")):
+            port = free_port()
+            cfg = root / f"{name}.yaml"
+            cfg.write_text(CONFIG.format(port=port, upstream=origin.proxy_url, metrics_port=free_port(),
+                                         records=records, members=", ".join(USERS)))
+            setups[name] = (port, [str(BIN / "schoolproxy"), "run", "--config", str(cfg)])
+        port = free_port()
+        setups["mitmdump"] = (port, [str(BIN / "mitmdump"), "-q", "--listen-host", "127.0.0.1", "--listen-port",
+                                     str(port), "--mode", f"upstream:{origin.proxy_url}"])
+        port = free_port()
+        setups["core"] = (port, [sys.executable, str(ROOT / "bench" / "leancore.py"), str(port), origin.proxy_url])
+        results: dict[str, list[dict]] = {k: [] for k in setups}
+        rss: dict[str, float] = {}
+        for rnd in range(ROUNDS):
+            for name in ("mitmdump", "core", "full", "full-nolog"):
+                port, argv = setups[name]
+                proc = subprocess.Popen(argv, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                try:
+                    wait_port(port, proc)
+                    r = wrk(port, script)
+                    rss[name] = max(rss.get(name, 0.0), rss_mb(proc.pid))
+                finally:
+                    proc.terminate()
+                    proc.wait(30)
+                results[name].append(r)
+                print(f"round {rnd + 1} {name:<11} {r['rps']:8.0f} req/s  p50 {r['p50']:6.2f} ms  "
+                      f"p99 {r['p99']:6.2f} ms  non-2xx {r['non2xx']}", flush=True)
+        med = {k: {m: statistics.median(r[m] for r in v) for m in ("rps", "p50", "p99")} for k, v in results.items()}
+    ratio = med["full"]["rps"] / med["mitmdump"]["rps"]
+    core_ratio = med["full"]["rps"] / med["core"]["rps"]
+    log_cost = 1 - med["full"]["rps"] / med["full-nolog"]["rps"]
+    p99_added = med["full"]["p99"] - med["mitmdump"]["p99"]
+    print()
+    print(f"{'proxy':<12}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'RSS MB':>10}")
+    for k in ("mitmdump", "core", "full", "full-nolog"):
+        print(f"{k:<12}{med[k]['rps']:>10.0f}{med[k]['p50']:>10.2f}{med[k]['p99']:>10.2f}{rss.get(k, 0):>10.0f}")
+    print(f"lists: {LIST_ENTRIES:,} entries load in {load_s:.2f} s; classification {cls_us:.2f} µs per lookup")
+    print(f"recording every request costs {log_cost * 100:.1f}% of throughput (target ≤ 5%)")
+    print(f"bench: ratio={ratio:.2f} core_ratio={core_ratio:.2f} classify_us={cls_us:.2f} load_s={load_s:.2f} "
+          f"rss_mb={rss.get('full', 0):.0f} p99_added_ms={p99_added:.2f} log_cost_pct={log_cost * 100:.1f}")
+    return 0
+
+
+def shutil_which(name: str) -> str | None:
+    import shutil
+    return shutil.which(name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
