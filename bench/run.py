@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import os
 import re
-import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -152,7 +152,7 @@ def classify_us(root: Path) -> tuple[float, float]:
 
 
 def main() -> int:
-    if not shutil_which("wrk"):
+    if not shutil.which("wrk"):
         print("make bench needs wrk: apt-get install wrk", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="schoolproxy-bench-") as tmp, Internet(Path(tmp) / "net") as origin:
@@ -206,11 +206,6 @@ def main() -> int:
     print(f"bench: ratio={ratio:.2f} core_ratio={core_ratio:.2f} classify_us={cls_us:.2f} load_s={load_s:.2f} "
           f"rss_mb={rss.get('full', 0):.0f} p99_added_ms={p99_added:.2f} log_cost_pct={log_cost * 100:.1f}")
     return 0
-
-
-def shutil_which(name: str) -> str | None:
-    import shutil
-    return shutil.which(name)
 
 
 if __name__ == "__main__":

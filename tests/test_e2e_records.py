@@ -8,7 +8,7 @@ import time
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from conftest import PASSWORD, make_school
 from proxyproc import ProxyProcess

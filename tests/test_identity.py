@@ -1,4 +1,3 @@
-from schoolproxy.identity import ProfileResolver, SubnetMap
 
 
 def test_profile_by_user_group_pattern_default(snapshot):

@@ -201,8 +201,8 @@ def import_ut1(source: Path, dest: Path) -> int:
             shutil.rmtree(dest)
         shutil.move(staged, dest)
     print(f"imported {len(lists)} entries in {len(lists.categories) - 1} categories into {dest}")
-    print(f"add it to lists.sources in your config, then reload (SIGHUP) — UT1 names are mapped to ours "
-          f"through the aliases in filterlists/categories.yaml")
+    print("add it to lists.sources in your config, then reload (SIGHUP) — UT1 names are mapped to ours "
+          "through the aliases in filterlists/categories.yaml")
     return 0
 
 

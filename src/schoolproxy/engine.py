@@ -8,7 +8,6 @@ fails is refused and the running one keeps serving.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import time
@@ -126,7 +125,7 @@ class Engine:
     def changed(self) -> bool:
         """Has any watched file changed since the running snapshot was built?"""
         snap = self.snapshot
-        return snap is not None and any(_mtime(p) != m for p, m in snap.watched.items())
+        return snap is not None and self.file_state() != tuple(snap.watched.items())
 
     def file_state(self) -> tuple[tuple[Path, float], ...]:
         """The watched files and their current mtimes (to remember which state a reload refused)."""

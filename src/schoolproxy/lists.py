@@ -65,6 +65,7 @@ class CategoryLists:
         self._domains: dict[str, int] = {}
         self._urls: dict[str, list[tuple[str, int]]] = {}
         self._names: dict[int, frozenset[str]] = {0: frozenset()}
+        self._sorted: dict[int, tuple[str, ...]] = {0: ()}
         self.stats = ListStats()
         for name in info:
             self.bit(name)
@@ -147,11 +148,14 @@ class CategoryLists:
                 self._names[mask] = names
         return names
 
-    def mask_of(self, names: Iterable[str]) -> int:
-        mask = 0
-        for n in names:
-            mask |= self.bits[n]
-        return mask
+    def sorted_names(self, mask: int) -> tuple[str, ...]:
+        """Category names of a mask as a sorted tuple, cached: what a Verdict carries, per request."""
+        names = self._sorted.get(mask)
+        if names is None:
+            names = tuple(sorted(self.names(mask)))
+            if len(self._sorted) < 65536:
+                self._sorted[mask] = names
+        return names
 
     def helpsite_domains(self) -> list[str]:
         b = self.bits[HELPSITES]

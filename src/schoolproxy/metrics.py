@@ -9,7 +9,7 @@ reloads, active users, the log store's counters) is read at scrape time by a col
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -35,8 +35,6 @@ class Metrics:
         self._observe = self.decision.observe
         self._children: dict[tuple[str, str, str], Callable[[], None]] = {}
         self._last_seen: dict[str, float] = {}
-        #: Extra state collectors (the log store adds its counters here).
-        self.sources: list[Callable[[], Iterable]] = []
         self.registry.register(_StateCollector(self))
 
     def on_verdict(self, v: Verdict) -> None:
@@ -103,5 +101,3 @@ class _StateCollector(Collector):
                                       value=writer.db_errors)
             yield GaugeMetricFamily("schoolproxy_record_spool_bytes", "Bytes waiting in the on-disk spool.",
                                     value=writer.spool.size())
-        for source in self.m.sources:
-            yield from source()

@@ -187,7 +187,7 @@ class Policy:
         passthrough_sites = _SiteIndex()
         for i, site in enumerate(p.tls.passthrough_sites):
             try:
-                host, path = normalise_entry(site)
+                host, _ = normalise_entry(site)
             except InvalidHost as e:
                 raise ConfigError(f"{self.config.source}: {where}.tls.passthrough_sites[{i}]: {e}") from None
             passthrough_sites.add(host, "", True)
@@ -324,8 +324,8 @@ class Policy:
         prof = self.profiles.get(profile)
         return prof is not None and (not prof.connect_ports or port in prof.connect_ports)
 
-    def category_names(self, mask: int) -> frozenset[str]:
-        return self.lists.names(mask)
+    def category_names(self, mask: int) -> tuple[str, ...]:
+        return self.lists.sorted_names(mask)
 
     # -- convenience for check/explain ----------------------------------------------------------------
     def decide_url(self, profile: str, url: str, now: dt.datetime | None = None,

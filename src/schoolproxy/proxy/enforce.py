@@ -98,7 +98,7 @@ class Enforce:
                 new_reference(), time.time(), client.peername[0], ident.username, ident.profile,
                 ident.source, ident.rule, "TLS", "https", host, port, "", "allow", decision.rule,
                 decision.reason + " (passed through, not decrypted)",
-                tuple(sorted(snap.policy.category_names(decision.mask))), layer="tls-passthrough",
+                snap.policy.category_names(decision.mask), layer="tls-passthrough",
                 device=ident.device)
             self.engine.bus.publish(verdict)
         # Otherwise the connection is intercepted and each request inside gets its own decision.
@@ -191,7 +191,7 @@ class Enforce:
             new_reference(), req.timestamp_start or time.time(), flow.client_conn.peername[0],
             ident.username, ident.profile, ident.source, ident.rule, req.method, req.scheme, host, port,
             req.path if layer == "http" else "", decision.action, decision.rule, decision.reason,
-            tuple(sorted(snap.policy.category_names(decision.mask))), layer=layer, device=ident.device)
+            snap.policy.category_names(decision.mask), layer=layer, device=ident.device)
 
     @staticmethod
     def _block_page(flow: http.HTTPFlow, verdict: Verdict, snap: Snapshot) -> http.Response:

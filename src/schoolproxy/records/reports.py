@@ -23,6 +23,7 @@ COLUMNS = ("time", "ref", "username", "person", "profile", "client_ip", "action"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")  # incl. bidi overrides
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 MAX_CELL = 120
+LONDON = ZoneInfo("Europe/London")
 
 
 def user_history(engine: Engine, username: str, since: dt.datetime, until: dt.datetime, limit: int = 10_000):
@@ -62,18 +63,18 @@ def _text(value, tz: ZoneInfo) -> str:
     return _CONTROL.sub("?", str(value))
 
 
-def format_table(rows: Sequence, columns: Sequence[str] = COLUMNS, tz: ZoneInfo = ZoneInfo("Europe/London")) -> str:
+def format_table(rows: Sequence, columns: Sequence[str] = COLUMNS, tz: ZoneInfo = LONDON) -> str:
     cells = [[_text(r[c], tz) for c in columns] for r in rows]
     cells = [[c if len(c) <= MAX_CELL else c[:MAX_CELL - 1] + "…" for c in row] for row in cells]
     widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(columns)]
-    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()
+    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths, strict=True)).rstrip()
     out = [line(columns), line(["-" * w for w in widths])] + [line(row) for row in cells]
     out.append(f"({len(rows)} record{'s' if len(rows) != 1 else ''})")
     return "\n".join(out)
 
 
 def write_csv(rows: Iterable, out: IO[str], columns: Sequence[str] = COLUMNS,
-              tz: ZoneInfo = ZoneInfo("Europe/London")) -> None:
+              tz: ZoneInfo = LONDON) -> None:
     w = csv.writer(out)
     w.writerow(columns)
     for r in rows:
