@@ -165,3 +165,14 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'records.db'}"
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(scope="session")
+def slapd(tmp_path_factory):
+    """A real OpenLDAP server with the test school's directory (tests/directory_server.py)."""
+    import directory_server
+    if not directory_server.available():
+        require("OpenLDAP slapd is not installed (apt-get install slapd ldap-utils)")
+    server = directory_server.Slapd(tmp_path_factory.mktemp("slapd")).start()
+    yield server
+    server.stop()

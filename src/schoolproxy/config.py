@@ -60,14 +60,96 @@ class ListSettings(_Model):
 
 class ProxyAuthSettings(_Model):
     enabled: bool = True
-    #: htpasswd-style file of bcrypt hashes (``htpasswd -B`` or ``schoolproxy users add``).
-    users_file: Path
+    #: htpasswd-style file of bcrypt hashes (``htpasswd -B`` or ``schoolproxy users add``). With a
+    #: directory as well, users in this file are checked here and everyone else against the directory.
+    users_file: Path | None = None
     realm: str = "School internet"
     #: How long a checked username/password pair is trusted before bcrypt is asked again.
     cache_seconds: int = Field(300, ge=0, le=86400)
     #: Without credentials and outside every mapped subnet: challenge (407) rather than fall back
     #: to the default profile.
     required: bool = True
+    #: Password guessing: this many different wrong credentials from one client address within
+    #: ``failure_window_seconds`` and its sign-ins are slowed (and reported) until the window passes.
+    max_failures: int = Field(10, ge=1, le=10_000)
+    failure_window_seconds: int = Field(300, ge=10, le=86400)
+
+
+_AD_USER_FILTER = ("(&(objectCategory=person)(objectClass=user)(sAMAccountName={username})"
+                   "(!(userAccountControl:1.2.840.113556.1.4.803:=2)))")
+
+
+class DirectorySettings(_Model):
+    """Active Directory / LDAP for proxy sign-in and group membership. Defaults suit AD."""
+
+    #: ldaps://dc1.school.local (636) or ldap://... (389, with start_tls). Several = fallbacks in order.
+    url: NonEmpty | list[NonEmpty]
+    start_tls: bool = False
+    #: CA that signed the domain controllers' certificates (PEM). Without it, the system CAs are used.
+    ca_file: Path | None = None
+    verify_certificate: bool = True
+    #: "search": a service account finds the user, then we bind as them; "direct": bind as the user.
+    bind: Literal["search", "direct"] = "search"
+    service_dn: str | None = None
+    #: File holding the service account's password (kept out of the YAML; chmod 600).
+    service_password_file: Path | None = None
+    #: For bind: direct, e.g. "{username}@school.local" (AD UPN) or "uid={username},ou=people,dc=...".
+    direct_bind_template: str | None = None
+    user_base: NonEmpty
+    #: Finds one enabled person by logon name; the default excludes disabled AD accounts.
+    user_filter: NonEmpty = _AD_USER_FILTER
+    group_base: str | None = None
+    #: Groups that list the user (or a group) as a member. AD users' memberOf is read as well.
+    group_filter: NonEmpty = "(&(objectClass=group)(member={dn}))"
+    group_name_attribute: NonEmpty = "cn"
+    nested_groups: bool = True
+    #: The directory is asked at most once per user per this many seconds.
+    cache_seconds: int = Field(300, ge=0, le=86400)
+    timeout_seconds: float = Field(5.0, gt=0, le=60)
+
+    @property
+    def urls(self) -> list[str]:
+        return [self.url] if isinstance(self.url, str) else list(self.url)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DirectorySettings":
+        for u in self.urls:
+            if not (u.startswith("ldap://") or u.startswith("ldaps://")):
+                raise ValueError(f"url {u!r}: must start with ldap:// or ldaps://")
+        if "{username}" not in self.user_filter:
+            raise ValueError("user_filter must contain {username}")
+        if "{dn}" not in self.group_filter:
+            raise ValueError("group_filter must contain {dn}")
+        if self.bind == "search" and not (self.service_dn and self.service_password_file):
+            raise ValueError("bind: search needs service_dn and service_password_file "
+                             "(or use bind: direct with direct_bind_template)")
+        if self.bind == "direct" and (not self.direct_bind_template or "{username}" not in self.direct_bind_template):
+            raise ValueError("bind: direct needs direct_bind_template containing {username}")
+        return self
+
+
+class LogonFeedSettings(_Model):
+    """HTTP endpoint for logon/logoff scripts: ip → user for clients that do not sign in to the proxy."""
+
+    #: host:port on the gateway's admin/LAN address — never a wildcard address.
+    listen: str = "127.0.0.1:9465"
+    #: File holding the shared secret the logon scripts send (at least 16 characters).
+    secret_file: Path
+    #: A logon with no logoff expires after this long (a pupil who shut the lid and went home).
+    ttl_hours: float = Field(10.0, gt=0, le=24 * 7)
+    #: Where live logons are kept across a proxy restart.
+    state_file: Path = Path("../var/logons.json")
+
+    @field_validator("listen")
+    @classmethod
+    def _admin_address(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port on the gateway's admin address, e.g. 10.0.0.1:9465")
+        if host in ("0.0.0.0", "::", "*"):
+            raise ValueError("must be a specific admin address, not every interface")
+        return v
 
 
 class GroupSettings(_Model):
@@ -89,12 +171,21 @@ class SubnetSettings(_Model):
 
 class IdentitySettings(_Model):
     proxy_auth: ProxyAuthSettings | None = None
+    directory: DirectorySettings | None = None
+    logon_feed: LogonFeedSettings | None = None
     users: dict[NonEmpty, NonEmpty] = {}
     groups: dict[NonEmpty, GroupSettings] = {}
     patterns: list[PatternSettings] = []
     subnets: list[SubnetSettings] = []
     #: Profile for anyone not identified. Must be a filtered profile (checked against the lists).
     default_profile: NonEmpty
+
+    @model_validator(mode="after")
+    def _auth_source(self) -> "IdentitySettings":
+        pa = self.proxy_auth
+        if pa is not None and pa.enabled and pa.users_file is None and self.directory is None:
+            raise ValueError("proxy_auth: needs a users_file, an identity.directory, or both")
+        return self
 
 
 class WindowSettings(_Model):

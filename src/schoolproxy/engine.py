@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Config, ConfigError, load_config
-from .identity import Authenticator, ProfileResolver, SubnetMap
+from .directory import Directory, read_secret
+from .identity import Authenticator, LocalThenDirectory, ProfileResolver, SubnetMap
+from .logons import LogonTable
 from .lists import CategoryLists, ListError, load_lists, load_metadata
 from .policy import Decision, Policy
 from .userfile import UsersFile
@@ -53,6 +55,10 @@ class Snapshot:
     #: Files whose change triggers a reload, with their mtimes at load.
     watched: dict[Path, float] = field(default_factory=dict)
     loaded_at: float = field(default_factory=time.time)
+    #: The AD/LDAP directory, if configured (also answers group lookups for logon-feed users).
+    directory: Directory | None = None
+    #: The logon feed's shared secret (from its secret file), if the feed is configured.
+    logon_secret: str | None = None
 
     def run_tests(self) -> list[TestResult]:
         results = []
@@ -69,8 +75,11 @@ class Snapshot:
         return results
 
 
-def build_snapshot(config_path: str | Path, run_tests: bool = True) -> Snapshot:
-    """Load and compile everything; raise :class:`ConfigError` naming what is wrong."""
+def build_snapshot(config_path: str | Path, run_tests: bool = True, previous: Snapshot | None = None) -> Snapshot:
+    """Load and compile everything; raise :class:`ConfigError` naming what is wrong.
+
+    The directory connection (and its cache of users' groups) carries over from ``previous`` when its
+    settings are unchanged, so a reload does not send every user back to the directory."""
     config = load_config(config_path)
     try:
         info = load_metadata(config.path(config.lists.metadata))
@@ -78,19 +87,41 @@ def build_snapshot(config_path: str | Path, run_tests: bool = True) -> Snapshot:
     except ListError as e:
         raise ConfigError(f"{config.source}: lists: {e}") from None
     policy = Policy(config, lists)
-    authenticator = None
+    authenticator: Authenticator | None = None
     watched = [Path(config.source), config.path(config.lists.metadata)]
-    pa = config.identity.proxy_auth
+    ident = config.identity
+    directory = None
+    if ident.directory is not None:
+        old = previous.directory if previous is not None else None
+        new = Directory(ident.directory, config.base_dir)
+        # Keep the running one (and its cache of users' groups) if nothing about it changed.
+        directory = old if old is not None and old.same_as(new) else new
+    pa = ident.proxy_auth
     if pa is not None and pa.enabled:
-        users_path = config.path(pa.users_file)
-        authenticator = UsersFile(users_path)
-        watched.append(users_path)
+        local = None
+        if pa.users_file is not None:
+            users_path = config.path(pa.users_file)
+            local = UsersFile(users_path)
+            watched.append(users_path)
+        if local is not None and directory is not None:
+            authenticator = LocalThenDirectory(local, directory)
+        else:
+            authenticator = local or directory
+    logon_secret = None
+    if ident.logon_feed is not None:
+        secret_path = config.path(ident.logon_feed.secret_file)
+        logon_secret = read_secret(secret_path)
+        if len(logon_secret) < 16:
+            raise ConfigError(f"{secret_path}: the logon feed secret must be at least 16 characters")
+        watched.append(secret_path)
+    if ident.directory is not None and ident.directory.service_password_file is not None:
+        watched.append(config.path(ident.directory.service_password_file))
     for s in config.lists.sources:
         src = config.path(s)
         watched.append(src)
         watched.extend(Path(e.path) for e in os.scandir(src) if e.is_dir())
     snapshot = Snapshot(config, lists, policy, ProfileResolver(config), SubnetMap(config), authenticator,
-                        {p: _mtime(p) for p in watched})
+                        {p: _mtime(p) for p in watched}, directory=directory, logon_secret=logon_secret)
     if run_tests:
         failed = [r for r in snapshot.run_tests() if not r.passed]
         if failed:
@@ -116,6 +147,11 @@ class Engine:
         self.reloads = {"ok": 0, "refused": 0}
         #: The running records writer, if any (metrics read its counters).
         self.record_writer = None
+        #: ip → user from the logon feed; set by the logon-feed addon when the config enables it.
+        self.logons: LogonTable | None = None
+        self.logon_feed = None
+        #: Sign-in outcomes beyond success, for the metrics.
+        self.auth_stats = {"failed": 0, "unverified": 0, "slowed": 0, "guessing_reports": 0}
 
     def load(self, config_path: str | Path) -> Snapshot:
         self.config_path = Path(config_path)
@@ -135,7 +171,7 @@ class Engine:
     def build(self) -> Snapshot:
         """Build a replacement snapshot (blocking; run it in a thread)."""
         assert self.config_path is not None
-        return build_snapshot(self.config_path)
+        return build_snapshot(self.config_path, previous=self.snapshot)
 
     def swap(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot

@@ -26,7 +26,8 @@ class Identity:
 
     username: str | None
     profile: str
-    #: How we know: "proxy-auth", "subnet", "default" (later: "ldap", "logon-feed").
+    #: How we know: "proxy-auth", "logon-feed", "subnet", "default", or "unverified" (directory down:
+    #: the name is as typed, the profile the fail-closed default).
     source: str
     #: Why this profile: "user jsmith", "group year4", "pattern Supply*", "subnet Pupil iPads", "default".
     rule: str
@@ -39,8 +40,27 @@ class Authenticator(Protocol):
     def check(self, username: str, password: str) -> bool | None:
         """True/False for a known answer; None if the backend cannot answer (e.g. directory down)."""
 
-    def groups(self, username: str) -> frozenset[str]:
-        """Directory groups of the user (lower-case); local config groups are added by the resolver."""
+    def groups(self, username: str) -> frozenset[str] | None:
+        """Directory groups of the user (lower-case), None if unknown; config groups are added by the
+        resolver."""
+
+
+class LocalThenDirectory:
+    """Users in the local file (guests, break-glass accounts) are checked there; everyone else in AD."""
+
+    def __init__(self, local, directory: Authenticator):
+        self.local = local
+        self.directory = directory
+
+    def check(self, username: str, password: str) -> bool | None:
+        if username in self.local:
+            return self.local.check(username, password)
+        return self.directory.check(username, password)
+
+    def groups(self, username: str) -> frozenset[str] | None:
+        if username in self.local:
+            return frozenset()
+        return self.directory.groups(username)
 
 
 class ProfileResolver:
@@ -73,9 +93,13 @@ class ProfileResolver:
         return self.default, "default (no user, group or pattern matched)"
 
     def identify(self, username: str, source: str = "proxy-auth",
-                 directory_groups: frozenset[str] = frozenset()) -> Identity:
-        profile, rule = self.resolve(username, directory_groups)
-        return Identity(username, profile, source, rule)
+                 directory_groups: frozenset[str] | None = frozenset(), device: str | None = None) -> Identity:
+        profile, rule = self.resolve(username, directory_groups or frozenset())
+        return Identity(username, profile, source, rule, device)
+
+    def unverified(self, username: str, why: str) -> Identity:
+        """A name we could not check (directory down): recorded as typed, filtered as the default profile."""
+        return Identity(username, self.default, "unverified", f"default ({why})")
 
     def unidentified(self) -> Identity:
         return Identity(None, self.default, "default", "default (unidentified)")

@@ -87,6 +87,28 @@ class _StateCollector(Collector):
         if snap is not None:
             yield GaugeMetricFamily("schoolproxy_config_loaded_timestamp_seconds",
                                     "When the running configuration was loaded.", value=snap.loaded_at)
+        signins = CounterMetricFamily("schoolproxy_signin_problems", "Proxy sign-ins that did not simply "
+                                      "succeed: failed (wrong password), unverified (directory down: default "
+                                      "profile), slowed (password guessing), guessing_reports.",
+                                      labels=["result"])
+        for result, n in engine.auth_stats.items():
+            signins.add_metric([result], n)
+        yield signins
+        directory = snap.directory if snap is not None else None
+        if directory is not None:
+            yield GaugeMetricFamily("schoolproxy_directory_up", "1 if the directory (AD/LDAP) answered the "
+                                    "last time it was asked, else 0.", value=1 if directory.up else 0)
+            yield CounterMetricFamily("schoolproxy_directory_errors", "Directory calls that failed "
+                                      "(unreachable, timeout, service account refused).", value=directory.errors)
+        if engine.logons is not None:
+            yield GaugeMetricFamily("schoolproxy_logon_feed_live", "Client addresses with a live logon.",
+                                    value=len(engine.logons.live()))
+        if engine.logon_feed is not None:
+            calls = CounterMetricFamily("schoolproxy_logon_feed_calls", "Logon feed calls, by result.",
+                                        labels=["result"])
+            for result, n in engine.logon_feed.stats.items():
+                calls.add_metric([result], n)
+            yield calls
         writer = engine.record_writer
         if writer is not None:
             yield GaugeMetricFamily("schoolproxy_record_queue_depth", "Records waiting for the database writer.",

@@ -37,6 +37,9 @@ class UsersFile:
     def groups(self, username: str) -> frozenset[str]:
         return frozenset()
 
+    def __contains__(self, username: str) -> bool:
+        return username.lower() in self._hashes
+
     def __len__(self) -> int:
         return len(self._hashes)
 

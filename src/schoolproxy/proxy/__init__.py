@@ -11,6 +11,7 @@ from ..engine import Engine
 from .enforce import Enforce
 from .identify import Identify
 from .loadconfig import LoadConfig
+from .logonfeed import LogonFeed
 from .metrics import MetricsExporter
 from .record import Record
 from .reload import Reload
@@ -18,5 +19,5 @@ from .reload import Reload
 
 def make_addons(engine: Engine | None = None) -> list[object]:
     engine = engine or Engine()
-    return [LoadConfig(engine), Identify(engine), Enforce(engine), Reload(engine), Record(engine),
+    return [LoadConfig(engine), LogonFeed(engine), Identify(engine), Enforce(engine), Reload(engine), Record(engine),
             MetricsExporter(engine)]

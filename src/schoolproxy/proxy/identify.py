@@ -2,8 +2,10 @@
 
 Proxy authentication (HTTP Basic, explicit-proxy mode) is checked once per connection for HTTPS
 (at CONNECT) and once per distinct credential for plain HTTP, through a cache keyed by an HMAC of the
-credentials (the password itself is never kept, logged or forwarded). bcrypt runs in a worker thread
-so the event loop never blocks; concurrent checks of the same credentials share one bcrypt call.
+credentials (the password itself is never kept, logged or forwarded). bcrypt and the directory run in a
+worker thread so the event loop never blocks; concurrent checks of the same credentials share one call.
+Without credentials, a live logon-feed entry for the client address identifies the user; the device name
+from the feed is carried on every identity from that address.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ import os
 import time
 import weakref
 from collections.abc import Awaitable
+from dataclasses import dataclass
 
 from mitmproxy import connection, http
 from mitmproxy.proxy import mode_specs
 
 from ..engine import Engine, Snapshot
-from ..identity import Identity
+from ..identity import Authenticator, Identity
+from ..logons import Logon
+from ..signin_guard import SigninGuard
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +36,35 @@ MAX_AUTH_HEADER = 4096
 NEGATIVE_TTL = 30.0
 
 
+@dataclass(slots=True)
+class _Checked:
+    """A checked credential: the answer, kept by an HMAC of username and password."""
+
+    expires: float
+    username: str
+    ok: bool
+    groups: frozenset[str] | None = None
+    unverified: bool = False    # the directory was down: default profile, checked again soon
+    # The Identity for the snapshot and device it was last built for (rebuilt after a reload).
+    snap: Snapshot | None = None
+    device: str | None = None
+    ident: Identity | None = None
+
+
 class Identify:
     def __init__(self, engine: Engine):
         self.engine = engine
         #: Identity fixed by CONNECT for every request inside that tunnel.
         self.by_conn: weakref.WeakKeyDictionary[connection.Client, Identity] = weakref.WeakKeyDictionary()
         self._key = os.urandom(32)
-        self._cache: dict[bytes, tuple[float, Identity | None]] = {}
-        self._cache_snapshot: Snapshot | None = None
-        self._pending: dict[bytes, asyncio.Future[Identity | None]] = {}
+        self._cache: dict[bytes, _Checked] = {}
+        self._pending: dict[bytes, asyncio.Future[_Checked]] = {}
+        self._feed: dict[str, tuple[Logon, Snapshot, Identity]] = {}
+        self.guard = SigninGuard()
+        self._guard_settings: tuple[int, int] | None = None
 
     # Hooks are synchronous on the common path (connection or credential already known) and return a
-    # coroutine — which mitmproxy awaits — only when bcrypt has to run: no coroutine per request.
+    # coroutine — which mitmproxy awaits — only when a password has to be checked: no coroutine per request.
     def http_connect(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         if flow.response or flow.error:
             return None
@@ -58,23 +80,31 @@ class Identify:
         return self.identify(flow)
 
     def identify(self, flow: http.HTTPFlow, remember_connection: bool = False) -> Awaitable[None] | None:
-        """Set ``flow.metadata[IDENTITY]`` or answer 407; returns a coroutine if a password must be checked."""
+        """Set ``flow.metadata[IDENTITY]`` or answer 407; returns a coroutine if a password must be checked.
+
+        Precedence (SPEC 5.1): proxy authentication > logon feed > subnet map > fail-closed default."""
         snap = self.engine.snapshot
         assert snap is not None
+        ip = flow.client_conn.peername[0]
         explicit = isinstance(flow.client_conn.proxy_mode, (mode_specs.RegularMode, mode_specs.UpstreamMode))
         header = flow.request.headers.get("Proxy-Authorization") if explicit else None
         if header is not None:
             # Never pass the school's credentials on to the upstream filter or the site.
             del flow.request.headers["Proxy-Authorization"]
+        logons = self.engine.logons
+        logon = logons.lookup(ip) if logons is not None else None
         if header is not None and snap.authenticator is not None:
             creds = parse_basic(header)
             if creds is None:
                 return self._refuse(flow, snap)
-            key, hit = self._cached(snap, *creds)
-            if hit is None:
-                return self._check_and_apply(flow, snap, key, creds, remember_connection)
-            return self._apply(flow, snap, hit[1], remember_connection)
-        ident = snap.subnets.lookup(flow.client_conn.peername[0])
+            key = self._credential_key(*creds)
+            entry = self._cache.get(key)
+            if entry is None or entry.expires <= time.monotonic():
+                return self._check_and_apply(flow, snap, key, creds, logon, remember_connection)
+            return self._apply(flow, snap, self._identity(snap, entry, logon), remember_connection)
+        if logon is not None:
+            return self._apply(flow, snap, self._feed_identity(snap, logon), remember_connection)
+        ident = snap.subnets.lookup(ip)
         if ident is None:
             pa = snap.config.identity.proxy_auth
             if explicit and snap.authenticator is not None and pa is not None and pa.required:
@@ -94,47 +124,105 @@ class Identify:
         log.info("proxy authentication failed from %s", flow.client_conn.peername[0])
         return self._challenge(flow, snap)
 
-    def _cached(self, snap: Snapshot, username: str, password: str) -> tuple[bytes, tuple[float, Identity | None] | None]:
-        if self._cache_snapshot is not snap:  # new users file or profile map: start afresh
-            self._cache.clear()
-            self._cache_snapshot = snap
-        key = hmac.digest(self._key, username.encode("utf-8", "surrogatepass") + b"\0"
-                          + password.encode("utf-8", "surrogatepass"), hashlib.sha256)
-        hit = self._cache.get(key)
-        return key, (hit if hit is not None and hit[0] > time.monotonic() else None)
+    def _credential_key(self, username: str, password: str) -> bytes:
+        return hmac.digest(self._key, username.encode("utf-8", "surrogatepass") + b"\0"
+                           + password.encode("utf-8", "surrogatepass"), hashlib.sha256)
+
+    @staticmethod
+    def _identity(snap: Snapshot, entry: _Checked, logon: Logon | None) -> Identity | None:
+        """The Identity of a checked credential (None: refused), built once per snapshot and device."""
+        if not entry.ok:
+            return None
+        device = logon.device if logon is not None else None
+        if entry.snap is not snap or entry.device != device or entry.ident is None:
+            if entry.unverified:
+                ident = snap.resolver.unverified(entry.username, "directory unreachable")
+                ident = Identity(ident.username, ident.profile, ident.source, ident.rule, device)
+            else:
+                ident = snap.resolver.identify(entry.username, "proxy-auth", entry.groups, device)
+            entry.snap, entry.device, entry.ident = snap, device, ident
+        return entry.ident
+
+    def _feed_identity(self, snap: Snapshot, logon: Logon) -> Identity:
+        hit = self._feed.get(logon.ip)
+        if hit is not None and hit[0] is logon and hit[1] is snap:
+            return hit[2]
+        groups = frozenset(logon.groups) if logon.groups is not None else None
+        ident = snap.resolver.identify(logon.user, "logon-feed", groups, logon.device)
+        if len(self._feed) > 100_000:
+            self._feed.clear()
+        self._feed[logon.ip] = (logon, snap, ident)
+        return ident
 
     async def _check_and_apply(self, flow: http.HTTPFlow, snap: Snapshot, key: bytes, creds: tuple[str, str],
-                               remember: bool) -> None:
-        self._apply(flow, snap, await self._check(snap, key, *creds), remember)
+                               logon: Logon | None, remember: bool) -> None:
+        ip = flow.client_conn.peername[0]
+        guard = self._guard(snap)
+        delay = guard.delay(ip, time.monotonic())
+        if delay:
+            self.engine.auth_stats["slowed"] += 1
+            await asyncio.sleep(delay)
+        entry = await self._check(snap, key, *creds)
+        if not entry.ok:
+            self.engine.auth_stats["failed"] += 1
+            if guard.failed(ip, key, time.monotonic()):
+                self.engine.auth_stats["guessing_reports"] += 1
+                log.warning("possible password guessing from %s: %d different wrong sign-ins in %d s; "
+                            "its sign-ins are slowed", ip, guard.failures(ip, time.monotonic()), int(guard.window))
+        if flow.response is None:  # the client may have gone while we waited
+            self._apply(flow, snap, self._identity(snap, entry, logon), remember)
 
-    async def _check(self, snap: Snapshot, key: bytes, username: str, password: str) -> Identity | None:
+    def _guard(self, snap: Snapshot) -> SigninGuard:
+        pa = snap.config.identity.proxy_auth
+        settings = (pa.max_failures, pa.failure_window_seconds) if pa is not None else (10, 300)
+        if settings != self._guard_settings:
+            self.guard.max_failures, self.guard.window = settings
+            self._guard_settings = settings
+        return self.guard
+
+    async def _check(self, snap: Snapshot, key: bytes, username: str, password: str) -> _Checked:
         pending = self._pending.get(key)
         if pending is not None:  # the same credentials are being checked already: share the answer
             try:
                 return await asyncio.shield(pending)
             except Exception:
-                return None
-        fut: asyncio.Future[Identity | None] = asyncio.get_running_loop().create_future()
+                return _Checked(0.0, username, False)
+        fut: asyncio.Future[_Checked] = asyncio.get_running_loop().create_future()
         self._pending[key] = fut
         try:
             authenticator = snap.authenticator
             assert authenticator is not None
-            ok = await asyncio.to_thread(authenticator.check, username, password)
-            ident = snap.resolver.identify(username, "proxy-auth", authenticator.groups(username)) if ok else None
+            ok, groups = await asyncio.to_thread(_verify, authenticator, username, password)
             pa = snap.config.identity.proxy_auth
-            ttl = pa.cache_seconds if ok and pa is not None else NEGATIVE_TTL
+            now = time.monotonic()
+            if ok is None:
+                entry = self._when_directory_down(key, username, now)
+            elif ok:
+                entry = _Checked(now + (pa.cache_seconds if pa is not None else 300), username, True, groups)
+            else:
+                entry = _Checked(now + NEGATIVE_TTL, username, False)
             if len(self._cache) > 50_000:  # bounded: expire everything rather than grow without limit
                 self._cache.clear()
-            self._cache[key] = (time.monotonic() + ttl, ident)
-            fut.set_result(ident)
-            return ident
+            self._cache[key] = entry
+            fut.set_result(entry)
+            return entry
         except Exception as e:
             log.exception("proxy authentication check failed")
             fut.set_exception(e)
             fut.exception()  # retrieved: waiters handle it themselves
-            return None
+            return _Checked(0.0, username, False)
         finally:
             del self._pending[key]
+
+    def _when_directory_down(self, key: bytes, username: str, now: float) -> _Checked:
+        """Users already checked keep their profile; anyone new gets the fail-closed default profile.
+        Either way the directory is asked again after a short while."""
+        stale = self._cache.get(key)
+        self.engine.auth_stats["unverified"] += 1
+        if stale is not None and stale.ok and not stale.unverified:
+            stale.expires = now + NEGATIVE_TTL
+            return stale
+        return _Checked(now + NEGATIVE_TTL, username, True, None, unverified=True)
 
     @staticmethod
     def _challenge(flow: http.HTTPFlow, snap: Snapshot) -> None:
@@ -149,6 +237,12 @@ class Identify:
              "Cache-Control": "no-store"},
         )
         return None
+
+
+def _verify(authenticator: Authenticator, username: str, password: str) -> tuple[bool | None, frozenset[str] | None]:
+    """Runs in a worker thread: the password check and, if it passed, the user's directory groups."""
+    ok = authenticator.check(username, password)
+    return ok, (authenticator.groups(username) if ok else None)
 
 
 def parse_basic(header: str) -> tuple[str, str] | None:
