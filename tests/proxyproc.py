@@ -31,9 +31,10 @@ class ProxyProcess:
         self._wait_listening()
 
     @classmethod
-    def mitmdump(cls, config: Path, workdir: Path, *extra: str) -> "ProxyProcess":
+    def mitmdump(cls, config: Path, workdir: Path, *extra: str, quiet: bool = True) -> "ProxyProcess":
+        """``quiet``: errors only (``-q``); else warnings too, without a line per flow."""
         port = free_port()
-        argv = [str(BIN / "mitmdump"), "-q", "-s", str(ROOT / "addons" / "schoolproxy_addons.py"),
+        argv = [str(BIN / "mitmdump"), *(["-q"] if quiet else ["--flow-detail", "0", "--set", "termlog_verbosity=warn"]), "-s", str(ROOT / "addons" / "schoolproxy_addons.py"),
                 "--listen-host", "127.0.0.1", "--listen-port", str(port),
                 "--set", f"schoolproxy_config={config}", "--set", "schoolproxy_reload_ms=300", *extra]
         return cls(argv, port, workdir / f"mitmdump-{port}.log")

@@ -1,4 +1,4 @@
-"""The ``schoolproxy`` command: run, check, explain, lists, users."""
+"""The ``schoolproxy`` command: run, check, explain, lists, users, report, register, purge, db."""
 
 from __future__ import annotations
 
@@ -68,6 +68,27 @@ def main(argv: list[str] | None = None) -> int:
         if name == "blocked":
             q.add_argument("--category")
 
+    p = sub.add_parser("register", help="the supply and student register: who holds a shared logon when")
+    gsub = p.add_subparsers(dest="register_command", required=True)
+    q = gsub.add_parser("add", help="register a visit: Supply1 is Ms Khan today")
+    q.add_argument("--logon", required=True, help="the shared logon, e.g. Supply1")
+    q.add_argument("--person", required=True, help="the visitor's full name")
+    q.add_argument("--class", dest="class_taught", help="the class they are covering")
+    q.add_argument("--from", dest="start", help="start: 08:30 (today) or '2026-11-25 08:30' (default: now)")
+    q.add_argument("--to", dest="end", help="end: 15:30 or '2026-11-26 15:30' (default: end of the day)")
+    q.add_argument("--by", help="who is registering (default: login name)")
+    q = gsub.add_parser("end", help="end the visit on a logon now (or --at)")
+    q.add_argument("--logon", required=True)
+    q.add_argument("--at")
+    q = gsub.add_parser("who", help="who held a logon at a moment")
+    q.add_argument("--logon", required=True)
+    q.add_argument("--at")
+    q = gsub.add_parser("list", help="visits on a day")
+    q.add_argument("--date", help="a date (default: today)")
+    q.add_argument("--days", type=int, default=1)
+    for q in gsub.choices.values():
+        q.add_argument("--config", default=DEFAULT_CONFIG)
+
     p = sub.add_parser("purge", help="delete records older than the retention period now")
     p.add_argument("--config", default=DEFAULT_CONFIG)
 
@@ -88,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return {"run": cmd_run, "check": cmd_check, "explain": cmd_explain, "lists": cmd_lists,
-                "users": cmd_users, "report": cmd_report, "purge": cmd_purge, "db": cmd_db}[args.command](args)
+                "users": cmd_users, "report": cmd_report, "register": cmd_register, "purge": cmd_purge, "db": cmd_db}[args.command](args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -253,11 +274,79 @@ def cmd_report(args) -> int:
             rows = reports.blocked(db, since, until, args.category)
             subject, what = "(all users)", f"blocked {args.category or 'all categories'} {span}"
     reports.audit(db, viewer, subject, what)
+    rows = reports.name_people(db, rows, _shared_logon_test(cfg))
     if args.csv:
         reports.write_csv(rows, sys.stdout, tz=tz)
     else:
         print(reports.format_table(rows, tz=tz))
     return 0 if rows or args.report_command != "ref" else 1
+
+
+def _shared_logon_test(cfg):
+    """(username, profile) → is this a shared logon (Supply1)? By pattern or a supply-role profile."""
+    from .identity import ProfileResolver
+    from .register import is_shared_logon
+    resolver = ProfileResolver(cfg)
+
+    def shared(username: str, profile: str) -> bool:
+        p = cfg.profiles.get(profile)
+        return is_shared_logon(resolver.resolve(username)[1], p.role if p else None)
+    return shared
+
+
+def cmd_register(args) -> int:
+    from zoneinfo import ZoneInfo
+    from .records.visits import RegisterError, add_visit, end_visit, list_visits, load_register
+    from .register import NO_ONE
+    cfg, db = _database(args.config)
+    tz = ZoneInfo(cfg.timezone)
+    now = dt.datetime.now(tz)
+    by = getattr(args, "by", None) or getpass.getuser()
+    try:
+        if args.register_command == "add":
+            starts = _clock(args.start, tz, now) if args.start else now
+            ends = _clock(args.end, tz, starts) if args.end else \
+                starts.replace(hour=23, minute=59, second=59, microsecond=0)
+            v = add_visit(db, args.logon, args.person, starts, ends, args.class_taught, by)
+            print(f"registered: {v.logon} is {v.person}"
+                  f"{f' ({v.class_taught})' if v.class_taught else ''} from {v.starts.astimezone(tz):%a %d %b %H:%M} "
+                  f"to {v.ends.astimezone(tz):%a %d %b %H:%M} (visit {v.id})")
+        elif args.register_command == "end":
+            at = _clock(args.at, tz, now) if args.at else now
+            v = end_visit(db, args.logon, at)
+            print(f"ended: {v.logon} held by {v.person} until {at:%a %d %b %H:%M} (visit {v.id})")
+        elif args.register_command == "who":
+            at = _clock(args.at, tz, now) if args.at else now
+            v = load_register(db).who(args.logon, at)
+            print(f"{args.logon} at {at:%a %d %b %H:%M}: {v.person if v else NO_ONE}")
+            return 0 if v else 1
+        else:
+            day = _clock(args.date, tz, now) if args.date else now
+            start = day.replace(hour=0, minute=0, second=0, microsecond=0)
+            visits = list_visits(db, start, start + dt.timedelta(days=args.days))
+            if not visits:
+                print(f"no visits registered from {start:%a %d %b %Y} for {args.days} day(s)")
+            for v in visits:
+                end = f"{v.ends.astimezone(tz):%H:%M}" if v.ends else "open"
+                print(f"{v.id:>5}  {v.starts.astimezone(tz):%a %d %b %H:%M}-{end}  {v.logon:<12} {v.person}"
+                      f"{f'  ({v.class_taught})' if v.class_taught else ''}  [by {v.created_by}]")
+    except RegisterError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _clock(text: str, tz, day: dt.datetime) -> dt.datetime:
+    """'08:30' (on ``day``'s date), '2026-11-25' or '2026-11-25 08:30', in the school's time zone."""
+    text = text.strip()
+    try:
+        if len(text) <= 5 and ":" in text:
+            t = dt.time.fromisoformat(text.zfill(5))
+            return day.astimezone(tz).replace(hour=t.hour, minute=t.minute, second=0, microsecond=0)
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"cannot read the time {text!r}: use e.g. 08:30, 2026-11-25 or '2026-11-25 08:30'") from None
+    return when if when.tzinfo else when.replace(tzinfo=tz)
 
 
 def cmd_purge(args) -> int:

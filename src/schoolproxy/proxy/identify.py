@@ -196,7 +196,8 @@ class Identify:
             pa = snap.config.identity.proxy_auth
             now = time.monotonic()
             if ok is None:
-                entry = self._when_directory_down(key, username, now)
+                retry = min(NEGATIVE_TTL, pa.cache_seconds) if pa is not None else NEGATIVE_TTL
+                entry = self._when_directory_down(key, username, now + max(1.0, retry))
             elif ok:
                 entry = _Checked(now + (pa.cache_seconds if pa is not None else 300), username, True, groups)
             else:
@@ -214,15 +215,15 @@ class Identify:
         finally:
             del self._pending[key]
 
-    def _when_directory_down(self, key: bytes, username: str, now: float) -> _Checked:
+    def _when_directory_down(self, key: bytes, username: str, retry_at: float) -> _Checked:
         """Users already checked keep their profile; anyone new gets the fail-closed default profile.
-        Either way the directory is asked again after a short while."""
+        Either way the directory is asked again at ``retry_at``."""
         stale = self._cache.get(key)
-        self.engine.auth_stats["unverified"] += 1
         if stale is not None and stale.ok and not stale.unverified:
-            stale.expires = now + NEGATIVE_TTL
+            stale.expires = retry_at
             return stale
-        return _Checked(now + NEGATIVE_TTL, username, True, None, unverified=True)
+        self.engine.auth_stats["unverified"] += 1
+        return _Checked(retry_at, username, True, None, unverified=True)
 
     @staticmethod
     def _challenge(flow: http.HTTPFlow, snap: Snapshot) -> None:

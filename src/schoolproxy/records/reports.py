@@ -11,12 +11,14 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import re
-from typing import IO, Iterable, Sequence
+from typing import IO, Callable, Iterable, Sequence
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, func, insert, select
 
+from ..register import NO_ONE
 from .schema import access_audit, requests
+from .visits import load_register
 
 COLUMNS = ("time", "ref", "username", "person", "profile", "client_ip", "action", "category", "method",
            "host", "path", "status", "rule")
@@ -27,10 +29,39 @@ LONDON = ZoneInfo("Europe/London")
 
 
 def user_history(engine: Engine, username: str, since: dt.datetime, until: dt.datetime, limit: int = 10_000):
-    q = (select(requests).where(requests.c.username == username, requests.c.time >= since, requests.c.time < until)
-         .order_by(requests.c.time).limit(limit))
+    """One user's records; the logon as typed first (indexed), else case-insensitively (Windows logons)."""
+    span = (requests.c.time >= since, requests.c.time < until)
     with engine.connect() as conn:
-        return list(conn.execute(q).mappings())
+        rows = list(conn.execute(select(requests).where(requests.c.username == username, *span)
+                                 .order_by(requests.c.time).limit(limit)).mappings())
+        if not rows:
+            rows = list(conn.execute(select(requests).where(func.lower(requests.c.username) == username.lower(), *span)
+                                     .order_by(requests.c.time).limit(limit)).mappings())
+    return rows
+
+
+def name_people(engine: Engine, rows: Sequence, is_shared: Callable[[str, str], bool]) -> list[dict]:
+    """Fill ``person`` from the supply register (which may have been completed after the request), and
+    say plainly when a shared logon had no one registered. ``is_shared(username, profile)``."""
+    if not rows:
+        return []
+    times = [_aware(r["time"]) for r in rows]
+    register = load_register(engine, min(times) - dt.timedelta(days=1))
+    out = []
+    for r, t in zip(rows, times):
+        r = dict(r)
+        user = r.get("username")
+        visit = register.who(user, t) if user else None
+        if visit is not None:
+            r["person"] = visit.person
+        elif not r.get("person") and user and is_shared(user, r.get("profile") or ""):
+            r["person"] = NO_ONE
+        out.append(r)
+    return out
+
+
+def _aware(t: dt.datetime) -> dt.datetime:
+    return t if t.tzinfo is not None else t.replace(tzinfo=dt.timezone.utc)
 
 
 def blocked(engine: Engine, since: dt.datetime, until: dt.datetime, category: str | None = None,

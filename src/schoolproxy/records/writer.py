@@ -24,13 +24,16 @@ import time
 
 from sqlalchemy import Engine
 
+from ..register import Register
 from ..verdict import Verdict
 from .redact import SEARCH_PARAMS, redact_path
 from .spool import Spool
+from .visits import load_register
 
 log = logging.getLogger(__name__)
 UTC = dt.timezone.utc
 MAX_BACKOFF = 30.0
+REGISTER_REFRESH = 15.0  # seconds: a visit registered now names records within this long
 
 
 def to_row(v: Verdict, keep: frozenset[str] = SEARCH_PARAMS, redact: bool = True) -> dict:
@@ -103,6 +106,8 @@ class RecordWriter:
         self._retry_at = 0.0
         self._backoff = 1.0
         self.written = self.spooled = self.replayed = self.dropped = self.db_errors = self.batches = 0
+        self._register: Register | None = None
+        self._register_at = 0.0
 
     # -- event loop side --------------------------------------------------------------------------
     def submit(self, verdict: Verdict) -> None:
@@ -136,14 +141,38 @@ class RecordWriter:
         self._replay()  # whatever a previous run (or crash) left behind
         while True:
             stopping = self._stop.wait(self.max_delay)
+            if self._queue and time.monotonic() >= self._register_at:
+                self._refresh_register()
             while self._queue:
                 batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
+                self._name_people(batch)
                 self._write([to_row(v, self.keep, self.redact) for v in batch])
                 time.sleep(0)  # let the proxy's event loop have the GIL between batches
             if self.spool.pending() and time.monotonic() >= self._retry_at:
                 self._replay()
             if stopping:
                 return
+
+    def _refresh_register(self) -> None:
+        """Reload the supply register now and then (the office adds visits through the CLI)."""
+        self._register_at = time.monotonic() + REGISTER_REFRESH
+        if not self._db_ok:
+            return
+        try:
+            self._register = load_register(self.engine, dt.datetime.now(UTC) - dt.timedelta(days=2))
+        except Exception as e:  # keep the register we have; records still get written
+            log.debug("supply register not refreshed: %s", e)
+
+    def _name_people(self, batch: list[Verdict]) -> None:
+        """The person behind a shared logon at the moment of each request (reports re-check later entries)."""
+        reg = self._register
+        if reg is None:
+            return
+        for v in batch:
+            if v.person is None and v.username is not None and v.username in reg:
+                visit = reg.who(v.username, dt.datetime.fromtimestamp(v.time, UTC))
+                if visit is not None:
+                    v.person = visit.person
 
     def _write(self, rows: list[dict]) -> None:
         if not self._db_ok and time.monotonic() < self._retry_at:

@@ -1,0 +1,34 @@
+"""Slowing password guessing."""
+
+from schoolproxy.signin_guard import MAX_DELAY, SigninGuard
+
+
+def test_distinct_wrong_credentials_slow_an_address_and_report_it_once():
+    g = SigninGuard(max_failures=3, window_seconds=60)
+    reports = [g.failed("10.0.0.9", bytes([i]), now=i) for i in range(5)]
+    assert reports == [False, False, True, False, False]
+    assert g.delay("10.0.0.9", now=5) > 0
+    assert g.delay("10.0.0.8", now=5) == 0             # other clients unaffected
+
+
+def test_the_same_saved_wrong_password_repeated_is_not_guessing():
+    g = SigninGuard(max_failures=3, window_seconds=60)
+    assert not any(g.failed("10.0.0.9", b"same", now=i) for i in range(50))
+    assert g.delay("10.0.0.9", now=50) == 0
+
+
+def test_delay_grows_is_capped_and_ends_with_the_window():
+    g = SigninGuard(max_failures=2, window_seconds=100)
+    delays = []
+    for i in range(10):
+        g.failed("10.0.0.9", bytes([i]), now=i)
+        delays.append(g.delay("10.0.0.9", now=i))
+    assert delays[0] == 0 and delays[1:4] == [2, 4, 8] and max(delays) == MAX_DELAY
+    assert g.delay("10.0.0.9", now=200) == 0
+
+
+def test_memory_is_bounded_under_a_flood_of_addresses():
+    g = SigninGuard(max_failures=2, window_seconds=100)
+    for i in range(30_000):
+        g.failed(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", b"k", now=0)
+    assert len(g._clients) <= 10_000
