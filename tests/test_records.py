@@ -127,9 +127,16 @@ def test_migrations_upgrade_an_empty_and_the_previous_schema(db_url):
     row = to_row(make_verdict())
     with engine.begin() as c:
         c.execute(insert(requests), [row])
+    upgrade(engine, "0002")
+    with engine.begin() as c:  # an alert made under 0002 survives the upgrade that adds alert columns
+        c.exec_driver_sql("INSERT INTO alerts (ref, time, theme, severity, evidence, route, status, updated_at) "
+                          "VALUES ('A1', '2026-11-25 10:00:00', 'self-harm', 'high', 'x', 'dsl', 'new', "
+                          "'2026-11-25 10:00:00')")
     upgrade(engine)
-    assert current_revision(engine) == head_revision() == "0002"
+    assert current_revision(engine) == head_revision() == "0003"
     assert count(engine) == 1
+    with engine.connect() as c:
+        assert c.exec_driver_sql("SELECT ref, repeats, rule FROM alerts").one() == ("A1", 0, "")
     upgrade(engine)  # idempotent
 
 

@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("report", help="browsing records: a user's history, what was blocked, one reference")
     rsub = p.add_subparsers(dest="report_command", required=True)
+    q = rsub.add_parser("weekly", help="the weekly digest of alerts not sent at the time")
+    q.add_argument("--config", default=DEFAULT_CONFIG)
+    q.add_argument("--send", action="store_true", help="also queue it for delivery (the running proxy sends it)")
     for name, helptext in (("user", "one user's history"), ("blocked", "blocked requests"),
                            ("ref", "the record behind a block page's reference")):
         q = rsub.add_parser(name, help=helptext)
@@ -89,6 +92,26 @@ def main(argv: list[str] | None = None) -> int:
     for q in gsub.choices.values():
         q.add_argument("--config", default=DEFAULT_CONFIG)
 
+    p = sub.add_parser("alerts", help="online-safety alerts: the incident log")
+    asub = p.add_subparsers(dest="alerts_command", required=True)
+    q = asub.add_parser("list", help="alerts, newest first (default: not yet closed, last 30 days)")
+    q.add_argument("--status", default="open", choices=["open", "all", "new", "acknowledged", "actioned", "closed"])
+    q.add_argument("--since", default="30d")
+    q = asub.add_parser("show", help="one alert, its notes and its deliveries")
+    q.add_argument("ref")
+    for name, helptext in (("ack", "acknowledge: you have seen it"), ("action", "record what was done"),
+                           ("close", "close with the outcome"), ("note", "add a note"), ("reopen", "reopen")):
+        q = asub.add_parser(name, help=helptext)
+        q.add_argument("ref")
+        q.add_argument("--note", default="")
+        q.add_argument("--by", help="who (default: login name)")
+    q = asub.add_parser("export", help="CSV for entering concerns on CPOMS (or any incident system)")
+    q.add_argument("--since", default="7d")
+    q.add_argument("--status", default="all", choices=["open", "all", "new", "acknowledged", "actioned", "closed"])
+    for q in asub.choices.values():
+        q.add_argument("--config", default=DEFAULT_CONFIG)
+        q.add_argument("--viewer", default=None, help=argparse.SUPPRESS)
+
     p = sub.add_parser("purge", help="delete records older than the retention period now")
     p.add_argument("--config", default=DEFAULT_CONFIG)
 
@@ -109,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return {"run": cmd_run, "check": cmd_check, "explain": cmd_explain, "lists": cmd_lists,
-                "users": cmd_users, "report": cmd_report, "register": cmd_register, "purge": cmd_purge, "db": cmd_db}[args.command](args)
+                "users": cmd_users, "report": cmd_report, "register": cmd_register, "alerts": cmd_alerts, "purge": cmd_purge, "db": cmd_db}[args.command](args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -261,6 +284,8 @@ def cmd_report(args) -> int:
     from .records import reports
     cfg, db = _database(args.config)
     tz = ZoneInfo(cfg.timezone)
+    if args.report_command == "weekly":
+        return _weekly(cfg, db, tz, args.send)
     viewer = args.viewer or getpass.getuser()
     if args.report_command == "ref":
         rows, subject, what = reports.by_ref(db, args.reference), args.reference, "record by reference"
@@ -280,6 +305,86 @@ def cmd_report(args) -> int:
     else:
         print(reports.format_table(rows, tz=tz))
     return 0 if rows or args.report_command != "ref" else 1
+
+
+def _weekly(cfg, db, tz, send: bool) -> int:
+    from .alerts import message, store
+    from .alerts.service import digest_time
+    now = dt.datetime.now(tz)
+    since = now - dt.timedelta(days=7)
+    if send:
+        subject, text, queued = store.queue_digest(db, cfg, since, now)
+        print(text)
+        print(f"queued for {queued} recipient(s)" if queued else "nothing new to send")
+        return 0
+    rows = [a for a in store.list_alerts(db, since, "all") if a["severity"] not in cfg.alerts.immediate]
+    print(message.digest(list(reversed(rows)), cfg.school, tz, since, now)[1])
+    nxt = digest_time(now, cfg.alerts.digest.day, cfg.alerts.digest.at)
+    if nxt <= now:
+        nxt += dt.timedelta(days=7)
+    print(f"(sent automatically {nxt:%a %d %b %H:%M} by the running proxy)")
+    return 0
+
+
+def cmd_alerts(args) -> int:
+    from zoneinfo import ZoneInfo
+    from .alerts import message, store
+    from .records import reports
+    cfg, db = _database(args.config)
+    tz = ZoneInfo(cfg.timezone)
+    viewer = getattr(args, "by", None) or args.viewer or getpass.getuser()
+    cmd = args.alerts_command
+    try:
+        if cmd == "list":
+            rows = store.list_alerts(db, _when(args.since, tz), args.status)
+            reports.audit(db, viewer, "(alerts)", f"alerts list {args.status} since {args.since}")
+            print(reports.format_table(rows, ("time", "ref", "severity", "theme", "status", "username", "person",
+                                              "profile", "evidence"), tz=tz))
+        elif cmd == "show":
+            alert, notes, sent = store.get_alert(db, args.ref)
+            reports.audit(db, viewer, alert["username"] or alert["client_ip"] or "", f"alert {alert['ref']}")
+            print(message.body(alert, cfg.school, tz, cfg.alerts.procedure))
+            print(f"Status:    {alert['status']}")
+            for n in notes:
+                print(f"  {reports._text(n['time'], tz)}  {n['action']:<7} {reports._text(n['author'], tz)}: "
+                      f"{reports._text(n['note'], tz)}")
+            for o in sent:
+                print(f"  delivery {o['channel']} to {reports._text(o['recipient'], tz)}: {o['status']}"
+                      f" after {o['attempts']} failed attempt(s)" + (f" (last error: {o['last_error']})" if o["last_error"] else ""))
+        elif cmd == "export":
+            rows = store.list_alerts(db, _when(args.since, tz), args.status, limit=100_000)
+            reports.audit(db, viewer, "(alerts)", f"alerts export since {args.since}")
+            _cpoms_csv(db, list(reversed(rows)), tz)
+        else:
+            alert = store.transition(db, args.ref, cmd, viewer, args.note)
+            print(f"alert {alert['ref']}: {alert['status']} ({cmd} by {viewer})")
+    except store.AlertError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cpoms_csv(db, rows, tz) -> None:
+    """One row per alert, laid out as a CPOMS concern is entered: the pupil, when, category, the
+    incident in words, action taken and status."""
+    from .alerts import message, store
+    from .records.reports import write_csv
+    out = []
+    for a in rows:
+        _, notes, _ = store.get_alert(db, a["ref"])
+        t = a["time"] if a["time"].tzinfo else a["time"].replace(tzinfo=dt.timezone.utc)
+        out.append({
+            "Student": a["person"] or a["username"] or f"unidentified ({a['client_ip']})",
+            "Logon": a["username"] or "", "Date": f"{t.astimezone(tz):%d/%m/%Y}", "Time": f"{t.astimezone(tz):%H:%M}",
+            "Category": f"Online safety - {message.label(a['theme'])}", "Severity": a["severity"],
+            "Incident": f"Web filter alert: {a['evidence']}" + (f" (+{a['repeats']} repeats)" if a["repeats"] else ""),
+            "Device": a["device"] or a["client_ip"] or "", "Action taken": " | ".join(
+                f"{n['action']} by {n['author']}: {n['note']}" for n in notes),
+            "Status": a["status"], "Reference": a["ref"],
+        })
+    cols = ("Student", "Logon", "Date", "Time", "Category", "Severity", "Incident", "Device", "Action taken",
+            "Status", "Reference")
+    write_csv(out, sys.stdout, cols, tz=tz)
 
 
 def _shared_logon_test(cfg):

@@ -42,6 +42,11 @@ class ProxySettings(_Model):
     upstream: str | None = None
     #: Where mitmproxy keeps its CA (the certificate clients must trust for HTTPS interception).
     ca_dir: Path = Path("../var/ca")
+    #: Text that identifies the upstream filter's own block page (in a 403/451 HTML answer); such a
+    #: request is recorded as blocked upstream and raises a critical alert.
+    upstream_block_markers: list[NonEmpty] = [
+        "This site has been blocked by your upstream filter", "Smoothwall", "Internet Watch Foundation",
+        "SWGfL", "blocked by your network filter"]
 
     @field_validator("upstream")
     @classmethod
@@ -305,6 +310,94 @@ class RecordSettings(_Model):
         return v
 
 
+Severity = Literal["low", "medium", "high", "critical"]
+
+
+class SmtpSettings(_Model):
+    host: NonEmpty
+    port: int = Field(587, ge=1, le=65535)
+    #: "starttls" (port 587), "tls" (implicit, port 465) or "none" (a relay on the trust's own network).
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    #: File holding the SMTP password (kept out of the YAML).
+    password_file: Path | None = None
+    sender: NonEmpty = Field(alias="from")
+    #: CA file to verify the mail server; default: the system's CAs.
+    ca_file: Path | None = None
+    timeout_seconds: float = Field(20.0, gt=0, le=300)
+
+
+class WebhookSettings(_Model):
+    """JSON POST of each alert (e.g. into a MIS/CPOMS integration or a Teams/Slack relay)."""
+    url: NonEmpty
+    #: If set, the body is signed: header X-Schoolproxy-Signature: sha256=<hex HMAC of the body>.
+    secret_file: Path | None = None
+    timeout_seconds: float = Field(10.0, gt=0, le=120)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not (v.startswith("https://") or v.startswith("http://")):
+            raise ValueError("must be an http(s) URL")
+        return v
+
+
+class DigestSettings(_Model):
+    day: Day = "mon"
+    at: dt.time = dt.time(7, 30)
+
+
+_DEFAULT_THEME_SEVERITY: dict[str, str] = {
+    "self-harm": "high", "grooming": "high", "extremism": "high", "pornography": "medium", "bullying": "medium",
+    "drugs": "medium", "weapons": "medium", "violence": "medium", "hate": "medium", "circumvention": "medium",
+    "gambling": "low", "repeated-blocks": "low", "upstream-block": "critical",
+}
+
+
+class AlertSettings(_Model):
+    enabled: bool = True
+    #: Weighted phrase lists: <dir>/<theme>/*.txt (E2Guardian format) and <dir>/exceptions.txt.
+    phrases: Path = Path("../filterlists/phrases")
+    #: Phrase score at which a search raises an alert, by the subject's role.
+    thresholds: dict[Role, Annotated[int, Field(ge=1)]] = {"pupil": 60, "supply": 80, "staff": 100, "guest": 60}
+    #: Severity of each theme when its threshold is met (a score of twice the threshold goes one up).
+    themes: dict[NonEmpty, Severity] = {}
+    #: One alert per user per theme per this many minutes; repeats are counted on it.
+    throttle_minutes: int = Field(60, ge=1, le=7 * 24 * 60)
+    #: "N blocked attempts in M minutes" (per user) → a repeated-blocks alert.
+    repeated_blocks: int = Field(20, ge=2)
+    repeated_blocks_minutes: int = Field(10, ge=1)
+    #: Refused TLS interceptions (a VPN app or a pinned client) per user → circumvention.
+    interception_refusals: int = Field(5, ge=1)
+    #: Who is told: role name → email addresses.
+    recipients: dict[NonEmpty, list[NonEmpty]] = {}
+    #: The subject's role → recipient roles. Staff misuse goes to the head teacher only.
+    routes: dict[Role, list[NonEmpty]] = {"pupil": ["dsl", "computing_lead"], "staff": ["head"],
+                                          "supply": ["slt"], "guest": ["dsl", "computing_lead"]}
+    #: Sent at once; the rest wait for the weekly digest.
+    immediate: list[Severity] = ["high", "critical"]
+    digest: DigestSettings = DigestSettings()
+    smtp: SmtpSettings | None = None
+    webhook: WebhookSettings | None = None
+    #: A link to the school's online-safety / incident procedure, put at the foot of every alert.
+    procedure: str = ""
+
+    def severity_of(self, theme: str) -> str:
+        return self.themes.get(theme) or _DEFAULT_THEME_SEVERITY.get(theme, "medium")
+
+    @model_validator(mode="after")
+    def _routes_known(self) -> "AlertSettings":
+        for role, targets in self.routes.items():
+            for t in targets:
+                if self.recipients and t not in self.recipients:
+                    raise ValueError(f"routes.{role}: no recipients named {t!r} "
+                                     f"(recipients: {', '.join(sorted(self.recipients))})")
+        if "staff" in self.routes and any(t in ("dsl", "computing_lead") for t in self.routes["staff"]) \
+                and "head" not in self.routes["staff"]:
+            raise ValueError("routes.staff: staff misuse must go to the head teacher")
+        return self
+
+
 class BlockPageSettings(_Model):
     #: Who to tell, shown on the block page ("your teacher", an email address for staff).
     report_to: str = ""
@@ -324,6 +417,7 @@ class Config(_Model):
     block_page: BlockPageSettings = BlockPageSettings()
     metrics: MetricsSettings = MetricsSettings()
     records: RecordSettings = RecordSettings()
+    alerts: AlertSettings = AlertSettings()
     tests: list[PolicyTestSettings] = []
 
     #: Directory of the config file; relative paths resolve against it. Set by :func:`load_config`.

@@ -150,6 +150,7 @@ class Engine:
         #: ip → user from the logon feed; set by the logon-feed addon when the config enables it.
         self.logons: LogonTable | None = None
         self.logon_feed = None
+        self.alert_service = None
         #: Sign-in outcomes beyond success, for the metrics.
         self.auth_stats = {"failed": 0, "unverified": 0, "slowed": 0, "guessing_reports": 0}
 

@@ -109,6 +109,22 @@ class _StateCollector(Collector):
             for result, n in engine.logon_feed.stats.items():
                 calls.add_metric([result], n)
             yield calls
+        service = engine.alert_service
+        if service is not None:
+            raised = CounterMetricFamily("schoolproxy_alerts", "Online-safety alerts raised, by theme and severity.",
+                                         labels=["theme", "severity"])
+            for (theme, severity), n in list(service.raised.items()):
+                raised.add_metric([theme, severity], n)
+            yield raised
+            yield CounterMetricFamily("schoolproxy_alert_repeats", "Matches counted on an alert already raised "
+                                      "(throttled: one alert per user per theme per window).", value=service.repeats)
+            deliveries = CounterMetricFamily("schoolproxy_alert_deliveries", "Alert and digest deliveries, by "
+                                             "channel and result.", labels=["channel", "result"])
+            for (channel, result), n in list(service.deliveries.items()):
+                deliveries.add_metric([channel, result], n)
+            yield deliveries
+            yield GaugeMetricFamily("schoolproxy_alert_outbox_pending", "Alerts and digests waiting to be "
+                                    "delivered (retried with backoff).", value=service.outbox_pending)
         writer = engine.record_writer
         if writer is not None:
             yield GaugeMetricFamily("schoolproxy_record_queue_depth", "Records waiting for the database writer.",

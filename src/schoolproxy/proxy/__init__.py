@@ -8,6 +8,7 @@ and ``schoolproxy run`` both use.
 from __future__ import annotations
 
 from ..engine import Engine
+from .alert import Alert
 from .enforce import Enforce
 from .identify import Identify
 from .loadconfig import LoadConfig
@@ -19,5 +20,5 @@ from .reload import Reload
 
 def make_addons(engine: Engine | None = None) -> list[object]:
     engine = engine or Engine()
-    return [LoadConfig(engine), LogonFeed(engine), Identify(engine), Enforce(engine), Reload(engine), Record(engine),
+    return [LoadConfig(engine), LogonFeed(engine), Identify(engine), Enforce(engine), Reload(engine), Record(engine), Alert(engine),
             MetricsExporter(engine)]

@@ -134,6 +134,8 @@ class Enforce:
             return
         verdict.status = flow.response.status_code
         verdict.bytes = len(flow.response.raw_content or b"")
+        if verdict.status in (403, 451) and verdict.action == "allow":
+            self._upstream_block(flow, verdict)
         end = flow.response.timestamp_end or time.time()
         verdict.duration = max(0.0, end - flow.request.timestamp_start)
         self.engine.bus.publish(verdict)
@@ -146,6 +148,18 @@ class Enforce:
         verdict.error = str(flow.error)[:200] if flow.error else "error"
         verdict.duration = max(0.0, time.time() - flow.request.timestamp_start)
         self.engine.bus.publish(verdict)
+
+    def _upstream_block(self, flow: http.HTTPFlow, verdict: Verdict) -> None:
+        """The upstream filter's own block page: recorded as blocked upstream (a critical alert)."""
+        resp = flow.response
+        if resp is None or "html" not in resp.headers.get("content-type", "") or verdict.bytes > 256 * 1024:
+            return
+        text = resp.get_text(strict=False) or ""
+        markers = self._snapshot().config.proxy.upstream_block_markers
+        if any(m in text for m in markers):
+            verdict.action = "block"
+            verdict.rule = "upstream-block"
+            verdict.reason = "blocked by the upstream filter"
 
     # -- helpers ----------------------------------------------------------------------------------
     def _snapshot(self) -> Snapshot:

@@ -72,8 +72,34 @@ alerts = Table(
     Column("route", String(64), nullable=False),
     Column("status", String(16), nullable=False, default="new"),  # new → acknowledged → actioned → closed
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("rule", String(64), nullable=False, server_default=""),
+    Column("score", Integer),
+    Column("client_ip", String(64)),
+    Column("request_ref", String(16)),     # the request record behind the alert
+    Column("search_term", String(512)),
+    Column("repeats", Integer, nullable=False, server_default="0"),  # further matches within the throttle window
+    Column("digested_at", DateTime(timezone=True)),                   # sent in a weekly digest
     Index("ix_alerts_time", "time"),
     Index("ix_alerts_status_time", "status", "time"),
+    Index("ix_alerts_username_time", "username", "time"),
+)
+
+alert_outbox = Table(
+    "alert_outbox", metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("alert_id", ForeignKey("alerts.id", ondelete="CASCADE")),
+    Column("kind", String(16), nullable=False),          # alert | digest
+    Column("channel", String(16), nullable=False),       # email | webhook
+    Column("recipient", String(320), nullable=False),
+    Column("subject", String(300), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("status", String(16), nullable=False),        # pending | sent
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt", DateTime(timezone=True), nullable=False),
+    Column("last_error", String(300)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True)),
+    Index("ix_alert_outbox_status_next", "status", "next_attempt"),
 )
 
 alert_notes = Table(
