@@ -1,0 +1,220 @@
+"""Online-safety alerts end to end: a real mitmdump, a real SMTP server (aiosmtpd) and a webhook receiver
+on loopback. A pupil's concerning search reaches the DSL and computing lead; staff's reaches the head
+only; benign look-alikes raise nothing; SMTP down and a restart lose nothing and duplicate nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from conftest import PASSWORD, make_school, metrics_url, require
+from internet import Internet
+from proxyproc import BIN, ProxyProcess, free_port
+
+pytestmark = pytest.mark.e2e
+
+DSL, LEAD, HEAD, SLT = "dsl@school.test", "computing@school.test", "head@school.test", "slt@school.test"
+
+
+class Mailbox:
+    """A real SMTP server (aiosmtpd) that keeps what it receives; stop()/start() for an outage."""
+
+    def __init__(self):
+        try:
+            from aiosmtpd.controller import Controller
+        except ImportError:
+            require("aiosmtpd is not installed")
+        self.messages: list[dict] = []
+        self.port = free_port()
+        box = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):
+                from email import message_from_bytes, policy
+                msg = message_from_bytes(envelope.content, policy=policy.default)
+                box.messages.append({"to": list(envelope.rcpt_tos), "subject": str(msg["Subject"]),
+                                     "body": msg.get_content(), "id": msg["Message-ID"]})
+                return "250 OK"
+        self._controller_cls, self._handler = Controller, Handler()
+        self.controller = None
+
+    def start(self) -> "Mailbox":
+        self.controller = self._controller_cls(self._handler, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+    def to(self, address: str) -> list[dict]:
+        return [m for m in self.messages if address in m["to"]]
+
+    def wait(self, predicate, timeout: float = 20.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [m for m in self.messages if predicate(m)]
+            if found:
+                return found
+            time.sleep(0.2)
+        return []
+
+
+class Webhook:
+    def __init__(self):
+        self.received: list[dict] = []
+        hook = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self):
+                hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def school_with_alerts(root: Path, internet: Internet, smtp_port: int, webhook_url: str) -> Path:
+    config = make_school(root, upstream=internet.proxy_url, database=f"sqlite:///{root / 'records.db'}",
+                         users=("pupil1", "teacher1", "Supply3", "visitor"))
+    data = yaml.safe_load(config.read_text())
+    data["alerts"] = {
+        "phrases": str(Path(__file__).resolve().parent.parent / "filterlists" / "phrases"),
+        "recipients": {"dsl": [DSL], "computing_lead": [LEAD], "head": [HEAD], "slt": [SLT]},
+        "smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none", "from": "filter@school.test"},
+        "webhook": {"url": webhook_url},
+    }
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    return config
+
+
+def start(config: Path, root: Path, internet: Internet) -> ProxyProcess:
+    return ProxyProcess.mitmdump(config, root, "--mode", f"upstream:{internet.proxy_url}",
+                                 "--set", "schoolproxy_alert_retry_seconds=1")
+
+
+def search(proxy: ProxyProcess, user: str, term: str, engine: str = "http://www.google.com/search") -> int:
+    with httpx.Client(proxy=proxy.auth_url(user, PASSWORD), timeout=15) as c:
+        return c.get(engine, params={"q": term}).status_code
+
+
+def cli(config: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "schoolproxy"), *args, "--config", str(config)], capture_output=True, text=True)
+
+
+@pytest.fixture
+def world(tmp_path):
+    mailbox = Mailbox().start()
+    hook = Webhook()
+    with Internet(tmp_path / "internet") as internet:
+        config = school_with_alerts(tmp_path, internet, mailbox.port, hook.url)
+        try:
+            yield internet, config, mailbox, hook, tmp_path
+        finally:
+            mailbox.stop()
+            hook.close()
+
+
+def test_pupil_self_harm_search_alerts_dsl_and_lead_once_staff_goes_to_head_only(world):
+    internet, config, mailbox, hook, root = world
+    with start(config, root, internet) as proxy:
+        assert search(proxy, "pupil1", "how to kill myself") == 200
+        assert search(proxy, "pupil1", "how to k1ll myse1f") == 200       # leetspeak: same theme, throttled
+        got = mailbox.wait(lambda m: DSL in m["to"])
+        assert got, proxy.log()
+        time.sleep(1.5)  # anything else that was going to arrive has
+        assert len(mailbox.to(DSL)) == 1 and len(mailbox.to(LEAD)) == 1
+        mail = mailbox.to(DSL)[0]
+        assert "[HIGH] Self-harm and suicide — pupil1" in mail["subject"]
+        assert 'searched for "how to kill myself"' in mail["body"] and "Profile:   pupil" in mail["body"]
+        assert not mailbox.to(HEAD)
+        assert any(h["kind"] == "alert" for h in hook.received)
+
+        assert search(proxy, "teacher1", "how to kill myself") == 200
+        assert mailbox.wait(lambda m: HEAD in m["to"] and "teacher1" in m["subject"])
+        time.sleep(1.0)
+        teacher_mail = [m for m in mailbox.messages if "teacher1" in m["subject"]]
+        assert [m["to"] for m in teacher_mail] == [[HEAD]]                # the head teacher and only the head
+
+        for benign in ("how to kill a process in linux", "sex education year 6", "Scunthorpe United",
+                       "bath bomb recipe", "to kill a mockingbird summary"):
+            assert search(proxy, "pupil1", benign) == 200
+        time.sleep(1.5)
+        listing = cli(config, "alerts", "list")
+        assert listing.returncode == 0
+        assert listing.stdout.count("self-harm") == 2, listing.stdout     # pupil's (with its repeat) and staff's
+        assert "process" not in listing.stdout and "mockingbird" not in listing.stdout
+        text = httpx.get(metrics_url(config), timeout=5).text
+        assert 'schoolproxy_alerts_total{severity="high",theme="self-harm"} 2.0' in text
+        assert "schoolproxy_alert_repeats_total 1.0" in text
+
+
+def test_smtp_down_then_restart_delivers_once(world):
+    internet, config, mailbox, hook, root = world
+    mailbox.stop()
+    with start(config, root, internet) as proxy:
+        assert search(proxy, "pupil1", "i want to die") == 200
+        time.sleep(2.5)  # a few failed attempts
+        assert not mailbox.messages
+    # Restart with the alert still pending in the outbox; the mail server is back.
+    mailbox.start()
+    with start(config, root, internet) as proxy:
+        assert mailbox.wait(lambda m: DSL in m["to"], timeout=20), proxy.log()
+        time.sleep(2.0)
+    assert len(mailbox.to(DSL)) == 1 and len(mailbox.to(LEAD)) == 1
+    shown = cli(config, "alerts", "list")
+    ref = next(line.split()[2] for line in shown.stdout.splitlines() if "self-harm" in line)
+    show = cli(config, "alerts", "show", ref)
+    assert "delivery email to dsl@school.test: sent" in show.stdout, show.stdout
+
+
+def test_incident_log_lifecycle_and_cpoms_export(world):
+    internet, config, mailbox, hook, root = world
+    with start(config, root, internet) as proxy:
+        assert search(proxy, "pupil1", "send me nudes", "http://www.youtube.com/results") == 200
+        mailbox.wait(lambda m: DSL in m["to"])
+    listing = cli(config, "alerts", "list")
+    ref = next(line.split()[2] for line in listing.stdout.splitlines() if "grooming" in line)
+    assert cli(config, "alerts", "close", ref).returncode == 2               # closing needs the outcome
+    assert cli(config, "alerts", "ack", ref, "--by", "DSL Jones").returncode == 0
+    assert cli(config, "alerts", "action", ref, "--note", "Spoke to pupil; parents informed", "--by", "DSL Jones").returncode == 0
+    r = cli(config, "alerts", "close", ref, "--note", "Referred to CEOP; =HYPERLINK(evil)", "--by", "DSL Jones")
+    assert r.returncode == 0 and "closed" in r.stdout
+    assert cli(config, "alerts", "ack", ref).returncode == 2                 # already closed
+    show = cli(config, "alerts", "show", ref).stdout
+    assert "Spoke to pupil" in show and "Status:    closed" in show
+    export = cli(config, "alerts", "export", "--since", "1d").stdout
+    header, row = export.splitlines()[0], next(line for line in export.splitlines() if ref in line)
+    assert header.startswith("Student,Logon,Date,Time,Category")
+    assert "Online safety - Grooming and sexual exploitation" in row and "Referred to CEOP" in row
+    assert cli(config, "alerts", "list").stdout.count(ref) == 0             # closed: not in the open list
+
+
+def test_upstream_block_page_is_critical_and_flood_is_throttled(world):
+    internet, config, mailbox, hook, root = world
+    internet.block_hosts.add("iwf-listed.test")
+    with start(config, root, internet) as proxy:
+        with httpx.Client(proxy=proxy.auth_url("pupil1", PASSWORD), timeout=15) as c:
+            assert c.get("http://iwf-listed.test/some/path").status_code == 403
+            for i in range(60):  # a flood of concerning searches: one alert, counted repeats
+                c.get("http://www.bing.com/search", params={"q": f"how to kill myself {i}"})
+        crit = mailbox.wait(lambda m: "[CRITICAL]" in m["subject"])
+        assert crit and "iwf-listed.test" in crit[0]["body"] and "/some/path" not in crit[0]["body"]
+        time.sleep(2)
+        assert len([m for m in mailbox.to(DSL) if "Self-harm" in m["subject"]]) == 1
