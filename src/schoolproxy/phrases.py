@@ -194,11 +194,16 @@ class PhraseLists:
             return []
         variants = [tokens(text, join_intra=True), tokens(text, join_intra=False)]
         variants = [self._mask(words) for words in variants]
+        # Cheap pre-check per phrase: its first word must be present (or, for a word long enough to be
+        # misspelt, some word must start with the same letter) — most entries stop here.
+        present = {w for words in variants for w in words}
+        initials = {w[0] for w in present if w}
         results = []
         for tl in self.themes:
             total, matched = 0, []
             for entry in tl.entries:
-                if all(any(_matches(p, words) for words in variants) for p in entry.parts):
+                if all(_possible(p, present, initials) and any(_matches(p, words) for words in variants)
+                       for p in entry.parts):
                     total += entry.weight
                     matched.append(",".join(p.text for p in entry.parts))
             if total > 0 and matched:
@@ -215,6 +220,13 @@ class PhraseLists:
                     for k in range(n):
                         out[i + k] = "\x00"
         return out
+
+
+def _possible(p: Phrase, present: set[str], initials: set[str]) -> bool:
+    if not p.bounded:
+        return True
+    first = p.words[0]
+    return first in present or (len(first) >= FUZZY_MIN or len(p.words) > 1) and first[:1] in initials
 
 
 def _matches(p: Phrase, words: list[str]) -> bool:
