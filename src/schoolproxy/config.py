@@ -358,8 +358,8 @@ class AlertSettings(_Model):
     enabled: bool = True
     #: Weighted phrase lists: <dir>/<theme>/*.txt (E2Guardian format) and <dir>/exceptions.txt.
     phrases: Path = Path("../filterlists/phrases")
-    #: Phrase score at which a search raises an alert, by the subject's role.
-    thresholds: dict[Role, Annotated[int, Field(ge=1)]] = {"pupil": 60, "supply": 80, "staff": 100, "guest": 60}
+    #: Phrase score at which a search raises an alert: by profile name, else by the profile's role.
+    thresholds: dict[NonEmpty, Annotated[int, Field(ge=1)]] = {"pupil": 60, "supply": 80, "staff": 100, "guest": 60}
     #: Severity of each theme when its threshold is met (a score of twice the threshold goes one up).
     themes: dict[NonEmpty, Severity] = {}
     #: One alert per user per theme per this many minutes; repeats are counted on it.

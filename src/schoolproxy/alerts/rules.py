@@ -114,7 +114,7 @@ class AlertRules:
     def _search(self, v: Verdict, term: str, role: str) -> list[Candidate]:
         if self.phrases is None:
             return []
-        threshold = self.s.thresholds.get(role, 60)
+        threshold = self.s.thresholds.get(v.profile) or self.s.thresholds.get(role, 60)
         out = []
         for sc in self.phrases.score(term):
             if sc.score < threshold:

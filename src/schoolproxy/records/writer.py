@@ -25,6 +25,7 @@ import time
 from sqlalchemy import Engine
 
 from ..register import Register
+from ..searchterms import extract
 from ..verdict import Verdict
 from .redact import SEARCH_PARAMS, redact_path
 from .spool import Spool
@@ -58,7 +59,7 @@ def to_row(v: Verdict, keep: frozenset[str] = SEARCH_PARAMS, redact: bool = True
         "action": v.action,
         "rule": v.rule[:256],
         "reason": v.reason[:512],
-        "search_term": v.search_term[:512] if v.search_term else None,
+        "search_term": (v.search_term or (extract(v.host, v.path) if v.path else None) or None),
         "layer": v.layer,
         "identity_source": v.identity_source,
         "duration_ms": round(v.duration * 1000, 3) if v.duration is not None else None,
