@@ -76,3 +76,8 @@ def test_enormous_or_binary_input_is_bounded(lists):
     lists.score("\x00\xff" * 100_000)
     lists.score("kill " * 100_000)
     assert top(lists, "a" * 1_000_000)[1] == 0
+
+
+def test_gurmukhi_words_are_not_broken_at_vowel_signs(lists):
+    assert tokens("ਮੈਂ ਮਰਨਾ ਚਾਹੁੰਦਾ ਹਾਂ") == ["ਮੈਂ", "ਮਰਨਾ", "ਚਾਹੁੰਦਾ", "ਹਾਂ"]
+    assert top(lists, "ਮੈਂ ਮਰਨਾ ਚਾਹੁੰਦਾ ਹਾਂ")[0] == "self-harm"

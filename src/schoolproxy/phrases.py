@@ -62,7 +62,10 @@ def tokens(text: str, join_intra: bool = True) -> list[str]:
     """Normalised words of ``text``. ``join_intra``: "self-harm" → "selfharm" (else two words)."""
     text = _fold(text[:MAX_TEXT])
     text = _INTRA.sub("" if join_intra else " ", text)
-    words = [w for w in re.split(r"[^\w]+", text) if w]
+    # Split on anything that is not a letter, digit or combining mark: Gurmukhi, Devanagari and Urdu
+    # vowel signs are marks, and a word must not be broken at them.
+    words = "".join(c if c.isalnum() or c == "_" or unicodedata.category(c)[0] == "M" else " "
+                    for c in text).split()
     # Letters spaced apart ("k i l l myself"): three or more one-letter words in a row become one word.
     merged: list[str] = []
     run: list[str] = []
