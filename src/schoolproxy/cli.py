@@ -267,15 +267,22 @@ def _database(config_path: str):
     return cfg, db
 
 
-def _when(text: str, tz) -> dt.datetime:
+def _when(text: str, tz, day: dt.datetime | None = None) -> dt.datetime:
+    """'2026-11-25', '2026-11-25 08:30', '24h'/'7d' ago, or '08:30' on ``day``'s date (default today),
+    in the school's time zone."""
     text = text.strip()
     units = {"h": 3600, "d": 86400, "w": 7 * 86400}
     if text[:-1].isdigit() and text[-1:] in units:
         return dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=int(text[:-1]) * units[text[-1]])
     try:
+        if len(text) <= 5 and ":" in text:
+            t = dt.time.fromisoformat(text.zfill(5))
+            day = day or dt.datetime.now(tz)
+            return day.astimezone(tz).replace(hour=t.hour, minute=t.minute, second=0, microsecond=0)
         when = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise ConfigError(f"cannot read the time {text!r}: use e.g. 2026-11-01, '2026-11-01 09:00', 24h or 7d") from None
+        raise ConfigError(f"cannot read the time {text!r}: use e.g. 08:30, 2026-11-25, '2026-11-25 08:30', "
+                          f"24h or 7d") from None
     return when if when.tzinfo else when.replace(tzinfo=tz)
 
 
@@ -409,24 +416,24 @@ def cmd_register(args) -> int:
     by = getattr(args, "by", None) or getpass.getuser()
     try:
         if args.register_command == "add":
-            starts = _clock(args.start, tz, now) if args.start else now
-            ends = _clock(args.end, tz, starts) if args.end else \
+            starts = _when(args.start, tz, now) if args.start else now
+            ends = _when(args.end, tz, starts) if args.end else \
                 starts.replace(hour=23, minute=59, second=59, microsecond=0)
             v = add_visit(db, args.logon, args.person, starts, ends, args.class_taught, by)
             print(f"registered: {v.logon} is {v.person}"
                   f"{f' ({v.class_taught})' if v.class_taught else ''} from {v.starts.astimezone(tz):%a %d %b %H:%M} "
                   f"to {v.ends.astimezone(tz):%a %d %b %H:%M} (visit {v.id})")
         elif args.register_command == "end":
-            at = _clock(args.at, tz, now) if args.at else now
+            at = _when(args.at, tz, now) if args.at else now
             v = end_visit(db, args.logon, at)
             print(f"ended: {v.logon} held by {v.person} until {at:%a %d %b %H:%M} (visit {v.id})")
         elif args.register_command == "who":
-            at = _clock(args.at, tz, now) if args.at else now
+            at = _when(args.at, tz, now) if args.at else now
             v = load_register(db).who(args.logon, at)
             print(f"{args.logon} at {at:%a %d %b %H:%M}: {v.person if v else NO_ONE}")
             return 0 if v else 1
         else:
-            day = _clock(args.date, tz, now) if args.date else now
+            day = _when(args.date, tz, now) if args.date else now
             start = day.replace(hour=0, minute=0, second=0, microsecond=0)
             visits = list_visits(db, start, start + dt.timedelta(days=args.days))
             if not visits:
@@ -440,18 +447,6 @@ def cmd_register(args) -> int:
         return 2
     return 0
 
-
-def _clock(text: str, tz, day: dt.datetime) -> dt.datetime:
-    """'08:30' (on ``day``'s date), '2026-11-25' or '2026-11-25 08:30', in the school's time zone."""
-    text = text.strip()
-    try:
-        if len(text) <= 5 and ":" in text:
-            t = dt.time.fromisoformat(text.zfill(5))
-            return day.astimezone(tz).replace(hour=t.hour, minute=t.minute, second=0, microsecond=0)
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(f"cannot read the time {text!r}: use e.g. 08:30, 2026-11-25 or '2026-11-25 08:30'") from None
-    return when if when.tzinfo else when.replace(tzinfo=tz)
 
 
 def cmd_purge(args) -> int:

@@ -97,9 +97,9 @@ class ProfileResolver:
         profile, rule = self.resolve(username, directory_groups or frozenset())
         return Identity(username, profile, source, rule, device)
 
-    def unverified(self, username: str, why: str) -> Identity:
+    def unverified(self, username: str, why: str, device: str | None = None) -> Identity:
         """A name we could not check (directory down): recorded as typed, filtered as the default profile."""
-        return Identity(username, self.default, "unverified", f"default ({why})")
+        return Identity(username, self.default, "unverified", f"default ({why})", device)
 
     def unidentified(self) -> Identity:
         return Identity(None, self.default, "default", "default (unidentified)")

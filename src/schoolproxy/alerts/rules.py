@@ -43,7 +43,9 @@ class Candidate:
 
 
 def _up(severity: str) -> str:
-    return SEVERITIES[min(SEVERITIES.index(severity) + 1, 2)]  # a high score lifts low→medium→high, never to critical
+    """A high score lifts low→medium→high; it never makes an alert critical, nor lowers one."""
+    i = SEVERITIES.index(severity)
+    return SEVERITIES[max(i, min(i + 1, 2))]
 
 
 class AlertRules:
@@ -121,7 +123,7 @@ class AlertRules:
                 continue
             severity = self.s.severity_of(sc.theme)
             if sc.score >= 2 * threshold:
-                severity = _up(severity) if severity != "critical" else severity
+                severity = _up(severity)
             where = engine_of(v.host) or v.host
             out.append(Candidate(sc.theme, severity, "search-phrases",
                                  f'searched for "{term}" on {where} (matched: {", ".join(sc.matched[:5])}; '

@@ -43,7 +43,7 @@ class AlertService:
         self.retry_seconds = retry_seconds
         self.poll = poll_seconds
         self._queue: deque[Verdict] = deque()
-        self._pending: deque[tuple[Candidate, str, str | None]] = deque()
+        self._pending: deque[tuple[Candidate, str]] = deque()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._rules: AlertRules | None = None
@@ -102,7 +102,7 @@ class AlertService:
         while self._queue:
             v = self._queue.popleft()
             for c in rules.evaluate(v):
-                self._pending.append((c, roles.get(v.profile, "pupil"), None))
+                self._pending.append((c, roles.get(v.profile, "pupil")))
             if len(self._pending) > PENDING_MAX:
                 self._pending.popleft()
                 self.skipped += 1
@@ -113,7 +113,7 @@ class AlertService:
         if self._pending and time.monotonic() >= self._register_at:
             self._refresh_register()
         while self._pending:
-            c, role, _ = self._pending[0]
+            c, role = self._pending[0]
             try:
                 if c.repeat_of is not None:
                     store.count_repeat(self.db, c.verdict.username, c.verdict.client_ip, c.theme)

@@ -26,10 +26,6 @@ class AlertError(ValueError):
     """An incident-log change that cannot be made; the message says why."""
 
 
-def _aware(t):
-    return t if t is None or t.tzinfo else t.replace(tzinfo=UTC)
-
-
 def recipients_for(config: Config, role: str) -> list[tuple[str, str]]:
     """(recipient role, address) pairs an alert about someone of ``role`` goes to."""
     s = config.alerts

@@ -136,8 +136,7 @@ class Identify:
         device = logon.device if logon is not None else None
         if entry.snap is not snap or entry.device != device or entry.ident is None:
             if entry.unverified:
-                ident = snap.resolver.unverified(entry.username, "directory unreachable")
-                ident = Identity(ident.username, ident.profile, ident.source, ident.rule, device)
+                ident = snap.resolver.unverified(entry.username, "directory unreachable", device)
             else:
                 ident = snap.resolver.identify(entry.username, "proxy-auth", entry.groups, device)
             entry.snap, entry.device, entry.ident = snap, device, ident

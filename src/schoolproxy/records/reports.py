@@ -18,7 +18,7 @@ from sqlalchemy import Engine, func, insert, select
 
 from ..register import NO_ONE
 from .schema import access_audit, requests
-from .visits import load_register
+from .visits import aware, load_register
 
 COLUMNS = ("time", "ref", "username", "person", "profile", "client_ip", "action", "category", "method",
            "host", "path", "status", "rule")
@@ -45,7 +45,7 @@ def name_people(engine: Engine, rows: Sequence, is_shared: Callable[[str, str], 
     say plainly when a shared logon had no one registered. ``is_shared(username, profile)``."""
     if not rows:
         return []
-    times = [_aware(r["time"]) for r in rows]
+    times = [aware(r["time"]) for r in rows]
     register = load_register(engine, min(times) - dt.timedelta(days=1))
     out = []
     for r, t in zip(rows, times):
@@ -58,10 +58,6 @@ def name_people(engine: Engine, rows: Sequence, is_shared: Callable[[str, str], 
             r["person"] = NO_ONE
         out.append(r)
     return out
-
-
-def _aware(t: dt.datetime) -> dt.datetime:
-    return t if t.tzinfo is not None else t.replace(tzinfo=dt.timezone.utc)
 
 
 def blocked(engine: Engine, since: dt.datetime, until: dt.datetime, category: str | None = None,

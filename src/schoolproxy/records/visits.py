@@ -16,14 +16,14 @@ class RegisterError(ValueError):
     """A register change that cannot be made; the message says why."""
 
 
-def _aware(t: dt.datetime | None) -> dt.datetime | None:
+def aware(t: dt.datetime | None) -> dt.datetime | None:
     if t is None or t.tzinfo is not None:
         return t
     return t.replace(tzinfo=UTC)  # SQLite gives back naive UTC
 
 
 def _visit(row) -> Visit:
-    return Visit(row.logon, row.person, _aware(row.starts), _aware(row.ends), row.class_taught, row.id,
+    return Visit(row.logon, row.person, aware(row.starts), aware(row.ends), row.class_taught, row.id,
                  row.created_by)
 
 
