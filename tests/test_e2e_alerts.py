@@ -214,7 +214,15 @@ def test_upstream_block_page_is_critical_and_flood_is_throttled(world):
             assert c.get("http://iwf-listed.test/some/path").status_code == 403
             for i in range(60):  # a flood of concerning searches: one alert, counted repeats
                 c.get("http://www.bing.com/search", params={"q": f"how to kill myself {i}"})
+            # Enormous, binary and percent-encoding tricks in a query: answered, nothing breaks.
+            hostile = "%ff%00%e2%80%ae" * 2000 + "+k%31ll+myself" + "%f0%9f" * 1000
+            assert c.get(f"http://www.google.com/search?q={hostile}").status_code == 200
+            assert search(proxy, "pupil1", "volcano facts") == 200
         crit = mailbox.wait(lambda m: "[CRITICAL]" in m["subject"])
         assert crit and "iwf-listed.test" in crit[0]["body"] and "/some/path" not in crit[0]["body"]
         time.sleep(2)
         assert len([m for m in mailbox.to(DSL) if "Self-harm" in m["subject"]]) == 1
+    # The search term is on the request record too (what the DSL sees in `report user`).
+    report = subprocess.run([str(BIN / "schoolproxy"), "report", "user", "pupil1", "--csv", "--config", str(config)],
+                            capture_output=True, text=True)
+    assert "volcano facts" in report.stdout and "how to kill myself 0" in report.stdout

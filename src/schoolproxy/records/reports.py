@@ -20,8 +20,8 @@ from ..register import NO_ONE
 from .schema import access_audit, requests
 from .visits import aware, load_register
 
-COLUMNS = ("time", "ref", "username", "person", "profile", "client_ip", "action", "category", "method",
-           "host", "path", "status", "rule")
+COLUMNS = ("time", "ref", "username", "person", "profile", "client_ip", "device", "action", "category", "method",
+           "host", "path", "search_term", "status", "rule")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")  # incl. bidi overrides
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 MAX_CELL = 120
