@@ -5,6 +5,7 @@ only; benign look-alikes raise nothing; SMTP down and a restart lose nothing and
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import threading
 import time
@@ -222,6 +223,9 @@ def test_upstream_block_page_is_critical_and_flood_is_throttled(world):
         assert crit and "iwf-listed.test" in crit[0]["body"] and "/some/path" not in crit[0]["body"]
         time.sleep(2)
         assert len([m for m in mailbox.to(DSL) if "Self-harm" in m["subject"]]) == 1
+    # Every throttled search is counted on the one alert (stored in batches, none lost).
+    export = cli(config, "alerts", "export", "--since", "1d").stdout
+    assert re.search(r"\(\+(59|60) repeats\)", export), export
     # The search term is on the request record too (what the DSL sees in `report user`).
     report = subprocess.run([str(BIN / "schoolproxy"), "report", "user", "pupil1", "--csv", "--config", str(config)],
                             capture_output=True, text=True)

@@ -44,6 +44,7 @@ class AlertService:
         self.poll = poll_seconds
         self._queue: deque[Verdict] = deque()
         self._pending: deque[tuple[Candidate, str]] = deque()
+        self._repeats: dict[tuple[str | None, str, str], int] = {}  # counted, not yet stored
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._rules: AlertRules | None = None
@@ -112,13 +113,15 @@ class AlertService:
         stored = 0
         if self._pending and time.monotonic() >= self._register_at:
             self._refresh_register()
-        while self._pending:
-            c, role = self._pending[0]
-            try:
+        try:
+            while self._pending:
+                c, role = self._pending[0]
                 if c.repeat_of is not None:
-                    store.count_repeat(self.db, c.verdict.username, c.verdict.client_ip, c.theme)
+                    key = (c.verdict.username, c.verdict.client_ip, c.theme)
+                    self._repeats[key] = self._repeats.get(key, 0) + 1
                     self.repeats += 1
                 else:
+                    self._flush_repeats()  # onto the alert they repeat, before a newer one exists
                     row = store.raise_alert(self.db, snap.config, c, role, self._person(c.verdict, role))
                     key = (row["theme"], row["severity"])
                     self.raised[key] = self.raised.get(key, 0) + 1
@@ -126,11 +129,16 @@ class AlertService:
                     self._wake.set()
                     log.warning("alert %s: %s %s about %s", row["ref"], row["severity"], row["theme"],
                                 row["username"] or row["client_ip"])
-            except Exception as e:
-                log.error("cannot store alerts yet (%d waiting): %s", len(self._pending), str(e).splitlines()[0][:200])
-                return stored
-            self._pending.popleft()
+                self._pending.popleft()
+            self._flush_repeats()
+        except Exception as e:
+            log.error("cannot store alerts yet (%d waiting): %s", len(self._pending), str(e).splitlines()[0][:200])
         return stored
+
+    def _flush_repeats(self) -> None:
+        if self._repeats:
+            store.count_repeats(self.db, self._repeats)
+            self._repeats = {}
 
     def _person(self, v: Verdict, role: str) -> str | None:
         if v.person:

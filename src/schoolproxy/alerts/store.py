@@ -75,13 +75,18 @@ def _outbox(alert_id, kind, channel, recipient, subject, body, now) -> dict:
             "created_at": now}
 
 
-def count_repeat(engine: Engine, username: str | None, client_ip: str, theme: str) -> None:
-    who = func.lower(alerts.c.username) == username.lower() if username else \
-        and_(alerts.c.username.is_(None), alerts.c.client_ip == client_ip)
+def count_repeats(engine: Engine, counts: dict[tuple[str | None, str, str], int]) -> None:
+    """Add throttled repeats to each subject's latest alert of the theme, all in one transaction.
+
+    ``counts`` maps (username, client IP, theme) to how many repeats; a flood of blocked requests is a
+    handful of statements per batch, not one transaction per request."""
     with engine.begin() as conn:
-        latest = conn.execute(select(func.max(alerts.c.id)).where(who, alerts.c.theme == theme)).scalar()
-        if latest is not None:
-            conn.execute(update(alerts).where(alerts.c.id == latest).values(repeats=alerts.c.repeats + 1))
+        for (username, client_ip, theme), n in counts.items():
+            who = func.lower(alerts.c.username) == username.lower() if username else \
+                and_(alerts.c.username.is_(None), alerts.c.client_ip == client_ip)
+            latest = conn.execute(select(func.max(alerts.c.id)).where(who, alerts.c.theme == theme)).scalar()
+            if latest is not None:
+                conn.execute(update(alerts).where(alerts.c.id == latest).values(repeats=alerts.c.repeats + n))
 
 
 # -- the outbox ---------------------------------------------------------------------------------------
