@@ -61,6 +61,9 @@ class ProxySettings(_Model):
 class ListSettings(_Model):
     sources: list[Path] = [Path("../filterlists")]
     metadata: Path = Path("../filterlists/categories.yaml")
+    #: Where the lists are compiled to (a memory-mapped trie: a 3M-entry list opens in milliseconds
+    #: and is shared by all workers). Recompiled when a list file changes. null: parse into memory.
+    cache_dir: Path | None = Path("../var/lists-cache")
 
 
 class ProxyAuthSettings(_Model):

@@ -18,7 +18,8 @@ from .config import Config, ConfigError, load_config
 from .directory import Directory, read_secret
 from .identity import Authenticator, LocalThenDirectory, ProfileResolver, SubnetMap
 from .logons import LogonTable
-from .lists import CategoryLists, ListError, load_lists, load_metadata
+from .listcache import load_compiled
+from .lists import CategoryLists, ListError, load_metadata
 from .policy import Decision, Policy
 from .userfile import UsersFile
 from .verdict import VerdictBus
@@ -83,7 +84,9 @@ def build_snapshot(config_path: str | Path, run_tests: bool = True, previous: Sn
     config = load_config(config_path)
     try:
         info = load_metadata(config.path(config.lists.metadata))
-        lists = load_lists([config.path(s) for s in config.lists.sources], info)
+        cache = config.lists.cache_dir
+        lists = load_compiled([config.path(s) for s in config.lists.sources], config.path(config.lists.metadata),
+                              info, config.path(cache) if cache is not None else None)
     except ListError as e:
         raise ConfigError(f"{config.source}: lists: {e}") from None
     policy = Policy(config, lists)
@@ -137,6 +140,18 @@ def _mtime(p: Path) -> float:
         return 0.0
 
 
+WORKER_ENV = "SCHOOLPROXY_WORKER"  # "i/N" in a process started by `schoolproxy run --workers N`
+
+
+def worker_from_env() -> tuple[int, int]:
+    """(worker number, number of workers) of this process: (0, 1) unless started by the supervisor."""
+    try:
+        i, n = (int(x) for x in os.environ.get(WORKER_ENV, "").split("/"))
+    except ValueError:
+        return 0, 1
+    return (i, n) if 0 <= i < n else (0, 1)
+
+
 class Engine:
     """Holds the running snapshot and the verdict bus; shared by the addons of one proxy."""
 
@@ -153,6 +168,13 @@ class Engine:
         self.alert_service = None
         #: Sign-in outcomes beyond success, for the metrics.
         self.auth_stats = {"failed": 0, "unverified": 0, "slowed": 0, "guessing_reports": 0}
+        #: This process's number among ``schoolproxy run --workers N`` (0 of 1 when run alone).
+        self.worker, self.workers = worker_from_env()
+
+    @property
+    def primary(self) -> bool:
+        """Worker 0 (or the only process): runs what must happen once (logon feed, delivery, purge)."""
+        return self.worker == 0
 
     def load(self, config_path: str | Path) -> Snapshot:
         self.config_path = Path(config_path)

@@ -8,6 +8,8 @@ category names are mapped to ours through the ``aliases`` in the category metada
 
 Each category is a bit; a host's categories are an ``int`` mask, so the policy tests "blocked?" with
 one AND. Lookup walks the host and its parent domains through a dict: ~1 µs whatever the list size.
+Large lists are not held in that dict: :mod:`schoolproxy.listcache` compiles them into a memory-mapped
+trie (``compiled``), and the dict holds only what is added after loading (help sites from the config).
 """
 
 from __future__ import annotations
@@ -67,6 +69,9 @@ class CategoryLists:
         self._names: dict[int, frozenset[str]] = {0: frozenset()}
         self._sorted: dict[int, tuple[str, ...]] = {0: ()}
         self.stats = ListStats()
+        #: The compiled, memory-mapped domain table (listcache.CompiledDomains), if loaded from the cache.
+        self.compiled = None
+        self.compiled_helpsites: list[str] = []
         for name in info:
             self.bit(name)
         self.bit(IP_ADDRESS)
@@ -107,13 +112,18 @@ class CategoryLists:
 
         ``host`` must already be normalised (:func:`hostnames.normalise_host`).
         """
+        compiled = self.compiled
         if is_ip:
             mask = self._domains.get(host, 0) | self.bits[IP_ADDRESS]
+            if compiled is not None:
+                mask |= compiled.exact(host)
             if self._urls and path:
                 mask |= self._url_mask(host, path)
             return mask
         domains, urls = self._domains, self._urls
-        mask = 0
+        mask = compiled.mask(host) if compiled is not None else 0
+        if not domains and not urls:
+            return mask
         h = host
         while True:
             m = domains.get(h)
@@ -159,10 +169,11 @@ class CategoryLists:
 
     def helpsite_domains(self) -> list[str]:
         b = self.bits[HELPSITES]
-        return [d for d, m in self._domains.items() if m & b]
+        return self.compiled_helpsites + [d for d, m in self._domains.items() if m & b]
 
     def __len__(self) -> int:
-        return len(self._domains) + sum(len(v) for v in self._urls.values())
+        return (len(self.compiled) if self.compiled is not None else 0) + len(self._domains) \
+            + sum(len(v) for v in self._urls.values())
 
 
 def load_metadata(path: Path) -> dict[str, CategoryInfo]:
