@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--listen-host", help="override proxy.listen_host")
     p.add_argument("--listen-port", type=int, help="override proxy.listen_port")
     p.add_argument("--verbose", action="store_true", help="log every request mitmproxy handles")
+    p.add_argument("--workers", type=int, default=1,
+                   help="proxy processes sharing the port (SO_REUSEPORT); about one per CPU core")
 
     p = sub.add_parser("check", help="validate the config and run the policy tests it declares")
     p.add_argument("--config", default=DEFAULT_CONFIG)
@@ -487,9 +489,19 @@ def cmd_run(args) -> int:
     from mitmproxy import exceptions, options
 
     from .proxy.master import lean_master
+    from .proxy.workers import listen_with_reuse_port, supervise, worker_from_env
 
+    if not 1 <= args.workers <= 64:
+        print("error: --workers must be between 1 and 64", file=sys.stderr)
+        return 2
     snap = build_snapshot(args.config)  # fail fast, with a clear message, before starting anything
     cfg = snap.config
+    worker, workers = worker_from_env()
+    if args.workers > 1 and workers == 1:  # the supervisor: the lists are compiled now, once, for all
+        return supervise([sys.executable, "-c", "import sys; from schoolproxy.cli import main; sys.exit(main())",
+                          *sys.argv[1:]], args.workers)
+    if workers > 1:
+        listen_with_reuse_port()
 
     # mitmproxy's terminal log filters by its own verbosity option; let records reach it, line by line
     # (systemd's journal should see each line as it happens).
@@ -515,7 +527,8 @@ def cmd_run(args) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, master.shutdown)
         ca = Path(opts.confdir).expanduser() / "mitmproxy-ca-cert.pem"
-        print(f"schoolproxy: explicit proxy on {opts.listen_host}:{opts.listen_port}; "
+        print(f"schoolproxy{f' worker {worker}' if workers > 1 else ''}: explicit proxy on "
+              f"{opts.listen_host}:{opts.listen_port}; "
               f"upstream filter: {cfg.proxy.upstream or 'none (direct)'}; CA certificate for clients: {ca}",
               flush=True)
         await master.run()

@@ -76,6 +76,7 @@ class LogonTable:
         self.state_file = state_file
         self._by_ip: dict[str, Logon] = {}
         self._write_lock = threading.Lock()
+        self._seen: tuple[int, int, int] | None = None  # the state file as last read by refresh()
 
     def lookup(self, ip: str, now: float | None = None) -> Logon | None:
         """The live logon at ``ip`` (hot path: one dict lookup and a comparison)."""
@@ -120,6 +121,35 @@ class LogonTable:
             if e.expires <= now:
                 del self._by_ip[ip]
 
+    def refresh(self) -> bool:
+        """Follow the saved table written by the process that runs the feed (worker 0 of several):
+        replace ours with it when the file changed. Returns True if it did."""
+        if self.state_file is None:
+            return False
+        try:
+            st = self.state_file.stat()
+            seen = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            seen = None
+        if seen == self._seen:
+            return False
+        self._seen = seen
+        entries = self._read() if seen is not None else []
+        if entries is None:
+            return False
+        now = time.time()
+        self._by_ip = {e.ip: e for e in entries if e.expires > now}  # one reference swap: lookups never lock
+        return True
+
+    def _read(self) -> list[Logon] | None:
+        try:
+            data = json.loads(self.state_file.read_text(encoding="utf-8"))
+            return [Logon(**{**d, "groups": tuple(d["groups"]) if d.get("groups") is not None else None})
+                    for d in data]
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            log.warning("ignoring saved logons in %s: %s", self.state_file, e)
+            return None
+
     # -- persistence across restarts --------------------------------------------------------------------
     def _save(self) -> None:
         if self.state_file is None:
@@ -141,12 +171,8 @@ class LogonTable:
         if self.state_file is None or not self.state_file.exists():
             return 0
         now = time.time()
-        try:
-            data = json.loads(self.state_file.read_text(encoding="utf-8"))
-            entries = [Logon(**{**d, "groups": tuple(d["groups"]) if d.get("groups") is not None else None})
-                       for d in data]
-        except (OSError, ValueError, TypeError, KeyError) as e:
-            log.warning("ignoring saved logons in %s: %s", self.state_file, e)
+        entries = self._read()
+        if entries is None:
             return 0
         with self._write_lock:
             for e in entries:

@@ -37,7 +37,8 @@ PENDING_MAX = 10_000
 
 
 class AlertService:
-    def __init__(self, engine: Engine, db: DbEngine, retry_seconds: float = 30.0, poll_seconds: float = 0.25):
+    def __init__(self, engine: Engine, db: DbEngine, retry_seconds: float = 30.0, poll_seconds: float = 0.25,
+                 deliver: bool = True):
         self.engine = engine
         self.db = db
         self.retry_seconds = retry_seconds
@@ -58,8 +59,10 @@ class AlertService:
         self.deliveries: dict[tuple[str, str], int] = {}
         self.repeats = self.skipped = 0
         self.outbox_pending = 0
-        self._threads = [threading.Thread(target=self._rules_loop, name="schoolproxy-alerts", daemon=True),
-                         threading.Thread(target=self._delivery_loop, name="schoolproxy-alert-delivery", daemon=True)]
+        self._threads = [threading.Thread(target=self._rules_loop, name="schoolproxy-alerts", daemon=True)]
+        if deliver:  # one process delivers (worker 0 of `run --workers N`); all of them raise
+            self._threads.append(threading.Thread(target=self._delivery_loop, name="schoolproxy-alert-delivery",
+                                                  daemon=True))
 
     # -- event loop side --------------------------------------------------------------------------
     def submit(self, v: Verdict) -> None:
@@ -123,6 +126,10 @@ class AlertService:
                 else:
                     self._flush_repeats()  # onto the alert they repeat, before a newer one exists
                     row = store.raise_alert(self.db, snap.config, c, role, self._person(c.verdict, role))
+                    if row is None:  # already alerted by another worker (or before a restart)
+                        self.repeats += 1
+                        self._pending.popleft()
+                        continue
                     key = (row["theme"], row["severity"])
                     self.raised[key] = self.raised.get(key, 0) + 1
                     stored += 1

@@ -36,8 +36,11 @@ def recipients_for(config: Config, role: str) -> list[tuple[str, str]]:
     return out
 
 
-def raise_alert(engine: Engine, config: Config, c: Candidate, role: str, person: str | None) -> dict:
-    """Insert the alert and, if its severity is sent at once, its outbox rows — one transaction."""
+def raise_alert(engine: Engine, config: Config, c: Candidate, role: str, person: str | None) -> dict | None:
+    """Insert the alert and, if its severity is sent at once, its outbox rows — one transaction.
+
+    None if the subject already has an alert of this theme within the throttle window (raised by
+    another worker process, or before a restart): this one is counted as a repeat on it instead."""
     v = c.verdict
     now = dt.datetime.now(UTC)
     s = config.alerts
@@ -52,7 +55,13 @@ def raise_alert(engine: Engine, config: Config, c: Candidate, role: str, person:
     if row["search_term"]:
         row["search_term"] = row["search_term"][:512]
     tz = ZoneInfo(config.timezone)
+    window = dt.datetime.fromtimestamp(v.time - config.alerts.throttle_minutes * 60, UTC)
     with engine.begin() as conn:
+        recent = conn.execute(select(func.max(alerts.c.id)).where(
+            _subject(v.username, v.client_ip), alerts.c.theme == row["theme"], alerts.c.time >= window)).scalar()
+        if recent is not None:
+            conn.execute(update(alerts).where(alerts.c.id == recent).values(repeats=alerts.c.repeats + 1))
+            return None
         alert_id = conn.execute(insert(alerts).values(**row).returning(alerts.c.id)).scalar_one()
         if c.severity in s.immediate:
             subj = message.subject(row, config.school)
@@ -75,6 +84,13 @@ def _outbox(alert_id, kind, channel, recipient, subject, body, now) -> dict:
             "created_at": now}
 
 
+def _subject(username: str | None, client_ip: str):
+    """Whose alerts: the user's (any case), or an unidentified device's."""
+    if username:
+        return func.lower(alerts.c.username) == username.lower()
+    return and_(alerts.c.username.is_(None), alerts.c.client_ip == client_ip)
+
+
 def count_repeats(engine: Engine, counts: dict[tuple[str | None, str, str], int]) -> None:
     """Add throttled repeats to each subject's latest alert of the theme, all in one transaction.
 
@@ -82,9 +98,8 @@ def count_repeats(engine: Engine, counts: dict[tuple[str | None, str, str], int]
     handful of statements per batch, not one transaction per request."""
     with engine.begin() as conn:
         for (username, client_ip, theme), n in counts.items():
-            who = func.lower(alerts.c.username) == username.lower() if username else \
-                and_(alerts.c.username.is_(None), alerts.c.client_ip == client_ip)
-            latest = conn.execute(select(func.max(alerts.c.id)).where(who, alerts.c.theme == theme)).scalar()
+            latest = conn.execute(select(func.max(alerts.c.id)).where(
+                _subject(username, client_ip), alerts.c.theme == theme)).scalar()
             if latest is not None:
                 conn.execute(update(alerts).where(alerts.c.id == latest).values(repeats=alerts.c.repeats + n))
 

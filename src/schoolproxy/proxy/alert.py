@@ -32,7 +32,8 @@ class Alert:
             upgrade(db)
         except Exception as e:  # the service retries its writes; the proxy serves regardless
             log.error("schoolproxy: alerts: cannot prepare the database yet: %s", str(e).splitlines()[0][:200])
-        self.service = AlertService(self.engine, db, retry_seconds=ctx.options.schoolproxy_alert_retry_seconds).start()
+        self.service = AlertService(self.engine, db, retry_seconds=ctx.options.schoolproxy_alert_retry_seconds,
+                                    deliver=self.engine.primary).start()
         self.engine.alert_service = self.service
         self.engine.bus.subscribe(self.service.submit)
 

@@ -31,11 +31,14 @@ log = logging.getLogger(__name__)
 MAX_BODY = 4096
 
 
+FOLLOW_SECONDS = 0.5  # how soon a logon reaches the workers that do not run the feed
+
 class LogonFeed:
     def __init__(self, engine: Engine):
         self.engine = engine
         self.server: ThreadingHTTPServer | None = None
         self.stats = {"logon": 0, "logoff": 0, "rejected": 0}
+        self._following: threading.Event | None = None
 
     def configure(self, updated: set[str]) -> None:
         if "schoolproxy_config" not in updated or self.server is not None:
@@ -45,6 +48,13 @@ class LogonFeed:
             return
         feed = snap.config.identity.logon_feed
         table = LogonTable(feed.ttl_hours * 3600, snap.config.path(feed.state_file))
+        if not self.engine.primary:
+            # Another worker runs the feed and saves the table; follow its file.
+            table.refresh()
+            self.engine.logons = table
+            self._following = threading.Event()
+            threading.Thread(target=self._follow, args=(table,), name="logon-follow", daemon=True).start()
+            return
         restored = table.load()
         host, _, port = feed.listen.rpartition(":")
         try:
@@ -58,7 +68,13 @@ class LogonFeed:
         threading.Thread(target=self.server.serve_forever, name="logon-feed", daemon=True).start()
         log.info("schoolproxy: logon feed on http://%s/ (%d live logons restored)", feed.listen, restored)
 
+    def _follow(self, table: LogonTable) -> None:
+        while not self._following.wait(FOLLOW_SECONDS):
+            table.refresh()
+
     def done(self) -> None:
+        if self._following is not None:
+            self._following.set()
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()

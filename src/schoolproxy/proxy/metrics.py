@@ -25,12 +25,14 @@ class MetricsExporter:
         if snap is None or not snap.config.metrics.enabled or self._server is not None:
             return
         host, _, port = snap.config.metrics.listen.rpartition(":")
+        port = str(int(port) + self.engine.worker)  # worker N of `run --workers`: the port + N
+        listen = f"{host}:{port}"
         try:
             self._server, _ = start_http_server(int(port), addr=host.strip("[]"), registry=self.metrics.registry)
         except OSError as e:
-            log.error("schoolproxy: cannot serve metrics on %s: %s", snap.config.metrics.listen, e)
+            log.error("schoolproxy: cannot serve metrics on %s: %s", listen, e)
             return
-        log.info("schoolproxy: Prometheus metrics on http://%s/metrics", snap.config.metrics.listen)
+        log.info("schoolproxy: Prometheus metrics on http://%s/metrics", listen)
 
     def done(self) -> None:
         if self._server is not None:

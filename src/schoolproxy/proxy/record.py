@@ -29,12 +29,15 @@ class Record:
         except Exception as e:  # the proxy still serves; the writer spools until the database is usable
             log.error("schoolproxy: cannot prepare the records database (records are spooled meanwhile): %s",
                       str(e).splitlines()[0][:300])
-        self.writer = RecordWriter(db, Spool(snap.config.path(cfg.spool_dir), cfg.fsync), cfg.batch_size,
+        spool = Spool(snap.config.path(cfg.spool_dir), cfg.fsync,
+                      "records" if self.engine.primary else f"records-w{self.engine.worker}")
+        self.writer = RecordWriter(db, spool, cfg.batch_size,
                                    cfg.batch_ms / 1000, cfg.queue_size, frozenset(cfg.keep_params),
                                    cfg.redact_query).start()
         self.engine.bus.subscribe(self.writer.submit)
         self.engine.record_writer = self.writer
-        self.purger = Purger(db, cfg.retention_days, cfg.alert_retention_days, cfg.purge_every_hours).start()
+        if self.engine.primary:  # one purger for all workers
+            self.purger = Purger(db, cfg.retention_days, cfg.alert_retention_days, cfg.purge_every_hours).start()
 
     def done(self) -> None:
         if self.writer is not None:

@@ -24,11 +24,12 @@ log = logging.getLogger(__name__)
 
 
 class Spool:
-    def __init__(self, directory: Path, fsync: str = "batch"):
+    def __init__(self, directory: Path, fsync: str = "batch", name: str = "records"):
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.path = directory / "records.jsonl"
-        self.replaying = directory / "records.jsonl.replaying"
+        # One file per worker process (``records-w1``…): appends from two processes never interleave.
+        self.path = directory / f"{name}.jsonl"
+        self.replaying = directory / f"{name}.jsonl.replaying"
         self.fsync = fsync == "batch"
         self._lock = threading.Lock()
 
@@ -45,10 +46,17 @@ class Spool:
                 os.close(fd)
 
     def pending(self) -> bool:
-        return self.replaying.exists() or (self.path.exists() and self.path.stat().st_size > 0)
+        return self.size() > 0 or self.replaying.exists()
 
     def size(self) -> int:
-        return sum(p.stat().st_size for p in (self.path, self.replaying) if p.exists())
+        # Either file may be renamed or removed by the writer thread between a check and a stat.
+        total = 0
+        for p in (self.path, self.replaying):
+            try:
+                total += p.stat().st_size
+            except FileNotFoundError:
+                pass
+        return total
 
     def take(self) -> Path | None:
         """Start a replay: the file to replay (an interrupted replay first), or None."""
