@@ -8,6 +8,7 @@ proxy), the proxies measured in alternating rounds so drift on the machine hits 
   full           schoolproxy run: 3M synthetic list entries, proxy auth, policy, SafeSearch, metrics,
                  every request recorded to SQLite
   full-nolog     the same with records off — the difference is what logging every request costs
+  full-2w        the full stack as `schoolproxy run --workers 2` (two processes on one port)
 
 The request mix cycles through allowed, blocked and search requests from several authenticated users.
 The last line is machine-readable.
@@ -39,6 +40,7 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 CONNECTIONS = 16
 LIST_ENTRIES = int(os.environ.get("BENCH_ENTRIES", "3000000"))
 USERS = [f"pupil{i}" for i in range(8)]
+NAMES = ("mitmdump", "core", "full", "full-nolog", "full-2w")
 PASSWORD = "bench-pass"
 
 WRK_SCRIPT = """
@@ -181,6 +183,11 @@ def main() -> int:
                                          records=records, members=", ".join(USERS)))
             setups[name] = (port, [str(BIN / "schoolproxy"), "run", "--config", str(cfg)])
         port = free_port()
+        cfg = root / "full-2w.yaml"
+        cfg.write_text(CONFIG.format(port=port, upstream=origin.proxy_url, metrics_port=free_port(),
+                                     records="true", members=", ".join(USERS)))
+        setups["full-2w"] = (port, [str(BIN / "schoolproxy"), "run", "--workers", "2", "--config", str(cfg)])
+        port = free_port()
         setups["mitmdump"] = (port, [str(BIN / "mitmdump"), "-q", "--listen-host", "127.0.0.1", "--listen-port",
                                      str(port), "--mode", f"upstream:{origin.proxy_url}"])
         port = free_port()
@@ -188,17 +195,19 @@ def main() -> int:
         results: dict[str, list[dict]] = {k: [] for k in setups}
         rss: dict[str, float] = {}
         for rnd in range(ROUNDS):
-            for name in ("mitmdump", "core", "full", "full-nolog"):
+            for name in NAMES:
                 port, argv = setups[name]
                 proc = subprocess.Popen(argv, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 try:
                     wait_port(port, proc)
+                    if name == "full-2w":
+                        time.sleep(2)  # both workers listening
                     r = wrk(port, script)
                     # One connection, one request at a time: latency without queueing, which is what
                     # a pupil's browser sees on a gateway that is not saturated.
                     one = wrk(port, script, connections=1, seconds=max(2, DURATION // 2))
                     r["p50_1"], r["p99_1"] = one["p50"], one["p99"]
-                    rss[name] = max(rss.get(name, 0.0), rss_mb(proc.pid))
+                    rss[name] = max(rss.get(name, 0.0), rss_mb(proc.pid) if name != "full-2w" else 0.0)
                 finally:
                     proc.terminate()
                     proc.wait(30)
@@ -214,16 +223,19 @@ def main() -> int:
     p99_added = med["full"]["p99_1"] - med["mitmdump"]["p99_1"]
     print()
     print(f"{'proxy':<12}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'1-conn p50':>12}{'1-conn p99':>12}{'RSS MB':>10}")
-    for k in ("mitmdump", "core", "full", "full-nolog"):
+    for k in NAMES:
         m = med[k]
         print(f"{k:<12}{m['rps']:>10.0f}{m['p50']:>10.2f}{m['p99']:>10.2f}{m['p50_1']:>12.2f}{m['p99_1']:>12.2f}"
               f"{rss.get(k, 0):>10.0f}")
     print("p50/p99 at 16 connections are queueing at saturation; the 1-connection columns are per-request latency")
     print(f"lists: {LIST_ENTRIES:,} entries compiled once in {compile_s:.1f} s, then ready in {load_s * 1000:.1f} ms; "
           f"classification {cls_us:.2f} µs per lookup")
+    print(f"two workers: {med['full-2w']['rps'] / med['full']['rps']:.2f} × one worker "
+          f"(this machine has {os.cpu_count()} CPUs, shared with wrk and the test upstream)")
     print(f"recording every request costs {log_cost * 100:.1f}% of throughput (target ≤ 5%)")
     print(f"bench: ratio={ratio:.2f} core_ratio={core_ratio:.2f} classify_us={cls_us:.2f} load_s={load_s:.2f} "
-          f"rss_mb={rss.get('full', 0):.0f} p99_added_ms={p99_added:.2f} log_cost_pct={log_cost * 100:.1f}")
+          f"rss_mb={rss.get('full', 0):.0f} p99_added_ms={p99_added:.2f} log_cost_pct={log_cost * 100:.1f} "
+          f"workers2_ratio={med['full-2w']['rps'] / med['full']['rps']:.2f}")
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from ..engine import Engine
 from .alert import Alert
 from .enforce import Enforce
+from .heap import FreezeHeap
 from .identify import Identify
 from .loadconfig import LoadConfig
 from .logonfeed import LogonFeed
@@ -21,4 +22,4 @@ from .reload import Reload
 def make_addons(engine: Engine | None = None) -> list[object]:
     engine = engine or Engine()
     return [LoadConfig(engine), LogonFeed(engine), Identify(engine), Enforce(engine), Reload(engine), Record(engine), Alert(engine),
-            MetricsExporter(engine)]
+            MetricsExporter(engine), FreezeHeap()]

@@ -12,6 +12,7 @@ from mitmproxy import ctx
 
 from ..config import ConfigError
 from ..engine import Engine
+from .heap import freeze_heap
 from .loadconfig import upstream_mismatch
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class Reload:
                 return False
             self.engine.swap(snap)
             self._refused_state = None
+            freeze_heap()
             log.info("schoolproxy: reloaded (%s): %d profiles, %d list entries", why,
                      len(snap.policy.profiles), len(snap.lists))
             return True
