@@ -233,7 +233,7 @@ def main() -> int:
     print(f"two workers: {med['full-2w']['rps'] / med['full']['rps']:.2f} × one worker "
           f"(this machine has {os.cpu_count()} CPUs, shared with wrk and the test upstream)")
     print(f"recording every request costs {log_cost * 100:.1f}% of throughput (target ≤ 5%)")
-    print(f"bench: ratio={ratio:.2f} core_ratio={core_ratio:.2f} classify_us={cls_us:.2f} load_s={load_s:.2f} "
+    print(f"bench: ratio={ratio:.2f} core_ratio={core_ratio:.2f} classify_us={cls_us:.2f} load_s={load_s:.4f} "
           f"rss_mb={rss.get('full', 0):.0f} p99_added_ms={p99_added:.2f} log_cost_pct={log_cost * 100:.1f} "
           f"workers2_ratio={med['full-2w']['rps'] / med['full']['rps']:.2f}")
     return 0
