@@ -485,6 +485,18 @@ def cmd_users(args) -> int:
     return 0
 
 
+def _migrate_before_workers(cfg) -> None:
+    """Bring the database schema up to date once, before the workers start using it."""
+    if not (cfg.records.enabled or cfg.alerts.enabled):
+        return
+    from .records import open_database, upgrade
+    try:
+        upgrade(open_database(cfg.database_url()))
+    except Exception as e:  # the workers spool records until the database can be used
+        print(f"schoolproxy: cannot prepare the records database yet (records are spooled meanwhile): "
+              f"{str(e).splitlines()[0][:300]}", file=sys.stderr, flush=True)
+
+
 def cmd_run(args) -> int:
     from mitmproxy import exceptions, options
 
@@ -498,6 +510,7 @@ def cmd_run(args) -> int:
     cfg = snap.config
     worker, workers = worker_from_env()
     if args.workers > 1 and workers == 1:  # the supervisor: the lists are compiled now, once, for all
+        _migrate_before_workers(cfg)
         return supervise([sys.executable, "-c", "import sys; from schoolproxy.cli import main; sys.exit(main())",
                           *sys.argv[1:]], args.workers)
     if workers > 1:

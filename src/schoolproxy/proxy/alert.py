@@ -29,7 +29,8 @@ class Alert:
             return
         db = open_database(snap.config.database_url())
         try:
-            upgrade(db)
+            if self.engine.primary:  # one process migrates (two at once collide on a fresh database)
+                upgrade(db)
         except Exception as e:  # the service retries its writes; the proxy serves regardless
             log.error("schoolproxy: alerts: cannot prepare the database yet: %s", str(e).splitlines()[0][:200])
         self.service = AlertService(self.engine, db, retry_seconds=ctx.options.schoolproxy_alert_retry_seconds,

@@ -25,7 +25,8 @@ class Record:
         cfg = snap.config.records
         db = open_database(snap.config.database_url())
         try:
-            upgrade(db)
+            if self.engine.primary:  # one process migrates (two at once collide on a fresh database)
+                upgrade(db)
         except Exception as e:  # the proxy still serves; the writer spools until the database is usable
             log.error("schoolproxy: cannot prepare the records database (records are spooled meanwhile): %s",
                       str(e).splitlines()[0][:300])
