@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from .config import ConfigError
-from .engine import build_snapshot
+from .engine import build_snapshot, worker_from_env
 
 DEFAULT_CONFIG = "config/schoolproxy.yaml"
 
@@ -501,7 +501,7 @@ def cmd_run(args) -> int:
     from mitmproxy import exceptions, options
 
     from .proxy.master import lean_master
-    from .proxy.workers import listen_with_reuse_port, supervise, worker_from_env
+    from .proxy.workers import listen_with_reuse_port, supervise
 
     if not 1 <= args.workers <= 64:
         print("error: --workers must be between 1 and 64", file=sys.stderr)

@@ -28,12 +28,13 @@ import subprocess
 import sys
 import time
 from array import array
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
 
 import marisa_trie
 
-from .lists import CategoryInfo, CategoryLists, ListError, load_lists, load_metadata
+from .lists import HELPSITES, CategoryInfo, CategoryLists, ListError, ListStats, load_lists, load_metadata
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +96,13 @@ class CompiledDomains:
         """Categories of ``host`` and every parent domain listed."""
         m = 0
         ids, masks = self.ids, self.masks
-        for _, kid in self.trie.iter_prefixes_with_ids(("." + host)[::-1]):
+        for _, kid in self.trie.iter_prefixes_with_ids(("." + host)[::-1]):  # trie_key, inlined: hot path
             m |= masks[ids[kid]]
         return m
 
     def exact(self, host: str) -> int:
         """Categories listing exactly ``host`` (an IP address has no parent domains)."""
-        kid = self.trie.get(("." + host)[::-1])
+        kid = self.trie.get(trie_key(host))
         return self.masks[self.ids[kid]] if kid is not None else 0
 
     def __len__(self) -> int:
@@ -122,7 +123,7 @@ def write_cache(lists: CategoryLists, directory: Path, key: str) -> None:
     for entries in lists._urls.values():
         for _, mask in entries:
             distinct.setdefault(mask, len(distinct))
-    help_bit = lists.bits.get("helpsites", 0)
+    help_bit = lists.bits.get(HELPSITES, 0)
     meta = {
         "format": FORMAT,
         "fingerprint": key,
@@ -130,9 +131,7 @@ def write_cache(lists: CategoryLists, directory: Path, key: str) -> None:
         "masks": [format(m, "x") for m in distinct],
         "urls": {h: [[p, distinct[m]] for p, m in e] for h, e in lists._urls.items()},
         "helpsites": sorted(d for d, m in domains.items() if m & help_bit) if help_bit else [],
-        "stats": {"domains": lists.stats.domains, "urls": lists.stats.urls,
-                  "expressions_ignored": lists.stats.expressions_ignored, "invalid": lists.stats.invalid,
-                  "files": lists.stats.files},
+        "stats": asdict(lists.stats),
     }
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = directory.parent / f".tmp-{key}-{os.getpid()}"
@@ -194,10 +193,7 @@ def open_cache(directory: Path, info: dict[str, CategoryInfo]) -> CategoryLists:
     lists._urls = {h: [(p, masks[i]) for p, i in e] for h, e in meta["urls"].items()}
     lists.compiled = CompiledDomains(directory, masks)
     lists.compiled_helpsites = meta["helpsites"]
-    s = meta["stats"]
-    st = lists.stats
-    st.domains, st.urls, st.expressions_ignored, st.invalid, st.files = (
-        s["domains"], s["urls"], s["expressions_ignored"], s["invalid"], s["files"])
+    lists.stats = ListStats(**meta["stats"])
     return lists
 
 

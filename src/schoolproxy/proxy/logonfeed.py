@@ -29,9 +29,8 @@ from ..logons import LogonError, LogonTable
 log = logging.getLogger(__name__)
 
 MAX_BODY = 4096
-
-
 FOLLOW_SECONDS = 0.5  # how soon a logon reaches the workers that do not run the feed
+
 
 class LogonFeed:
     def __init__(self, engine: Engine):

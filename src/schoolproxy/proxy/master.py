@@ -39,7 +39,6 @@ class HookIndex(addonmanager.AddonManager):
         self._index: dict[str, list[list[Callable[..., Any]]]] = {}
 
     def register(self, addon):
-        self._index.clear()
         try:
             return super().register(addon)
         finally:

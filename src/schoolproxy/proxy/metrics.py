@@ -24,11 +24,11 @@ class MetricsExporter:
         snap = self.engine.snapshot
         if snap is None or not snap.config.metrics.enabled or self._server is not None:
             return
-        host, _, port = snap.config.metrics.listen.rpartition(":")
-        port = str(int(port) + self.engine.worker)  # worker N of `run --workers`: the port + N
+        host, _, base = snap.config.metrics.listen.rpartition(":")
+        port = int(base) + self.engine.worker  # worker N of `run --workers`: the port + N
         listen = f"{host}:{port}"
         try:
-            self._server, _ = start_http_server(int(port), addr=host.strip("[]"), registry=self.metrics.registry)
+            self._server, _ = start_http_server(port, addr=host.strip("[]"), registry=self.metrics.registry)
         except OSError as e:
             log.error("schoolproxy: cannot serve metrics on %s: %s", listen, e)
             return

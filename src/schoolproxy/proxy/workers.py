@@ -22,16 +22,13 @@ SIGTERM/SIGINT (clean shutdown: every worker flushes its records) and restarts a
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import subprocess
 import sys
 import time
 
-from ..engine import WORKER_ENV, worker_from_env  # noqa: F401  (re-exported for the CLI)
-
-log = logging.getLogger(__name__)
+from ..engine import WORKER_ENV
 
 RESTART_LIMIT = 5  # a worker dying this many times within a minute stops the proxy
 
