@@ -49,6 +49,13 @@ def test_proxy_serves_metrics_without_personal_data(proxy_with_traffic):
     assert "schoolproxy_decision_seconds_bucket" in text and "schoolproxy_active_users 1.0" in text
     for personal in ("pupil1", "127.0.0.1", "socialsite.test", "learning.test"):
         assert personal not in text
+    # The record writer process reports its counters back to the proxy's metrics.
+    deadline = time.monotonic() + 15
+    while 'schoolproxy_records_total{outcome="written"} 4.0' not in text and time.monotonic() < deadline:
+        time.sleep(0.2)
+        text = scrape(metrics_url(config))
+    assert 'schoolproxy_records_total{outcome="written"} 4.0' in text
+    assert "schoolproxy_record_writer_restarts_total 0.0" in text
 
 
 def test_real_prometheus_scrapes_the_proxy(proxy_with_traffic, tmp_path):

@@ -139,3 +139,6 @@ class _StateCollector(Collector):
                                       value=writer.db_errors)
             yield GaugeMetricFamily("schoolproxy_record_spool_bytes", "Bytes waiting in the on-disk spool.",
                                     value=writer.spool.size())
+            yield CounterMetricFamily("schoolproxy_record_writer_restarts", "Times the record writer process "
+                                      "died and was restarted (its unconfirmed records are sent again).",
+                                      value=getattr(writer, "restarts", 0))

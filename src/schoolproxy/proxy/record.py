@@ -1,12 +1,13 @@
-"""Record addon: opens the records database (migrating it), starts the background writer and the
-retention purger, subscribes the writer to the verdict bus, and flushes everything at shutdown."""
+"""Record addon: opens the records database (migrating it), starts the writer process and the retention
+purger, subscribes the writer to the verdict bus, and flushes everything at shutdown."""
 
 from __future__ import annotations
 
 import logging
 
 from ..engine import Engine
-from ..records import RecordWriter, Spool, open_database, upgrade
+from ..records import Spool, open_database, upgrade
+from ..records.process import WriterProcess
 from ..records.purge import Purger
 
 log = logging.getLogger(__name__)
@@ -15,7 +16,7 @@ log = logging.getLogger(__name__)
 class Record:
     def __init__(self, engine: Engine):
         self.engine = engine
-        self.writer: RecordWriter | None = None
+        self.writer: WriterProcess | None = None
         self.purger: Purger | None = None
 
     def running(self) -> None:
@@ -32,9 +33,9 @@ class Record:
                       str(e).splitlines()[0][:300])
         spool = Spool(snap.config.path(cfg.spool_dir), cfg.fsync,
                       "records" if self.engine.primary else f"records-w{self.engine.worker}")
-        self.writer = RecordWriter(db, spool, cfg.batch_size,
-                                   cfg.batch_ms / 1000, cfg.queue_size, frozenset(cfg.keep_params),
-                                   cfg.redact_query).start()
+        # Rows are built and inserted in a process of its own: off the proxy's CPU and GIL.
+        self.writer = WriterProcess(snap.config.database_url(), spool, cfg.batch_size, cfg.batch_ms / 1000,
+                                    cfg.queue_size, frozenset(cfg.keep_params), cfg.redact_query).start()
         self.engine.bus.subscribe(self.writer.submit)
         self.engine.record_writer = self.writer
         if self.engine.primary:  # one purger for all workers

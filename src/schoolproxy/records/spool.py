@@ -9,14 +9,20 @@ the operating system's page cache may also lose the last few seconds on a power 
 Replay renames the file first (``.replaying``) so new records keep spooling while it runs, and deletes
 it only after the database has committed every row; rows are inserted idempotently on their reference
 id, so a crash in the middle of a replay never duplicates anything.
+
+Two processes write one spool (the proxy when its writer process is behind, and the writer process):
+appending and the replay's rename hold an exclusive ``flock`` on ``<name>.lock``, so no append can land
+in a file that is already being replayed.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -28,15 +34,28 @@ class Spool:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         # One file per worker process (``records-w1``…): appends from two processes never interleave.
+        self.name = name
         self.path = directory / f"{name}.jsonl"
         self.replaying = directory / f"{name}.jsonl.replaying"
         self.fsync = fsync == "batch"
         self._lock = threading.Lock()
+        self._lockfile = directory / f"{name}.lock"
+
+    @contextmanager
+    def _locked(self):
+        # The thread lock orders this process's threads; flock orders the processes.
+        with self._lock:
+            fd = os.open(self._lockfile, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)
 
     def append(self, rows: list[dict]) -> None:
         """Append rows (raises OSError if the disk refuses)."""
         data = "".join(json.dumps(r, default=str, separators=(",", ":")) + "\n" for r in rows).encode()
-        with self._lock:
+        with self._locked():
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 os.write(fd, data)
@@ -44,6 +63,15 @@ class Spool:
                     os.fsync(fd)
             finally:
                 os.close(fd)
+
+    def save(self, rows: list[dict]) -> bool:
+        """Append rows; if the disk refuses, log them as LOST and return False (the caller counts them)."""
+        try:
+            self.append(rows)
+            return True
+        except OSError as e:
+            log.error("schoolproxy: %d records LOST: cannot write the spool %s: %s", len(rows), self.path, e)
+            return False
 
     def pending(self) -> bool:
         return self.size() > 0 or self.replaying.exists()
@@ -60,7 +88,7 @@ class Spool:
 
     def take(self) -> Path | None:
         """Start a replay: the file to replay (an interrupted replay first), or None."""
-        with self._lock:
+        with self._locked():
             if self.replaying.exists():
                 return self.replaying
             if self.path.exists() and self.path.stat().st_size > 0:

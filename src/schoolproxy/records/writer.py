@@ -221,9 +221,7 @@ class RecordWriter:
             log.info("schoolproxy: replayed spooled records from %s", taken.name)
 
     def _to_spool(self, rows: list[dict]) -> None:
-        try:
-            self.spool.append(rows)
+        if self.spool.save(rows):
             self.spooled += len(rows)
-        except OSError as e:
+        else:
             self.dropped += len(rows)
-            log.error("schoolproxy: %d records LOST: cannot write the spool %s: %s", len(rows), self.spool.path, e)
