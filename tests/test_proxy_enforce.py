@@ -77,6 +77,11 @@ def test_safesearch_rewrites_and_youtube_header(addon):
         addon.requestheaders(y)
     assert g.request.query.get_all("safe") == ["active"] and g.request.query["q"] == "a"
     assert y.request.headers["YouTube-Restrict"] == "Strict"
+    plain = request_flow("http://www.google.com/search?q=frogs%20and+toads")   # no safe= yet: appended
+    with taddons.context(addon):
+        addon.requestheaders(plain)
+    assert plain.request.path == "/search?q=frogs%20and+toads&safe=active"
+    assert plain.request.query.get_all("safe") == ["active"]
     s = request_flow("http://www.google.com/search?q=a", STAFF)
     with taddons.context(addon):
         addon.requestheaders(s)
@@ -137,6 +142,16 @@ def test_internal_error_fails_closed(addon, monkeypatch):
     with taddons.context(addon):
         addon.requestheaders(f)
     assert f.response.status_code == 403
+
+
+@pytest.mark.parametrize("part", ["_verdict", "_safesearch", "_other_names"])
+def test_a_bug_anywhere_in_enforcement_blocks_rather_than_lets_through(addon, monkeypatch, caplog, part):
+    monkeypatch.setattr(Enforce, part, mock.Mock(side_effect=RuntimeError("boom")))
+    f = request_flow("http://www.google.com/search?q=a")   # allowed: the failure must still block it
+    with taddons.context(addon):
+        addon.requestheaders(f)
+    assert f.response.status_code == 403 and b"blocked to be safe" in f.response.content
+    assert "blocked to be safe" in caplog.text and "boom" in caplog.text
 
 
 def test_flows_already_answered_are_left_alone(addon):

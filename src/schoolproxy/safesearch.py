@@ -51,3 +51,21 @@ def youtube_header(host: str, mode: str) -> tuple[str, str] | None:
     if mode == "off" or host not in YOUTUBE_HOSTS:
         return None
     return ("YouTube-Restrict", "Strict" if mode == "strict" else "Moderate")
+
+
+def with_param(path: str, param: str, value: str) -> str | None:
+    """``path`` with ``param=value`` appended when its query certainly does not carry ``param`` yet, else
+    None: the caller then rewrites the parsed query (replacing the client's values). Appending leaves the
+    rest of the query byte for byte as sent and costs ~1 µs instead of a parse and re-encode (~15 µs).
+
+    A name counts as itself only without ``%`` or ``+``: servers decode those (``%73afe=off`` is
+    ``safe=off``), so such a query always takes the parsed route.
+    """
+    base, _, query = path.partition("?")
+    if not query:
+        return f"{base}?{param}={value}"
+    for part in query.split("&"):
+        name = part.partition("=")[0]
+        if name == param or "%" in name or "+" in name:
+            return None
+    return f"{path}&{param}={value}"

@@ -19,6 +19,7 @@ import weakref
 from dataclasses import dataclass
 
 from mitmproxy import connection, http, tls
+from mitmproxy.net.http import status_codes
 
 from .. import blockpage, safesearch
 from ..engine import Engine, Snapshot
@@ -31,7 +32,8 @@ from .identify import IDENTITY
 log = logging.getLogger(__name__)
 
 VERDICT = "schoolproxy.verdict"
-_HTML = "text/html; charset=utf-8"
+_BLOCK_HEADERS = ((b"content-type", b"text/html; charset=utf-8"), (b"cache-control", b"no-store"))
+_TEXT = {"Content-Type": "text/plain; charset=utf-8"}
 
 
 @dataclass(slots=True)
@@ -65,8 +67,7 @@ class Enforce:
                                            or policy.passthrough(ident.profile, host, decision.mask)):
             verdict = self._verdict(flow, ident, decision, host, port, snap, layer="connect")
             flow.response = http.Response.make(
-                403, f"Blocked by the school's internet filter (reference {verdict.ref}).\n",
-                {"Content-Type": "text/plain; charset=utf-8"})
+                403, f"Blocked by the school's internet filter (reference {verdict.ref}).\n", _TEXT)
             verdict.status = 403
             self.engine.bus.publish(verdict)
 
@@ -107,6 +108,15 @@ class Enforce:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
+        try:
+            self._enforce(flow)
+        except Exception:  # fail closed: a bug here must never let a request through unfiltered
+            log.exception("schoolproxy: enforcing %s failed; blocked to be safe", flow.request.host[:253])
+            flow.metadata.pop(VERDICT, None)
+            flow.response = http.Response.make(
+                403, "Blocked by the school's internet filter (internal error, blocked to be safe).\n", _TEXT)
+
+    def _enforce(self, flow: http.HTTPFlow) -> None:
         started = time.perf_counter()
         snap = self._snapshot()
         ident = self._identity(flow, snap)
@@ -209,12 +219,12 @@ class Enforce:
 
     @staticmethod
     def _block_page(flow: http.HTTPFlow, verdict: Verdict, snap: Snapshot) -> http.Response:
-        headers = {"Content-Type": _HTML, "Cache-Control": "no-store", "X-Schoolproxy-Reference": verdict.ref}
-        if flow.request.method == "HEAD":
-            return http.Response.make(403, b"", headers)
-        bp = snap.config.block_page
-        body = blockpage.render(verdict, flow.request.pretty_url, snap.config.school, bp.report_to, bp.report_email)
-        return http.Response.make(403, body, headers)
+        body = b""
+        if flow.request.method != "HEAD":
+            bp = snap.config.block_page
+            body = blockpage.render(verdict, flow.request.pretty_url, snap.config.school, bp.report_to,
+                                    bp.report_email).encode()
+        return _response(403, body, _BLOCK_HEADERS + ((b"x-schoolproxy-reference", verdict.ref.encode()),))
 
     @staticmethod
     def _safesearch(flow: http.HTTPFlow, host: str, ident: Identity, snap: Snapshot, verdict: Verdict) -> None:
@@ -223,11 +233,24 @@ class Enforce:
             engine = safesearch.search_engine(host)
             if engine is not None:
                 param, value = safesearch.PARAMS[engine]
-                query = flow.request.query
-                if query.get_all(param) != [value]:
-                    query[param] = value
+                path = safesearch.with_param(flow.request.path, param, value)
+                if path is not None:
+                    flow.request.path = path
+                else:
+                    query = flow.request.query
+                    if query.get_all(param) != [value]:
+                        query[param] = value
                 verdict.safesearch = True
         header = safesearch.youtube_header(host, settings.youtube)
         if header is not None:
             flow.request.headers[header[0]] = header[1]
             verdict.safesearch = True
+
+
+def _response(status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...]) -> http.Response:
+    """A response from bytes and ready-encoded headers: half the cost of ``Response.make`` (no text
+    encoding or header conversion), which matters for a block page served at full request rate."""
+    now = time.time()
+    return http.Response(b"HTTP/1.1", status, status_codes.RESPONSES.get(status, "").encode(),
+                         http.Headers(headers + ((b"content-length", str(len(body)).encode()),)), body, None,
+                         now, now)
