@@ -20,6 +20,14 @@ def test_check_example_config_passes():
     assert r.returncode == 0, r.stdout + r.stderr
     assert "configuration valid" in r.stdout and " 0 failed" in r.stdout
     assert "no upstream filter" in r.stdout  # the example ships without a Smoothwall address
+    assert "phrase lists" not in r.stdout  # the example's phrase lists load
+
+
+def test_check_warns_when_phrase_lists_are_missing(school):
+    r = run("check", "--config", str(school))  # the test school has no phrase list directory
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "warning: phrase lists not loaded, search alerts would be off:" in r.stdout
+    assert "phrase list directory not found" in r.stdout
 
 
 def test_check_reports_failing_policy_test(school):
@@ -93,3 +101,16 @@ def test_users_add_writes_bcrypt_never_the_password(school):
     assert (users.stat().st_mode & 0o777) == 0o600
     from schoolproxy.userfile import UsersFile
     assert UsersFile(users).check("newkid", "Pa55word!") and UsersFile(users).check("pupil1", PASSWORD)
+
+
+def test_decision_log_records_why_the_policy_changed(school):
+    r = run("decisions", "add", "YouTube allowed for staff", "--why", "Head asked: lesson videos", "--by", "ndavies",
+            "--config", str(school))
+    assert r.returncode == 0 and "decision 1 recorded" in r.stdout, r.stderr
+    r = run("decisions", "add", "Games unblocked", "--why", "  ", "--config", str(school))
+    assert r.returncode == 2 and "rationale" in r.stderr                 # a change without a reason is refused
+    r = run("decisions", "list", "--since", "7d", "--config", str(school))
+    assert r.returncode == 0 and "ndavies: YouTube allowed for staff" in r.stdout
+    assert "why: Head asked: lesson videos" in r.stdout and "Games unblocked" not in r.stdout
+    r = run("decisions", "list", "--since", "last tuesday", "--config", str(school))
+    assert r.returncode != 0 and "cannot read the time" in r.stderr

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .config import ConfigError
 from .engine import build_snapshot, worker_from_env
+from .phrases import PhraseError, load_phrase_lists
 
 DEFAULT_CONFIG = "config/schoolproxy.yaml"
 
@@ -94,6 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     for q in gsub.choices.values():
         q.add_argument("--config", default=DEFAULT_CONFIG)
 
+    p = sub.add_parser("decisions", help="the decision log: why the filtering policy changed, who, when")
+    dsub_ = p.add_subparsers(dest="decisions_command", required=True)
+    q = dsub_.add_parser("add", help="record a policy change and why it was made")
+    q.add_argument("change", help="what changed, e.g. 'YouTube allowed for staff'")
+    q.add_argument("--why", required=True, help="the rationale (who asked, the risk considered)")
+    q.add_argument("--by", help="who decided (default: login name)")
+    q = dsub_.add_parser("list", help="decisions since a date")
+    q.add_argument("--since", default="365d", help="7d, 2026-09-01 (default: 365d)")
+    for q in dsub_.choices.values():
+        q.add_argument("--config", default=DEFAULT_CONFIG)
+
     p = sub.add_parser("alerts", help="online-safety alerts: the incident log")
     asub = p.add_subparsers(dest="alerts_command", required=True)
     q = asub.add_parser("list", help="alerts, newest first (default: not yet closed, last 30 days)")
@@ -134,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return {"run": cmd_run, "check": cmd_check, "explain": cmd_explain, "lists": cmd_lists,
-                "users": cmd_users, "report": cmd_report, "register": cmd_register, "alerts": cmd_alerts, "purge": cmd_purge, "db": cmd_db}[args.command](args)
+                "users": cmd_users, "report": cmd_report, "register": cmd_register, "decisions": cmd_decisions, "alerts": cmd_alerts, "purge": cmd_purge, "db": cmd_db}[args.command](args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -153,6 +165,11 @@ def cmd_check(args) -> int:
     if not cfg.proxy.upstream:
         warnings.append("no upstream filter (proxy.upstream) is set: traffic goes straight to the internet, "
                         "not through the school's certified filter")
+    if cfg.alerts.enabled:
+        try:
+            load_phrase_lists(cfg.path(cfg.alerts.phrases))
+        except PhraseError as e:
+            warnings.append(f"phrase lists not loaded, search alerts would be off: {e}")
     for w in warnings:
         print(f"warning: {w}")
     results = snap.run_tests()
@@ -406,6 +423,26 @@ def _shared_logon_test(cfg):
         p = cfg.profiles.get(profile)
         return is_shared_logon(resolver.resolve(username)[1], p.role if p else None)
     return shared
+
+
+def cmd_decisions(args) -> int:
+    from .records.decisions import DecisionError, add_decision, list_decisions
+    cfg, db = _database(args.config)
+    if args.decisions_command == "add":
+        try:
+            n = add_decision(db, args.change, args.why, args.by or getpass.getuser())
+        except DecisionError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"decision {n} recorded")
+        return 0
+    from zoneinfo import ZoneInfo
+    rows = list_decisions(db, _when(args.since, ZoneInfo(cfg.timezone)))
+    if not rows:
+        print(f"no decisions recorded since {args.since}")
+    for r in rows:
+        print(f"{r['id']:>4}  {r['time']:%Y-%m-%d %H:%M}  {r['author']}: {r['change']}\n      why: {r['rationale']}")
+    return 0
 
 
 def cmd_register(args) -> int:
