@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 UTC = dt.timezone.utc
 QUEUE_MAX = 100_000
 PENDING_MAX = 10_000
+REPEATS_EVERY = 2.0  # seconds between storing throttled repeat counts
 
 
 class AlertService:
@@ -46,6 +47,7 @@ class AlertService:
         self._queue: deque[Verdict] = deque()
         self._pending: deque[tuple[Candidate, str]] = deque()
         self._repeats: dict[tuple[str | None, str, str], int] = {}  # counted, not yet stored
+        self._repeats_at = 0.0
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._rules: AlertRules | None = None
@@ -74,6 +76,11 @@ class AlertService:
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> "AlertService":
+        snap = self.engine.snapshot
+        if snap is not None and snap.config.alerts.enabled:
+            # Load the phrase lists here, on the starting thread, so a problem with them is reported at
+            # start-up every time (from the rules thread it raced mitmdump's start-up error check).
+            self._rules_of(snap)
         for t in self._threads:
             t.start()
         return self
@@ -90,6 +97,8 @@ class AlertService:
             stopping = self._stop.wait(self.poll)
             try:
                 self.process()
+                if stopping:
+                    self._flush_repeats()
             except Exception:
                 log.exception("alert rules failed")
             if stopping:
@@ -137,12 +146,16 @@ class AlertService:
                     log.warning("alert %s: %s %s about %s", row["ref"], row["severity"], row["theme"],
                                 row["username"] or row["client_ip"])
                 self._pending.popleft()
-            self._flush_repeats()
+            if time.monotonic() >= self._repeats_at:
+                self._flush_repeats()
         except Exception as e:
             log.error("cannot store alerts yet (%d waiting): %s", len(self._pending), str(e).splitlines()[0][:200])
         return stored
 
     def _flush_repeats(self) -> None:
+        # Every REPEATS_EVERY seconds (and before a new alert, and at shutdown): one transaction every
+        # poll held the GIL for ~1 ms four times a second under a flood of blocked requests.
+        self._repeats_at = time.monotonic() + REPEATS_EVERY
         if self._repeats:
             store.count_repeats(self.db, self._repeats)
             self._repeats = {}
@@ -171,7 +184,8 @@ class AlertService:
                 try:
                     self._phrases = (path, load_phrase_lists(path))
                 except PhraseError as e:
-                    log.error("alerts: phrase lists not loaded, search alerts are off: %s", e)
+                    # A warning, not an error: the proxy and the other alert rules keep working.
+                    log.warning("alerts: phrase lists not loaded, search alerts are off: %s", e)
                     self._phrases = (path, None)
             themes = {name: (info.theme, info.severity) for name, info in snap.lists.info.items() if info.theme}
             old = self._rules
