@@ -238,6 +238,43 @@ def test_schoolproxy_run_serves_the_same_policy(tmp_path):
                 assert c.get("http://learning.test/").status_code == 200
 
 
+def test_missing_phrase_lists_warn_at_start_up_and_the_proxy_serves(tmp_path):
+    # The test school has no phrase list directory. That is reported once at start-up as a warning;
+    # as an error (or raced from a thread) mitmdump's start-up check stopped the proxy under load.
+    with Internet(tmp_path / "internet") as internet:
+        config = make_school(tmp_path, upstream=internet.proxy_url)
+        proxy = ProxyProcess.mitmdump(config, tmp_path, "--mode", f"upstream:{internet.proxy_url}", quiet=False)
+        try:
+            with client(proxy, "pupil1") as c:
+                assert c.get("http://learning.test/").status_code == 200
+            time.sleep(1.0)  # past the alert rules' first poll
+            assert proxy.proc.poll() is None, proxy.log()
+            log = proxy.log()
+            assert log.count("phrase lists not loaded, search alerts are off") == 1, log
+            assert "phrase list directory not found" in log
+            assert "Error logged during startup" not in log
+        finally:
+            proxy.stop()
+
+
+def test_an_in_place_edit_of_a_list_file_is_applied_without_a_restart(tmp_path):
+    # The network manager appends a site to a category file (no directory changes): the watcher reloads.
+    with Internet(tmp_path / "internet") as internet:
+        config = make_school(tmp_path, upstream=internet.proxy_url)
+        proxy = ProxyProcess.mitmdump(config, tmp_path, "--mode", f"upstream:{internet.proxy_url}")
+        try:
+            with client(proxy, "pupil1") as c:
+                assert c.get("http://funsite.test/").status_code == 200
+                with open(tmp_path / "lists" / "adult" / "domains", "a") as f:
+                    f.write("funsite.test\n")
+                deadline = time.monotonic() + 10
+                while c.get("http://funsite.test/").status_code != 403:
+                    assert time.monotonic() < deadline, proxy.log()
+                    time.sleep(0.2)
+        finally:
+            proxy.stop()
+
+
 def test_reload_under_load_fails_no_request_and_applies(tmp_path):
     with Internet(tmp_path / "internet") as internet:
         config = make_school(tmp_path, upstream=internet.proxy_url)

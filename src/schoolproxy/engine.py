@@ -18,7 +18,7 @@ from .config import Config, ConfigError, load_config
 from .directory import Directory, read_secret
 from .identity import Authenticator, LocalThenDirectory, ProfileResolver, SubnetMap
 from .logons import LogonTable
-from .listcache import load_compiled
+from .listcache import LIST_FILES, load_compiled
 from .lists import CategoryLists, ListError, load_metadata
 from .policy import Decision, Policy
 from .userfile import UsersFile
@@ -53,8 +53,8 @@ class Snapshot:
     resolver: ProfileResolver
     subnets: SubnetMap
     authenticator: Authenticator | None
-    #: Files whose change triggers a reload, with their mtimes at load.
-    watched: dict[Path, float] = field(default_factory=dict)
+    #: Files whose change triggers a reload, with their stamps (mtime, size, inode) from before they were read.
+    watched: dict[Path, tuple[int, int, int]] = field(default_factory=dict)
     loaded_at: float = field(default_factory=time.time)
     #: The AD/LDAP directory, if configured (also answers group lookups for logon-feed users).
     directory: Directory | None = None
@@ -81,7 +81,12 @@ def build_snapshot(config_path: str | Path, run_tests: bool = True, previous: Sn
 
     The directory connection (and its cache of users' groups) carries over from ``previous`` when its
     settings are unchanged, so a reload does not send every user back to the directory."""
+    # Files are stamped before they are read: an edit made during the build then differs from the
+    # stamp, and the watcher reloads again rather than missing it.
+    config_stamp = _stamp(Path(config_path))
     config = load_config(config_path)
+    watched = {p: _stamp(p) for p in watched_files(config)}
+    watched[Path(config.source)] = config_stamp
     try:
         info = load_metadata(config.path(config.lists.metadata))
         cache = config.lists.cache_dir
@@ -91,7 +96,6 @@ def build_snapshot(config_path: str | Path, run_tests: bool = True, previous: Sn
         raise ConfigError(f"{config.source}: lists: {e}") from None
     policy = Policy(config, lists)
     authenticator: Authenticator | None = None
-    watched = [Path(config.source), config.path(config.lists.metadata)]
     ident = config.identity
     directory = None
     if ident.directory is not None:
@@ -105,7 +109,6 @@ def build_snapshot(config_path: str | Path, run_tests: bool = True, previous: Sn
         if pa.users_file is not None:
             users_path = config.path(pa.users_file)
             local = UsersFile(users_path)
-            watched.append(users_path)
         if local is not None and directory is not None:
             authenticator = LocalThenDirectory(local, directory)
         else:
@@ -116,15 +119,8 @@ def build_snapshot(config_path: str | Path, run_tests: bool = True, previous: Sn
         logon_secret = read_secret(secret_path)
         if len(logon_secret) < 16:
             raise ConfigError(f"{secret_path}: the logon feed secret must be at least 16 characters")
-        watched.append(secret_path)
-    if ident.directory is not None and ident.directory.service_password_file is not None:
-        watched.append(config.path(ident.directory.service_password_file))
-    for s in config.lists.sources:
-        src = config.path(s)
-        watched.append(src)
-        watched.extend(Path(e.path) for e in os.scandir(src) if e.is_dir())
     snapshot = Snapshot(config, lists, policy, ProfileResolver(config), SubnetMap(config), authenticator,
-                        {p: _mtime(p) for p in watched}, directory=directory, logon_secret=logon_secret)
+                        watched, directory=directory, logon_secret=logon_secret)
     if run_tests:
         failed = [r for r in snapshot.run_tests() if not r.passed]
         if failed:
@@ -133,11 +129,38 @@ def build_snapshot(config_path: str | Path, run_tests: bool = True, previous: Sn
     return snapshot
 
 
-def _mtime(p: Path) -> float:
+def watched_files(config: Config) -> list[Path]:
+    """The files whose change triggers a reload: the config, the category metadata, the users and secret
+    files it names, and every list file (an in-place edit of ``lists/custom/domains`` changes no directory)."""
+    ident = config.identity
+    files = [Path(config.source), config.path(config.lists.metadata)]
+    if ident.proxy_auth is not None and ident.proxy_auth.enabled and ident.proxy_auth.users_file is not None:
+        files.append(config.path(ident.proxy_auth.users_file))
+    if ident.logon_feed is not None:
+        files.append(config.path(ident.logon_feed.secret_file))
+    if ident.directory is not None and ident.directory.service_password_file is not None:
+        files.append(config.path(ident.directory.service_password_file))
+    for s in config.lists.sources:
+        src = config.path(s)
+        files.append(src)  # a category added or removed
+        try:
+            categories = [Path(e.path) for e in os.scandir(src) if e.is_dir()]
+        except OSError:
+            continue  # reported by the list loader
+        for category in categories:
+            files.append(category)
+            files.extend(category / kind for kind in LIST_FILES)
+    return files
+
+
+def _stamp(p: Path) -> tuple[int, int, int]:
+    """What identifies a file's version: mtime alone misses a rewrite within one clock tick (a
+    truncate-then-write seen half-way has the same mtime as the finished file, but not the same size)."""
     try:
-        return p.stat().st_mtime
+        st = p.stat()
     except OSError:
-        return 0.0
+        return (0, 0, 0)
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 WORKER_ENV = "SCHOOLPROXY_WORKER"  # "i/N" in a process started by `schoolproxy run --workers N`
@@ -186,10 +209,10 @@ class Engine:
         snap = self.snapshot
         return snap is not None and self.file_state() != tuple(snap.watched.items())
 
-    def file_state(self) -> tuple[tuple[Path, float], ...]:
-        """The watched files and their current mtimes (to remember which state a reload refused)."""
+    def file_state(self) -> tuple[tuple[Path, tuple[int, int, int]], ...]:
+        """The watched files and their current stamps (to remember which state a reload refused)."""
         snap = self.snapshot
-        return () if snap is None else tuple((p, _mtime(p)) for p in snap.watched)
+        return () if snap is None else tuple((p, _stamp(p)) for p in snap.watched)
 
     def build(self) -> Snapshot:
         """Build a replacement snapshot (blocking; run it in a thread)."""

@@ -42,7 +42,7 @@ FORMAT = 1
 #: Sources up to this size are compiled inside the proxy process; bigger ones in a child process.
 IN_PROCESS_BYTES = 8 << 20
 KEEP = 3  # compiled versions kept (the newest few; older ones are removed after a compile)
-_KINDS = ("domains", "urls", "expressions")
+LIST_FILES = ("domains", "urls", "expressions")  # the files of one UT1 category directory
 
 
 def trie_key(host: str) -> str:
@@ -65,7 +65,7 @@ def fingerprint(sources: Iterable[Path], metadata: Path) -> tuple[str, int]:
         for entry in sorted(os.scandir(src), key=lambda e: e.name):
             if not entry.is_dir():
                 continue
-            for kind in _KINDS:
+            for kind in LIST_FILES:
                 try:
                     st = os.stat(os.path.join(entry.path, kind))
                 except FileNotFoundError:

@@ -52,12 +52,16 @@ class Reload:
     async def _watch(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            if self.engine.changed():
-                await self.reload("file change")
+            try:
+                # A few hundred stat() calls with a full UT1 tree: off the event loop.
+                if await asyncio.to_thread(self.engine.changed):
+                    await self.reload("file change")
+            except Exception:  # never let one bad check end the watching
+                log.exception("schoolproxy: checking for changed files failed")
 
     async def reload(self, why: str, force: bool = False) -> bool:
         async with self._lock:
-            state = self.engine.file_state()
+            state = await asyncio.to_thread(self.engine.file_state)
             if not force and state == self._refused_state:
                 return False  # already refused this exact set of files; wait for the next edit
             try:
