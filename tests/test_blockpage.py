@@ -1,4 +1,8 @@
-from schoolproxy.blockpage import render
+import time
+
+import pytest
+
+from schoolproxy.blockpage import render, render_with_jinja
 from conftest import make_verdict as verdict
 from schoolproxy.verdict import new_reference
 
@@ -24,3 +28,30 @@ def test_references_are_unique_and_readable():
     refs = {new_reference() for _ in range(300_000)}  # far more than a proxy serves in a second
     assert len(refs) == 300_000
     assert all(len(r) == 14 and r[4] == r[9] == "-" and set(r) <= set("0123456789ABCDEFGHJKMNPQRSTVWXYZ-") for r in refs)
+
+
+@pytest.mark.parametrize("url, kw, school, report", [
+    ("http://socialsite.test/", {}, "Test Primary", ("Mrs Lawrence", "esafety@school.test")),
+    ("http://x.test/<script>alert(1)</script>?q=\"'&amp;" + "A" * 400, {}, "St Mary's & St John's", ("", "")),
+    ("http://x.test/\x00ref\x00\x00url\x00", {"username": "\x00school\x00"}, "S", ("\x00kind\x00", "a@b.test")),
+    ("http://unlisted.test/", {"categories": (), "username": None, "rule": "default", "reason": "a <b>"}, "S", ("", "")),
+    ("https://x.test/é/ü?q=テスト", {"categories": ("games", "adult"), "profile": "guest"}, "Ysgol Gymraeg", ("", "x@y.test")),
+])
+def test_the_fast_page_is_the_template_rendered_by_jinja(url, kw, school, report):
+    # render() fills a skeleton of the template; it must be exactly what Jinja (autoescape on) renders,
+    # markers in hostile input included.
+    v = verdict(**kw)
+    assert render(v, url, school, *report) == render_with_jinja(v, url, school, *report)
+
+
+def test_a_reference_reads_back_as_its_time_process_tag_and_counter(monkeypatch):
+    from schoolproxy import verdict as vmod
+    monkeypatch.setattr(vmod, "_tag", 0x2A5)
+    before = int(time.time())
+    a, b = new_reference(), new_reference()
+    digits = {c: i for i, c in enumerate("0123456789ABCDEFGHJKMNPQRSTVWXYZ")}
+    values = [int("".join(format(digits[c], "05b") for c in r.replace("-", "")), 2) for r in (a, b)]
+    for n in values:
+        assert before - 1 <= (n >> 30) + vmod._EPOCH <= int(time.time())
+        assert (n >> 20) & 0x3FF == 0x2A5
+    assert (values[1] - values[0]) & 0xFFFFF == 1  # the counter, in the last digits
