@@ -58,6 +58,19 @@ async def test_bad_or_missing_credentials_get_407(addon, header):
     assert IDENTITY not in f.metadata
 
 
+async def test_every_proxy_authorization_header_is_stripped_and_two_are_refused(addon):
+    # Two credentials in one request (any case): neither is chosen, both are removed, the other
+    # headers are kept in order.
+    f = flow_with()
+    f.request.headers.fields = ((b"Host", b"a.test"), (b"Proxy-Authorization", basic("pupil1", PASSWORD).encode()),
+                                (b"X-One", b"1"), (b"proxy-authorization", basic("teacher1", PASSWORD).encode()),
+                                (b"X-Two", b"2"))
+    with taddons.context(addon):
+        await call(addon.requestheaders, f)
+    assert f.response.status_code == 407
+    assert [k for k, _ in f.request.headers.fields] == [b"Host", b"X-One", b"X-Two"]
+
+
 async def test_bcrypt_checked_once_per_credential(addon, monkeypatch):
     calls = []
     real = addon.engine.snapshot.authenticator.check

@@ -87,10 +87,7 @@ class Identify:
         assert snap is not None
         ip = flow.client_conn.peername[0]
         explicit = isinstance(flow.client_conn.proxy_mode, (mode_specs.RegularMode, mode_specs.UpstreamMode))
-        header = flow.request.headers.get("Proxy-Authorization") if explicit else None
-        if header is not None:
-            # Never pass the school's credentials on to the upstream filter or the site.
-            del flow.request.headers["Proxy-Authorization"]
+        header = take_proxy_authorization(flow.request.headers) if explicit else None
         logons = self.engine.logons
         logon = logons.lookup(ip) if logons is not None else None
         if header is not None and snap.authenticator is not None:
@@ -243,6 +240,22 @@ def _verify(authenticator: Authenticator, username: str, password: str) -> tuple
     """Runs in a worker thread: the password check and, if it passed, the user's directory groups."""
     ok = authenticator.check(username, password)
     return ok, (authenticator.groups(username) if ok else None)
+
+
+_PROXY_AUTHORIZATION = b"proxy-authorization"
+
+
+def take_proxy_authorization(headers: http.Headers) -> str | None:
+    """Remove every Proxy-Authorization header and return its value (several joined with ", ", as
+    ``Headers.get`` would, which no credential parses as). The school's credentials are never passed on
+    to the upstream filter or the site. One pass over the raw fields: ``get`` then ``del`` on mitmproxy's
+    Headers walked and re-encoded them twice, ~5 µs of every request."""
+    fields = headers.fields
+    found = [v for k, v in fields if len(k) == 19 and k.lower() == _PROXY_AUTHORIZATION]
+    if not found:
+        return None
+    headers.fields = tuple(f for f in fields if f[0].lower() != _PROXY_AUTHORIZATION)
+    return ", ".join(v.decode("utf-8", "surrogateescape") for v in found)
 
 
 def parse_basic(header: str) -> tuple[str, str] | None:
