@@ -2,7 +2,11 @@ import time
 
 import pytest
 
-from schoolproxy.blockpage import render, render_with_jinja
+import datetime as dt
+from urllib.parse import quote
+
+from schoolproxy import blockpage
+from schoolproxy.blockpage import render
 from conftest import make_verdict as verdict
 from schoolproxy.verdict import new_reference
 
@@ -28,6 +32,24 @@ def test_references_are_unique_and_readable():
     refs = {new_reference() for _ in range(300_000)}  # far more than a proxy serves in a second
     assert len(refs) == 300_000
     assert all(len(r) == 14 and r[4] == r[9] == "-" and set(r) <= set("0123456789ABCDEFGHJKMNPQRSTVWXYZ-") for r in refs)
+
+
+def render_with_jinja(verdict, url: str, school: str, report_to: str = "", report_email: str = "") -> str:
+    """The block page as the template alone renders it (autoescape on): what render() must produce."""
+    shown = url if len(url) <= blockpage.MAX_URL_SHOWN else url[:blockpage.MAX_URL_SHOWN] + "…"
+    report_href = ""
+    if report_email:
+        subject = quote(f"Blocked page {verdict.ref}")
+        body = quote(f"Reference {verdict.ref}\nBlocked: {shown}\nWhy it should be allowed: ")
+        report_href = f"mailto:{report_email}?subject={subject}&body={body}"
+    return blockpage._template.render(
+        ref=verdict.ref, url=shown,
+        kind=next((blockpage.KID_WORDS[c] for c in verdict.categories if c in blockpage.KID_WORDS), ""),
+        categories=", ".join(sorted(verdict.categories)) or "none", rule=verdict.rule, reason=verdict.reason,
+        profile=verdict.profile, username=verdict.username,
+        when=dt.datetime.fromtimestamp(verdict.time).strftime("%d/%m/%Y %H:%M:%S"),
+        school=school, report_to=report_to, report_href=report_href,
+    )
 
 
 @pytest.mark.parametrize("url, kw, school, report", [

@@ -3,6 +3,7 @@ stand-in upstream filter on 127.0.0.1 that answers for every hostname (tests/int
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import ssl
 import subprocess
@@ -238,92 +239,94 @@ def test_schoolproxy_run_serves_the_same_policy(tmp_path):
                 assert c.get("http://learning.test/").status_code == 200
 
 
-def test_missing_phrase_lists_warn_at_start_up_and_the_proxy_serves(tmp_path):
+@pytest.fixture
+def own_school(tmp_path):
+    """For tests that change the school's files: a school, stand-in internet and mitmdump of their own.
+    Call it (``quiet=False`` for warnings in the log) to get the proxy and the config path."""
+    with contextlib.ExitStack() as stack:
+        def start(quiet: bool = True) -> tuple[ProxyProcess, Path]:
+            internet = stack.enter_context(Internet(tmp_path / "internet"))
+            config = make_school(tmp_path, upstream=internet.proxy_url)
+            proxy = stack.enter_context(ProxyProcess.mitmdump(
+                config, tmp_path, "--mode", f"upstream:{internet.proxy_url}", quiet=quiet))
+            return proxy, config
+        yield start
+
+
+def test_missing_phrase_lists_warn_at_start_up_and_the_proxy_serves(own_school):
     # The test school has no phrase list directory. That is reported once at start-up as a warning;
     # as an error (or raced from a thread) mitmdump's start-up check stopped the proxy under load.
-    with Internet(tmp_path / "internet") as internet:
-        config = make_school(tmp_path, upstream=internet.proxy_url)
-        proxy = ProxyProcess.mitmdump(config, tmp_path, "--mode", f"upstream:{internet.proxy_url}", quiet=False)
-        try:
-            with client(proxy, "pupil1") as c:
-                assert c.get("http://learning.test/").status_code == 200
-            time.sleep(1.0)  # past the alert rules' first poll
-            assert proxy.proc.poll() is None, proxy.log()
-            log = proxy.log()
-            assert log.count("phrase lists not loaded, search alerts are off") == 1, log
-            assert "phrase list directory not found" in log
-            assert "Error logged during startup" not in log
-        finally:
-            proxy.stop()
+    proxy, _ = own_school(quiet=False)
+    with client(proxy, "pupil1") as c:
+        assert c.get("http://learning.test/").status_code == 200
+    time.sleep(1.0)  # past the alert rules' first poll
+    assert proxy.proc.poll() is None, proxy.log()
+    log = proxy.log()
+    assert log.count("phrase lists not loaded, search alerts are off") == 1, log
+    assert "phrase list directory not found" in log
+    assert "Error logged during startup" not in log
 
 
-def test_an_in_place_edit_of_a_list_file_is_applied_without_a_restart(tmp_path):
+def test_an_in_place_edit_of_a_list_file_is_applied_without_a_restart(own_school):
     # The network manager appends a site to a category file (no directory changes): the watcher reloads.
-    with Internet(tmp_path / "internet") as internet:
-        config = make_school(tmp_path, upstream=internet.proxy_url)
-        proxy = ProxyProcess.mitmdump(config, tmp_path, "--mode", f"upstream:{internet.proxy_url}")
-        try:
-            with client(proxy, "pupil1") as c:
-                assert c.get("http://funsite.test/").status_code == 200
-                with open(tmp_path / "lists" / "adult" / "domains", "a") as f:
-                    f.write("funsite.test\n")
-                deadline = time.monotonic() + 10
-                while c.get("http://funsite.test/").status_code != 403:
-                    assert time.monotonic() < deadline, proxy.log()
-                    time.sleep(0.2)
-        finally:
-            proxy.stop()
+    proxy, config = own_school()
+    with client(proxy, "pupil1") as c:
+        assert c.get("http://funsite.test/").status_code == 200
+        with open(config.parent / "lists" / "adult" / "domains", "a") as f:
+            f.write("funsite.test\n")
+        deadline = time.monotonic() + 10
+        while c.get("http://funsite.test/").status_code != 403:
+            assert time.monotonic() < deadline, proxy.log()
+            time.sleep(0.2)
 
 
-def test_reload_under_load_fails_no_request_and_applies(tmp_path):
-    with Internet(tmp_path / "internet") as internet:
-        config = make_school(tmp_path, upstream=internet.proxy_url)
-        proxy = ProxyProcess.mitmdump(config, tmp_path, "--mode", f"upstream:{internet.proxy_url}")
-        failures: list[str] = []
-        statuses: dict[int, int] = {}
-        stop = threading.Event()
+def test_reload_under_load_fails_no_request_and_applies(own_school):
+    proxy, config = own_school()
+    failures: list[str] = []
+    statuses: dict[int, int] = {}
+    stop = threading.Event()
 
-        def load():
-            with client(proxy, "pupil1") as c:
-                while not stop.is_set():
-                    try:
-                        r = c.get("http://learning.test/")
-                        statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
-                    except httpx.HTTPError as e:
-                        failures.append(repr(e))
+    def load():
+        with client(proxy, "pupil1") as c:
+            while not stop.is_set():
+                try:
+                    r = c.get("http://learning.test/")
+                    statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                except httpx.HTTPError as e:
+                    failures.append(repr(e))
 
-        threads = [threading.Thread(target=load) for _ in range(4)]
-        try:
-            for t in threads:
-                t.start()
-            time.sleep(0.5)
-            # 1) A valid change, picked up by the file watcher: pupils now blocked from learning.test.
-            text = config.read_text()
-            config.write_text(text.replace(
-                "overrides:\n",
-                "overrides:\n  - {site: learning.test, action: block, profiles: [pupil], rationale: Test reload, "
-                "author: CI, date: 2026-11-25}\n", 1))
-            deadline = time.monotonic() + 10
-            while statuses.get(403, 0) == 0 and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert statuses.get(403, 0) > 0, proxy.log()
-            # 2) A broken config and SIGHUP: refused, the running policy keeps serving.
-            config.write_text(text + "\nprofiles: [broken\n")
-            proxy.signal()
-            time.sleep(1.5)
-            before = dict(statuses)
-            time.sleep(0.5)
-        finally:
-            stop.set()
-            for t in threads:
-                t.join(10)
-        log = proxy.log()
-        proxy.stop()
-        assert not failures, failures[:3]
-        assert set(statuses) <= {200, 403}
-        assert sum(statuses.values()) > 50
-        assert statuses[403] > before.get(403, 0)  # still blocking under the kept (reloaded) policy
-        assert "REFUSED" in log and "not valid YAML" in log
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        # 1) A valid change, picked up by the file watcher: pupils now blocked from learning.test.
+        text = config.read_text()
+        config.write_text(text.replace(
+            "overrides:\n",
+            "overrides:\n  - {site: learning.test, action: block, profiles: [pupil], rationale: Test reload, "
+            "author: CI, date: 2026-11-25}\n", 1))
+        deadline = time.monotonic() + 10
+        while statuses.get(403, 0) == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert statuses.get(403, 0) > 0, proxy.log()
+        # 2) A broken config and SIGHUP: refused, the running policy keeps serving.
+        config.write_text(text + "\nprofiles: [broken\n")
+        proxy.signal()
+        time.sleep(1.5)
+        before = dict(statuses)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    log = proxy.log()
+    proxy.stop()
+    assert not failures, failures[:3]
+    assert set(statuses) <= {200, 403}
+    assert sum(statuses.values()) > 50
+    assert statuses[403] > before.get(403, 0)  # still blocking under the kept (reloaded) policy
+    assert "REFUSED" in log and "not valid YAML" in log
 
 
 @pytest.mark.parametrize("raw", [

@@ -100,20 +100,3 @@ def _skeleton(shape: tuple[bool, ...]) -> list[str]:
     marked = {f: f"\x00{f}\x00" if present else "" for f, present in zip(FIELDS, shape)}
     return _MARK.split(_template.render(**marked))
 
-
-def render_with_jinja(verdict: Verdict, url: str, school: str, report_to: str = "", report_email: str = "") -> str:
-    """The reference rendering (the tests hold :func:`render` to it)."""
-    shown = url if len(url) <= MAX_URL_SHOWN else url[:MAX_URL_SHOWN] + "…"
-    report_href = ""
-    if report_email:
-        subject = quote(f"Blocked page {verdict.ref}")
-        body = quote(f"Reference {verdict.ref}\nBlocked: {shown}\nWhy it should be allowed: ")
-        report_href = f"mailto:{report_email}?subject={subject}&body={body}"
-    return _template.render(
-        ref=verdict.ref, url=shown,
-        kind=next((KID_WORDS[c] for c in verdict.categories if c in KID_WORDS), ""),
-        categories=", ".join(sorted(verdict.categories)) or "none", rule=verdict.rule, reason=verdict.reason,
-        profile=verdict.profile, username=verdict.username,
-        when=dt.datetime.fromtimestamp(verdict.time).strftime("%d/%m/%Y %H:%M:%S"),
-        school=school, report_to=report_to, report_href=report_href,
-    )
