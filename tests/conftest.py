@@ -167,12 +167,24 @@ def db_url(request, tmp_path):
     return request.getfixturevalue("pg_url")
 
 
-@pytest.fixture(scope="session")
-def slapd(tmp_path_factory):
-    """A real OpenLDAP server with the test school's directory (tests/directory_server.py)."""
+def _slapd_here():
     import directory_server
     if not directory_server.available():
         require("OpenLDAP slapd is not installed (apt-get install slapd ldap-utils)")
-    server = directory_server.Slapd(tmp_path_factory.mktemp("slapd")).start()
+    return directory_server.Slapd
+
+
+@pytest.fixture(scope="session")
+def slapd(tmp_path_factory):
+    """A real OpenLDAP server with the test school's directory (tests/directory_server.py)."""
+    server = _slapd_here()(tmp_path_factory.mktemp("slapd")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_slapd(tmp_path):
+    """A slapd of the test's own, which it may stop and start again."""
+    server = _slapd_here()(tmp_path / "ldap").start()
     yield server
     server.stop()

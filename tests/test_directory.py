@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from directory_server import PASSWORD, Slapd
+from directory_server import PASSWORD
 from schoolproxy.config import parse_config
 from schoolproxy.directory import Directory
 
@@ -64,19 +64,16 @@ def test_starttls(slapd, tmp_path):
     assert d.check("jsmith", PASSWORD) is True and d.groups("jsmith") == {"year4", "pupils"}
 
 
-def test_directory_down_answers_none_and_cached_groups_survive(tmp_path):
-    server = Slapd(tmp_path / "ldap").start()
-    try:
-        d = directory_for(server, tmp_path)
-        assert d.check("jsmith", PASSWORD) is True
-        server.stop()
-        assert d.check("amiller", PASSWORD) is None      # new user: no answer, not "wrong password"
-        assert not d.up and d.errors >= 1
-        assert d.groups("jsmith") == {"year4", "pupils"}  # cached
-        server.start()
-        assert d.check("amiller", PASSWORD) is True and d.up
-    finally:
-        server.stop()
+def test_directory_down_answers_none_and_cached_groups_survive(tmp_path, own_slapd):
+    server = own_slapd
+    d = directory_for(server, tmp_path)
+    assert d.check("jsmith", PASSWORD) is True
+    server.stop()
+    assert d.check("amiller", PASSWORD) is None      # new user: no answer, not "wrong password"
+    assert not d.up and d.errors >= 1
+    assert d.groups("jsmith") == {"year4", "pupils"}  # cached
+    server.start()
+    assert d.check("amiller", PASSWORD) is True and d.up
 
 
 def test_config_errors_are_clear(tmp_path):

@@ -206,10 +206,10 @@ def test_logon_feed_lists_live_logons_only_with_the_secret(world):
         e for e in live if e["ip"] == "10.1.2.3").items()
 
 
-def test_directory_down_mid_run(tmp_path):
+def test_directory_down_mid_run(tmp_path, own_slapd):
     """slapd stopped: signed-in users keep their profile, new sign-ins get the default profile (never
     staff), the network manager sees it in the log and the metrics; when it is back, all is normal."""
-    server = Slapd(tmp_path / "ldap").start()
+    server = own_slapd
     with Internet(tmp_path / "internet") as internet:
         config, _ = school_with_directory(tmp_path, server, internet, cache_seconds=1)
         with start_proxy(config, tmp_path, internet) as proxy:
@@ -231,7 +231,6 @@ def test_directory_down_mid_run(tmp_path):
             rows = records(tmp_path, 1)
             unverified = [r for r in rows if r["username"] == "head" and r["identity_source"] == "unverified"]
             assert unverified and all(r["profile"] == "pupil" for r in unverified)
-    server.stop()
 
 
 def test_password_guessing_is_slowed_and_reported(tmp_path, slapd):
