@@ -68,7 +68,10 @@ def test_the_fast_page_is_the_template_rendered_by_jinja(url, kw, school, report
 
 def test_a_reference_reads_back_as_its_time_process_tag_and_counter(monkeypatch):
     from schoolproxy import verdict as vmod
-    monkeypatch.setattr(vmod, "_tag", 0x2A5)
+    monkeypatch.setattr(vmod, "_tag", vmod._tag)
+    monkeypatch.setattr(vmod, "_prefix", vmod._prefix)
+    new_reference()  # this second's digits are now cached for the old tag…
+    vmod.set_process_tag(0x2A5)  # …and a worker's tag, set later, must still show
     before = int(time.time())
     a, b = new_reference(), new_reference()
     digits = {c: i for i, c in enumerate("0123456789ABCDEFGHJKMNPQRSTVWXYZ")}

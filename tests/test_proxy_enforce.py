@@ -3,7 +3,7 @@
 from unittest import mock
 
 import pytest
-from mitmproxy import tls
+from mitmproxy import http, tls
 from mitmproxy.test import taddons, tflow, tutils
 
 from schoolproxy.engine import Engine
@@ -160,3 +160,16 @@ def test_flows_already_answered_are_left_alone(addon):
     with taddons.context(addon):
         addon.requestheaders(f)
     assert f.response.status_code == 407 and not addon.published
+
+
+def test_block_response_passes_mitmproxys_own_type_check(addon):
+    # The block page skips mitmproxy's per-message debug type check for speed: what it skips must pass.
+    f = request_flow("http://www.socialsite.test/x")
+    with taddons.context(addon):
+        addon.requestheaders(f)
+    resp = f.response
+    assert isinstance(resp, http.Response) and isinstance(resp.data, http.ResponseData)
+    http.MessageData.__post_init__(resp.data)  # raises TypeError on any field of the wrong type
+    assert (resp.http_version, resp.status_code, resp.reason) == ("HTTP/1.1", 403, "Forbidden")
+    assert resp.headers["content-length"] == str(len(resp.raw_content))
+    assert http.Response.from_state(resp.get_state()).get_state() == resp.get_state()  # serialisable as usual

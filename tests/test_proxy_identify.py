@@ -123,3 +123,21 @@ async def test_known_credentials_are_handled_without_a_coroutine(addon):
         f = flow_with(basic("pupil1", PASSWORD))
         assert addon.requestheaders(f) is None                                  # then synchronous
     assert f.metadata[IDENTITY].username == "pupil1"
+
+
+async def test_a_remembered_header_is_checked_again_once_its_answer_expires(addon, monkeypatch):
+    auth = addon.engine.snapshot.authenticator
+    calls = []
+    real = auth.check
+    monkeypatch.setattr(auth, "check", lambda u, p: calls.append(u) or real(u, p))
+    with taddons.context(addon):
+        await call(addon.requestheaders, flow_with(basic("pupil1", PASSWORD)))
+        other_spelling = "basic  " + basic("pupil1", PASSWORD).split()[1]   # same credential: no second check
+        await call(addon.requestheaders, flow_with(other_spelling))
+        assert calls == ["pupil1"]
+        for entry in addon._cache.values():  # cache_seconds have passed…
+            entry.expires = 0.0
+        monkeypatch.setattr(auth, "check", lambda u, p: False)  # …and the password was changed meanwhile
+        f = flow_with(basic("pupil1", PASSWORD))
+        await call(addon.requestheaders, f)
+    assert f.response.status_code == 407 and IDENTITY not in f.metadata

@@ -222,7 +222,7 @@ class Enforce:
         body = b""
         if flow.request.method != "HEAD":
             bp = snap.config.block_page
-            body = blockpage.render(verdict, flow.request.pretty_url, snap.config.school, bp.report_to,
+            body = blockpage.render(verdict, flow.request.url, snap.config.school, bp.report_to,
                                     bp.report_email).encode()
         return _response(403, body, _BLOCK_HEADERS + ((b"x-schoolproxy-reference", verdict.ref.encode()),))
 
@@ -247,10 +247,23 @@ class Enforce:
             verdict.safesearch = True
 
 
+class _LocalResponseData(http.ResponseData):
+    """ResponseData for responses this addon builds itself. mitmproxy type-checks every field of every
+    message in ``__debug__`` mode (the default), ~16 µs a response; ours are built from values of the
+    declared types (bytes, int, Headers, float), which tests check against that same type check."""
+
+    def __post_init__(self) -> None:
+        pass
+
+
 def _response(status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...]) -> http.Response:
-    """A response from bytes and ready-encoded headers: half the cost of ``Response.make`` (no text
-    encoding or header conversion), which matters for a block page served at full request rate."""
+    """A response from bytes and ready-encoded headers, ~8× cheaper than ``Response.make`` (no text
+    encoding, header conversion or debug type check), which matters for a block page served at full
+    request rate. The same object ``Response.__init__`` builds, minus the check."""
     now = time.time()
-    return http.Response(b"HTTP/1.1", status, status_codes.RESPONSES.get(status, "").encode(),
-                         http.Headers(headers + ((b"content-length", str(len(body)).encode()),)), body, None,
-                         now, now)
+    resp = http.Response.__new__(http.Response)
+    resp.data = _LocalResponseData(
+        http_version=b"HTTP/1.1", headers=http.Headers(headers + ((b"content-length", str(len(body)).encode()),)),
+        content=body, trailers=None, timestamp_start=now, timestamp_end=now, status_code=status,
+        reason=status_codes.RESPONSES.get(status, "").encode())
+    return resp

@@ -58,6 +58,8 @@ class Identify:
         self.by_conn: weakref.WeakKeyDictionary[connection.Client, Identity] = weakref.WeakKeyDictionary()
         self._key = os.urandom(32)
         self._cache: dict[bytes, _Checked] = {}
+        #: The same answers by an HMAC of the whole Proxy-Authorization header (its spelling as sent).
+        self._by_header: dict[bytes, _Checked] = {}
         self._pending: dict[bytes, asyncio.Future[_Checked]] = {}
         self._feed: dict[str, tuple[Logon, Snapshot, Identity]] = {}
         self.guard = SigninGuard()
@@ -91,13 +93,21 @@ class Identify:
         logons = self.engine.logons
         logon = logons.lookup(ip) if logons is not None else None
         if header is not None and snap.authenticator is not None:
-            creds = parse_basic(header)
-            if creds is None:
-                return self._refuse(flow, snap)
-            key = self._credential_key(*creds)
-            entry = self._cache.get(key)
+            # A browser repeats the same header on every request: its answer is found by the header
+            # itself (an HMAC of it), without decoding it again.
+            seen = hmac.digest(self._key, header.encode("utf-8", "surrogateescape"), hashlib.sha256)
+            entry = self._by_header.get(seen)
             if entry is None or entry.expires <= time.monotonic():
-                return self._check_and_apply(flow, snap, key, creds, logon, remember_connection)
+                creds = parse_basic(header)
+                if creds is None:
+                    return self._refuse(flow, snap)
+                key = self._credential_key(*creds)
+                entry = self._cache.get(key)
+                if entry is None or entry.expires <= time.monotonic():
+                    return self._check_and_apply(flow, snap, key, creds, logon, remember_connection)
+                if len(self._by_header) > 50_000:  # bounded, like the cache itself
+                    self._by_header.clear()
+                self._by_header[seen] = entry
             return self._apply(flow, snap, self._identity(snap, entry, logon), remember_connection)
         if logon is not None:
             return self._apply(flow, snap, self._feed_identity(snap, logon), remember_connection)
