@@ -63,7 +63,9 @@ async def test_an_addon_error_is_logged_and_the_next_addon_still_runs(caplog):
     with caplog.at_level(logging.ERROR):
         await dispatch(Recorder("a", calls, fail=True), Recorder("b", calls))
     assert calls == ["a", "b"]
-    assert "a broke" in caplog.text
+    assert "Addon error: a broke" in caplog.text
+    # mitmproxy's report, with the traceback down to where the addon raised
+    assert "Traceback" in caplog.text and 'raise RuntimeError(f"{self.name} broke")' in caplog.text
 
 
 async def test_addon_halt_stops_the_rest():

@@ -74,14 +74,19 @@ class HookIndex(addonmanager.AddonManager):
             return
         args = event.args()
         for funcs in groups:
+            # mitmproxy's safecall() semantics, without entering a generator-based context manager for
+            # every addon on every event (~1 µs each): only an error goes through safecall, to be reported.
             try:
-                with addonmanager.safecall():
-                    for func in funcs:
-                        res = func(*args)
-                        if res is not None and inspect.isawaitable(res):
-                            await res
+                for func in funcs:
+                    res = func(*args)
+                    if res is not None and inspect.isawaitable(res):
+                        await res
             except exceptions.AddonHalt:
                 return
+            except exceptions.OptionsError:
+                raise
+            except Exception as e:
+                _report(e)
 
     async def handle_lifecycle(self, event: hooks.Hook) -> None:
         await self.trigger_event(event)
@@ -89,6 +94,12 @@ class HookIndex(addonmanager.AddonManager):
             args = event.args()
             if args and isinstance(args[0], flow.Flow):
                 await self.trigger_event(hooks.UpdateHook([args[0]]))
+
+
+def _report(error: Exception) -> None:
+    """Log an addon's error exactly as mitmproxy's safecall() does (message, cut traceback)."""
+    with addonmanager.safecall():
+        raise error
 
 
 def lean_master(opts: options.Options, engine: Engine | None = None, verbose: bool = False,
