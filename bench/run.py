@@ -50,12 +50,15 @@ local paths = {
   "http://www.google.com/search?q=volcanoes+for+kids",  -- search: SafeSearch enforced
   "http://example.org/page?id=42",        -- allowed: default
 }
+-- A browser behind an explicit proxy names the URL's host in Host too (wrk would send the proxy's).
+local hosts = { "learning.test", "socialsite.test", "www.google.com", "example.org" }
 local auths = { %s }
 local i = 0
 request = function()
   i = i + 1
-  local headers = { ["Proxy-Authorization"] = auths[(i %% #auths) + 1] }
-  return wrk.format("GET", paths[(i %% #paths) + 1], headers)
+  local k = (i %% #paths) + 1
+  local headers = { ["Host"] = hosts[k], ["Proxy-Authorization"] = auths[(i %% #auths) + 1] }
+  return wrk.format("GET", paths[k], headers)
 end
 """
 
