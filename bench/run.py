@@ -10,7 +10,8 @@ proxy), the proxies measured in alternating rounds so drift on the machine hits 
   full-nolog     the same with records off — the difference is what logging every request costs
   full-2w        the full stack as `schoolproxy run --workers 2` (two processes on one port)
 
-The request mix cycles through allowed, blocked and search requests from several authenticated users.
+The request mix cycles through allowed, blocked and search requests from several authenticated users,
+each naming its host in Host as a browser behind an explicit proxy does.
 The last line is machine-readable.
 """
 
