@@ -1,9 +1,8 @@
+import datetime as dt
 import time
+from urllib.parse import quote
 
 import pytest
-
-import datetime as dt
-from urllib.parse import quote
 
 from schoolproxy import blockpage
 from schoolproxy.blockpage import render

@@ -57,6 +57,7 @@ def test_pupil_gets_block_page_on_social_network_and_upstream_never_sees_it(worl
     assert status == "403"
     assert "This page is blocked" in body and "tell your teacher" in body
     assert "social-networking" in body and "monitored" in body
+    assert "http://www.socialsite.test/feed" in body   # the address the pupil asked for is shown
     assert not internet.requests_for("www.socialsite.test")
 
 
@@ -126,7 +127,7 @@ def test_intercepted_https_shows_block_page(world):
              "https://socialsite.test/")
     body, status = r.stdout.rsplit("\n", 1)
     assert status == "403", r.stderr
-    assert "This page is blocked" in body
+    assert "This page is blocked" in body and "https://socialsite.test/" in body
 
 
 def test_intercepted_https_allowed_reaches_origin(world):
