@@ -167,8 +167,8 @@ def _ms(text: str) -> float:
 def classify_us(root: Path) -> tuple[float, float, float]:
     """Compile time of the 3M-entry lists, time to open them compiled, and classification µs per lookup
     (half listed subdomains, half unlisted hosts), in this process as the proxy does it."""
-    from schoolproxy.listcache import load_compiled
-    from schoolproxy.lists import load_metadata
+    from schoolproxy.filtering.listcache import load_compiled
+    from schoolproxy.filtering.lists import load_metadata
     sources, md = [root / "lists", root / "big"], root / "lists" / "categories.yaml"
     info = load_metadata(md)
     t = time.perf_counter()

@@ -118,7 +118,7 @@ def school(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def snapshot(school: Path):
-    from schoolproxy.engine import build_snapshot
+    from schoolproxy.snapshot import build_snapshot
     return build_snapshot(school)
 
 

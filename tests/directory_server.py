@@ -16,8 +16,8 @@ The directory::
 
 from __future__ import annotations
 
-import subprocess
 import socket
+import subprocess
 import time
 from pathlib import Path
 

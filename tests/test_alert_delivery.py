@@ -7,14 +7,14 @@ import ssl
 import subprocess
 
 import pytest
-
 from conftest import make_school, make_verdict, require
 from internet import make_test_ca
 from proxyproc import BIN, free_port
-from schoolproxy.alerts.delivery import DeliveryError, send_email
-from schoolproxy.alerts.rules import Candidate
-from schoolproxy.alerts import store
+
 from schoolproxy.config import SmtpSettings, load_config
+from schoolproxy.monitoring import store
+from schoolproxy.monitoring.delivery import DeliveryError, send_email
+from schoolproxy.monitoring.rules import Candidate
 from schoolproxy.records import open_database, upgrade
 
 

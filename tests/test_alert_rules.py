@@ -3,11 +3,11 @@
 from pathlib import Path
 
 import pytest
-
 from conftest import make_verdict
-from schoolproxy.alerts.rules import AlertRules
+
 from schoolproxy.config import AlertSettings
-from schoolproxy.phrases import load_phrase_lists
+from schoolproxy.monitoring.phrases import load_phrase_lists
+from schoolproxy.monitoring.rules import AlertRules
 
 PHRASES = load_phrase_lists(Path(__file__).resolve().parent.parent / "filterlists" / "phrases")
 THEMES = {"adult": ("pornography", "high"), "vpn-proxy": ("circumvention", "high")}

@@ -3,10 +3,10 @@ import time
 from urllib.parse import quote
 
 import pytest
-
-from schoolproxy import blockpage
-from schoolproxy.blockpage import render
 from conftest import make_verdict as verdict
+
+from schoolproxy.filtering import blockpage
+from schoolproxy.filtering.blockpage import render
 from schoolproxy.verdict import new_reference
 
 

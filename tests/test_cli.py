@@ -99,7 +99,7 @@ def test_users_add_writes_bcrypt_never_the_password(school):
     text = users.read_text()
     assert "newkid:$2b$" in text and "Pa55word!" not in text
     assert (users.stat().st_mode & 0o777) == 0o600
-    from schoolproxy.userfile import UsersFile
+    from schoolproxy.identity.userfile import UsersFile
     assert UsersFile(users).check("newkid", "Pa55word!") and UsersFile(users).check("pupil1", PASSWORD)
 
 

@@ -3,10 +3,10 @@
 from pathlib import Path
 
 import pytest
-
 from conftest import make_school
+
 from schoolproxy.config import ConfigError, load_config
-from schoolproxy.engine import build_snapshot
+from schoolproxy.snapshot import build_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
 from directory_server import PASSWORD
+
 from schoolproxy.config import parse_config
-from schoolproxy.directory import Directory
+from schoolproxy.identity.directory import Directory
 
 
 def directory_for(server, tmp_path, **kw) -> Directory:

@@ -15,7 +15,6 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-
 from conftest import PASSWORD, make_school, metrics_url, require
 from internet import Internet
 from proxyproc import BIN, ProxyProcess, free_port

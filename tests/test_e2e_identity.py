@@ -12,12 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from sqlalchemy import select
-
-from conftest import metrics_url, make_school
-from directory_server import PASSWORD as DIR_PASSWORD, Slapd
+from conftest import make_school, metrics_url
+from directory_server import PASSWORD as DIR_PASSWORD
+from directory_server import Slapd
 from internet import Internet
 from proxyproc import BIN, ProxyProcess, free_port
+from sqlalchemy import select
+
 from schoolproxy.records import open_database
 from schoolproxy.records.schema import requests
 

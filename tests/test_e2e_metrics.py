@@ -9,10 +9,9 @@ import time
 
 import httpx
 import pytest
-
 from conftest import PASSWORD, free_port, make_school, metrics_url, require
-from proxyproc import ROOT, ProxyProcess
 from internet import Internet
+from proxyproc import ROOT, ProxyProcess
 
 pytestmark = pytest.mark.e2e
 

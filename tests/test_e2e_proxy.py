@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import PASSWORD, make_school, require
 from internet import Internet
 from proxyproc import BIN, ROOT, ProxyProcess, free_port

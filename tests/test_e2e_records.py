@@ -8,14 +8,14 @@ import time
 
 import httpx
 import pytest
+from conftest import PASSWORD, make_school
+from internet import Internet
+from proxyproc import ProxyProcess
+from relay import TcpRelay
 from sqlalchemy import select
 
-from conftest import PASSWORD, make_school
-from proxyproc import ProxyProcess
 from schoolproxy.records import open_database
 from schoolproxy.records.schema import requests
-from internet import Internet
-from relay import TcpRelay
 
 pytestmark = pytest.mark.e2e
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from sqlalchemy import select
-
 from conftest import PASSWORD, make_school
 from internet import Internet
 from proxyproc import BIN, ProxyProcess, free_port
+from sqlalchemy import select
+
 from schoolproxy.records import open_database
 from schoolproxy.records.schema import requests
 

@@ -2,8 +2,8 @@
 
 import os
 
-import schoolproxy.engine as engine_module
-from schoolproxy.engine import Engine
+import schoolproxy.snapshot as engine_module
+from schoolproxy.snapshot import Engine
 
 
 def loaded(school) -> Engine:

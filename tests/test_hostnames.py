@@ -1,6 +1,6 @@
 import pytest
 
-from schoolproxy.hostnames import InvalidHost, normalise_entry, normalise_host
+from schoolproxy.filtering.hostnames import InvalidHost, normalise_entry, normalise_host
 
 
 @pytest.mark.parametrize("raw, expected", [

@@ -16,7 +16,6 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
-
 from internet import BLOCK_PAGE_MARKER, Internet, make_test_ca
 
 CURL = Path("/usr/bin/curl")

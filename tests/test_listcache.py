@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from schoolproxy import listcache
-from schoolproxy.listcache import load_compiled
-from schoolproxy.lists import ListError, load_metadata
+from schoolproxy.filtering import listcache
+from schoolproxy.filtering.listcache import load_compiled
+from schoolproxy.filtering.lists import ListError, load_metadata
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from schoolproxy.listcache import load_compiled
-from schoolproxy.lists import IP_ADDRESS, CategoryInfo, ListError, load_lists, load_metadata
+from schoolproxy.filtering.listcache import load_compiled
+from schoolproxy.filtering.lists import IP_ADDRESS, CategoryInfo, ListError, load_lists, load_metadata
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from schoolproxy.logons import LogonError, LogonTable
+from schoolproxy.identity.logons import LogonError, LogonTable
 
 
 def test_latest_logon_wins_and_only_its_holder_can_log_off():

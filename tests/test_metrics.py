@@ -1,8 +1,8 @@
+from conftest import make_verdict as verdict
 from prometheus_client import generate_latest
 
-from schoolproxy.engine import Engine
 from schoolproxy.metrics import Metrics
-from conftest import make_verdict as verdict
+from schoolproxy.snapshot import Engine
 
 
 def test_requests_counted_by_profile_action_category_and_nothing_personal(school):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from schoolproxy.phrases import PhraseError, load_phrase_lists, parse_list, tokens
+from schoolproxy.monitoring.phrases import PhraseError, load_phrase_lists, parse_list, tokens
 
 ROOT = Path(__file__).resolve().parent.parent / "filterlists" / "phrases"
 

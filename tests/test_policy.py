@@ -1,9 +1,9 @@
 import datetime as dt
 
 import pytest
-
 from conftest import make_school
-from schoolproxy.engine import build_snapshot
+
+from schoolproxy.snapshot import build_snapshot
 
 TZ = "Europe/London"
 

@@ -6,10 +6,10 @@ import pytest
 from mitmproxy import http, tls
 from mitmproxy.test import taddons, tflow, tutils
 
-from schoolproxy.engine import Engine
-from schoolproxy.identity import Identity
+from schoolproxy.identity.profiles import Identity
 from schoolproxy.proxy.enforce import Enforce
 from schoolproxy.proxy.identify import IDENTITY
+from schoolproxy.snapshot import Engine
 
 PUPIL = Identity("pupil1", "pupil", "proxy-auth", "group year4")
 STAFF = Identity("teacher1", "staff", "proxy-auth", "user teacher1")

@@ -3,12 +3,12 @@
 import base64
 
 import pytest
+from conftest import PASSWORD
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow
 
-from conftest import PASSWORD
-from schoolproxy.engine import Engine
 from schoolproxy.proxy.identify import IDENTITY, Identify, parse_basic
+from schoolproxy.snapshot import Engine
 
 
 def basic(user: str, password: str) -> str:

@@ -7,9 +7,9 @@ import io
 import time
 
 import pytest
+from conftest import make_verdict
 from sqlalchemy import func, insert, select
 
-from conftest import make_verdict
 from schoolproxy.records import RecordWriter, Spool, open_database, upgrade
 from schoolproxy.records.database import current_revision, head_revision
 from schoolproxy.records.purge import purge

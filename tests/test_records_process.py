@@ -8,9 +8,9 @@ import os
 import signal
 import time
 
+from conftest import make_verdict
 from sqlalchemy import func, select
 
-from conftest import make_verdict
 from schoolproxy.records import Spool, open_database, upgrade
 from schoolproxy.records.process import WriterProcess
 from schoolproxy.records.schema import requests

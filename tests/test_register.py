@@ -4,12 +4,12 @@ import datetime as dt
 import subprocess
 
 import pytest
-
 from conftest import make_school
 from proxyproc import BIN
+
+from schoolproxy.identity.register import Register, Visit, is_shared_logon
 from schoolproxy.records import open_database, upgrade
 from schoolproxy.records.visits import RegisterError, add_visit, end_visit, list_visits, load_register
-from schoolproxy.register import Register, Visit, is_shared_logon
 
 UTC = dt.timezone.utc
 D = dt.datetime(2026, 11, 25, tzinfo=UTC)

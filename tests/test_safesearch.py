@@ -2,7 +2,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from schoolproxy.safesearch import search_engine, with_param, youtube_header
+from schoolproxy.filtering.safesearch import search_engine, with_param, youtube_header
 
 
 @pytest.mark.parametrize("host, engine", [

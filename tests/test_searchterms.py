@@ -2,7 +2,7 @@
 
 import pytest
 
-from schoolproxy.searchterms import MAX_TERM, extract
+from schoolproxy.monitoring.searchterms import MAX_TERM, extract
 
 
 @pytest.mark.parametrize("host,path,term", [

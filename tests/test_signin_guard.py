@@ -1,6 +1,6 @@
 """Slowing password guessing."""
 
-from schoolproxy.signin_guard import MAX_DELAY, SigninGuard
+from schoolproxy.identity.signin_guard import MAX_DELAY, SigninGuard
 
 
 def test_distinct_wrong_credentials_slow_an_address_and_report_it_once():

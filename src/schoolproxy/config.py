@@ -5,7 +5,7 @@ Errors name the file, the key path and what is wrong, e.g.::
     config/schoolproxy.yaml: profiles.pupil.block_categories[2]: unknown category 'socal-networking'
 
 Structural checks live here (pydantic, unknown keys refused so a typo never silently does nothing);
-checks that need the compiled lists (category names, help sites) are in :mod:`schoolproxy.policy`.
+checks that need the compiled lists (category names, help sites) are in :mod:`schoolproxy.filtering.policy`.
 Relative paths in the file are relative to the file's own directory.
 """
 

@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .engine import Engine
-from .verdict import Verdict
+from schoolproxy.snapshot import Engine
+from schoolproxy.verdict import Verdict
 
 #: Decision latency buckets: the decision itself is microseconds; anything near a millisecond is a problem.
 DECISION_BUCKETS = (2e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2)

@@ -7,16 +7,16 @@ and ``schoolproxy run`` both use.
 
 from __future__ import annotations
 
-from ..engine import Engine
-from .alert import Alert
-from .enforce import Enforce
-from .heap import FreezeHeap
-from .identify import Identify
-from .loadconfig import LoadConfig
-from .logonfeed import LogonFeed
-from .metrics import MetricsExporter
-from .record import Record
-from .reload import Reload
+from schoolproxy.proxy.alert import Alert
+from schoolproxy.proxy.enforce import Enforce
+from schoolproxy.proxy.heap import FreezeHeap
+from schoolproxy.proxy.identify import Identify
+from schoolproxy.proxy.loadconfig import LoadConfig
+from schoolproxy.proxy.logonfeed import LogonFeed
+from schoolproxy.proxy.metrics import MetricsExporter
+from schoolproxy.proxy.record import Record
+from schoolproxy.proxy.reload import Reload
+from schoolproxy.snapshot import Engine
 
 
 def make_addons(engine: Engine | None = None) -> list[object]:

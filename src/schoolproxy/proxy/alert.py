@@ -7,9 +7,9 @@ import logging
 
 from mitmproxy import ctx
 
-from ..alerts.service import AlertService
-from ..engine import Engine
-from ..records import open_database, upgrade
+from schoolproxy.monitoring.service import AlertService
+from schoolproxy.records import open_database, upgrade
+from schoolproxy.snapshot import Engine
 
 log = logging.getLogger(__name__)
 

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from mitmproxy import connection, http, tls
 from mitmproxy.net.http import status_codes
 
-from .. import blockpage, safesearch
-from ..engine import Engine, Snapshot
-from ..hostnames import InvalidHost, normalise_host
-from ..identity import Identity
-from ..policy import INVALID_HOST, Decision
-from ..verdict import Verdict, new_reference
-from .identify import IDENTITY
+from schoolproxy.filtering import blockpage, safesearch
+from schoolproxy.filtering.hostnames import InvalidHost, normalise_host
+from schoolproxy.filtering.policy import INVALID_HOST, Decision
+from schoolproxy.identity.profiles import Identity
+from schoolproxy.proxy.identify import IDENTITY
+from schoolproxy.snapshot import Engine, Snapshot
+from schoolproxy.verdict import Verdict, new_reference
 
 log = logging.getLogger(__name__)
 

@@ -24,14 +24,14 @@ from dataclasses import dataclass
 from mitmproxy import connection, http
 from mitmproxy.proxy import mode_specs
 
-from ..engine import Engine, Snapshot
-from ..identity import Authenticator, Identity
-from ..logons import Logon
-from ..signin_guard import SigninGuard
+from schoolproxy.identity.logons import Logon
+from schoolproxy.identity.profiles import Authenticator, Identity
+from schoolproxy.identity.signin_guard import SigninGuard
+from schoolproxy.snapshot import Engine, Snapshot
 
 log = logging.getLogger(__name__)
 
-IDENTITY = "schoolproxy.identity"
+IDENTITY = "schoolproxy.identity.profiles"
 MAX_AUTH_HEADER = 4096
 NEGATIVE_TTL = 30.0
 

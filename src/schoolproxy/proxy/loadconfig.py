@@ -17,8 +17,8 @@ from pathlib import Path
 
 from mitmproxy import ctx, exceptions
 
-from ..config import ConfigError
-from ..engine import Engine
+from schoolproxy.config import ConfigError
+from schoolproxy.snapshot import Engine
 
 log = logging.getLogger(__name__)
 

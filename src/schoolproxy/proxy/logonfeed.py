@@ -23,8 +23,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 from mitmproxy import exceptions
 
-from ..engine import Engine
-from ..logons import LogonError, LogonTable
+from schoolproxy.identity.logons import LogonError, LogonTable
+from schoolproxy.snapshot import Engine
 
 log = logging.getLogger(__name__)
 

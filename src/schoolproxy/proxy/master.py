@@ -18,11 +18,22 @@ import inspect
 from typing import Any, Callable
 
 from mitmproxy import addonmanager, exceptions, flow, hooks, master, options
-from mitmproxy.addons import (block, core, disable_h2c, dns_resolver, errorcheck, next_layer, onboarding,
-                              proxyserver, termlog, tlsconfig, upstream_auth)
+from mitmproxy.addons import (
+    block,
+    core,
+    disable_h2c,
+    dns_resolver,
+    errorcheck,
+    next_layer,
+    onboarding,
+    proxyserver,
+    termlog,
+    tlsconfig,
+    upstream_auth,
+)
 
-from ..engine import Engine
-from . import make_addons
+from schoolproxy.proxy import make_addons
+from schoolproxy.snapshot import Engine
 
 
 class HookIndex(addonmanager.AddonManager):

@@ -7,8 +7,8 @@ import logging
 
 from prometheus_client import start_http_server
 
-from ..engine import Engine
-from ..metrics import Metrics
+from schoolproxy.metrics import Metrics
+from schoolproxy.snapshot import Engine
 
 log = logging.getLogger(__name__)
 

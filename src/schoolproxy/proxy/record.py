@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import logging
 
-from ..engine import Engine
-from ..records import Spool, open_database, upgrade
-from ..records.process import WriterProcess
-from ..records.purge import Purger
+from schoolproxy.records import Spool, open_database, upgrade
+from schoolproxy.records.process import WriterProcess
+from schoolproxy.records.purge import Purger
+from schoolproxy.snapshot import Engine
 
 log = logging.getLogger(__name__)
 

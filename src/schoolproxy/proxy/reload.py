@@ -10,10 +10,10 @@ import signal
 
 from mitmproxy import ctx
 
-from ..config import ConfigError
-from ..engine import Engine
-from .heap import freeze_heap
-from .loadconfig import upstream_mismatch
+from schoolproxy.config import ConfigError
+from schoolproxy.proxy.heap import freeze_heap
+from schoolproxy.proxy.loadconfig import upstream_mismatch
+from schoolproxy.snapshot import Engine
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 
-from ..engine import WORKER_ENV
+from schoolproxy.snapshot import WORKER_ENV
 
 RESTART_LIMIT = 5  # a worker dying this many times within a minute stops the proxy
 

@@ -7,7 +7,7 @@ import datetime as dt
 
 from sqlalchemy import Engine, insert, select
 
-from .schema import policy_decisions
+from schoolproxy.records.schema import policy_decisions
 
 UTC = dt.timezone.utc
 

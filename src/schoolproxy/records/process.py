@@ -42,10 +42,10 @@ from collections import deque
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from ..verdict import Verdict
-from .redact import SEARCH_PARAMS
-from .spool import Spool
-from .writer import to_row
+from schoolproxy.records.redact import SEARCH_PARAMS
+from schoolproxy.records.spool import Spool
+from schoolproxy.records.writer import to_row
+from schoolproxy.verdict import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -293,8 +293,8 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    from .database import open_database
-    from .writer import RecordWriter
+    from schoolproxy.records.database import open_database
+    from schoolproxy.records.writer import RecordWriter
 
     frames = _read_frames(sys.stdin.buffer)
     first = next(frames, None)

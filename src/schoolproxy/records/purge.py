@@ -9,7 +9,7 @@ import threading
 
 from sqlalchemy import Engine, Table, delete, select
 
-from .schema import alert_notes, alerts, requests
+from schoolproxy.records.schema import alert_notes, alerts, requests
 
 log = logging.getLogger(__name__)
 CHUNK = 10_000

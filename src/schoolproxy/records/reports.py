@@ -16,9 +16,9 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, func, insert, select
 
-from ..register import NO_ONE
-from .schema import access_audit, requests
-from .visits import aware, load_register
+from schoolproxy.identity.register import NO_ONE
+from schoolproxy.records.schema import access_audit, requests
+from schoolproxy.records.visits import aware, load_register
 
 COLUMNS = ("time", "ref", "username", "person", "profile", "client_ip", "device", "action", "category", "method",
            "host", "path", "search_term", "status", "rule")

@@ -3,8 +3,7 @@ this module is what the code queries against, and must match the head revision."
 
 from __future__ import annotations
 
-from sqlalchemy import (BigInteger, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Table,
-                        Text)
+from sqlalchemy import BigInteger, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 

@@ -6,8 +6,8 @@ import datetime as dt
 
 from sqlalchemy import Engine, func, insert, select, update
 
-from ..register import Register, Visit
-from .schema import supply_register
+from schoolproxy.identity.register import Register, Visit
+from schoolproxy.records.schema import supply_register
 
 UTC = dt.timezone.utc
 

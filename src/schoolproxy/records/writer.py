@@ -18,18 +18,18 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections import deque
 import threading
 import time
+from collections import deque
 
 from sqlalchemy import Engine
 
-from ..register import Register
-from ..searchterms import extract
-from ..verdict import Verdict
-from .redact import SEARCH_PARAMS, redact_path
-from .spool import Spool
-from .visits import load_register
+from schoolproxy.identity.register import Register
+from schoolproxy.monitoring.searchterms import extract
+from schoolproxy.records.redact import SEARCH_PARAMS, redact_path
+from schoolproxy.records.spool import Spool
+from schoolproxy.records.visits import load_register
+from schoolproxy.verdict import Verdict
 
 log = logging.getLogger(__name__)
 UTC = dt.timezone.utc

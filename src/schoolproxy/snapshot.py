@@ -14,15 +14,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Config, ConfigError, load_config
-from .directory import Directory, read_secret
-from .identity import Authenticator, LocalThenDirectory, ProfileResolver, SubnetMap
-from .logons import LogonTable
-from .listcache import LIST_FILES, load_compiled
-from .lists import CategoryLists, ListError, load_metadata
-from .policy import Decision, Policy
-from .userfile import UsersFile
-from .verdict import VerdictBus
+from schoolproxy.config import Config, ConfigError, load_config
+from schoolproxy.filtering.listcache import LIST_FILES, load_compiled
+from schoolproxy.filtering.lists import CategoryLists, ListError, load_metadata
+from schoolproxy.filtering.policy import Decision, Policy
+from schoolproxy.identity.directory import Directory, read_secret
+from schoolproxy.identity.logons import LogonTable
+from schoolproxy.identity.profiles import Authenticator, LocalThenDirectory, ProfileResolver, SubnetMap
+from schoolproxy.identity.userfile import UsersFile
+from schoolproxy.verdict import VerdictBus
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from typing import Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from .config import Config, ConfigError, OverrideSettings, ProfileSettings
-from .hostnames import InvalidHost, normalise_entry, normalise_host
-from .lists import HELPSITES, CategoryLists
+from schoolproxy.config import Config, ConfigError, OverrideSettings, ProfileSettings
+from schoolproxy.filtering.hostnames import InvalidHost, normalise_entry, normalise_host
+from schoolproxy.filtering.lists import HELPSITES, CategoryLists
 
 Action = Literal["allow", "block"]
 _SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}

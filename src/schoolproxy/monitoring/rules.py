@@ -19,10 +19,10 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from ..config import AlertSettings
-from ..phrases import PhraseLists
-from ..searchterms import engine_of, extract
-from ..verdict import Verdict
+from schoolproxy.config import AlertSettings
+from schoolproxy.monitoring.phrases import PhraseLists
+from schoolproxy.monitoring.searchterms import engine_of, extract
+from schoolproxy.verdict import Verdict
 
 SEVERITIES = ("low", "medium", "high", "critical")
 MAX_SUBJECTS = 50_000

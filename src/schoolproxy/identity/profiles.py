@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
-from .config import Config
+from schoolproxy.config import Config
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import bcrypt
 
-from .config import ConfigError
+from schoolproxy.config import ConfigError
 
 _BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 # Checked when the user is unknown, so a wrong username costs as long as a wrong password.

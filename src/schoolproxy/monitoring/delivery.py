@@ -14,8 +14,8 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 
-from ..config import SmtpSettings, WebhookSettings
-from ..directory import read_secret
+from schoolproxy.config import SmtpSettings, WebhookSettings
+from schoolproxy.identity.directory import read_secret
 
 
 class DeliveryError(Exception):

@@ -21,14 +21,14 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine as DbEngine
 
-from ..engine import Engine
-from ..phrases import PhraseError, PhraseLists, load_phrase_lists
-from ..records.visits import load_register
-from ..register import NO_ONE, Register, is_shared_logon
-from ..verdict import Verdict
-from . import store
-from .delivery import DeliveryError, send_email, send_webhook
-from .rules import AlertRules, Candidate
+from schoolproxy.identity.register import NO_ONE, Register, is_shared_logon
+from schoolproxy.monitoring import store
+from schoolproxy.monitoring.delivery import DeliveryError, send_email, send_webhook
+from schoolproxy.monitoring.phrases import PhraseError, PhraseLists, load_phrase_lists
+from schoolproxy.monitoring.rules import AlertRules, Candidate
+from schoolproxy.records.visits import load_register
+from schoolproxy.snapshot import Engine
+from schoolproxy.verdict import Verdict
 
 log = logging.getLogger(__name__)
 UTC = dt.timezone.utc

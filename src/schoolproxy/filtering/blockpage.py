@@ -14,10 +14,10 @@ from urllib.parse import quote
 import jinja2
 from markupsafe import escape
 
-from .verdict import Verdict
+from schoolproxy.verdict import Verdict
 
 _env = jinja2.Environment(
-    loader=jinja2.PackageLoader("schoolproxy", "templates"),
+    loader=jinja2.PackageLoader("schoolproxy.filtering", "templates"),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
 )

@@ -29,7 +29,7 @@ from ldap3.core import exceptions as ldap_exc
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
-from .config import ConfigError, DirectorySettings
+from schoolproxy.config import ConfigError, DirectorySettings
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from ..register import NO_ONE
-from ..searchterms import clean
+from schoolproxy.identity.register import NO_ONE
+from schoolproxy.monitoring.searchterms import clean
 
 THEME_LABELS = {
     "self-harm": "Self-harm and suicide", "grooming": "Grooming and sexual exploitation",

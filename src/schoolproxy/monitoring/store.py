@@ -8,11 +8,11 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, and_, func, insert, select, update
 
-from ..config import Config
-from ..records.schema import alert_notes, alert_outbox, alerts
-from ..verdict import new_reference
-from . import message
-from .rules import Candidate
+from schoolproxy.config import Config
+from schoolproxy.monitoring import message
+from schoolproxy.monitoring.rules import Candidate
+from schoolproxy.records.schema import alert_notes, alert_outbox, alerts
+from schoolproxy.verdict import new_reference
 
 UTC = dt.timezone.utc
 STATUSES = ("new", "acknowledged", "actioned", "closed")

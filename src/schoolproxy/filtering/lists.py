@@ -8,7 +8,7 @@ category names are mapped to ours through the ``aliases`` in the category metada
 
 Each category is a bit; a host's categories are an ``int`` mask, so the policy tests "blocked?" with
 one AND. Lookup walks the host and its parent domains through a dict: ~1 µs whatever the list size.
-Large lists are not held in that dict: :mod:`schoolproxy.listcache` compiles them into a memory-mapped
+Large lists are not held in that dict: :mod:`schoolproxy.filtering.listcache` compiles them into a memory-mapped
 trie (``compiled``), and the dict holds only what is added after loading (help sites from the config).
 """
 
@@ -22,7 +22,7 @@ from typing import Iterable
 
 import yaml
 
-from .hostnames import InvalidHost, normalise_entry
+from schoolproxy.filtering.hostnames import InvalidHost, normalise_entry
 
 log = logging.getLogger(__name__)
 

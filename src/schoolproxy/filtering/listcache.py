@@ -11,7 +11,7 @@ The cache lives in ``lists.cache_dir`` under a fingerprint of the sources (every
 mtime, and the category metadata): a changed list gets a new fingerprint, hence a fresh compile, and an
 unchanged one is opened, never re-read. Big lists are compiled in a child process so the proxy's own
 heap never holds the dict; concurrent compiles (several workers) are serialised by a lock file.
-``python -m schoolproxy.listcache`` (used by that child and by ``schoolproxy lists compile``) compiles.
+``python -m schoolproxy.filtering.listcache`` (used by that child and by ``schoolproxy lists compile``) compiles.
 """
 
 from __future__ import annotations
@@ -34,7 +34,15 @@ from typing import Iterable
 
 import marisa_trie
 
-from .lists import HELPSITES, CategoryInfo, CategoryLists, ListError, ListStats, load_lists, load_metadata
+from schoolproxy.filtering.lists import (
+    HELPSITES,
+    CategoryInfo,
+    CategoryLists,
+    ListError,
+    ListStats,
+    load_lists,
+    load_metadata,
+)
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +243,7 @@ def _compile_locked(sources: list[Path], metadata: Path, cache_dir: Path, direct
             compile_to(sources, metadata, cache_dir)
             return
         log.info("lists: compiling %.0f MB of lists in a child process (once per change)…", size / 2**20)
-        r = subprocess.run([sys.executable, "-m", "schoolproxy.listcache", "--cache-dir", str(cache_dir),
+        r = subprocess.run([sys.executable, "-m", "schoolproxy.filtering.listcache", "--cache-dir", str(cache_dir),
                             "--metadata", str(metadata), *map(str, sources)], capture_output=True, text=True)
         if r.returncode != 0:
             raise ListError("compiling the lists failed: "
@@ -243,7 +251,7 @@ def _compile_locked(sources: list[Path], metadata: Path, cache_dir: Path, direct
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m schoolproxy.listcache", description="compile category lists")
+    ap = argparse.ArgumentParser(prog="python -m schoolproxy.filtering.listcache", description="compile category lists")
     ap.add_argument("--cache-dir", type=Path, required=True)
     ap.add_argument("--metadata", type=Path, required=True)
     ap.add_argument("sources", type=Path, nargs="+")
