@@ -7,6 +7,7 @@ from mitmproxy import http, tls
 from mitmproxy.test import taddons, tflow, tutils
 
 from schoolproxy.identity.profiles import Identity
+from schoolproxy.proxy import enforce
 from schoolproxy.proxy.enforce import Enforce
 from schoolproxy.proxy.identify import IDENTITY
 from schoolproxy.snapshot import Engine
@@ -144,9 +145,9 @@ def test_internal_error_fails_closed(addon, monkeypatch):
     assert f.response.status_code == 403
 
 
-@pytest.mark.parametrize("part", ["_verdict", "_safesearch", "_other_names"])
-def test_a_bug_anywhere_in_enforcement_blocks_rather_than_lets_through(addon, monkeypatch, caplog, part):
-    monkeypatch.setattr(Enforce, part, mock.Mock(side_effect=RuntimeError("boom")))
+@pytest.mark.parametrize("where, part", [(Enforce, "_verdict"), (Enforce, "_safesearch"), (enforce, "decide")])
+def test_a_bug_anywhere_in_enforcement_blocks_rather_than_lets_through(addon, monkeypatch, caplog, where, part):
+    monkeypatch.setattr(where, part, mock.Mock(side_effect=RuntimeError("boom")))
     f = request_flow("http://www.google.com/search?q=a")   # allowed: the failure must still block it
     with taddons.context(addon):
         addon.requestheaders(f)

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from schoolproxy.config import Config, ConfigError, load_config
+from schoolproxy.filtering.decide import decide, facts_for_url
 from schoolproxy.filtering.listcache import LIST_FILES, load_compiled
 from schoolproxy.filtering.lists import CategoryLists, ListError, load_metadata
 from schoolproxy.filtering.policy import Decision, Policy
 from schoolproxy.identity.directory import Directory, read_secret
 from schoolproxy.identity.logons import LogonTable
-from schoolproxy.identity.profiles import Authenticator, LocalThenDirectory, ProfileResolver, SubnetMap
+from schoolproxy.identity.profiles import Authenticator, Identity, LocalThenDirectory, ProfileResolver, SubnetMap
 from schoolproxy.identity.userfile import UsersFile
 from schoolproxy.verdict import VerdictBus
 
@@ -62,17 +63,19 @@ class Snapshot:
     logon_secret: str | None = None
 
     def run_tests(self) -> list[TestResult]:
+        """The config's own policy tests, decided as the proxy decides a browser's request."""
         results = []
         for i, t in enumerate(self.config.tests):
             if t.user:
-                profile, _ = self.resolver.resolve(t.user)
-                who = f"user {t.user} ({profile})"
+                ident = self.resolver.identify(t.user)
+                who = f"user {t.user} ({ident.profile})"
             else:
-                profile, who = t.profile, f"profile {t.profile}"
+                ident, who = Identity(None, t.profile, "given", "given"), f"profile {t.profile}"
             at = t.at
             if at is not None and at.tzinfo is None:
                 at = at.replace(tzinfo=self.policy.tz)
-            results.append(TestResult(i, who, t.url, t.expect, self.policy.decide_url(profile, t.url, at)))
+            ruling = decide(self, ident, facts_for_url(t.url), at)
+            results.append(TestResult(i, who, t.url, t.expect, ruling.decision))
         return results
 
 

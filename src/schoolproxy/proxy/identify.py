@@ -111,13 +111,11 @@ class Identify:
             return self._apply(flow, snap, self._identity(snap, entry, logon), remember_connection)
         if logon is not None:
             return self._apply(flow, snap, self._feed_identity(snap, logon), remember_connection)
-        ident = snap.subnets.lookup(ip)
-        if ident is None:
-            pa = snap.config.identity.proxy_auth
-            if explicit and snap.authenticator is not None and pa is not None and pa.required:
-                return self._challenge(flow, snap)
-            ident = snap.resolver.unidentified()
-        return self._apply(flow, snap, ident, remember_connection)
+        pa = snap.config.identity.proxy_auth
+        if explicit and snap.authenticator is not None and pa is not None and pa.required \
+                and snap.subnets.lookup(ip) is None:
+            return self._challenge(flow, snap)
+        return self._apply(flow, snap, snap.subnets.identity_of(ip), remember_connection)
 
     def _apply(self, flow: http.HTTPFlow, snap: Snapshot, ident: Identity | None, remember: bool) -> None:
         if ident is None:
