@@ -10,7 +10,7 @@ from schoolproxy.identity.profiles import Identity
 from schoolproxy.proxy import enforce
 from schoolproxy.proxy.enforce import Enforce
 from schoolproxy.proxy.identify import IDENTITY
-from schoolproxy.snapshot import Engine
+from schoolproxy.snapshot import SnapshotHolder
 
 PUPIL = Identity("pupil1", "pupil", "proxy-auth", "group year4")
 STAFF = Identity("teacher1", "staff", "proxy-auth", "user teacher1")
@@ -18,11 +18,10 @@ STAFF = Identity("teacher1", "staff", "proxy-auth", "user teacher1")
 
 @pytest.fixture
 def addon(school):
-    engine = Engine()
-    engine.load(school)
+    snapshots = SnapshotHolder()
+    snapshots.load(school)
     published = []
-    engine.bus.subscribe(published.append)
-    a = Enforce(engine)
+    a = Enforce(snapshots, published.append)
     a.published = published
     return a
 
@@ -138,7 +137,7 @@ def test_sni_naming_a_blocked_site_is_not_passed_through(addon):
 
 
 def test_internal_error_fails_closed(addon, monkeypatch):
-    monkeypatch.setattr(addon.engine.snapshot.policy, "decide", mock.Mock(side_effect=RuntimeError("boom")))
+    monkeypatch.setattr(addon.snapshots.snapshot.policy, "decide", mock.Mock(side_effect=RuntimeError("boom")))
     f = request_flow("http://learning.test/")
     with taddons.context(addon):
         addon.requestheaders(f)

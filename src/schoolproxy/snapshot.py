@@ -20,10 +20,8 @@ from schoolproxy.filtering.listcache import LIST_FILES, load_compiled
 from schoolproxy.filtering.lists import CategoryLists, ListError, load_metadata
 from schoolproxy.filtering.policy import Decision, Policy
 from schoolproxy.identity.directory import Directory, read_secret
-from schoolproxy.identity.logons import LogonTable
 from schoolproxy.identity.profiles import Authenticator, Identity, LocalThenDirectory, ProfileResolver, SubnetMap
 from schoolproxy.identity.userfile import UsersFile
-from schoolproxy.verdict import VerdictBus
 
 log = logging.getLogger(__name__)
 
@@ -178,29 +176,13 @@ def worker_from_env() -> tuple[int, int]:
     return (i, n) if 0 <= i < n else (0, 1)
 
 
-class Engine:
-    """Holds the running snapshot and the verdict bus; shared by the addons of one proxy."""
+class SnapshotHolder:
+    """The running snapshot. Readers take ``holder.snapshot`` once per request and keep that one; a reload
+    builds a new snapshot beside it and swaps the reference."""
 
     def __init__(self) -> None:
         self.snapshot: Snapshot | None = None
         self.config_path: Path | None = None
-        self.bus = VerdictBus()
-        self.reloads = {"ok": 0, "refused": 0}
-        #: The running records writer, if any (metrics read its counters).
-        self.record_writer = None
-        #: ip → user from the logon feed; set by the logon-feed addon when the config enables it.
-        self.logons: LogonTable | None = None
-        self.logon_feed = None
-        self.alert_service = None
-        #: Sign-in outcomes beyond success, for the metrics.
-        self.auth_stats = {"failed": 0, "unverified": 0, "slowed": 0, "guessing_reports": 0}
-        #: This process's number among ``schoolproxy run --workers N`` (0 of 1 when run alone).
-        self.worker, self.workers = worker_from_env()
-
-    @property
-    def primary(self) -> bool:
-        """Worker 0 (or the only process): runs what must happen once (logon feed, delivery, purge)."""
-        return self.worker == 0
 
     def load(self, config_path: str | Path) -> Snapshot:
         self.config_path = Path(config_path)
@@ -224,4 +206,3 @@ class Engine:
 
     def swap(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
-        self.reloads["ok"] += 1

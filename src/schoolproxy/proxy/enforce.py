@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mitmproxy import connection, http, tls
@@ -28,7 +29,7 @@ from schoolproxy.filtering import blockpage, safesearch
 from schoolproxy.filtering.decide import Handling, RequestFacts, Ruling, Stage, decide
 from schoolproxy.identity.profiles import Identity
 from schoolproxy.proxy.identify import IDENTITY
-from schoolproxy.snapshot import Engine, Snapshot
+from schoolproxy.snapshot import Snapshot, SnapshotHolder
 from schoolproxy.verdict import Verdict, new_reference
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,10 @@ class _Tunnel:
 
 
 class Enforce:
-    def __init__(self, engine: Engine):
-        self.engine = engine
+    def __init__(self, snapshots: SnapshotHolder, publish: Callable[[Verdict], None]):
+        self.snapshots = snapshots
+        #: Where finished verdicts go (the verdict bus: records, alerts, metrics).
+        self.publish = publish
         self.tunnels: weakref.WeakKeyDictionary[connection.Client, _Tunnel] = weakref.WeakKeyDictionary()
 
     # -- CONNECT ----------------------------------------------------------------------------------
@@ -67,7 +70,7 @@ class Enforce:
             verdict = self._verdict(facts, ruling, snap, req.timestamp_start, layer="connect", status=403)
             flow.response = http.Response.make(
                 403, f"Blocked by the school's internet filter (reference {verdict.ref}).\n", _TEXT)
-            self.engine.bus.publish(verdict)
+            self.publish(verdict)
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         if data.ignore_connection:
@@ -89,7 +92,7 @@ class Enforce:
             ruling = decide(snap, tunnel.identity, facts)
         if ruling.handling is Handling.PASSTHROUGH:
             data.ignore_connection = True
-            self.engine.bus.publish(self._verdict(facts, ruling, snap, time.time(), layer="tls-passthrough"))
+            self.publish(self._verdict(facts, ruling, snap, time.time(), layer="tls-passthrough"))
         # Otherwise the connection is intercepted and each request inside gets its own decision.
 
     # -- requests ---------------------------------------------------------------------------------
@@ -142,13 +145,13 @@ class Enforce:
                                      rule="upstream-block", reason="blocked by the upstream filter")
         else:
             verdict = draft._replace(status=resp.status_code, bytes=size, duration=duration)
-        self.engine.bus.publish(verdict)
+        self.publish(verdict)
 
     def error(self, flow: http.HTTPFlow) -> None:
         draft = flow.metadata.pop(VERDICT, None)
         if draft is None:
             return
-        self.engine.bus.publish(draft._replace(
+        self.publish(draft._replace(
             error=str(flow.error)[:200] if flow.error else "error",
             duration=max(0.0, time.time() - flow.request.timestamp_start)))
 
@@ -160,7 +163,7 @@ class Enforce:
 
     # -- helpers ----------------------------------------------------------------------------------
     def _snapshot(self) -> Snapshot:
-        snap = self.engine.snapshot
+        snap = self.snapshots.snapshot
         assert snap is not None, "schoolproxy configuration not loaded"
         return snap
 

@@ -33,7 +33,6 @@ from mitmproxy.addons import (
 )
 
 from schoolproxy.proxy import make_addons
-from schoolproxy.snapshot import Engine
 
 
 class HookIndex(addonmanager.AddonManager):
@@ -113,8 +112,7 @@ def _report(error: Exception) -> None:
         raise error
 
 
-def lean_master(opts: options.Options, engine: Engine | None = None, verbose: bool = False,
-                policy: bool = True) -> master.Master:
+def lean_master(opts: options.Options, verbose: bool = False, policy: bool = True) -> master.Master:
     """The lean proxy; ``policy=False`` leaves out schoolproxy's own addons (the benchmark's baseline)."""
     m = master.Master(opts, with_termlog=False)
     opts.changed.disconnect(m.addons._configure_all)  # the stock manager it replaces (still empty)
@@ -131,7 +129,7 @@ def lean_master(opts: options.Options, engine: Engine | None = None, verbose: bo
         tlsconfig.TlsConfig(),
         upstream_auth.UpstreamAuth(),
         onboarding.Onboarding(),     # http://mitm.it serves the CA certificate to devices
-        *(make_addons(engine) if policy else ()),
+        *(make_addons() if policy else ()),
         errorcheck.ErrorCheck(repeat_errors_on_stderr=True),
     )
     if verbose:
