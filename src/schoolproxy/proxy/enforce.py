@@ -27,7 +27,7 @@ from mitmproxy import connection, http, tls
 from schoolproxy.filtering import blockpage, safesearch
 from schoolproxy.filtering.decide import Handling, RequestFacts, Ruling, Stage, decide
 from schoolproxy.identity.profiles import Identity
-from schoolproxy.proxy.identify import IDENTITY
+from schoolproxy.proxy.identify import EXPLICIT_MODES, IDENTITY
 from schoolproxy.proxy.internals import local_response
 from schoolproxy.snapshot import Snapshot, SnapshotHolder
 from schoolproxy.verdict import Verdict, new_reference
@@ -111,15 +111,13 @@ class Enforce:
         started = time.perf_counter()
         snap = self._snapshot()
         req = flow.request
-        tunnel = self.tunnels.get(flow.client_conn)
-        identity = flow.metadata.get(IDENTITY)
-        if tunnel is None:
-            facts = RequestFacts(Stage.REQUEST, flow.client_conn.peername[0], req.host, req.port, req.method,
-                                 req.scheme, req.path or "/", req.host_header)
-        else:
-            identity = identity or tunnel.identity
-            facts = RequestFacts(Stage.REQUEST, flow.client_conn.peername[0], req.host, req.port, req.method,
-                                 req.scheme, req.path or "/", req.host_header, tunnel.host, tunnel.sni)
+        client = flow.client_conn
+        tunnel = self.tunnels.get(client)
+        facts = RequestFacts(
+            Stage.REQUEST, client.peername[0], req.host, req.port, req.method, req.scheme, req.path or "/",
+            authority=req.host_header, connect_host=tunnel.host if tunnel else None,
+            sni=tunnel.sni if tunnel else None, transparent=not isinstance(client.proxy_mode, EXPLICIT_MODES))
+        identity = flow.metadata.get(IDENTITY) or (tunnel.identity if tunnel else None)
         ruling = decide(snap, identity, facts)
         decided = time.perf_counter() - started
         if ruling.handling is Handling.BLOCK_PAGE:

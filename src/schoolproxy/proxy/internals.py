@@ -124,7 +124,7 @@ class LocalResponseData(http.ResponseData):
 
 def local_response(status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...]) -> http.Response:
     """The object ``Response.make`` would build, from bytes and ready-encoded headers, without its text
-    encoding, header conversion and type check (~8x cheaper for a block page)."""
+    encoding, header conversion and type check: a block page may be served at the full request rate."""
     now = time.time()
     resp = http.Response.__new__(http.Response)
     resp.data = LocalResponseData(
