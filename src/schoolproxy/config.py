@@ -42,6 +42,9 @@ class ProxySettings(_Model):
     upstream: str | None = None
     #: Where mitmproxy keeps its CA (the certificate clients must trust for HTTPS interception).
     ca_dir: Path = Path("../var/ca")
+    #: CA certificates (PEM) that sites' HTTPS certificates are checked against instead of the public
+    #: ones: for an upstream filter that inspects HTTPS and re-signs it with its own CA.
+    upstream_ca: Path | None = None
     #: Text that identifies the upstream filter's own block page (in a 403/451 HTML answer); such a
     #: request is recorded as blocked upstream and raises a critical alert.
     upstream_block_markers: list[NonEmpty] = [

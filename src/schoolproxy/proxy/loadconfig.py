@@ -7,6 +7,7 @@ file, key path and problem. It also checks and applies what the YAML says about 
   refuses to start — a typo must never open a path around Smoothwall. (``schoolproxy run`` sets the
   mode from the YAML; with mitmdump, pass ``--mode upstream:URL``.)
 - lazy upstream connections, so a blocked, unreachable host gets the block page rather than a 502;
+- ``proxy.upstream_ca``: the CA that sites' certificates are checked against, if not the public ones;
 - the CA directory, when mitmproxy's default is in use.
 """
 
@@ -57,6 +58,8 @@ class LoadConfig:
     @staticmethod
     def _apply_proxy_options(config) -> None:
         wanted: dict[str, object] = {"connection_strategy": "lazy"}
+        if config.proxy.upstream_ca is not None:
+            wanted["ssl_verify_upstream_trusted_ca"] = str(config.path(config.proxy.upstream_ca))
         confdir = str(config.path(config.proxy.ca_dir))
         if ctx.options.confdir == "~/.mitmproxy":
             Path(confdir).mkdir(parents=True, exist_ok=True)
