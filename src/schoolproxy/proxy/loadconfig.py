@@ -8,7 +8,7 @@ file, key path and problem. It also checks and applies what the YAML says about 
   mode from the YAML; with mitmdump, pass ``--mode upstream:URL``.)
 - lazy upstream connections, so a blocked, unreachable host gets the block page rather than a 502;
 - ``proxy.upstream_ca``: the CA that sites' certificates are checked against, if not the public ones;
-- the CA directory, when mitmproxy's default is in use.
+- the CA directory, when mitmproxy's default is in use, with an ECDSA CA created there if it has none.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from schoolproxy.config import ConfigError
 from schoolproxy.metrics import Scraped
+from schoolproxy.proxy.internals import create_ca
 from schoolproxy.snapshot import SnapshotHolder
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,10 @@ class LoadConfig:
         wanted: dict[str, object] = {"connection_strategy": "lazy"}
         if config.proxy.upstream_ca is not None:
             wanted["ssl_verify_upstream_trusted_ca"] = str(config.path(config.proxy.upstream_ca))
-        confdir = str(config.path(config.proxy.ca_dir))
+        confdir = config.path(config.proxy.ca_dir)
         if ctx.options.confdir == "~/.mitmproxy":
-            Path(confdir).mkdir(parents=True, exist_ok=True)
-            wanted["confdir"] = confdir
+            create_ca(confdir)  # an ECDSA CA, unless the directory has one (see internals.create_ca)
+            wanted["confdir"] = str(confdir)
         changed = {k: v for k, v in wanted.items() if getattr(ctx.options, k) != v}
         if changed:
             ctx.options.update(**changed)
