@@ -81,5 +81,5 @@ def test_roles_from_directory_groups_and_none_without_a_role(config):
 def test_config_refuses_staff_concerns_routed_beyond_the_head():
     with pytest.raises(ConfigError, match="routes.staff"):
         parse_config(BASE + "alerts: {routes: {staff: [head, dsl]}}\n", Path("t.yaml"))
-    with pytest.raises(ConfigError, match=r"people.office.roles\[0\]: Input should be .dsl.):
+    with pytest.raises(ConfigError, match=r"people.office.roles\[0\]: Input should be 'dsl'"):
         parse_config(BASE.replace("roles: [office]", "roles: [janitor]"), Path("t.yaml"))
