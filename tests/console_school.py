@@ -129,3 +129,34 @@ class Browser:
     def signin(self, username: str, password: str = PASSWORD):
         self.get("/signin")
         return self.post("/signin", {"username": username, "password": password})
+
+
+class World:
+    """A test school with its console app and database."""
+
+    def __init__(self, root: Path, database: str | None = None, **kw):
+        from schoolproxy.console import create_app
+        self.root = root
+        self.config = make_console_school(root, database, **kw)
+        self.cfg, self.db = open_db(self.config)
+        self.app = create_app(self.config, self.db)
+
+    def browser(self, user: str | None = None) -> Browser:
+        b = Browser(self.app)
+        if user is not None:
+            r = b.signin(user)
+            assert r.status_code == 303, b.last[:3000]
+        return b
+
+    def alert(self, **kw) -> dict:
+        return add_alert(self.db, self.cfg, **kw)
+
+    def audit_rows(self) -> list[dict]:
+        from sqlalchemy import select
+
+        from schoolproxy.records.schema import access_audit
+        with self.db.connect() as conn:
+            return [dict(r) for r in conn.execute(select(access_audit).order_by(access_audit.c.id)).mappings()]
+
+    def alert_row(self, ref: str) -> dict:
+        return store.get_alert(self.db, ref)[0]

@@ -58,7 +58,7 @@ def add():
     except (ValueError, RegisterError) as e:
         message = str(e).replace("--logon", "the logon").replace("--person", "the person's name")
         message = re.sub(r"; end that visit first.*$", ": end or cancel that visit first.", message)
-        return _page(message[:1].upper() + message[1:], 400, form)
+        return _page(message[:1].upper() + message[1:].rstrip(".") + ".", 400, form)
     current_app.extensions["schoolproxy_console"].notices.add(
         web.session().id, f"Registered: {visit.logon} is {visit.person} on {words.uk_date(visit.starts, tz)} from "
         f"{words.uk_time(visit.starts, tz)} to {words.uk_time(visit.ends, tz)}.")
