@@ -31,24 +31,24 @@ PEOPLE = {
 MIS_CSV = "Logon,Forename,Surname,Reg Group\npupil1,Jamie,Smith,Year 4\npupil2,Jamie,Jones,Year 6\n"
 
 
-def people_yaml() -> str:
+def people_yaml(people: dict = PEOPLE) -> str:
     lines = ["people:"]
-    for logon, (name, roles) in PEOPLE.items():
+    for logon, (name, roles) in people.items():
         lines.append(f"  {logon}: {{name: {name}, roles: [{', '.join(roles)}]}}")
     return "\n".join(lines) + "\n"
 
 
 def make_console_school(root: Path, database: str | None = None, extra: str = "", console_extra: str = "",
-                        alerts_extra: str = "") -> Path:
+                        alerts_extra: str = "", names: str = "{mis_csv: pupils.csv}", people: dict = PEOPLE) -> Path:
     database = database or f"sqlite:///{root / 'records.db'}"
     (root / "console-users.htpasswd").write_text("".join(f"{u}:{hash_pw(PASSWORD)}\n" for u in PEOPLE))
     (root / "pupils.csv").write_text(MIS_CSV)
-    text = people_yaml() + textwrap.dedent(f"""\
+    text = people_yaml(people) + textwrap.dedent(f"""\
         console:
           listen: "127.0.0.1:{free_port()}"
           users_file: console-users.htpasswd
           state_dir: console-state
-          names: {{mis_csv: pupils.csv}}
+          names: {names}
         """) + textwrap.indent(textwrap.dedent(console_extra), "  ") + textwrap.dedent(f"""\
         alerts:
           phrases: {ROOT / 'filterlists' / 'phrases'}

@@ -8,7 +8,7 @@ The directory::
     dc=school,dc=test
       ou=people    jsmith (pupil), bjones (pupil), amiller (staff), head (staff),
                    Supply1, Student1 (shared logons), oldpupil (disabled: employeeType=disabled);
-                   pupils have a displayName and their class in departmentNumber (AD: department)
+                   with a displayName, and pupils their class in departmentNumber (AD: department)
       ou=groups    pupils ⊃ year4 ⊃ jsmith; pupils ⊃ year6 ⊃ bjones      (nested groups)
                    staff ⊃ teaching-staff ⊃ amiller; staff ⊃ head         (nested groups)
                    supply ⊃ Supply1, Student1
@@ -32,7 +32,8 @@ SERVICE_PASSWORD = "service-pass-123"
 PASSWORD = "Dir3ctory-pass"
 
 #: displayName and class (departmentNumber; AD keeps it in department) as a school's directory has them.
-CLASSES = {"jsmith": ("Jamie Smith", "Year 4"), "bjones": ("Billie Jones", "Year 6")}
+DISPLAY = {"jsmith": ("Jamie Smith", "Year 4"), "bjones": ("Billie Jones", "Year 6"), "amiller": ("Mrs A Miller", None),
+           "head": ("Mr P Head", None)}
 PEOPLE = {  # uid: (cn, employeeType)
     "jsmith": ("Jamie Smith", "pupil"),
     "bjones": ("Billie Jones", "pupil"),
@@ -71,7 +72,7 @@ def _ldif() -> str:
     for uid, (cn, kind) in PEOPLE.items():
         out.append(f"dn: uid={uid},ou=people,{BASE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {cn}\n"
                    f"sn: {cn.split()[-1]}\nemployeeType: {kind}\nuserPassword: {PASSWORD}\n"
-                   + ("displayName: {}\ndepartmentNumber: {}\n".format(*CLASSES[uid]) if uid in CLASSES else ""))
+                   + _display(uid))
     for cn, members in GROUPS.items():
         lines = [f"dn: cn={cn},ou=groups,{BASE}", "objectClass: groupOfNames", f"cn: {cn}"]
         for m in members:
@@ -79,6 +80,13 @@ def _ldif() -> str:
             lines.append(f"member: {dn}")
         out.append("\n".join(lines) + "\n")
     return "\n".join(out)
+
+
+def _display(uid: str) -> str:
+    if uid not in DISPLAY:
+        return ""
+    name, group = DISPLAY[uid]
+    return f"displayName: {name}\n" + (f"departmentNumber: {group}\n" if group else "")
 
 
 class Slapd:

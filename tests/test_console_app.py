@@ -172,7 +172,7 @@ def test_security_headers_on_every_page(world):
         h = r.headers
         assert "script-src 'self'" in h["Content-Security-Policy"] and "frame-ancestors 'none'" in h["Content-Security-Policy"]
         assert h["X-Frame-Options"] == "DENY" and h["Cache-Control"] == "no-store"
-        assert h["Referrer-Policy"] == "no-referrer" and h["X-Content-Type-Options"] == "nosniff"
+        assert h["Referrer-Policy"] == "same-origin" and h["X-Content-Type-Options"] == "nosniff"
 
 
 @pytest.mark.parametrize("path,status", [

@@ -32,7 +32,7 @@ def test_lines_for_visits_circumvention_and_the_upstream_filter():
     visit = alert(rule="category:adult", theme="pornography", search_term=None,
                   evidence="tried to visit adultsite.test (category adult)", device=None)
     assert words.alert_line(visit, "jsmith", None, TZ, TODAY) == \
-        "jsmith tried to visit adultsite.test (adult) at 10:42 — pornography, high"
+        "jsmith tried to visit adultsite.test (adult content) at 10:42 — pornography, high"
     upstream = alert(rule="upstream-block", theme="upstream-block", severity="critical", search_term=None,
                      evidence="the upstream filter blocked bad.test (record X); the content is not kept or shown here")
     assert "was stopped by the school's upstream filter at bad.test" in \

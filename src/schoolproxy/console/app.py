@@ -9,6 +9,7 @@ from ``current_app.extensions["schoolproxy_console"]``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import hmac
@@ -28,7 +29,7 @@ from schoolproxy.console import web, words
 from schoolproxy.console.sessions import COOKIE, Sessions
 from schoolproxy.console.signin import Throttle, account_key
 from schoolproxy.console.state import Live
-from schoolproxy.monitoring.access import viewer_for
+from schoolproxy.monitoring.access import Viewer, viewer_for
 from schoolproxy.monitoring.message import label as theme_label
 
 log = logging.getLogger("schoolproxy.console")
@@ -38,12 +39,14 @@ MAX_USERNAME_FIELD = 256
 MAX_PASSWORD_FIELD = 1024
 _NEXT = re.compile(r"^/(alerts/[0-9A-Za-z-]{1,20}|inbox|people|register|weekly|decisions|health|audit|export)?$")
 OPEN = frozenset({"signin", "signout", "static"})   # endpoints that need no session
+#: Where each person starts: the first of these their role opens.
+HOME_ORDER = ("alerts.inbox", "office.register", "school.health_page", "school.weekly", "school.decisions")
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 HEADERS = {
     "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer", "Cache-Control": "no-store", "Pragma": "no-cache",
+    "Referrer-Policy": "same-origin",   # (no-referrer would make Chromium send "Origin: null" on our own forms) "Cache-Control": "no-store", "Pragma": "no-cache",
     "Strict-Transport-Security": "max-age=31536000",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
     "Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Resource-Policy": "same-origin",
@@ -103,7 +106,7 @@ def create_app(config_path: str | Path, db: Engine, console_cert: Path | None = 
                             status, request.remote_addr)
             target = request.path if request.method == "GET" and _NEXT.match(request.path) else None
             return redirect(url_for("signin", why=status if status != "none" else None, next=target), 303)
-        v = viewer_for(g.state.config, s.username, s.groups)
+        v = _with_name(viewer_for(g.state.config, s.username, s.groups))
         if v is None:
             console.sessions().end(request.cookies.get(COOKIE, ""))
             raise web.Refused(403, "No role in the console", "Your account no longer has a role in the console. "
@@ -151,9 +154,9 @@ def create_app(config_path: str | Path, db: Engine, console_cert: Path | None = 
 
     @app.get("/")
     def home():
-        for page in web.PAGES:
-            if page.allowed(g.state, g.viewer):
-                return redirect(url_for(page.endpoint), 303)
+        for endpoint in HOME_ORDER:
+            if web.page_allowed(endpoint):
+                return redirect(url_for(endpoint), 303)
         raise web.Refused(403, "No pages", "Your role has no pages in the console.")
 
     @app.route("/signin", methods=["GET", "POST"])
@@ -211,6 +214,15 @@ def create_app(config_path: str | Path, db: Engine, console_cert: Path | None = 
     return app
 
 
+def _with_name(v: Viewer | None) -> Viewer | None:
+    """Someone given a role by a directory group has no name in ``people:``: their directory display name
+    is stamped on what they do instead of their logon."""
+    if v is None or v.name.lower() != v.username:
+        return v
+    name = g.state.names.name(v.username)
+    return dataclasses.replace(v, name=name.display) if name.source != "logon" else v
+
+
 def _change_allowed(s) -> bool:
     """A change must carry the session's CSRF token, and come from this console if the browser says where
     it came from (Origin)."""
@@ -240,4 +252,5 @@ def _filters(app: Flask) -> None:
             return getattr(words, name)(t, web.tz(), *a) if t is not None else ""
         return f
     app.jinja_env.filters.update(uk_date=local("uk_date"), uk_time=local("uk_time"),
-                                 uk_datetime=local("uk_datetime"), plain=words.plain, theme=theme_label)
+                                 uk_datetime=local("uk_datetime"), plain=words.plain, theme=theme_label,
+                                 engine=lambda host: words.engine_name(host) or words.plain(host, 80))

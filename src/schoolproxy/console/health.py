@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import and_, exists, func, select
@@ -108,7 +109,7 @@ def proxy_check(state: State) -> tuple[Check, list[dict[str, float]]]:
     details.append(f"{int(active)} people browsing in the last five minutes")
     loaded = max((a.get("schoolproxy_config_loaded_timestamp_seconds", 0) for a in answers), default=0)
     if loaded:
-        details.append(f"configuration loaded {dt.datetime.fromtimestamp(loaded, UTC):%d/%m/%Y %H:%M} UTC")
+        details.append(f"configuration loaded {_local(state, dt.datetime.fromtimestamp(loaded, UTC))}")
     return Check("The filter (proxy)", True, "Running.", details), answers
 
 
@@ -117,7 +118,7 @@ def records_check(state: State, now: dt.datetime) -> Check:
     waiting = _size(spool)
     with state.db.connect() as conn:
         latest = conn.execute(select(func.max(requests.c.time))).scalar()
-    details = [f"newest record: {aware(latest):%d/%m/%Y %H:%M} UTC" if latest else "no records yet"]
+    details = [f"newest record: {_local(state, latest)}" if latest else "no records yet"]
     if waiting:
         return Check("Records of browsing", False, f"{waiting / 1e6:.1f} MB of records are waiting on disk for "
                      f"the database (they are kept and written when it can take them).", details)
@@ -137,7 +138,7 @@ def delivery_check(state: State, now: dt.datetime) -> Check:
     unsent = undelivered_high(state, now)
     details = [f"ways of sending: {', '.join(channels) or 'none set up'}",
                f"waiting to be sent: {pending}" + (f" ({failing} after failed attempts)" if failing else ""),
-               f"last sent: {aware(last_sent):%d/%m/%Y %H:%M} UTC" if last_sent else "nothing sent yet"]
+               f"last sent: {_local(state, last_sent)}" if last_sent else "nothing sent yet"]
     if last_error:
         details.append(f"last error: {last_error[:200]}")
     missing = sorted({t for targets in s.routes.values() for t in targets} - set(s.recipients))
@@ -218,6 +219,10 @@ def checks(state: State, console_cert: Path | None = None, now: dt.datetime | No
     proxy, answers = proxy_check(state)
     return [proxy, delivery_check(state, now), records_check(state, now), directory_check(state, answers),
             lists_check(state, now), certificate_check(state, now, console_cert)]
+
+
+def _local(state: State, t: dt.datetime) -> str:
+    return f"{aware(t).astimezone(ZoneInfo(state.config.timezone)):%d/%m/%Y %H:%M}"
 
 
 def _size(directory: Path) -> int:

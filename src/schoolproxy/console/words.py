@@ -89,8 +89,13 @@ def short_theme(theme: str) -> str:
     return _SHORT_THEME.get(theme, theme.replace("-", " ") if theme != "self-harm" else theme)
 
 
+_CATEGORY_WORDS = {"helpsites": "help site", "vpn-proxy": "VPN or proxy", "doh": "encrypted DNS (DoH)",
+                   "ip-address": "bare IP address", "adult": "adult content"}
+
+
 def category_words(category: str | None) -> str:
-    return (category or "").replace("-", " ").replace("_", " ")
+    category = category or ""
+    return _CATEGORY_WORDS.get(category, category.replace("-", " ").replace("_", " "))
 
 
 def engine_name(host: str | None) -> str | None:
@@ -165,8 +170,9 @@ def why(alert: dict, threshold: int | None, throttle_minutes: int, sent_at_once:
         n = alert["repeats"]
         out.append(f"It happened {n} more time{'s' if n != 1 else ''} within {throttle_minutes} minutes; "
                    f"those are counted on this alert rather than raising new ones.")
-    out.append(f"Severity {alert['severity']}: " + ("sent to the people responsible at once."
-                                                   if sent_at_once else "listed in the weekly report."))
+    out.append(f"Severity {alert['severity']}: " + ("alerts like this are sent to the people responsible at once "
+                                                   "(see 'Who was told')." if sent_at_once
+                                                   else "alerts like this wait for the weekly report."))
     return out
 
 
