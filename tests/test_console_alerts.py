@@ -205,3 +205,14 @@ def test_the_incident_log_works_the_same_on_postgresql(tmp_path, pg_url):
     assert world.alert_row(a["ref"])["status"] == "acknowledged"
     assert any(r["viewer"] == "Mr C Lead (lead1)" for r in world.audit_rows())
     world.db.dispose()
+
+
+def test_a_concern_about_an_unidentified_device_names_its_address(world):
+    a = world.alert(username=None, client_ip="10.0.20.15", role="pupil")
+    add_record(world.db, username=None, client_ip="10.0.20.15", host="www.roblox.com")
+    add_record(world.db, username=None, client_ip="10.0.20.99", host="someone-else.test")
+    b = world.browser("dsl1")
+    b.get("/inbox")
+    assert "an unidentified computer (10.0.20.15) searched &#39;how to kill myself&#39;" in b.last
+    b.get(f"/alerts/{a['ref']}")
+    assert "www.roblox.com" in b.last and "someone-else.test" not in b.last

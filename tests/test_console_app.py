@@ -219,3 +219,58 @@ def test_the_log_holds_paths_never_query_strings(world, caplog):
 def test_everyone_in_the_people_list_can_sign_in(world):
     for logon in PEOPLE:
         assert world.browser(logon).get("/").status_code == 303
+
+
+def test_a_wifi_sign_in_page_can_use_the_same_accounts_and_throttle(tmp_path):
+    """The seam for a BYOD / Wi-Fi sign-in page: no console session needed, the same password checks."""
+    from flask import Blueprint, current_app, request
+
+    from schoolproxy.console import create_app
+    from console_school import make_console_school, open_db
+    wifi = Blueprint("wifi", __name__)
+
+    @wifi.post("/wifi")
+    def sign_in_device():
+        console = current_app.extensions["schoolproxy_console"]
+        attempt = console.throttle.begin(request.remote_addr, request.form["username"])
+        if not attempt.allowed:
+            return "wait", 429
+        checked = console.live.current().accounts.check(request.form["username"], request.form["password"])
+        if checked.outcome != "ok":
+            console.throttle.failed(attempt, request.remote_addr, request.form["username"])
+            return "no", 401
+        console.throttle.succeeded(attempt, checked.username)
+        return f"device tied to {checked.username}"
+
+    config = make_console_school(tmp_path)
+    _, db = open_db(config)
+    app = create_app(config, db, public=[wifi])
+    client = app.test_client()
+    ok = client.post("/wifi", data={"username": "pupil1", "password": PASSWORD}, base_url="https://console.test")
+    assert ok.status_code == 200 and ok.get_data(as_text=True) == "device tied to pupil1"
+    assert "script-src 'self'" in ok.headers["Content-Security-Policy"]
+    for _ in range(5):
+        client.post("/wifi", data={"username": "pupil1", "password": "x"}, base_url="https://console.test")
+    assert client.post("/wifi", data={"username": "pupil1", "password": PASSWORD},
+                       base_url="https://console.test").status_code == 429
+    assert client.get("/inbox", base_url="https://console.test").status_code == 303   # the console still needs signing in
+
+
+def test_a_new_mis_export_is_read_without_a_restart(world, monkeypatch):
+    monkeypatch.setattr(console_state, "CHECK_EVERY", 0.0)
+    world.alert()
+    b = world.browser("dsl1")
+    b.get("/inbox")
+    assert "Jamie Smith (Year 4)" in b.last
+    (world.root / "pupils.csv").write_text("Logon,Forename,Surname,Reg Group\npupil1,Jamie,Smith,Year 5\n")
+    b.get("/inbox")
+    assert "Jamie Smith (Year 5)" in b.last
+
+
+def test_the_console_command_refuses_a_wildcard_address(world):
+    import subprocess
+
+    from proxyproc import BIN
+    r = subprocess.run([str(BIN / "schoolproxy"), "console", "--config", str(world.config), "--listen", "0.0.0.0:8443"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--listen: " in r.stderr and "not every interface" in r.stderr

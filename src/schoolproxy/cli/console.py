@@ -17,6 +17,8 @@ def register(sub) -> None:
 
 def cmd_console(args) -> int:
     from schoolproxy.cli.common import open_records
+    from pydantic import ValidationError
+
     from schoolproxy.config import ConfigError, ConsoleSettings
     from schoolproxy.console import create_app
     from schoolproxy.console.certs import console_certificate
@@ -29,8 +31,8 @@ def cmd_console(args) -> int:
     if args.listen:
         try:
             console = ConsoleSettings.model_validate({**cfg.console.model_dump(), "listen": args.listen})
-        except ValueError as e:
-            raise ConfigError(f"--listen: {str(e).splitlines()[-1].strip()}") from None
+        except ValidationError as e:
+            raise ConfigError(f"--listen: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
         cfg = cfg.model_copy(update={"console": console})
     files = console_certificate(cfg)
     app = create_app(args.config, db, files.certificate)

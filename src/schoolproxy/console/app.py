@@ -1,10 +1,11 @@
 """The console as a Flask app: signing in and out, and what every request goes through before a page
 sees it — the session, the person's roles, CSRF on every change, and the security headers.
 
-Pages are blueprints (alerts, people, office, school); another page that needs the same sign-in — a
-Wi-Fi / BYOD page that ties a person to a device's address — is passed to :func:`create_app` as a blueprint
-and uses :class:`~schoolproxy.console.signin.Accounts` and :class:`~schoolproxy.console.signin.Throttle`
-from ``current_app.extensions["schoolproxy_console"]``.
+Pages are blueprints (alerts, people, office, school). A page for people who are not console users —
+a Wi-Fi / BYOD sign-in that ties a person to a device's address — is passed to :func:`create_app` in
+``public``: its endpoints need no console session (they keep the security headers and the limits), and it
+checks passwords with ``state.accounts`` (``live.current()``) and the same ``throttle``, both on
+``current_app.extensions["schoolproxy_console"]``.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 HEADERS = {
     "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
-    "Referrer-Policy": "same-origin",   # (no-referrer would make Chromium send "Origin: null" on our own forms) "Cache-Control": "no-store", "Pragma": "no-cache",
+    # (no-referrer would make Chromium send "Origin: null" with the console's own forms)
+    "Referrer-Policy": "same-origin", "Cache-Control": "no-store", "Pragma": "no-cache",
     "Strict-Transport-Security": "max-age=31536000",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
     "Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Resource-Policy": "same-origin",
@@ -77,7 +79,7 @@ class Console:
 
 
 def create_app(config_path: str | Path, db: Engine, console_cert: Path | None = None,
-               blueprints: Iterable[Blueprint] = ()) -> Flask:
+               blueprints: Iterable[Blueprint] = (), public: Iterable[Blueprint] = ()) -> Flask:
     from schoolproxy.console import alerts, office, people, school
     live = Live(config_path, db)
     app = Flask(__name__, static_folder="static", template_folder="templates")
@@ -87,8 +89,10 @@ def create_app(config_path: str | Path, db: Engine, console_cert: Path | None = 
     app.extensions["schoolproxy_console"] = console
     app.jinja_env.globals.update(csrf_field=web.csrf_field)
     _filters(app)
-    for bp in (alerts.bp, people.bp, office.bp, school.bp, *blueprints):
+    public = tuple(public)
+    for bp in (alerts.bp, people.bp, office.bp, school.bp, *blueprints, *public):
         app.register_blueprint(bp)
+    open_blueprints = frozenset(bp.name for bp in public)
 
     @app.before_request
     def signed_in():
@@ -97,7 +101,7 @@ def create_app(config_path: str | Path, db: Engine, console_cert: Path | None = 
         if len(request.query_string) > MAX_QUERY:
             raise web.Refused(414, "Address too long", "That address is far longer than any page of the console "
                               "uses, so it was refused. Nothing was changed.")
-        if request.endpoint in OPEN or request.endpoint is None:
+        if request.endpoint in OPEN or request.endpoint is None or request.blueprint in open_blueprints:
             return None
         s, status = console.sessions().find(request.cookies.get(COOKIE))
         if s is None:

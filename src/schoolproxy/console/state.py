@@ -69,22 +69,28 @@ def build_state(config: Config, db: Engine) -> State:
 
 
 class Live:
-    """The current State; looks at the config file at most every two seconds and rebuilds it on change."""
+    """The current State; looks at the config file (and the MIS export) at most every two seconds and
+    rebuilds it when either changes."""
 
     def __init__(self, config_path: str | Path, db: Engine, state: State | None = None):
         self.path = Path(config_path)
         self.db = db
-        self._stamp = self._file_stamp()
         self._state = state or build_state(load_config(self.path), db)
+        self._stamp = self._file_stamp()
         self._checked = time.monotonic()
         self._lock = threading.Lock()
 
     def _file_stamp(self):
-        try:
-            st = self.path.stat()
-            return st.st_mtime_ns, st.st_size, st.st_ino
-        except OSError:
-            return None
+        names = self._state.config.console.names.mis_csv
+        files = [self.path] + ([self._state.config.path(names)] if names is not None else [])
+        stamps = []
+        for f in files:
+            try:
+                st = f.stat()
+                stamps.append((st.st_mtime_ns, st.st_size, st.st_ino))
+            except OSError:
+                stamps.append(None)
+        return tuple(stamps)
 
     def current(self) -> State:
         now = time.monotonic()
@@ -95,13 +101,14 @@ class Live:
                 return self._state
             self._checked = now
             stamp = self._file_stamp()
-            if stamp is not None and stamp != self._stamp:
+            if stamp[0] is not None and stamp != self._stamp:
                 self._stamp = stamp
                 try:
                     config = load_config(self.path)
                     if config.database_url() != self._state.config.database_url():
                         raise ConfigError("records.database changed: restart the console to use the new database")
                     self._state = build_state(config, self.db)
+                    self._stamp = self._file_stamp()
                     log.info("console: configuration reloaded from %s", self.path)
                 except (ConfigError, NamesError) as e:
                     log.error("console: configuration change NOT applied, still using the previous one: %s", e)
