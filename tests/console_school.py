@@ -160,3 +160,10 @@ class World:
 
     def alert_row(self, ref: str) -> dict:
         return store.get_alert(self.db, ref)[0]
+
+
+def add_directory(config: Path, server) -> Path:
+    """Sign people in against ``server`` (a tests/directory_server.py slapd) as well."""
+    text = config.read_text().replace("  default_profile: pupil", server.yaml() + "  default_profile: pupil")
+    config.write_text(text)
+    return config

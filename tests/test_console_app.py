@@ -274,3 +274,17 @@ def test_the_console_command_refuses_a_wildcard_address(world):
     r = subprocess.run([str(BIN / "schoolproxy"), "console", "--config", str(world.config), "--listen", "0.0.0.0:8443"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--listen: " in r.stderr and "not every interface" in r.stderr
+
+
+def test_a_database_outage_is_said_plainly(tmp_path, pg_url):
+    import psycopg
+    from conftest import PG_ADMIN
+    w = World(tmp_path, database=pg_url)
+    b = w.browser("dsl1")
+    name = pg_url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    r = b.get("/inbox")
+    assert r.status_code == 503 and "The records database is not answering" in b.last
+    assert "Traceback" not in b.last and "psycopg" not in b.last
+    w.db.dispose()

@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from conftest import PASSWORD, require
-from console_school import PEOPLE, add_alert, add_record, make_console_school, open_db
+from console_school import PEOPLE, add_alert, add_directory, add_record, make_console_school, open_db
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from directory_server import PASSWORD as DIR_PASSWORD
@@ -113,8 +113,8 @@ def school(tmp_path, slapd):
         del people["head1"]
         config = make_console_school(tmp_path, names="{class_attribute: departmentNumber}", people=people,
                                      extra="role_groups: {dsl: [teaching-staff]}\n")
-        text = config.read_text().replace("  default_profile: pupil", slapd.yaml() + "  default_profile: pupil")
-        config.write_text(text.replace("upstream: null", f"upstream: {internet.proxy_url}"))
+        add_directory(config, slapd)
+        config.write_text(config.read_text().replace("upstream: null", f"upstream: {internet.proxy_url}"))
         cfg, db = open_db(config)
         yield internet, config, cfg, db, tmp_path
 

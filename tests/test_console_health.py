@@ -10,7 +10,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from console_school import World
+from console_school import World, add_directory
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from sqlalchemy import update
 
@@ -106,8 +106,7 @@ def test_list_age_and_certificate_expiry(tmp_path):
 
 def test_the_directory_check_asks_the_directory(own_slapd, tmp_path):
     w = World(tmp_path)
-    text = w.config.read_text().replace("  default_profile: pupil", own_slapd.yaml() + "  default_profile: pupil")
-    w.config.write_text(text)
+    add_directory(w.config, own_slapd)
     st = build_state(load_config(w.config), w.db)
     assert health.directory_check(st, []).ok
     own_slapd.stop()

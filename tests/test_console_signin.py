@@ -8,7 +8,7 @@ import threading
 
 import pytest
 from conftest import PASSWORD
-from console_school import make_console_school
+from console_school import add_directory, make_console_school
 from directory_server import PASSWORD as DIR_PASSWORD
 
 from schoolproxy.config import ConsoleSigninSettings, load_config
@@ -19,8 +19,8 @@ UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
 
 
-def accounts(tmp_path, extra: str = "") -> Accounts:
-    return Accounts(load_config(make_console_school(tmp_path, extra=extra)))
+def accounts(tmp_path) -> Accounts:
+    return Accounts(load_config(make_console_school(tmp_path)))
 
 
 def test_local_console_account_then_the_proxy_users_file(tmp_path):
@@ -35,11 +35,7 @@ def test_local_console_account_then_the_proxy_users_file(tmp_path):
 
 
 def test_school_account_in_the_directory_brings_its_groups(slapd, tmp_path):
-    make_console_school(tmp_path)
-    cfg_text = (tmp_path / "schoolproxy.yaml").read_text().replace(
-        "  default_profile: pupil", slapd.yaml() + "  default_profile: pupil")
-    (tmp_path / "schoolproxy.yaml").write_text(cfg_text)
-    a = Accounts(load_config(tmp_path / "schoolproxy.yaml"))
+    a = Accounts(load_config(add_directory(make_console_school(tmp_path), slapd)))
     checked = a.check("amiller", DIR_PASSWORD)
     assert checked.outcome == "ok" and checked.groups == {"teaching-staff", "staff"}
     assert a.check("amiller", "wrong").outcome == "wrong"
@@ -48,11 +44,7 @@ def test_school_account_in_the_directory_brings_its_groups(slapd, tmp_path):
 
 
 def test_directory_down_is_not_a_wrong_password(own_slapd, tmp_path):
-    make_console_school(tmp_path)
-    cfg_text = (tmp_path / "schoolproxy.yaml").read_text().replace(
-        "  default_profile: pupil", own_slapd.yaml() + "  default_profile: pupil")
-    (tmp_path / "schoolproxy.yaml").write_text(cfg_text)
-    a = Accounts(load_config(tmp_path / "schoolproxy.yaml"))
+    a = Accounts(load_config(add_directory(make_console_school(tmp_path), own_slapd)))
     own_slapd.stop()
     assert a.check("amiller", DIR_PASSWORD).outcome == "unavailable"
 

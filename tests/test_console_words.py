@@ -108,3 +108,9 @@ def test_adult_and_upstream_blocked_records_show_host_and_time_only():
 def test_terminal_escapes_and_bidi_overrides_become_visible_text():
     assert words.plain("red\x1b[31mtext\u202eevil\x00") == "red?[31mtext?evil?"
     assert words.plain("a" * 300, 10) == "a" * 9 + "…"
+
+
+def test_a_search_alert_never_shows_the_phrases_matched_only_what_was_typed():
+    a = alert(search_term=None, evidence='searched for "nudes" (matched: nudesy, send nudes; score 90)')
+    line = words.alert_line(a, "jsmith", {"host": "www.google.com"}, TZ, TODAY)
+    assert "nudesy" not in line and "searched for words on the watch list on Google" in line

@@ -92,14 +92,12 @@ def _detail(ref: str, error: str = "", status: int = 200):
     threshold = s.thresholds.get(alert.get("profile") or "") or s.thresholds.get(role)
     reasons = words.why(alert, threshold, s.throttle_minutes, alert["severity"] in s.immediate)
     found_evidence = data.evidence(st, alert, record)
-    hidden = words.is_hidden(record or {"rule": alert.get("rule")}, st.hidden_categories) \
-        or alert["theme"] in ("pornography", "upstream-block")
     summary = exports.cpoms_summary(alert, who, words.alert_sentence(alert, who, record, web.tz(), None), notes,
                                     web.tz(), st.config.school)
     audit(alert.get("username") or alert.get("client_ip") or "",
           f"alert {alert['ref']}" + (f" with browsing {minutes} minutes either side" if may_see else ""))
     return render("alert.html", status, alert=alert, who=who, line=line, notes=notes, sent=sent, minutes=minutes,
-                  entries=entries, may_see=may_see, reasons=reasons, evidence=found_evidence, hidden=hidden,
+                  entries=entries, may_see=may_see, reasons=reasons, evidence=found_evidence,
                   summary=summary, role=role, group_title=exports.GROUPS.get(role, ""), error=error,
                   choices=(15, 30, 60, 120), record=record, immediate=s.immediate,
                   no_channel=s.smtp is None and s.webhook is None)

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Flask, g, make_response, redirect, request, url_for
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from schoolproxy.console import web, words
@@ -149,9 +150,17 @@ def create_app(config_path: str | Path, db: Engine, console_cert: Path | None = 
 
     @app.errorhandler(Exception)
     def crashed(e: Exception):
-        log.exception("console: error on %s %s", request.method, request.path)
         if not hasattr(g, "state"):
             g.state = live.current()
+        if isinstance(e, SQLAlchemyError):
+            log.error("console: the records database is not answering (%s %s): %s", request.method, request.path,
+                      str(e).splitlines()[0][:300])
+            g.viewer = None   # nothing that needs the database on this page
+            return web.render("error.html", 503, title="The database is not answering",
+                              message="The records database is not answering, so nothing can be shown or saved "
+                                      "just now. Nothing was changed. Try again in a few minutes, and tell the "
+                                      "network manager if it goes on.")
+        log.exception("console: error on %s %s", request.method, request.path)
         return web.render("error.html", 500, title="Something went wrong",
                           message="The console hit a problem and did not finish. Nothing more was changed. Try "
                                   "again; if it keeps happening, tell the network manager.")

@@ -93,9 +93,11 @@ def evidence(state: State, alert: dict, record: dict | None) -> list[dict]:
     """Everything that raised or repeated the alert: the request that raised it (its own evidence), with
     the number of repeats counted on it."""
     host = (record or {}).get("host")
-    return [{"time": alert["time"], "text": alert["evidence"], "search_term": alert.get("search_term"),
-             "host": host, "engine": words.engine_name(host) or host, "ref": alert.get("request_ref"),
-             "raised": True}]
+    term = alert.get("search_term") if alert.get("rule") == "search-phrases" else None
+    # A search is shown as what the person typed; the rule's own evidence text (which names the phrases
+    # matched, not all of them typed) only for the other rules.
+    return [{"time": alert["time"], "search_term": term, "engine": words.engine_name(host) or host,
+             "text": None if term else alert["evidence"], "ref": alert.get("request_ref"), "raised": True}]
 
 
 def around(state: State, alert: dict, minutes: int) -> list[dict]:

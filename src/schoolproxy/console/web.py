@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from flask import abort, current_app, g, render_template
 from markupsafe import Markup
+from sqlalchemy.exc import SQLAlchemyError
 
 from schoolproxy.console.sessions import Session
 from schoolproxy.console.state import State
@@ -116,7 +117,10 @@ def render(template: str, status: int = 200, **values):
     from schoolproxy.console.health import delivery_warning
     st, v = g.state, g.get("viewer")
     nav = [(p.endpoint, p.title) for p in PAGES if v is not None and p.allowed(st, v)]
-    warning = delivery_warning(st) if v is not None else None
+    try:
+        warning = delivery_warning(st) if v is not None else None
+    except SQLAlchemyError:
+        warning = "The records database is not answering, so alerts cannot be shown or checked. Tell the network manager."
     notices = current_app.extensions["schoolproxy_console"].notices.take(g.session.id) \
         if g.get("session") is not None else []
     return render_template(template, nav=nav, viewer=v, school=st.config.school, warning=warning,

@@ -117,8 +117,10 @@ def what_happened(alert: dict, record: dict | None) -> str:
     """'searched 'how to kill myself' on Google' — the verb phrase of the inbox line."""
     rule = alert.get("rule") or ""
     host = alert_host(alert, record)
-    if rule == "search-phrases" and alert.get("search_term"):
+    if rule == "search-phrases":
         where = engine_name(host) or plain(host or "a website", 60)
+        if not alert.get("search_term"):
+            return f"searched for words on the watch list on {where}"
         return f"searched '{plain(alert['search_term'], 120)}' on {where}"
     if rule.startswith("category:"):
         m = _VISIT.match(alert.get("evidence") or "")
