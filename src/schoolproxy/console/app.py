@@ -266,4 +266,5 @@ def _filters(app: Flask) -> None:
         return f
     app.jinja_env.filters.update(uk_date=local("uk_date"), uk_time=local("uk_time"),
                                  uk_datetime=local("uk_datetime"), plain=words.plain, theme=theme_label,
-                                 engine=lambda host: words.engine_name(host) or words.plain(host, 80))
+                                 engine=lambda host: words.engine_name(host) or words.plain(host, 80),
+                                 category=words.category_words)
