@@ -419,6 +419,83 @@ class PersonSettings(_Model):
     email: str | None = None
 
 
+class ConsoleSigninSettings(_Model):
+    """Slowing password guessing at the console's sign-in page."""
+    #: Failed sign-ins to one account within ``window_minutes`` before each further try must wait
+    #: (30 s, doubling, up to the window), from any computer.
+    max_failures: int = Field(5, ge=1, le=1000)
+    #: The same, for all accounts tried from one computer (address).
+    max_failures_per_address: int = Field(20, ge=1, le=100_000)
+    window_minutes: int = Field(15, ge=1, le=24 * 60)
+
+
+class ConsoleNameSettings(_Model):
+    """Where people's display names and classes come from ("Jamie Smith (Year 4)" instead of jsmith)."""
+    #: A CSV exported from the school's MIS (SIMS, Arbor, Bromcom…) with a header row: a logon column
+    #: (logon/username/login), a name (display name, or forename + surname) and a class (class/reg
+    #: group/form/tutor group/year). Wins over the directory for the logons it lists.
+    mis_csv: Path | None = None
+    #: Directory (AD) attributes read for a person's name and class.
+    name_attribute: NonEmpty = "displayName"
+    class_attribute: NonEmpty = "department"
+
+
+def _host_port(v: str, example: str) -> tuple[str, int]:
+    host, sep, port = v.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"must be host:port on the gateway's admin address, e.g. {example}")
+    if host in ("0.0.0.0", "::", "*"):
+        raise ValueError("must be a specific admin address, not every interface")
+    return host, int(port)
+
+
+class ConsoleSettings(_Model):
+    """The safeguarding console (``schoolproxy console``): a web app for the DSL, the head and others."""
+    #: host:port on the gateway's admin address (HTTPS), never a wildcard address.
+    listen: str = "127.0.0.1:8443"
+    #: Names staff type to reach the console (console.school.local); put on its certificate beside the
+    #: listen address.
+    hostnames: list[NonEmpty] = []
+    #: The console's own certificate and key (PEM). Default: issued by the proxy's CA (proxy.ca_dir),
+    #: which school devices already trust, and renewed by itself.
+    certificate: Path | None = None
+    key: Path | None = None
+    #: Where the issued certificate is kept (private to the service).
+    state_dir: Path = Path("../var/console")
+    #: Local console accounts (bcrypt, as ``schoolproxy users add NAME --file FILE`` writes), for people
+    #: without a school account. School accounts sign in through the directory or the proxy's users file.
+    users_file: Path | None = None
+    #: Signed out after this long without using the console.
+    idle_minutes: int = Field(15, ge=1, le=8 * 60)
+    #: Signed out after this long whatever the activity.
+    session_hours: float = Field(10, gt=0, le=24)
+    #: The browsing shown either side of an alert (adjustable on the page).
+    timeline_minutes: int = Field(30, ge=1, le=240)
+    signin: ConsoleSigninSettings = ConsoleSigninSettings()
+    names: ConsoleNameSettings = ConsoleNameSettings()
+
+    @field_validator("listen")
+    @classmethod
+    def _admin_address(cls, v: str) -> str:
+        _host_port(v, "10.0.0.1:8443")
+        return v
+
+    @model_validator(mode="after")
+    def _certificate_pair(self) -> "ConsoleSettings":
+        if (self.certificate is None) != (self.key is None):
+            raise ValueError("give both certificate and key, or neither (a certificate from the proxy's CA)")
+        return self
+
+    @property
+    def host(self) -> str:
+        return _host_port(self.listen, "")[0]
+
+    @property
+    def port(self) -> int:
+        return _host_port(self.listen, "")[1]
+
+
 class BlockPageSettings(_Model):
     #: Who to tell, shown on the block page ("your teacher", an email address for staff).
     report_to: str = ""
@@ -443,6 +520,7 @@ class Config(_Model):
     people: dict[NonEmpty, PersonSettings] = {}
     #: Directory (AD) groups whose members hold a role, e.g. {dsl: [Safeguarding Team]}.
     role_groups: dict[StaffRole, list[NonEmpty]] = {}
+    console: ConsoleSettings = ConsoleSettings()
     tests: list[PolicyTestSettings] = []
 
     #: Directory of the config file; relative paths resolve against it. Set by :func:`load_config`.
