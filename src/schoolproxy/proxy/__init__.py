@@ -16,10 +16,12 @@ from schoolproxy.proxy.logonfeed import LogonFeed
 from schoolproxy.proxy.metrics import MetricsExporter
 from schoolproxy.proxy.record import Record
 from schoolproxy.proxy.reload import Reload
+from schoolproxy.proxy.transparent import PassthroughViaUpstream, Transparent
 from schoolproxy.snapshot import Engine
 
 
 def make_addons(engine: Engine | None = None) -> list[object]:
     engine = engine or Engine()
-    return [LoadConfig(engine), LogonFeed(engine), Identify(engine), Enforce(engine), Reload(engine), Record(engine), Alert(engine),
+    return [LoadConfig(engine), LogonFeed(engine), Transparent(engine), Identify(engine), Enforce(engine),
+            PassthroughViaUpstream(engine), Reload(engine), Record(engine), Alert(engine),
             MetricsExporter(engine), FreezeHeap()]

@@ -1,0 +1,36 @@
+"""The ``schoolproxy`` command. One module per command group; each adds its parsers in ``register``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from schoolproxy.cli import admin, alerts, decisions, lists, policy, register, reports, run
+from schoolproxy.cli.common import find_config
+from schoolproxy.config import ConfigError
+
+#: The order commands are listed in ``schoolproxy --help``.
+COMMANDS = (run, policy, lists, reports, register, decisions, alerts, admin)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="schoolproxy", description="Web filtering and safeguarding "
+                                     "monitoring for schools.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.register(sub)
+    args = parser.parse_args(argv)
+    if args.command != "run":  # `run` logs through mitmproxy's own terminal log
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        if hasattr(args, "config"):
+            args.config = find_config(args.config)
+        return args.func(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""What the commands share: finding the config, opening the records database, reading times."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+from schoolproxy.config import ConfigError
+
+CONFIG_ENV = "SCHOOLPROXY_CONFIG"
+#: Where the config is looked for when --config is not given, in order (after $SCHOOLPROXY_CONFIG).
+CONFIG_PLACES = (Path("/etc/schoolproxy/schoolproxy.yaml"), Path("config/schoolproxy.yaml"))
+
+
+def find_config(given: str | None) -> str:
+    """--config, else $SCHOOLPROXY_CONFIG, else /etc/schoolproxy/schoolproxy.yaml, else ./config/."""
+    if given:
+        return given
+    if os.environ.get(CONFIG_ENV):
+        return os.environ[CONFIG_ENV]
+    for place in CONFIG_PLACES:
+        if place.is_file():
+            return str(place)
+    raise ConfigError("no configuration found: give --config FILE, or set SCHOOLPROXY_CONFIG, or put it at "
+                      + " or ".join(str(p) for p in CONFIG_PLACES))
+
+
+def open_records(config_path: str):
+    """(config, database engine) with the schema brought up to date."""
+    from schoolproxy.config import load_config
+    from schoolproxy.records import open_database, upgrade
+    cfg = load_config(config_path)
+    db = open_database(cfg.database_url())
+    upgrade(db)
+    return cfg, db
+
+
+def when(text: str, tz, day: dt.datetime | None = None) -> dt.datetime:
+    """'2026-11-25', '2026-11-25 08:30', '24h'/'7d' ago, or '08:30' on ``day``'s date (default today),
+    in the school's time zone."""
+    text = text.strip()
+    units = {"h": 3600, "d": 86400, "w": 7 * 86400}
+    if text[:-1].isdigit() and text[-1:] in units:
+        return dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    try:
+        if len(text) <= 5 and ":" in text:
+            t = dt.time.fromisoformat(text.zfill(5))
+            day = day or dt.datetime.now(tz)
+            return day.astimezone(tz).replace(hour=t.hour, minute=t.minute, second=0, microsecond=0)
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"cannot read the time {text!r}: use e.g. 08:30, 2026-11-25, '2026-11-25 08:30', "
+                          f"24h or 7d") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=tz)
+
+
+def shared_logon_test(cfg):
+    """(username, profile) → is this a shared logon (Supply1)? By pattern or a supply-role profile."""
+    from schoolproxy.identity.profiles import ProfileResolver
+    from schoolproxy.identity.register import is_shared_logon
+    resolver = ProfileResolver(cfg)
+
+    def shared(username: str, profile: str) -> bool:
+        p = cfg.profiles.get(profile)
+        return is_shared_logon(resolver.resolve(username)[1], p.role if p else None)
+    return shared

@@ -1,0 +1,98 @@
+"""``schoolproxy check`` and ``explain``: validate the config, run its policy tests, trace one decision."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+
+from schoolproxy.monitoring.phrases import PhraseError, load_phrase_lists
+from schoolproxy.snapshot import build_snapshot
+
+
+def register(sub) -> None:
+    p = sub.add_parser("check", help="validate the config and run the policy tests it declares")
+    p.set_defaults(func=cmd_check)
+    p.add_argument("--config", default=None)
+
+    p = sub.add_parser("explain", help="show how a request would be decided, rule by rule")
+
+    p.set_defaults(func=cmd_explain)
+    p.add_argument("--config", default=None)
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="logon username")
+    who.add_argument("--profile", help="profile name")
+    who.add_argument("--ip", help="client IP (subnet map, else the default profile)")
+    p.add_argument("--at", help="date/time to decide at, e.g. '2026-11-25 12:30' (default: now)")
+    p.add_argument("url")
+
+
+
+def cmd_check(args) -> int:
+    snap = build_snapshot(args.config, run_tests=False)
+    cfg = snap.config
+    print(f"{cfg.source}: configuration valid — school {cfg.school!r}")
+    print(f"  profiles: {', '.join(f'{n} ({p.role})' for n, p in cfg.profiles.items())}; "
+          f"default for the unidentified: {cfg.identity.default_profile}")
+    print(f"  lists: {len(snap.lists)} entries in {len(snap.lists.categories)} categories"
+          + (f", {snap.lists.stats.invalid} invalid lines skipped" if snap.lists.stats.invalid else ""))
+    print(f"  upstream filter: {cfg.proxy.upstream or 'NONE'}")
+    warnings = list(snap.policy.warnings)
+    if not cfg.proxy.upstream:
+        warnings.append("no upstream filter (proxy.upstream) is set: traffic goes straight to the internet, "
+                        "not through the school's certified filter")
+    if cfg.alerts.enabled:
+        try:
+            load_phrase_lists(cfg.path(cfg.alerts.phrases))
+        except PhraseError as e:
+            warnings.append(f"phrase lists not loaded, search alerts would be off: {e}")
+    for w in warnings:
+        print(f"warning: {w}")
+    results = snap.run_tests()
+    for r in results:
+        print(f"  {r}")
+    failed = sum(not r.passed for r in results)
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+def cmd_explain(args) -> int:
+    snap = build_snapshot(args.config, run_tests=False)
+    policy = snap.policy
+    if args.user:
+        ident = snap.resolver.identify(args.user)
+    elif args.profile:
+        if args.profile not in policy.profiles:
+            print(f"error: unknown profile {args.profile!r} (profiles: {', '.join(policy.profiles)})",
+                  file=sys.stderr)
+            return 2
+        ident = None
+        profile, why = args.profile, "given"
+    else:
+        ident = snap.subnets.lookup(args.ip) or snap.resolver.unidentified()
+    if ident is not None:
+        profile, why = ident.profile, ident.rule
+    at = None
+    if args.at:
+        try:
+            at = dt.datetime.fromisoformat(args.at)
+        except ValueError:
+            print(f"error: --at {args.at!r}: use a date and time such as '2026-11-25 12:30'", file=sys.stderr)
+            return 2
+    who = args.user or args.ip or "-"
+    print(f"who:      {who} → profile {profile} ({why})")
+    if at:
+        print(f"at:       {at:%a %d %b %Y %H:%M}")
+    trace: list[str] = []
+    decision = policy.decide_url(profile, args.url, at, trace)
+    print(f"url:      {args.url}")
+    for line in trace:
+        print(f"  {line}")
+    print(f"verdict:  {decision.action.upper()} — rule {decision.rule} ({decision.reason})")
+    from urllib.parse import urlsplit
+    parts = urlsplit(args.url if "://" in args.url else "http://" + args.url)
+    if parts.scheme == "https" and decision.rule != "invalid-host":
+        from schoolproxy.filtering.hostnames import normalise_host
+        host, _ = normalise_host(parts.hostname or "")
+        tls = "passed through (not decrypted)" if policy.passthrough(profile, host, decision.mask) else "intercepted"
+        print(f"https:    {tls}")
+    return 0

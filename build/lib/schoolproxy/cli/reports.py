@@ -1,0 +1,82 @@
+"""``schoolproxy report``: one user's history, what was blocked, one reference, the weekly digest."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import sys
+
+from schoolproxy.cli.common import open_records, shared_logon_test, when
+
+
+def register(sub) -> None:
+    p = sub.add_parser("report", help="browsing records: a user's history, what was blocked, one reference")
+    p.set_defaults(func=cmd_report)
+    rsub = p.add_subparsers(dest="report_command", required=True)
+    q = rsub.add_parser("weekly", help="the weekly digest of alerts not sent at the time")
+    q.add_argument("--config", default=None)
+    q.add_argument("--send", action="store_true", help="also queue it for delivery (the running proxy sends it)")
+    for name, helptext in (("user", "one user's history"), ("blocked", "blocked requests"),
+                           ("ref", "the record behind a block page's reference")):
+        q = rsub.add_parser(name, help=helptext)
+        q.add_argument("--config", default=None)
+        q.add_argument("--csv", action="store_true", help="CSV on standard output instead of a table")
+        q.add_argument("--viewer", default=None, help="who is looking (for the access audit; default: login name)")
+        if name == "user":
+            q.add_argument("username")
+        if name == "ref":
+            q.add_argument("reference")
+        else:
+            q.add_argument("--since", default="7d", help="start: a date, a date and time, or 24h / 7d ago (default 7d)")
+            q.add_argument("--until", default=None, help="end (default: now)")
+        if name == "blocked":
+            q.add_argument("--category")
+
+
+
+def cmd_report(args) -> int:
+    from zoneinfo import ZoneInfo
+
+    from schoolproxy.records import reports
+    cfg, db = open_records(args.config)
+    tz = ZoneInfo(cfg.timezone)
+    if args.report_command == "weekly":
+        return _weekly(cfg, db, tz, args.send)
+    viewer = args.viewer or getpass.getuser()
+    if args.report_command == "ref":
+        rows, subject, what = reports.by_ref(db, args.reference), args.reference, "record by reference"
+    else:
+        since = when(args.since, tz)
+        until = when(args.until, tz) if args.until else dt.datetime.now(dt.timezone.utc)
+        span = f"{since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M}"
+        if args.report_command == "user":
+            rows, subject, what = reports.user_history(db, args.username, since, until), args.username, f"history {span}"
+        else:
+            rows = reports.blocked(db, since, until, args.category)
+            subject, what = "(all users)", f"blocked {args.category or 'all categories'} {span}"
+    reports.audit(db, viewer, subject, what)
+    rows = reports.name_people(db, rows, shared_logon_test(cfg))
+    if args.csv:
+        reports.write_csv(rows, sys.stdout, tz=tz)
+    else:
+        print(reports.format_table(rows, tz=tz))
+    return 0 if rows or args.report_command != "ref" else 1
+
+
+def _weekly(cfg, db, tz, send: bool) -> int:
+    from schoolproxy.monitoring import message, store
+    from schoolproxy.monitoring.service import digest_time
+    now = dt.datetime.now(tz)
+    since = now - dt.timedelta(days=7)
+    if send:
+        subject, text, queued = store.queue_digest(db, cfg, since, now)
+        print(text)
+        print(f"queued for {queued} recipient(s)" if queued else "nothing new to send")
+        return 0
+    rows = [a for a in store.list_alerts(db, since, "all") if a["severity"] not in cfg.alerts.immediate]
+    print(message.digest(list(reversed(rows)), cfg.school, tz, since, now)[1])
+    nxt = digest_time(now, cfg.alerts.digest.day, cfg.alerts.digest.at)
+    if nxt <= now:
+        nxt += dt.timedelta(days=7)
+    print(f"(sent automatically {nxt:%a %d %b %H:%M} by the running proxy)")
+    return 0

@@ -1,0 +1,534 @@
+"""The one YAML configuration file: schema, loading and validation.
+
+Errors name the file, the key path and what is wrong, e.g.::
+
+    config/schoolproxy.yaml: profiles.pupil.block_categories[2]: unknown category 'socal-networking'
+
+Structural checks live here (pydantic, unknown keys refused so a typo never silently does nothing);
+checks that need the compiled lists (category names, help sites) are in :mod:`schoolproxy.filtering.policy`.
+Relative paths in the file are relative to the file's own directory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Role = Literal["pupil", "staff", "supply", "guest"]
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says where and why."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ProxySettings(_Model):
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(8080, ge=1, le=65535)
+    #: The school's upstream filter (Smoothwall / SWGfL), e.g. http://10.0.0.2:800. Every request is
+    #: chained through it; schoolproxy never provides a path around it.
+    upstream: str | None = None
+    #: Where mitmproxy keeps its CA (the certificate clients must trust for HTTPS interception).
+    ca_dir: Path = Path("../var/ca")
+    #: Text that identifies the upstream filter's own block page (in a 403/451 HTML answer); such a
+    #: request is recorded as blocked upstream and raises a critical alert.
+    upstream_block_markers: list[NonEmpty] = [
+        "This site has been blocked by your upstream filter", "Smoothwall", "Internet Watch Foundation",
+        "SWGfL", "blocked by your network filter"]
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstream_url(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        if not (v.startswith("http://") or v.startswith("https://")):
+            raise ValueError("must be a proxy URL such as http://10.0.0.2:800")
+        return v
+
+
+class ListSettings(_Model):
+    sources: list[Path] = [Path("../filterlists")]
+    metadata: Path = Path("../filterlists/categories.yaml")
+    #: Where the lists are compiled to (a memory-mapped trie: a 3M-entry list opens in milliseconds
+    #: and is shared by all workers). Recompiled when a list file changes. null: parse into memory.
+    cache_dir: Path | None = Path("../var/lists-cache")
+
+
+class ProxyAuthSettings(_Model):
+    enabled: bool = True
+    #: htpasswd-style file of bcrypt hashes (``htpasswd -B`` or ``schoolproxy users add``). With a
+    #: directory as well, users in this file are checked here and everyone else against the directory.
+    users_file: Path | None = None
+    realm: str = "School internet"
+    #: How long a checked username/password pair is trusted before bcrypt is asked again.
+    cache_seconds: int = Field(300, ge=0, le=86400)
+    #: Without credentials and outside every mapped subnet: challenge (407) rather than fall back
+    #: to the default profile.
+    required: bool = True
+    #: Password guessing: this many different wrong credentials from one client address within
+    #: ``failure_window_seconds`` and its sign-ins are slowed (and reported) until the window passes.
+    max_failures: int = Field(10, ge=1, le=10_000)
+    failure_window_seconds: int = Field(300, ge=10, le=86400)
+
+
+_AD_USER_FILTER = ("(&(objectCategory=person)(objectClass=user)(sAMAccountName={username})"
+                   "(!(userAccountControl:1.2.840.113556.1.4.803:=2)))")
+
+
+class DirectorySettings(_Model):
+    """Active Directory / LDAP for proxy sign-in and group membership. Defaults suit AD."""
+
+    #: ldaps://dc1.school.local (636) or ldap://... (389, with start_tls). Several = fallbacks in order.
+    url: NonEmpty | list[NonEmpty]
+    start_tls: bool = False
+    #: CA that signed the domain controllers' certificates (PEM). Without it, the system CAs are used.
+    ca_file: Path | None = None
+    verify_certificate: bool = True
+    #: "search": a service account finds the user, then we bind as them; "direct": bind as the user.
+    bind: Literal["search", "direct"] = "search"
+    service_dn: str | None = None
+    #: File holding the service account's password (kept out of the YAML; chmod 600).
+    service_password_file: Path | None = None
+    #: For bind: direct, e.g. "{username}@school.local" (AD UPN) or "uid={username},ou=people,dc=...".
+    direct_bind_template: str | None = None
+    user_base: NonEmpty
+    #: Finds one enabled person by logon name; the default excludes disabled AD accounts.
+    user_filter: NonEmpty = _AD_USER_FILTER
+    group_base: str | None = None
+    #: Groups that list the user (or a group) as a member. AD users' memberOf is read as well.
+    group_filter: NonEmpty = "(&(objectClass=group)(member={dn}))"
+    group_name_attribute: NonEmpty = "cn"
+    nested_groups: bool = True
+    #: The directory is asked at most once per user per this many seconds.
+    cache_seconds: int = Field(300, ge=0, le=86400)
+    timeout_seconds: float = Field(5.0, gt=0, le=60)
+
+    @property
+    def urls(self) -> list[str]:
+        return [self.url] if isinstance(self.url, str) else list(self.url)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DirectorySettings":
+        for u in self.urls:
+            if not (u.startswith("ldap://") or u.startswith("ldaps://")):
+                raise ValueError(f"url {u!r}: must start with ldap:// or ldaps://")
+        if "{username}" not in self.user_filter:
+            raise ValueError("user_filter must contain {username}")
+        if "{dn}" not in self.group_filter:
+            raise ValueError("group_filter must contain {dn}")
+        if self.bind == "search" and not (self.service_dn and self.service_password_file):
+            raise ValueError("bind: search needs service_dn and service_password_file "
+                             "(or use bind: direct with direct_bind_template)")
+        if self.bind == "direct" and (not self.direct_bind_template or "{username}" not in self.direct_bind_template):
+            raise ValueError("bind: direct needs direct_bind_template containing {username}")
+        return self
+
+
+class LogonFeedSettings(_Model):
+    """HTTP endpoint for logon/logoff scripts: ip → user for clients that do not sign in to the proxy."""
+
+    #: host:port on the gateway's admin/LAN address — never a wildcard address.
+    listen: str = "127.0.0.1:9465"
+    #: File holding the shared secret the logon scripts send (at least 16 characters).
+    secret_file: Path
+    #: A logon with no logoff expires after this long (a pupil who shut the lid and went home).
+    ttl_hours: float = Field(10.0, gt=0, le=24 * 7)
+    #: Where live logons are kept across a proxy restart.
+    state_file: Path = Path("../var/logons.json")
+
+    @field_validator("listen")
+    @classmethod
+    def _admin_address(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port on the gateway's admin address, e.g. 10.0.0.1:9465")
+        if host in ("0.0.0.0", "::", "*"):
+            raise ValueError("must be a specific admin address, not every interface")
+        return v
+
+
+class GroupSettings(_Model):
+    profile: NonEmpty
+    #: Local members; directory (LDAP) membership is added by the directory identity source.
+    members: list[NonEmpty] = []
+
+
+class PatternSettings(_Model):
+    match: NonEmpty  # shell-style, case-insensitive: "Supply*"
+    profile: NonEmpty
+
+
+class SubnetSettings(_Model):
+    cidr: ipaddress.IPv4Network | ipaddress.IPv6Network
+    profile: NonEmpty
+    name: str = ""
+
+
+class IdentitySettings(_Model):
+    proxy_auth: ProxyAuthSettings | None = None
+    directory: DirectorySettings | None = None
+    logon_feed: LogonFeedSettings | None = None
+    users: dict[NonEmpty, NonEmpty] = {}
+    groups: dict[NonEmpty, GroupSettings] = {}
+    patterns: list[PatternSettings] = []
+    subnets: list[SubnetSettings] = []
+    #: Profile for anyone not identified. Must be a filtered profile (checked against the lists).
+    default_profile: NonEmpty
+
+    @model_validator(mode="after")
+    def _auth_source(self) -> "IdentitySettings":
+        pa = self.proxy_auth
+        if pa is not None and pa.enabled and pa.users_file is None and self.directory is None:
+            raise ValueError("proxy_auth: needs a users_file, an identity.directory, or both")
+        return self
+
+
+class WindowSettings(_Model):
+    name: NonEmpty
+    days: list[Day] = list(DAYS[:5])
+    start: dt.time = Field(alias="from")
+    end: dt.time = Field(alias="to")
+    allow_categories: list[NonEmpty] = []
+    block_categories: list[NonEmpty] = []
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "WindowSettings":
+        if self.start == self.end:
+            raise ValueError("'from' and 'to' are the same time: the window would be empty")
+        if not self.allow_categories and not self.block_categories:
+            raise ValueError("a window must allow or block at least one category")
+        return self
+
+
+class SafeSearchSettings(_Model):
+    #: SafeSearch on Google, Bing and DuckDuckGo (strict, not removable by the client).
+    search_engines: bool = True
+    youtube: Literal["off", "moderate", "strict"] = "strict"
+
+
+class TlsSettings(_Model):
+    #: Decrypt HTTPS (needed for block pages, SafeSearch and path-level rules). Clients must trust the CA.
+    intercept: bool = True
+    #: Never decrypted for this profile (banking, health): blocked at CONNECT/SNI when blocked at all.
+    passthrough_categories: list[NonEmpty] = []
+    passthrough_sites: list[NonEmpty] = []
+
+
+class ProfileSettings(_Model):
+    description: str = ""
+    role: Role
+    default: Literal["allow", "block"] = "allow"
+    block_categories: list[NonEmpty] = []
+    allow_categories: list[NonEmpty] = []
+    windows: list[WindowSettings] = []
+    safesearch: SafeSearchSettings = SafeSearchSettings()
+    tls: TlsSettings = TlsSettings()
+    #: Ports a CONNECT tunnel may go to; empty = any. Other ports are how tunnelling tools escape.
+    connect_ports: list[Annotated[int, Field(ge=1, le=65535)]] = [443]
+
+
+class OverrideSettings(_Model):
+    site: NonEmpty  # domain (and subdomains) or domain/path prefix
+    action: Literal["allow", "block"]
+    profiles: list[NonEmpty] = ["*"]
+    rationale: Annotated[str, Field(min_length=3)]
+    author: NonEmpty
+    date: dt.date
+
+
+class PolicyTestSettings(_Model):
+    url: NonEmpty
+    expect: Literal["allow", "block"]
+    user: str | None = None
+    profile: str | None = None
+    at: dt.datetime | None = None
+
+    @model_validator(mode="after")
+    def _who(self) -> "PolicyTestSettings":
+        if (self.user is None) == (self.profile is None):
+            raise ValueError("give exactly one of 'user' or 'profile'")
+        return self
+
+
+class MetricsSettings(_Model):
+    #: host:port for the Prometheus /metrics endpoint; keep it on a management address.
+    listen: str = "127.0.0.1:9464"
+    enabled: bool = True
+
+    @field_validator("listen")
+    @classmethod
+    def _hostport(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:9464")
+        return v
+
+
+class RecordSettings(_Model):
+    #: Off only for measuring (make bench): schools must keep records (DfE filtering & monitoring standards).
+    enabled: bool = True
+    #: SQLAlchemy URL. SQLite paths are relative to this file; for PostgreSQL use e.g.
+    #: postgresql+psycopg://schoolproxy@db.trust.local/schoolproxy
+    database: str = "sqlite:///../var/schoolproxy.db"
+    #: Where records wait when the database cannot take them; replayed when it can.
+    spool_dir: Path = Path("../var/spool")
+    #: "batch": fsync each spooled batch (a crash loses at most what is still in memory); "none": faster.
+    fsync: Literal["batch", "none"] = "batch"
+    retention_days: int = Field(365, ge=1, le=3650)
+    #: Alerts and the incident log are safeguarding records: kept much longer.
+    alert_retention_days: int = Field(2555, ge=1, le=36500)
+    #: Drop query-string values except recognised search parameters (data minimisation).
+    redact_query: bool = True
+    keep_params: list[NonEmpty] = ["p", "q", "query", "search", "search_query", "text", "wd"]
+    batch_size: int = Field(200, ge=1, le=100_000)
+    batch_ms: int = Field(500, ge=10, le=60_000)
+    queue_size: int = Field(10_000, ge=100, le=10_000_000)
+    purge_every_hours: int = Field(24, ge=1, le=24 * 7)
+
+    @field_validator("database")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+        try:
+            url = make_url(v)
+        except ArgumentError:
+            raise ValueError("not a database URL (e.g. sqlite:///../var/schoolproxy.db or "
+                             "postgresql+psycopg://user@host/db)") from None
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ValueError("only SQLite and PostgreSQL are supported")
+        return v
+
+
+Severity = Literal["low", "medium", "high", "critical"]
+
+
+class SmtpSettings(_Model):
+    host: NonEmpty
+    port: int = Field(587, ge=1, le=65535)
+    #: "starttls" (port 587), "tls" (implicit, port 465) or "none" (a relay on the trust's own network).
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    #: File holding the SMTP password (kept out of the YAML).
+    password_file: Path | None = None
+    sender: NonEmpty = Field(alias="from")
+    #: CA file to verify the mail server; default: the system's CAs.
+    ca_file: Path | None = None
+    timeout_seconds: float = Field(20.0, gt=0, le=300)
+
+
+class WebhookSettings(_Model):
+    """JSON POST of each alert (e.g. into a MIS/CPOMS integration or a Teams/Slack relay)."""
+    url: NonEmpty
+    #: If set, the body is signed: header X-Schoolproxy-Signature: sha256=<hex HMAC of the body>.
+    secret_file: Path | None = None
+    timeout_seconds: float = Field(10.0, gt=0, le=120)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not (v.startswith("https://") or v.startswith("http://")):
+            raise ValueError("must be an http(s) URL")
+        return v
+
+
+class DigestSettings(_Model):
+    day: Day = "mon"
+    at: dt.time = dt.time(7, 30)
+
+
+_DEFAULT_THEME_SEVERITY: dict[str, str] = {
+    "self-harm": "high", "grooming": "high", "extremism": "high", "pornography": "medium", "bullying": "medium",
+    "drugs": "medium", "weapons": "medium", "violence": "medium", "hate": "medium", "circumvention": "medium",
+    "gambling": "low", "repeated-blocks": "low", "upstream-block": "critical",
+}
+
+
+class AlertSettings(_Model):
+    enabled: bool = True
+    #: Weighted phrase lists: <dir>/<theme>/*.txt (E2Guardian format) and <dir>/exceptions.txt.
+    phrases: Path = Path("../filterlists/phrases")
+    #: Phrase score at which a search raises an alert: by profile name, else by the profile's role.
+    thresholds: dict[NonEmpty, Annotated[int, Field(ge=1)]] = {"pupil": 60, "supply": 80, "staff": 100, "guest": 60}
+    #: Severity of each theme when its threshold is met (a score of twice the threshold goes one up).
+    themes: dict[NonEmpty, Severity] = {}
+    #: One alert per user per theme per this many minutes; repeats are counted on it.
+    throttle_minutes: int = Field(60, ge=1, le=7 * 24 * 60)
+    #: "N blocked attempts in M minutes" (per user) → a repeated-blocks alert.
+    repeated_blocks: int = Field(20, ge=2)
+    repeated_blocks_minutes: int = Field(10, ge=1)
+    #: Refused TLS interceptions (a VPN app or a pinned client) per user → circumvention.
+    interception_refusals: int = Field(5, ge=1)
+    #: Who is told: role name → email addresses.
+    recipients: dict[NonEmpty, list[NonEmpty]] = {}
+    #: The subject's role → recipient roles. Staff misuse goes to the head teacher only.
+    routes: dict[Role, list[NonEmpty]] = {"pupil": ["dsl", "computing_lead"], "staff": ["head"],
+                                          "supply": ["slt"], "guest": ["dsl", "computing_lead"]}
+    #: Sent at once; the rest wait for the weekly digest.
+    immediate: list[Severity] = ["high", "critical"]
+    digest: DigestSettings = DigestSettings()
+    smtp: SmtpSettings | None = None
+    webhook: WebhookSettings | None = None
+    #: A link to the school's online-safety / incident procedure, put at the foot of every alert.
+    procedure: str = ""
+
+    def severity_of(self, theme: str) -> str:
+        return self.themes.get(theme) or _DEFAULT_THEME_SEVERITY.get(theme, "medium")
+
+    @model_validator(mode="after")
+    def _routes_known(self) -> "AlertSettings":
+        for role, targets in self.routes.items():
+            for t in targets:
+                if self.recipients and t not in self.recipients:
+                    raise ValueError(f"routes.{role}: no recipients named {t!r} "
+                                     f"(recipients: {', '.join(sorted(self.recipients))})")
+        if "staff" in self.routes and any(t in ("dsl", "computing_lead") for t in self.routes["staff"]) \
+                and "head" not in self.routes["staff"]:
+            raise ValueError("routes.staff: staff misuse must go to the head teacher")
+        return self
+
+
+class BlockPageSettings(_Model):
+    #: Who to tell, shown on the block page ("your teacher", an email address for staff).
+    report_to: str = ""
+    report_email: str = ""
+
+
+class Config(_Model):
+    school: NonEmpty
+    timezone: str = "Europe/London"
+    proxy: ProxySettings = ProxySettings()
+    lists: ListSettings = ListSettings()
+    #: Extra help sites (local services) added to the never-blocked ``helpsites`` category.
+    help_sites: list[NonEmpty] = []
+    identity: IdentitySettings
+    profiles: dict[NonEmpty, ProfileSettings]
+    overrides: list[OverrideSettings] = []
+    block_page: BlockPageSettings = BlockPageSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    records: RecordSettings = RecordSettings()
+    alerts: AlertSettings = AlertSettings()
+    tests: list[PolicyTestSettings] = []
+
+    #: Directory of the config file; relative paths resolve against it. Set by :func:`load_config`.
+    base_dir: Path = Path(".")
+    source: str = "<config>"
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (e.g. Europe/London)") from None
+        return v
+
+    @model_validator(mode="after")
+    def _profiles_exist(self) -> "Config":
+        names = set(self.profiles)
+        refs: list[tuple[str, str]] = [("identity.default_profile", self.identity.default_profile)]
+        refs += [(f"identity.users.{u}", p) for u, p in self.identity.users.items()]
+        refs += [(f"identity.groups.{g}.profile", s.profile) for g, s in self.identity.groups.items()]
+        refs += [(f"identity.patterns[{i}].profile", s.profile) for i, s in enumerate(self.identity.patterns)]
+        refs += [(f"identity.subnets[{i}].profile", s.profile) for i, s in enumerate(self.identity.subnets)]
+        refs += [(f"overrides[{i}].profiles", p) for i, o in enumerate(self.overrides) for p in o.profiles if p != "*"]
+        refs += [(f"tests[{i}].profile", t.profile) for i, t in enumerate(self.tests) if t.profile]
+        for where, p in refs:
+            if p not in names:
+                raise ValueError(f"{where}: unknown profile {p!r} (profiles: {', '.join(sorted(names))})")
+        if self.profiles[self.identity.default_profile].role == "staff":
+            raise ValueError("identity.default_profile: must not be a staff profile — anyone "
+                             "unidentified gets it, so it must fail closed")
+        return self
+
+    def database_url(self) -> str:
+        """The records database URL, with a relative SQLite path resolved against this file."""
+        url = self.records.database
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
+            db = self.path(Path(url[len(prefix):]))
+            db.parent.mkdir(parents=True, exist_ok=True)
+            return prefix + str(db)
+        return url
+
+    def path(self, p: Path) -> Path:
+        """A path from the file, resolved against the file's directory."""
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate the YAML file; raise :class:`ConfigError` with file and key path."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file: {e.strerror}") from None
+    return parse_config(text, path)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (YAML would silently keep the last)."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[object, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice (first at line {seen[key] + 1})", key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def parse_config(text: str, path: Path = Path("<config>")) -> Config:
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping at the top level")
+    for key in ("base_dir", "source"):
+        data.pop(key, None)
+    data["base_dir"] = path.parent.resolve()
+    data["source"] = str(path)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(path, e)) from None
+
+
+def _format_errors(path: Path, e: ValidationError) -> str:
+    lines = []
+    for err in e.errors():
+        loc = ""
+        for part in err["loc"]:
+            loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling)"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        elif err["type"] == "string_type" and isinstance(err.get("input"), bool):
+            msg += " (YAML reads yes/no/on/off/true/false as a boolean: put the text in quotes)"
+        lines.append(f"{path}: {loc or '(top level)'}: {msg}")
+    return "\n".join(lines)

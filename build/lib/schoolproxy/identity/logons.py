@@ -1,0 +1,181 @@
+"""The logon table: which user is signed in at which client address, as told by the logon feed.
+
+Windows logon and logoff scripts (``deploy/logon-feed/``) call the feed endpoint; the table answers
+``ip → (user, device)`` on the request path with one dict lookup. The latest logon on an address wins; a
+logoff clears it (only the user who holds it can be logged off, so a late logoff from the previous user
+cannot clear the next one); entries expire after a TTL in case no logoff ever comes.
+
+Writers (the feed's HTTP thread) replace whole entries; readers (the event loop) only ``get``: a dict
+item assignment is atomic under the GIL, so no lock is needed on the hot path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MAX_ENTRIES = 200_000
+_DEVICE = re.compile(r"^[\w.-]{1,64}$", re.UNICODE)
+_USER = re.compile(r"^[\w.@\\-]{1,128}$", re.UNICODE)
+
+
+class LogonError(ValueError):
+    """A logon-feed call that cannot be applied; the message is safe to send back to the caller."""
+
+
+@dataclass(frozen=True, slots=True)
+class Logon:
+    user: str
+    ip: str
+    device: str | None
+    since: float        # epoch seconds
+    expires: float      # epoch seconds
+    groups: tuple[str, ...] | None = None  # directory groups, looked up when the logon arrived
+
+
+def normalise_ip(text: str) -> str:
+    """The canonical text of an address (IPv4-mapped IPv6 as IPv4), as mitmproxy reports peers."""
+    try:
+        addr = ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise LogonError(f"not an IP address: {text[:64]!r}") from None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped
+    return str(addr)
+
+
+def clean_user(user: str) -> str:
+    """A Windows logon name (``DOMAIN\\user`` → ``user``), validated; LogonError if it is not one."""
+    user = user.strip()
+    if not _USER.match(user):
+        raise LogonError("user must be a logon name (letters, digits, . _ - @), at most 128 characters")
+    return user.rsplit("\\", 1)[-1]
+
+
+def clean_device(device: str | None) -> str | None:
+    if device is None or device == "":
+        return None
+    if not _DEVICE.match(device):
+        raise LogonError("device must be a computer name (letters, digits, . _ -), at most 64 characters")
+    return device
+
+
+class LogonTable:
+    def __init__(self, ttl_seconds: float, state_file: Path | None = None):
+        self.ttl = ttl_seconds
+        self.state_file = state_file
+        self._by_ip: dict[str, Logon] = {}
+        self._write_lock = threading.Lock()
+        self._seen: tuple[int, int, int] | None = None  # the state file as last read by refresh()
+
+    def lookup(self, ip: str, now: float | None = None) -> Logon | None:
+        """The live logon at ``ip`` (hot path: one dict lookup and a comparison)."""
+        entry = self._by_ip.get(ip)
+        if entry is None:
+            return None
+        if entry.expires <= (time.time() if now is None else now):
+            return None
+        return entry
+
+    def logon(self, user: str, ip: str, device: str | None = None, now: float | None = None,
+              groups: frozenset[str] | None = None) -> Logon:
+        now = time.time() if now is None else now
+        entry = Logon(clean_user(user), normalise_ip(ip), clean_device(device), now, now + self.ttl,
+                      tuple(sorted(groups)) if groups is not None else None)
+        with self._write_lock:
+            if len(self._by_ip) >= MAX_ENTRIES and entry.ip not in self._by_ip:
+                self._expire(now)
+                if len(self._by_ip) >= MAX_ENTRIES:
+                    raise LogonError("logon table full")
+            self._by_ip[entry.ip] = entry
+            self._save()
+        return entry
+
+    def logoff(self, user: str, ip: str) -> bool:
+        """Clear ``ip`` if ``user`` holds it; False if someone else (or no one) does."""
+        user, ip = clean_user(user), normalise_ip(ip)
+        with self._write_lock:
+            entry = self._by_ip.get(ip)
+            if entry is None or entry.user.lower() != user.lower():
+                return False
+            del self._by_ip[ip]
+            self._save()
+            return True
+
+    def live(self, now: float | None = None) -> list[Logon]:
+        now = time.time() if now is None else now
+        return sorted((e for e in list(self._by_ip.values()) if e.expires > now), key=lambda e: e.ip)
+
+    def _expire(self, now: float) -> None:
+        for ip, e in list(self._by_ip.items()):
+            if e.expires <= now:
+                del self._by_ip[ip]
+
+    def refresh(self) -> bool:
+        """Follow the saved table written by the process that runs the feed (worker 0 of several):
+        replace ours with it when the file changed. Returns True if it did."""
+        if self.state_file is None:
+            return False
+        try:
+            st = self.state_file.stat()
+            seen = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            seen = None
+        if seen == self._seen:
+            return False
+        self._seen = seen
+        entries = self._read() if seen is not None else []
+        if entries is None:
+            return False
+        now = time.time()
+        self._by_ip = {e.ip: e for e in entries if e.expires > now}  # one reference swap: lookups never lock
+        return True
+
+    def _read(self) -> list[Logon] | None:
+        try:
+            data = json.loads(self.state_file.read_text(encoding="utf-8"))
+            return [Logon(**{**d, "groups": tuple(d["groups"]) if d.get("groups") is not None else None})
+                    for d in data]
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            log.warning("ignoring saved logons in %s: %s", self.state_file, e)
+            return None
+
+    # -- persistence across restarts --------------------------------------------------------------------
+    def _save(self) -> None:
+        if self.state_file is None:
+            return
+        self._expire(time.time())
+        data = [asdict(e) for e in self._by_ip.values()]
+        try:
+            self.state_file.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.state_file.parent, prefix=".logons.")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(data, f)
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.state_file)
+        except OSError as e:
+            log.warning("cannot save live logons to %s: %s (they still work until a restart)", self.state_file, e)
+
+    def load(self) -> int:
+        """Restore live logons saved before a restart; a damaged file is reported and ignored."""
+        if self.state_file is None or not self.state_file.exists():
+            return 0
+        now = time.time()
+        entries = self._read()
+        if entries is None:
+            return 0
+        with self._write_lock:
+            for e in entries:
+                if e.expires > now:
+                    self._by_ip[e.ip] = e
+        return len(self._by_ip)

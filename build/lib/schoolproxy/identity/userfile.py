@@ -1,0 +1,81 @@
+"""The local users file: ``username:bcrypt-hash`` lines, as written by ``htpasswd -B`` or
+``schoolproxy users add``. Passwords are never stored: only their bcrypt hashes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import bcrypt
+
+from schoolproxy.config import ConfigError
+
+_BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
+# Checked when the user is unknown, so a wrong username costs as long as a wrong password.
+_DUMMY_HASH = bcrypt.hashpw(b"not-a-password", bcrypt.gensalt(rounds=10))
+MAX_CREDENTIAL = 1024
+
+
+class UsersFile:
+    """A bcrypt users file as an :class:`identity.Authenticator` (blocking: run off the event loop)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._hashes = read_users(path)
+
+    def check(self, username: str, password: str) -> bool:
+        if len(username) > MAX_CREDENTIAL or len(password) > MAX_CREDENTIAL:
+            return False
+        hashed = self._hashes.get(username.lower())
+        try:
+            ok = bcrypt.checkpw(password.encode("utf-8", "surrogatepass"), hashed or _DUMMY_HASH)
+        except ValueError:
+            return False
+        return ok and hashed is not None
+
+    def groups(self, username: str) -> frozenset[str]:
+        return frozenset()
+
+    def __contains__(self, username: str) -> bool:
+        return username.lower() in self._hashes
+
+    def __len__(self) -> int:
+        return len(self._hashes)
+
+
+def read_users(path: Path) -> dict[str, bytes]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read users file: {e.strerror}") from None
+    users: dict[str, bytes] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, hashed = line.partition(":")
+        if not sep or not name:
+            raise ConfigError(f"{path}:{n}: expected 'username:bcrypt-hash'")
+        if not hashed.startswith(_BCRYPT_PREFIXES):
+            raise ConfigError(f"{path}:{n}: user {name!r}: only bcrypt hashes are accepted "
+                              f"(create with 'htpasswd -B' or 'schoolproxy users add')")
+        users[name.lower()] = hashed.encode("ascii")
+    return users
+
+
+def set_password(path: Path, username: str, password: str, rounds: int = 12) -> None:
+    """Add or replace a user's hash; the file is replaced atomically and kept private (0600)."""
+    if not username or ":" in username or any(c.isspace() for c in username):
+        raise ValueError("username must be non-empty, without ':' or spaces")
+    if not password:
+        raise ValueError("empty password")
+    hashed = bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(rounds=rounds)).decode("ascii")
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    out = [l for l in lines if l.partition(":")[0].lower() != username.lower()]
+    out.append(f"{username}:{hashed}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".users.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write("\n".join(out) + "\n")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)

@@ -1,0 +1,72 @@
+"""LoadConfig addon: the ``schoolproxy_config`` option, loaded and compiled in ``configure``.
+
+A config that fails validation or its own policy tests raises ``OptionsError`` at start-up, with the
+file, key path and problem. It also checks and applies what the YAML says about mitmproxy itself:
+
+- ``proxy.upstream``: mitmproxy must run in ``upstream:`` mode to exactly that filter, or the proxy
+  refuses to start — a typo must never open a path around Smoothwall. (``schoolproxy run`` sets the
+  mode from the YAML; with mitmdump, pass ``--mode upstream:URL``.)
+- lazy upstream connections, so a blocked, unreachable host gets the block page rather than a 502;
+- the CA directory, when mitmproxy's default is in use.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from mitmproxy import ctx, exceptions
+
+from schoolproxy.config import ConfigError
+from schoolproxy.snapshot import Engine
+
+log = logging.getLogger(__name__)
+
+
+class LoadConfig:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def load(self, loader) -> None:
+        loader.add_option("schoolproxy_config", str, "config/schoolproxy.yaml",
+                          "Path of the schoolproxy YAML configuration file.")
+
+    def configure(self, updated: set[str]) -> None:
+        if "schoolproxy_config" not in updated:
+            return
+        path = Path(ctx.options.schoolproxy_config)
+        try:
+            snap = self.engine.load(path)
+        except ConfigError as e:
+            raise exceptions.OptionsError(f"schoolproxy: configuration refused:\n{e}") from None
+        for warning in snap.policy.warnings:
+            log.warning("schoolproxy: %s", warning)
+        log.info("schoolproxy: loaded %s: %d profiles, %d list entries, %d policy tests passed",
+                 path, len(snap.policy.profiles), len(snap.lists), len(snap.config.tests))
+        problem = upstream_mismatch(snap.config.proxy.upstream, list(ctx.options.mode))
+        if problem:
+            raise exceptions.OptionsError(f"schoolproxy: {problem}")
+        self._apply_proxy_options(snap.config)
+
+    @staticmethod
+    def _apply_proxy_options(config) -> None:
+        wanted: dict[str, object] = {"connection_strategy": "lazy"}
+        confdir = str(config.path(config.proxy.ca_dir))
+        if ctx.options.confdir == "~/.mitmproxy":
+            Path(confdir).mkdir(parents=True, exist_ok=True)
+            wanted["confdir"] = confdir
+        changed = {k: v for k, v in wanted.items() if getattr(ctx.options, k) != v}
+        if changed:
+            ctx.options.update(**changed)
+
+
+def upstream_mismatch(upstream: str | None, modes: list[str]) -> str | None:
+    """Why the running proxy modes do not chain to the configured upstream filter, or None."""
+    if not upstream:
+        return None
+    want = f"upstream:{upstream}"
+    wrong = [m for m in modes if m.split("@")[0] != want]
+    if wrong:
+        return (f"the config chains to the upstream filter {upstream}, but mitmproxy runs in mode(s) "
+                f"{', '.join(wrong)} — start it with --mode {want} (schoolproxy run does this itself)")
+    return None

@@ -1,0 +1,193 @@
+"""LogonFeed addon: the HTTP endpoint that Windows logon/logoff scripts call (``deploy/logon-feed/``).
+
+    POST /logon   {"user": "jsmith", "device": "IT-SUITE-07"}           → 200 {"ok": true, ...}
+    POST /logoff  {"user": "jsmith"}                                    → 200 {"ok": true, "cleared": true}
+    GET  /logons                                                        → the live logons (JSON)
+    GET  /health                                                        → 200 ok (no secret needed)
+
+Every call but /health carries ``Authorization: Bearer <secret>`` (the config's ``secret_file``). The
+client address is the caller's own unless the body names an ``ip`` (for a login server that reports on
+behalf of thin clients). Bodies are JSON or form-encoded, at most 4 KiB. The server runs in its own
+threads, listens only on the configured admin address, and never touches the event loop: it replaces
+entries in the :class:`LogonTable` that the Identify addon reads.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
+
+from mitmproxy import exceptions
+
+from schoolproxy.identity.logons import LogonError, LogonTable
+from schoolproxy.snapshot import Engine
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 4096
+FOLLOW_SECONDS = 0.5  # how soon a logon reaches the workers that do not run the feed
+
+
+class LogonFeed:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.server: ThreadingHTTPServer | None = None
+        self.stats = {"logon": 0, "logoff": 0, "rejected": 0}
+        self._following: threading.Event | None = None
+
+    def configure(self, updated: set[str]) -> None:
+        if "schoolproxy_config" not in updated or self.server is not None:
+            return
+        snap = self.engine.snapshot
+        if snap is None or snap.config.identity.logon_feed is None:
+            return
+        feed = snap.config.identity.logon_feed
+        table = LogonTable(feed.ttl_hours * 3600, snap.config.path(feed.state_file))
+        if not self.engine.primary:
+            # Another worker runs the feed and saves the table; follow its file.
+            table.refresh()
+            self.engine.logons = table
+            self._following = threading.Event()
+            threading.Thread(target=self._follow, args=(table,), name="logon-follow", daemon=True).start()
+            return
+        restored = table.load()
+        host, _, port = feed.listen.rpartition(":")
+        try:
+            self.server = ThreadingHTTPServer((host.strip("[]"), int(port)), _handler(self))
+        except OSError as e:
+            raise exceptions.OptionsError(
+                f"schoolproxy: cannot listen for the logon feed on {feed.listen}: {e.strerror}") from None
+        self.server.daemon_threads = True
+        self.engine.logons = table
+        self.engine.logon_feed = self
+        threading.Thread(target=self.server.serve_forever, name="logon-feed", daemon=True).start()
+        log.info("schoolproxy: logon feed on http://%s/ (%d live logons restored)", feed.listen, restored)
+
+    def _follow(self, table: LogonTable) -> None:
+        while not self._following.wait(FOLLOW_SECONDS):
+            table.refresh()
+
+    def done(self) -> None:
+        if self._following is not None:
+            self._following.set()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    # -- called from the server's threads ---------------------------------------------------------------
+    def authorised(self, header: str | None) -> bool:
+        secret = self.engine.snapshot.logon_secret if self.engine.snapshot else None
+        if not secret or not header or not header.startswith("Bearer "):
+            return False
+        return hmac.compare_digest(header[7:].strip().encode("utf-8", "replace"), secret.encode("utf-8"))
+
+    def apply(self, action: str, fields: dict[str, str], peer: str) -> dict:
+        table = self.engine.logons
+        assert table is not None
+        user = fields.get("user")
+        if not user:
+            raise LogonError("'user' is required")
+        ip = fields.get("ip") or peer
+        if action == "logoff":
+            cleared = table.logoff(user, ip)
+            self.stats["logoff"] += 1
+            return {"ok": True, "cleared": cleared}
+        snap = self.engine.snapshot
+        groups = snap.directory.groups(user) if snap is not None and snap.directory is not None else None
+        entry = table.logon(user, ip, fields.get("device"), groups=groups)
+        self.stats["logon"] += 1
+        log.info("logon feed: %s on %s%s", entry.user, entry.ip, f" ({entry.device})" if entry.device else "")
+        return {"ok": True, "user": entry.user, "ip": entry.ip, "device": entry.device, "expires": entry.expires}
+
+
+def _handler(feed: LogonFeed) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "schoolproxy-logon-feed"
+        sys_version = ""
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            path = urlsplit(self.path).path
+            if path == "/health":
+                return self._reply(200, {"ok": True})
+            if path != "/logons":
+                return self._reply(404, {"error": "not found"})
+            if not self._authorised():
+                return None
+            table = feed.engine.logons
+            live = table.live() if table is not None else []
+            return self._reply(200, {"logons": [{"user": e.user, "ip": e.ip, "device": e.device,
+                                                 "since": e.since, "expires": e.expires} for e in live]})
+
+        def do_POST(self) -> None:
+            path = urlsplit(self.path).path
+            if path not in ("/logon", "/logoff"):
+                return self._reply(404, {"error": "not found: use POST /logon or /logoff"})
+            if not self._authorised():
+                return None
+            fields = self._fields()
+            if fields is None:
+                return None
+            try:
+                return self._reply(200, feed.apply(path[1:], fields, self.client_address[0]))
+            except LogonError as e:
+                feed.stats["rejected"] += 1
+                return self._reply(400, {"error": str(e)})
+
+        def _authorised(self) -> bool:
+            if feed.authorised(self.headers.get("Authorization")):
+                return True
+            feed.stats["rejected"] += 1
+            log.warning("logon feed: call from %s without the right secret refused", self.client_address[0])
+            self._reply(401, {"error": "missing or wrong secret"}, {"WWW-Authenticate": "Bearer"})
+            return False
+
+        def _fields(self) -> dict[str, str] | None:
+            try:
+                length = int(self.headers.get("Content-Length", ""))
+            except ValueError:
+                self._reply(411, {"error": "Content-Length required"})
+                return None
+            if length < 0 or length > MAX_BODY:
+                self._reply(413, {"error": f"body larger than {MAX_BODY} bytes"})
+                return None
+            raw = self.rfile.read(length)
+            try:
+                text = raw.decode("utf-8")
+                if self.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
+                    data: object = dict(parse_qsl(text, strict_parsing=True))
+                else:
+                    data = json.loads(text)
+            except (UnicodeDecodeError, ValueError):
+                data = None
+            if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, (str, type(None)))
+                                                     for k, v in data.items()):
+                feed.stats["rejected"] += 1
+                self._reply(400, {"error": "body must be a JSON object of strings: "
+                                           '{"user": "...", "device": "...", "ip": "..."}'})
+                return None
+            return {k: v for k, v in data.items() if v is not None}
+
+        def _reply(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
+            data = json.dumps(body).encode()
+            if status >= 400:  # the body may be unread: never reuse this connection
+                self.close_connection = True
+                headers = {**(headers or {}), "Connection": "close"}
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", "no-store")
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+            log.debug("logon feed: %s " + format, self.client_address[0], *args)
+
+    return Handler

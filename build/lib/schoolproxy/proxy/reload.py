@@ -1,0 +1,92 @@
+"""Reload addon: on SIGHUP or when the config, users file or a list changes, build a new snapshot in a
+worker thread and swap it in atomically. A refused config is logged with its reason and the running
+one keeps serving; connections are never dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from mitmproxy import ctx
+
+from schoolproxy.config import ConfigError
+from schoolproxy.proxy.heap import freeze_heap
+from schoolproxy.proxy.loadconfig import upstream_mismatch
+from schoolproxy.snapshot import Engine
+
+log = logging.getLogger(__name__)
+
+
+class Reload:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task | None = None
+        self._refused_state: object = None
+
+    def load(self, loader) -> None:
+        loader.add_option("schoolproxy_reload_ms", int, 2000,
+                          "Milliseconds between checks for changed config, users and list files (0 = only on SIGHUP).")
+
+    def running(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGHUP, self.trigger, "SIGHUP")
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / platform
+            log.debug("SIGHUP reload not available here")
+        if ctx.options.schoolproxy_reload_ms > 0:
+            self._task = asyncio.create_task(self._watch(ctx.options.schoolproxy_reload_ms / 1000))
+
+    def done(self) -> None:
+        if self._task:
+            self._task.cancel()
+        try:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        except (RuntimeError, ValueError, NotImplementedError):
+            pass
+
+    def trigger(self, why: str) -> None:
+        asyncio.get_running_loop().create_task(self.reload(why, force=True))
+
+    async def _watch(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                # A few hundred stat() calls with a full UT1 tree: off the event loop.
+                if await asyncio.to_thread(self.engine.changed):
+                    await self.reload("file change")
+            except Exception:  # never let one bad check end the watching
+                log.exception("schoolproxy: checking for changed files failed")
+
+    async def reload(self, why: str, force: bool = False) -> bool:
+        async with self._lock:
+            state = await asyncio.to_thread(self.engine.file_state)
+            if not force and state == self._refused_state:
+                return False  # already refused this exact set of files; wait for the next edit
+            try:
+                snap = await asyncio.to_thread(self.engine.build)
+            except ConfigError as e:
+                self._refused_state = state
+                self.engine.reloads["refused"] += 1
+                log.error("schoolproxy: reload (%s) REFUSED — still serving the previous configuration:\n%s",
+                          why, e)
+                return False
+            except Exception:
+                self._refused_state = state
+                self.engine.reloads["refused"] += 1
+                log.exception("schoolproxy: reload (%s) failed — still serving the previous configuration", why)
+                return False
+            problem = upstream_mismatch(snap.config.proxy.upstream, list(ctx.options.mode))
+            if problem:
+                self._refused_state = state
+                self.engine.reloads["refused"] += 1
+                log.error("schoolproxy: reload (%s) REFUSED — still serving the previous configuration: %s; "
+                          "changing the upstream filter needs a restart", why, problem)
+                return False
+            self.engine.swap(snap)
+            self._refused_state = None
+            freeze_heap()
+            log.info("schoolproxy: reloaded (%s): %d profiles, %d list entries", why,
+                     len(snap.policy.profiles), len(snap.lists))
+            return True

@@ -1,0 +1,131 @@
+"""The database schema (SQLAlchemy Core). Alembic migrations in ``migrations/`` create and evolve it;
+this module is what the code queries against, and must match the head revision."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
+_Id = BigInteger().with_variant(Integer(), "sqlite")
+
+requests = Table(
+    "requests", metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("ref", String(16), nullable=False, unique=True),   # shown on the block page; idempotency key
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("username", String(256)),
+    Column("person", String(256)),        # the real person behind a shared logon (supply register)
+    Column("profile", String(64), nullable=False),
+    Column("client_ip", String(64), nullable=False),
+    Column("device", String(128)),
+    Column("method", String(16), nullable=False),
+    Column("scheme", String(8), nullable=False),
+    Column("host", String(253), nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("path", Text, nullable=False),  # after redaction
+    Column("status", Integer),
+    Column("bytes", BigInteger, nullable=False, default=0),
+    Column("category", String(64), nullable=False),   # the deciding category (indexed)
+    Column("categories", String(512), nullable=False),
+    Column("action", String(8), nullable=False),
+    Column("rule", String(256), nullable=False),
+    Column("reason", String(512), nullable=False),
+    Column("search_term", String(512)),
+    Column("layer", String(16), nullable=False),
+    Column("identity_source", String(32), nullable=False),
+    Column("duration_ms", Float),
+    Column("error", String(200)),
+    Index("ix_requests_user_time", "username", "time"),
+    Index("ix_requests_time", "time"),
+    Index("ix_requests_action_time", "action", "time"),
+    Index("ix_requests_category_time", "category", "time"),
+)
+
+supply_register = Table(
+    "supply_register", metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("logon", String(256), nullable=False),
+    Column("person", String(256), nullable=False),
+    Column("class_taught", String(256)),
+    Column("starts", DateTime(timezone=True), nullable=False),
+    Column("ends", DateTime(timezone=True)),
+    Column("created_by", String(256), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_supply_register_logon_starts", "logon", "starts"),
+)
+
+alerts = Table(
+    "alerts", metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("ref", String(16), nullable=False, unique=True),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("theme", String(32), nullable=False),
+    Column("severity", String(8), nullable=False),
+    Column("username", String(256)),
+    Column("person", String(256)),
+    Column("profile", String(64)),
+    Column("device", String(128)),
+    Column("evidence", Text, nullable=False),
+    Column("route", String(64), nullable=False),
+    Column("status", String(16), nullable=False, default="new"),  # new → acknowledged → actioned → closed
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("rule", String(64), nullable=False, server_default=""),
+    Column("score", Integer),
+    Column("client_ip", String(64)),
+    Column("request_ref", String(16)),     # the request record behind the alert
+    Column("search_term", String(512)),
+    Column("repeats", Integer, nullable=False, server_default="0"),  # further matches within the throttle window
+    Column("digested_at", DateTime(timezone=True)),                   # sent in a weekly digest
+    Index("ix_alerts_time", "time"),
+    Index("ix_alerts_status_time", "status", "time"),
+    Index("ix_alerts_username_time", "username", "time"),
+)
+
+alert_outbox = Table(
+    "alert_outbox", metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("alert_id", ForeignKey("alerts.id", ondelete="CASCADE")),
+    Column("kind", String(16), nullable=False),          # alert | digest
+    Column("channel", String(16), nullable=False),       # email | webhook
+    Column("recipient", String(320), nullable=False),
+    Column("subject", String(300), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("status", String(16), nullable=False),        # pending | sent
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt", DateTime(timezone=True), nullable=False),
+    Column("last_error", String(300)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True)),
+    Index("ix_alert_outbox_status_next", "status", "next_attempt"),
+)
+
+alert_notes = Table(
+    "alert_notes", metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("alert_id", ForeignKey("alerts.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("author", String(256), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("note", Text, nullable=False),
+)
+
+policy_decisions = Table(
+    "policy_decisions", metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("author", String(256), nullable=False),
+    Column("rationale", Text, nullable=False),
+    Column("change", Text, nullable=False),
+)
+
+access_audit = Table(
+    "access_audit", metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("viewer", String(256), nullable=False),
+    Column("subject", String(256), nullable=False),
+    Column("what", String(512), nullable=False),
+    Index("ix_access_audit_time", "time"),
+)

@@ -1,0 +1,224 @@
+"""Loading the whole configuration into one immutable :class:`Snapshot`, and swapping it on reload.
+
+A snapshot is everything a decision needs (config, compiled lists, policy, identity maps). It is built
+completely — and must pass the config's own policy tests — before it replaces the running one, with a
+single reference assignment; requests in flight keep the snapshot they started with. A snapshot that
+fails is refused and the running one keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from schoolproxy.config import Config, ConfigError, load_config
+from schoolproxy.filtering.listcache import LIST_FILES, load_compiled
+from schoolproxy.filtering.lists import CategoryLists, ListError, load_metadata
+from schoolproxy.filtering.policy import Decision, Policy
+from schoolproxy.identity.directory import Directory, read_secret
+from schoolproxy.identity.logons import LogonTable
+from schoolproxy.identity.profiles import Authenticator, LocalThenDirectory, ProfileResolver, SubnetMap
+from schoolproxy.identity.userfile import UsersFile
+from schoolproxy.verdict import VerdictBus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TestResult:
+    index: int
+    who: str
+    url: str
+    expect: str
+    decision: Decision
+
+    @property
+    def passed(self) -> bool:
+        return self.decision.action == self.expect
+
+    def __str__(self) -> str:
+        mark = "ok  " if self.passed else "FAIL"
+        return (f"{mark} tests[{self.index}] {self.who} {self.url}: expected {self.expect}, "
+                f"got {self.decision.action} ({self.decision.rule})")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    config: Config
+    lists: CategoryLists
+    policy: Policy
+    resolver: ProfileResolver
+    subnets: SubnetMap
+    authenticator: Authenticator | None
+    #: Files whose change triggers a reload, with their stamps (mtime, size, inode) from before they were read.
+    watched: dict[Path, tuple[int, int, int]] = field(default_factory=dict)
+    loaded_at: float = field(default_factory=time.time)
+    #: The AD/LDAP directory, if configured (also answers group lookups for logon-feed users).
+    directory: Directory | None = None
+    #: The logon feed's shared secret (from its secret file), if the feed is configured.
+    logon_secret: str | None = None
+
+    def run_tests(self) -> list[TestResult]:
+        results = []
+        for i, t in enumerate(self.config.tests):
+            if t.user:
+                profile, _ = self.resolver.resolve(t.user)
+                who = f"user {t.user} ({profile})"
+            else:
+                profile, who = t.profile, f"profile {t.profile}"
+            at = t.at
+            if at is not None and at.tzinfo is None:
+                at = at.replace(tzinfo=self.policy.tz)
+            results.append(TestResult(i, who, t.url, t.expect, self.policy.decide_url(profile, t.url, at)))
+        return results
+
+
+def build_snapshot(config_path: str | Path, run_tests: bool = True, previous: Snapshot | None = None) -> Snapshot:
+    """Load and compile everything; raise :class:`ConfigError` naming what is wrong.
+
+    The directory connection (and its cache of users' groups) carries over from ``previous`` when its
+    settings are unchanged, so a reload does not send every user back to the directory."""
+    # Files are stamped before they are read: an edit made during the build then differs from the
+    # stamp, and the watcher reloads again rather than missing it.
+    config_stamp = _stamp(Path(config_path))
+    config = load_config(config_path)
+    watched = {p: _stamp(p) for p in watched_files(config)}
+    watched[Path(config.source)] = config_stamp
+    try:
+        info = load_metadata(config.path(config.lists.metadata))
+        cache = config.lists.cache_dir
+        lists = load_compiled([config.path(s) for s in config.lists.sources], config.path(config.lists.metadata),
+                              info, config.path(cache) if cache is not None else None)
+    except ListError as e:
+        raise ConfigError(f"{config.source}: lists: {e}") from None
+    policy = Policy(config, lists)
+    authenticator: Authenticator | None = None
+    ident = config.identity
+    directory = None
+    if ident.directory is not None:
+        old = previous.directory if previous is not None else None
+        new = Directory(ident.directory, config.base_dir)
+        # Keep the running one (and its cache of users' groups) if nothing about it changed.
+        directory = old if old is not None and old.same_as(new) else new
+    pa = ident.proxy_auth
+    if pa is not None and pa.enabled:
+        local = None
+        if pa.users_file is not None:
+            users_path = config.path(pa.users_file)
+            local = UsersFile(users_path)
+        if local is not None and directory is not None:
+            authenticator = LocalThenDirectory(local, directory)
+        else:
+            authenticator = local or directory
+    logon_secret = None
+    if ident.logon_feed is not None:
+        secret_path = config.path(ident.logon_feed.secret_file)
+        logon_secret = read_secret(secret_path)
+        if len(logon_secret) < 16:
+            raise ConfigError(f"{secret_path}: the logon feed secret must be at least 16 characters")
+    snapshot = Snapshot(config, lists, policy, ProfileResolver(config), SubnetMap(config), authenticator,
+                        watched, directory=directory, logon_secret=logon_secret)
+    if run_tests:
+        failed = [r for r in snapshot.run_tests() if not r.passed]
+        if failed:
+            raise ConfigError(f"{config.source}: {len(failed)} of the config's own policy tests failed:\n"
+                              + "\n".join(f"  {r}" for r in failed))
+    return snapshot
+
+
+def watched_files(config: Config) -> list[Path]:
+    """The files whose change triggers a reload: the config, the category metadata, the users and secret
+    files it names, and every list file (an in-place edit of ``lists/custom/domains`` changes no directory)."""
+    ident = config.identity
+    files = [Path(config.source), config.path(config.lists.metadata)]
+    if ident.proxy_auth is not None and ident.proxy_auth.enabled and ident.proxy_auth.users_file is not None:
+        files.append(config.path(ident.proxy_auth.users_file))
+    if ident.logon_feed is not None:
+        files.append(config.path(ident.logon_feed.secret_file))
+    if ident.directory is not None and ident.directory.service_password_file is not None:
+        files.append(config.path(ident.directory.service_password_file))
+    for s in config.lists.sources:
+        src = config.path(s)
+        files.append(src)  # a category added or removed
+        try:
+            categories = [Path(e.path) for e in os.scandir(src) if e.is_dir()]
+        except OSError:
+            continue  # reported by the list loader
+        for category in categories:
+            files.append(category)
+            files.extend(category / kind for kind in LIST_FILES)
+    return files
+
+
+def _stamp(p: Path) -> tuple[int, int, int]:
+    """What identifies a file's version: mtime alone misses a rewrite within one clock tick (a
+    truncate-then-write seen half-way has the same mtime as the finished file, but not the same size)."""
+    try:
+        st = p.stat()
+    except OSError:
+        return (0, 0, 0)
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+WORKER_ENV = "SCHOOLPROXY_WORKER"  # "i/N" in a process started by `schoolproxy run --workers N`
+
+
+def worker_from_env() -> tuple[int, int]:
+    """(worker number, number of workers) of this process: (0, 1) unless started by the supervisor."""
+    try:
+        i, n = (int(x) for x in os.environ.get(WORKER_ENV, "").split("/"))
+    except ValueError:
+        return 0, 1
+    return (i, n) if 0 <= i < n else (0, 1)
+
+
+class Engine:
+    """Holds the running snapshot and the verdict bus; shared by the addons of one proxy."""
+
+    def __init__(self) -> None:
+        self.snapshot: Snapshot | None = None
+        self.config_path: Path | None = None
+        self.bus = VerdictBus()
+        self.reloads = {"ok": 0, "refused": 0}
+        #: The running records writer, if any (metrics read its counters).
+        self.record_writer = None
+        #: ip → user from the logon feed; set by the logon-feed addon when the config enables it.
+        self.logons: LogonTable | None = None
+        self.logon_feed = None
+        self.alert_service = None
+        #: Sign-in outcomes beyond success, for the metrics.
+        self.auth_stats = {"failed": 0, "unverified": 0, "slowed": 0, "guessing_reports": 0}
+        #: This process's number among ``schoolproxy run --workers N`` (0 of 1 when run alone).
+        self.worker, self.workers = worker_from_env()
+
+    @property
+    def primary(self) -> bool:
+        """Worker 0 (or the only process): runs what must happen once (logon feed, delivery, purge)."""
+        return self.worker == 0
+
+    def load(self, config_path: str | Path) -> Snapshot:
+        self.config_path = Path(config_path)
+        self.snapshot = build_snapshot(self.config_path)
+        return self.snapshot
+
+    def changed(self) -> bool:
+        """Has any watched file changed since the running snapshot was built?"""
+        snap = self.snapshot
+        return snap is not None and self.file_state() != tuple(snap.watched.items())
+
+    def file_state(self) -> tuple[tuple[Path, tuple[int, int, int]], ...]:
+        """The watched files and their current stamps (to remember which state a reload refused)."""
+        snap = self.snapshot
+        return () if snap is None else tuple((p, _stamp(p)) for p in snap.watched)
+
+    def build(self) -> Snapshot:
+        """Build a replacement snapshot (blocking; run it in a thread)."""
+        assert self.config_path is not None
+        return build_snapshot(self.config_path, previous=self.snapshot)
+
+    def swap(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self.reloads["ok"] += 1
