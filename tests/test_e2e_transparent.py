@@ -164,3 +164,112 @@ def test_pupil_without_proxy_settings_is_filtered(lan, internet, gateway):
     assert {(r["host"], r["action"], r["client_ip"], r["profile"], r["identity_source"]) for r in rows} == {
         ("socialsite.test", "block", PUPIL_IP, "pupil", "default"),
         ("learning.test", "allow", PUPIL_IP, "pupil", "default")}
+
+
+@pytest.fixture
+def chained(lan, internet, tmp_path):
+    """The gateway chained to the upstream filter (the stand-in internet's proxy), telling it who browses."""
+    config = gateway_config(tmp_path, internet, upstream=True, proxy_extra=" upstream_identity: {},")
+    r = firewall(lan, config, "apply")
+    assert r.returncode == 0, r.stdout + r.stderr
+    with GatewayProxy(lan, config, tmp_path / "proxy.log") as proxy:
+        proxy.root = tmp_path
+        yield proxy
+    firewall(lan, config, "remove")
+
+
+def test_transparent_traffic_goes_through_the_upstream_filter_with_who_is_browsing(lan, internet, chained):
+    logon(lan, "pupil1")
+    ca = chained.root / "ca" / "mitmproxy-ca-cert.pem"
+    status, body = status_and_body(curl(lan, "http://learning.test/a", "-H", "X-Authenticated-User: teacher1"))
+    assert status == 200 and "origin learning.test" in body, chained.log()
+    status, body = status_and_body(curl(lan, "https://learning.test/b", "--cacert", str(ca)))
+    assert status == 200 and "origin learning.test" in body, chained.log()
+    plain, tls = internet.requests_for("learning.test")
+    # Plain HTTP reached the upstream as an explicit proxy sends it, naming the pupil, not the spoofed name.
+    assert (plain.scheme, plain.via_connect, plain.path) == ("http", False, "/a")
+    assert plain.header("X-Forwarded-For") == PUPIL_IP and plain.header("X-Authenticated-User") == "pupil1"
+    # HTTPS went through a CONNECT to the upstream, which carried the identity; the site saw none of it.
+    assert tls.via_connect and tls.header("X-Authenticated-User") is None and tls.header("X-Forwarded-For") is None
+    [connect] = [c for c in internet.connect_requests if c.host == "learning.test"]
+    assert connect.port == 443 and connect.header("X-Authenticated-User") == "pupil1"
+    assert connect.header("X-Forwarded-For") == PUPIL_IP
+    # Blocked sites never reach the upstream.
+    status, _ = status_and_body(curl(lan, "https://socialsite.test/", "--cacert", str(ca)))
+    assert status == 403 and not internet.connects_for("socialsite.test")
+
+
+def test_passed_through_tls_is_relayed_through_the_upstream_filter(lan, internet, chained):
+    logon(lan, "teacher1", "STAFF-01")  # staff: banking is passed through undecrypted
+    # The pupil PC trusts only the real sites' CA: it succeeds only if the connection was not decrypted.
+    status, body = status_and_body(curl(lan, "https://bank.test/account", "--cacert", str(internet.ca_path)))
+    assert status == 200 and "origin bank.test" in body, chained.log()
+    assert internet.connects_for("bank.test") == [("bank.test", 443)]
+    row = next(r for r in records(chained.root, 1) if r["host"] == "bank.test")
+    assert (row["layer"], row["username"], row["device"]) == ("tls-passthrough", "teacher1", "STAFF-01")
+
+
+def test_the_logon_feed_says_who_is_browsing(lan, internet, gateway):
+    logon(lan, "teacher1", "STAFF-01")
+    status, body = status_and_body(curl(lan, "http://socialsite.test/"))
+    assert status == 200 and "origin socialsite.test" in body  # staff are not restricted locally
+    logon(lan, "pupil1", "ICT-07")  # the next person to sign in to that PC
+    status, _ = status_and_body(curl(lan, "http://socialsite.test/"))
+    assert status == 403
+    rows = records(gateway.root, 2)
+    assert [(r["username"], r["device"], r["profile"], r["action"], r["identity_source"]) for r in rows] == [
+        ("teacher1", "STAFF-01", "staff", "allow", "logon-feed"), ("pupil1", "ICT-07", "pupil", "block", "logon-feed")]
+
+
+def udp_listener() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((INTERNET_IP, 0))
+    return s
+
+
+def test_quic_dns_over_tls_and_the_transparent_port_itself_are_refused(lan, internet, gateway):
+    # The internet listens on UDP 443 (QUIC), TCP 853 (DNS over TLS) and, as a control, on UDP 4433.
+    def listen():
+        quic, control = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        quic.bind((INTERNET_IP, 443))
+        control.bind((INTERNET_IP, 4433))
+        dot = socket.create_server((INTERNET_IP, 853))
+        for s in (quic, control, dot):
+            s.settimeout(2)
+        return quic, control, dot
+    quic, control, dot = netns.in_netns(lan.internet, listen)
+    try:
+        send = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                f"[s.sendto(b'hello', ('{INTERNET_IP}', p)) for p in (443, 4433)]")
+        lan.exec(lan.pupil, sys.executable, "-c", send, check=True)
+        assert control.recvfrom(100)[0] == b"hello"  # the path works...
+        with pytest.raises(TimeoutError):
+            quic.recvfrom(100)                       # ...but QUIC never arrives
+        r = lan.exec(lan.pupil, "curl", "-sS", "--max-time", "3", f"telnet://{INTERNET_IP}:853")
+        assert r.returncode == 7, r.stderr  # refused at once (not a time-out): the client falls back
+        with pytest.raises(TimeoutError):
+            dot.accept()
+    finally:
+        for s in (quic, control, dot):
+            s.close()
+    # A device that connects to the transparent port directly gets nothing (the proxy would loop).
+    r = lan.exec(lan.pupil, "curl", "-sS", "--max-time", "2", "--noproxy", "*", f"http://{GATEWAY_LAN_IP}:8081/")
+    assert r.returncode == 28, r.stdout + r.stderr  # timed out: dropped
+
+
+def test_rules_applied_twice_are_the_same_ruleset_and_status_says_so(lan, internet, tmp_path):
+    config = gateway_config(tmp_path, internet)
+    assert firewall(lan, config, "status").returncode == 1
+    assert firewall(lan, config, "apply").returncode == 0
+    first = lan.exec(lan.gateway, "nft", "list", "ruleset", check=True).stdout
+    assert firewall(lan, config, "apply").returncode == 0
+    assert lan.exec(lan.gateway, "nft", "list", "ruleset", check=True).stdout == first
+    r = firewall(lan, config, "status")
+    assert r.returncode == 0 and "applied, and the same as this config's" in r.stdout
+    config.write_text(config.read_text().replace("port: 8081", "port: 8082"))
+    r = firewall(lan, config, "status")
+    assert r.returncode == 1 and "DIFFERENT" in r.stdout
+    assert firewall(lan, config, "remove").returncode == 0
+    assert "schoolproxy" not in lan.exec(lan.gateway, "nft", "list", "ruleset", check=True).stdout
+    r = firewall(lan, config, "remove")
+    assert r.returncode == 0 and "no schoolproxy firewall rules were in force" in r.stdout

@@ -98,7 +98,7 @@ def ruleset(config: Config, source: str | None = None) -> str:
 
 
 def nft_binary() -> str:
-    found = shutil.which("nft") or next((p for p in ("/usr/sbin/nft", "/sbin/nft") if shutil.which(p)), None)
+    found = shutil.which("nft")
     if found is None:
         raise FirewallError("nft (nftables) is not installed: apt-get install nftables — until the rules are "
                             "applied, devices that are not set to use the proxy are not filtered by it")

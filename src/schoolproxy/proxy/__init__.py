@@ -17,11 +17,12 @@ from schoolproxy.proxy.metrics import MetricsExporter
 from schoolproxy.proxy.record import Record
 from schoolproxy.proxy.reload import Reload
 from schoolproxy.proxy.transparent import PassthroughViaUpstream, Transparent
+from schoolproxy.proxy.upstreamidentity import UpstreamIdentity
 from schoolproxy.snapshot import Engine
 
 
 def make_addons(engine: Engine | None = None) -> list[object]:
     engine = engine or Engine()
     return [LoadConfig(engine), LogonFeed(engine), Transparent(engine), Identify(engine), Enforce(engine),
-            PassthroughViaUpstream(engine), Reload(engine), Record(engine), Alert(engine),
+            PassthroughViaUpstream(engine), UpstreamIdentity(engine), Reload(engine), Record(engine), Alert(engine),
             MetricsExporter(engine), FreezeHeap()]
