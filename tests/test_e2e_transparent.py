@@ -273,3 +273,15 @@ def test_rules_applied_twice_are_the_same_ruleset_and_status_says_so(lan, intern
     assert "schoolproxy" not in lan.exec(lan.gateway, "nft", "list", "ruleset", check=True).stdout
     r = firewall(lan, config, "remove")
     assert r.returncode == 0 and "no schoolproxy firewall rules were in force" in r.stdout
+
+
+def test_the_gateway_serves_its_certificate_page_and_pac_file_on_port_80(lan, gateway):
+    r = lan.exec(lan.pupil, "curl", "-sS", "--max-time", "10", "--noproxy", "*", f"http://{GATEWAY_LAN_IP}/")
+    assert "Set up this device for the school internet" in r.stdout, r.stderr + gateway.log()
+    r = lan.exec(lan.pupil, "curl", "-sS", "--max-time", "10", "--noproxy", "*", f"http://{GATEWAY_LAN_IP}/schoolproxy-ca.pem")
+    assert r.stdout == (gateway.root / "ca" / "mitmproxy-ca-cert.pem").read_text()
+    r = lan.exec(lan.pupil, "curl", "-sS", "--max-time", "10", "--noproxy", "*", f"http://{GATEWAY_LAN_IP}/wpad.dat")
+    assert "function FindProxyForURL" in r.stdout and 'return "DIRECT";' in r.stdout  # transparent only
+    # The gateway's other ports are not redirected: the logon feed answers as itself.
+    r = lan.exec(lan.pupil, "curl", "-sS", "--max-time", "10", "--noproxy", "*", f"http://{GATEWAY_LAN_IP}:9465/health")
+    assert r.stdout == '{"ok": true}'
