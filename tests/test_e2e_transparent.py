@@ -285,3 +285,15 @@ def test_the_gateway_serves_its_certificate_page_and_pac_file_on_port_80(lan, ga
     # The gateway's other ports are not redirected: the logon feed answers as itself.
     r = lan.exec(lan.pupil, "curl", "-sS", "--max-time", "10", "--noproxy", "*", f"http://{GATEWAY_LAN_IP}:9465/health")
     assert r.stdout == '{"ok": true}'
+
+
+def test_a_device_signed_in_on_the_sign_in_page_is_browsing_as_that_person(lan, gateway):
+    from schoolproxy.identity.signin import post_sign_in
+    # What the console's sign-in page does once the password has passed: attach the person to the
+    # address the page's request came from (here, the pupil's own phone).
+    done = netns.in_netns(lan.gateway, post_sign_in, f"http://{GATEWAY_LAN_IP}:9465", SECRET, "teacher1", PUPIL_IP, 1)
+    assert done.user == "teacher1"
+    status, _ = status_and_body(curl(lan, "http://socialsite.test/"))
+    assert status == 200
+    [row] = records(gateway.root, 1)
+    assert (row["username"], row["identity_source"], row["profile"]) == ("teacher1", "sign-in", "staff")

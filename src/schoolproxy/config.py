@@ -236,6 +236,8 @@ class LogonFeedSettings(_Model):
     ttl_hours: float = Field(10.0, gt=0, le=24 * 7)
     #: Where live logons are kept across a proxy restart.
     state_file: Path = Path("../var/logons.json")
+    #: How long a sign-in on the console's sign-in page (BYOD, guest Wi-Fi) lasts on that device.
+    sign_in_hours: float = Field(8.0, gt=0, le=24 * 7)
 
     @field_validator("listen")
     @classmethod
