@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -147,12 +148,34 @@ class ProxySettings(_Model):
         return self.transparent.port if self.mode != "explicit" and self.transparent is not None else None
 
 
+class ListUpdateSettings(_Model):
+    """``schoolproxy lists update`` (daily, by the schoolproxy-lists-update timer): the UT1 lists, checked
+    before they replace the ones in use."""
+
+    #: An http(s) URL of a .tar.gz (fetched through proxy.upstream when one is set), or a file or
+    #: directory put on the gateway by hand.
+    source: NonEmpty = "https://dsi.ut-capitole.fr/blacklists/download/blacklists.tar.gz"
+    #: A checksum file published beside the download (md5sum / sha256sum format), checked if given.
+    checksum_url: str | None = None
+    #: Where the lists go (a symbolic link to the set in use): add it to lists.sources.
+    dest: Path = Path("../var/lists/ut1")
+    #: A new set with fewer entries than this share of the set in use is refused (a truncated download).
+    min_ratio: float = Field(0.8, gt=0, le=1)
+    max_download_mb: int = Field(500, ge=1, le=20_000)
+    max_unpacked_mb: int = Field(3000, ge=1, le=100_000)
+    timeout_seconds: float = Field(600, gt=0, le=7200)
+    #: A line per update attempt, kept as evidence that the lists are kept up to date.
+    history: Path | None = None
+
+
 class ListSettings(_Model):
     sources: list[Path] = [Path("../filterlists")]
     metadata: Path = Path("../filterlists/categories.yaml")
     #: Where the lists are compiled to (a memory-mapped trie: a 3M-entry list opens in milliseconds
     #: and is shared by all workers). Recompiled when a list file changes. null: parse into memory.
     cache_dir: Path | None = Path("../var/lists-cache")
+    #: Daily updates of the UT1 lists (schoolproxy lists update); null: lists change only by hand.
+    update: ListUpdateSettings | None = None
 
 
 class ProxyAuthSettings(_Model):
@@ -556,8 +579,9 @@ class Config(_Model):
         return url
 
     def path(self, p: Path) -> Path:
-        """A path from the file, resolved against the file's directory."""
-        return p if p.is_absolute() else (self.base_dir / p).resolve()
+        """A path from the file, resolved against the file's directory. A symbolic link at the end is kept
+        as a link (the list updater switches one to a new set: watching the link sees the switch)."""
+        return p if p.is_absolute() else Path(os.path.normpath(self.base_dir / p))
 
 
 def load_config(path: str | Path) -> Config:
