@@ -297,3 +297,17 @@ def test_a_device_signed_in_on_the_sign_in_page_is_browsing_as_that_person(lan, 
     assert status == 200
     [row] = records(gateway.root, 1)
     assert (row["username"], row["identity_source"], row["profile"]) == ("teacher1", "sign-in", "staff")
+
+
+def test_doctor_checks_the_transparent_gateway(lan, gateway):
+    def doctor():
+        return lan.exec(lan.gateway, str(BIN / "schoolproxy"), "doctor", "--config", str(gateway.config),
+                        "--probe", "learning.test", timeout=120).stdout
+    out = doctor()
+    assert f"OK       transparent proxy: answers on {GATEWAY_LAN_IP}:8081" in out, out
+    assert "OK       firewall rules: web traffic from lan0 goes to port 8081; QUIC and DNS over TLS refused" in out
+    assert "OK       logon feed: answers on" in out and "who is browsing" not in out
+    firewall(lan, gateway.config, "remove")
+    out = doctor()
+    assert "PROBLEM  firewall rules: not applied: devices without proxy settings are not filtered" in out
+    assert "fix: schoolproxy firewall apply" in out
