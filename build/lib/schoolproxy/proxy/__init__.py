@@ -14,12 +14,16 @@ from schoolproxy.proxy.identify import Identify
 from schoolproxy.proxy.loadconfig import LoadConfig
 from schoolproxy.proxy.logonfeed import LogonFeed
 from schoolproxy.proxy.metrics import MetricsExporter
+from schoolproxy.proxy.ownpages import OwnPages
 from schoolproxy.proxy.record import Record
 from schoolproxy.proxy.reload import Reload
+from schoolproxy.proxy.transparent import PassthroughViaUpstream, Transparent
+from schoolproxy.proxy.upstreamidentity import UpstreamIdentity
 from schoolproxy.snapshot import Engine
 
 
 def make_addons(engine: Engine | None = None) -> list[object]:
     engine = engine or Engine()
-    return [LoadConfig(engine), LogonFeed(engine), Identify(engine), Enforce(engine), Reload(engine), Record(engine), Alert(engine),
+    return [LoadConfig(engine), LogonFeed(engine), OwnPages(engine), Transparent(engine), Identify(engine), Enforce(engine),
+            PassthroughViaUpstream(engine), UpstreamIdentity(engine), Reload(engine), Record(engine), Alert(engine),
             MetricsExporter(engine), FreezeHeap()]

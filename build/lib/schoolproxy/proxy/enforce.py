@@ -79,7 +79,7 @@ class Enforce:
         tunnel = self.tunnels.get(client)
         sni = data.client_hello.sni
         if tunnel is None:  # transparent mode: no CONNECT came first
-            ident = snap.subnets.lookup(client.peername[0]) or snap.resolver.unidentified()
+            ident = self._address_identity(client.peername[0], snap)
             address = data.context.server.address
             raw_host, port = (sni or (address[0] if address else "")), (address[1] if address else 443)
             host, decision = self._decide_host(snap, ident, raw_host, "")
@@ -184,6 +184,16 @@ class Enforce:
             ident = tunnel.identity if tunnel else (
                 snap.subnets.lookup(flow.client_conn.peername[0]) or snap.resolver.unidentified())
         return ident
+
+    def _address_identity(self, ip: str, snap: Snapshot) -> Identity:
+        """Who is at an address that has not signed in to the proxy (transparent mode): the logon feed
+        or a sign-in page, else the subnet map, else the fail-closed default."""
+        logons = self.engine.logons
+        logon = logons.lookup(ip) if logons is not None else None
+        if logon is not None:
+            groups = frozenset(logon.groups) if logon.groups is not None else None
+            return snap.resolver.identify(logon.user, logon.source, groups, logon.device)
+        return snap.subnets.lookup(ip) or snap.resolver.unidentified()
 
     @staticmethod
     def _decide_host(snap: Snapshot, ident: Identity, raw_host: str, path: str) -> tuple[str, Decision]:

@@ -1,0 +1,222 @@
+"""Transparent addon: connections the gateway's firewall redirected to the proxy (``proxy.mode: transparent``).
+
+mitmproxy knows such a connection only by the address the device was going to. The school's filter
+decides on names, as an explicit proxy sees them, so before identity and enforcement run this addon:
+
+- **names the destination**: the server name of the TLS handshake (SNI), or the Host header of plain
+  HTTP. The proxy then connects to that name itself, as an explicit proxy does: a device cannot send its
+  bytes to one address while naming an allowed site in the Host header or the SNI.
+- **chains to the upstream filter** (``proxy.upstream``), which mitmproxy's transparent mode does not do:
+  HTTPS through a CONNECT to the upstream, plain HTTP as an absolute-form request to it (as mitmproxy's
+  upstream mode sends it; many filters refuse a CONNECT to port 80). Connections passed through
+  undecrypted are relayed through a CONNECT as well (:class:`PassthroughViaUpstream`).
+
+Who is browsing comes from the logon feed, a sign-in page or the subnet map (the identify addon): a
+transparent connection carries no proxy sign-in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import weakref
+
+from mitmproxy import connection, http, tls
+from mitmproxy.net import server_spec
+from mitmproxy.proxy import mode_specs
+from mitmproxy.utils import human
+
+from schoolproxy.filtering.hostnames import InvalidHost, normalise_host
+from schoolproxy.snapshot import Engine
+
+log = logging.getLogger(__name__)
+
+#: How long the relay waits for a device's TLS handshake and for the upstream's answer to CONNECT.
+RELAY_TIMEOUT = 15.0
+MAX_CLIENT_HELLO = 64 * 1024
+
+
+def is_transparent(client: connection.Client) -> bool:
+    return isinstance(client.proxy_mode, mode_specs.TransparentMode)
+
+
+def upstream_address(upstream: str | None) -> tuple[str, tuple[str, int]] | None:
+    """``http://10.0.0.2:800`` → ("http", ("10.0.0.2", 800)); None without an upstream."""
+    if not upstream:
+        return None
+    scheme, address = server_spec.parse(upstream, default_scheme="http")
+    return scheme, address
+
+
+def _name(raw: str | None) -> str | None:
+    """A host name fit to connect to (lower case, punycode), or None for anything else."""
+    if not raw:
+        return None
+    try:
+        host, _ = normalise_host(raw)
+    except InvalidHost:
+        return None
+    return host
+
+
+class Transparent:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def _upstream(self) -> tuple[str, tuple[str, int]] | None:
+        snap = self.engine.snapshot
+        return upstream_address(snap.config.proxy.upstream) if snap is not None else None
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        context = data.context
+        if data.ignore_connection or not is_transparent(context.client) or context.server.address is None:
+            return
+        name = _name(data.client_hello.sni)
+        if name is not None:
+            context.server.address = (name, context.server.address[1])
+        upstream = self._upstream()
+        if upstream is not None:
+            context.server.via = upstream
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live or not is_transparent(flow.client_conn):
+            return
+        req = flow.request
+        if req.scheme == "http":
+            name = _name(req.host_header)
+            if name is not None and name != req.host:
+                req.host = name  # also sets the Host header to the name and the destination port
+        elif req.scheme == "https" and flow.server_conn.via is None:
+            upstream = self._upstream()
+            if upstream is not None:  # e.g. a TLS connection without SNI: still through the upstream
+                flow.server_conn.via = upstream
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live or not is_transparent(flow.client_conn):
+            return
+        req = flow.request
+        upstream = self._upstream()
+        if upstream is None or req.scheme != "http":
+            return
+        scheme, address = upstream
+        if scheme == "https":  # a TLS upstream proxy: through a CONNECT tunnel to it
+            flow.server_conn.via = upstream
+            return
+        # Sent to the upstream as an explicit proxy would send it: "GET http://site/path".
+        req.data.authority = human.format_address((req.host, req.port)).encode("idna") \
+            if req.port != 80 else req.host.encode("idna")
+        req.data.host, req.data.port = address
+
+
+class PassthroughViaUpstream:
+    """Relays transparent connections that are passed through undecrypted (a profile's passthrough
+    categories) through a CONNECT to the upstream filter, instead of straight to the site.
+
+    mitmproxy relays a passed-through connection byte for byte to its server address, with no way to
+    put a CONNECT first. So that address becomes a relay of our own on loopback, which reads the server
+    name from the device's TLS handshake, opens a CONNECT to the upstream, and splices the two. Placed
+    after the enforce addon, which decides what is passed through."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.server: asyncio.Server | None = None
+        self.address: tuple[str, int] | None = None
+        self.relayed = 0
+        self._tasks: weakref.WeakSet[asyncio.Task] = weakref.WeakSet()
+
+    def running(self) -> None:
+        snap = self.engine.snapshot
+        if snap is None or snap.config.proxy.transparent_port() is None or not snap.config.proxy.upstream:
+            return
+        if self.server is None and self.address is None:
+            # Bound now, so the address is known at once; connections wait in the backlog until served.
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(128)
+            self.address = sock.getsockname()[:2]
+            asyncio.get_running_loop().create_task(self._serve(sock))
+
+    async def _serve(self, sock: socket.socket) -> None:
+        self.server = await asyncio.start_server(self._relay, sock=sock)
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        if not data.ignore_connection or not is_transparent(data.context.client):
+            return
+        snap = self.engine.snapshot
+        upstream = upstream_address(snap.config.proxy.upstream) if snap is not None else None
+        if upstream is None:
+            return
+        if self.address is None:  # no relay (it failed to start): never straight to the site
+            log.error("schoolproxy: no relay to the upstream filter for a passed-through connection; closed")
+            data.context.server.error = "no relay to the upstream filter"
+            return
+        data.context.server.address = self.address
+
+    def done(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        up_writer = None
+        try:
+            hello, sni = await asyncio.wait_for(_read_client_hello(reader), RELAY_TIMEOUT)
+            snap = self.engine.snapshot
+            upstream = upstream_address(snap.config.proxy.upstream) if snap is not None else None
+            if sni is None or upstream is None or upstream[0] != "http":
+                return
+            up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(*upstream[1]), RELAY_TIMEOUT)
+            target = f"{sni}:443".encode("idna")
+            up_writer.write(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target, target))
+            head = await asyncio.wait_for(up_reader.readuntil(b"\r\n\r\n"), RELAY_TIMEOUT)
+            if not head.split(b"\r\n", 1)[0].split(b" ")[1:2] == [b"200"]:
+                log.warning("schoolproxy: the upstream filter refused a passed-through connection to %s: %r",
+                            sni, head.split(b"\r\n", 1)[0][:100])
+                return
+            up_writer.write(hello)
+            self.relayed += 1
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ValueError, IndexError):
+            pass
+        finally:
+            for w in (writer, up_writer):
+                if w is not None:
+                    w.close()
+
+
+async def _read_client_hello(reader: asyncio.StreamReader) -> tuple[bytes, str | None]:
+    """The device's first bytes (a TLS ClientHello) and the server name it asks for."""
+    from mitmproxy.proxy.layers.tls import parse_client_hello
+    data = b""
+    while len(data) < MAX_CLIENT_HELLO:
+        chunk = await reader.read(4096)
+        if not chunk:
+            break
+        data += chunk
+        try:
+            hello = parse_client_hello(data)
+        except ValueError:
+            break
+        if hello is not None:
+            return data, _name(hello.sni)
+    return data, None
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while chunk := await reader.read(65536):
+            writer.write(chunk)
+            await writer.drain()
+    finally:
+        if writer.can_write_eof():
+            try:
+                writer.write_eof()
+            except OSError:
+                pass
