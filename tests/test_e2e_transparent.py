@@ -160,7 +160,12 @@ def test_pupil_without_proxy_settings_is_filtered(lan, internet, gateway):
     assert status == 200 and "origin learning.test" in body, gateway.log()
     seen = [(s.scheme, s.host, s.path) for s in internet.requests_for("learning.test")]
     assert seen == [("http", "learning.test", "/lesson"), ("https", "learning.test", "/quiz")]
-    rows = records(gateway.root, 4)
+    # Another name in the Host header than the one connected to (SNI) or resolved: decided on both.
+    status, _ = status_and_body(curl(lan, "https://learning.test/", "--cacert", str(ca), "-H", "Host: socialsite.test"))
+    assert status == 403
+    status, _ = status_and_body(curl(lan, "http://learning.test/", "-H", "Host: socialsite.test"))
+    assert status == 403 and not internet.requests_for("socialsite.test")
+    rows = records(gateway.root, 6)
     assert {(r["host"], r["action"], r["client_ip"], r["profile"], r["identity_source"]) for r in rows} == {
         ("socialsite.test", "block", PUPIL_IP, "pupil", "default"),
         ("learning.test", "allow", PUPIL_IP, "pupil", "default")}
@@ -205,6 +210,8 @@ def test_passed_through_tls_is_relayed_through_the_upstream_filter(lan, internet
     status, body = status_and_body(curl(lan, "https://bank.test/account", "--cacert", str(internet.ca_path)))
     assert status == 200 and "origin bank.test" in body, chained.log()
     assert internet.connects_for("bank.test") == [("bank.test", 443)]
+    [connect] = [c for c in internet.connect_requests if c.host == "bank.test"]
+    assert connect.header("X-Forwarded-For") == PUPIL_IP and connect.header("X-Authenticated-User") == "teacher1"
     row = next(r for r in records(chained.root, 1) if r["host"] == "bank.test")
     assert (row["layer"], row["username"], row["device"]) == ("tls-passthrough", "teacher1", "STAFF-01")
 

@@ -115,3 +115,5 @@ def test_passed_through_tls_goes_to_the_relay_never_straight_out(school):
         data.ignore_connection = True
         addon.tls_clienthello(data)
     assert data.context.server.address == ("127.0.0.1", 45678)
+    source = data.context.server.sockname[0]  # the relay knows the device by this loopback address
+    assert source.startswith("127.") and source != "127.0.0.1" and addon._pending[source][0] == data.context.client.peername[0]

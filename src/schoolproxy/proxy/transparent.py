@@ -28,6 +28,7 @@ from mitmproxy.proxy import mode_specs
 from mitmproxy.utils import human
 
 from schoolproxy.filtering.hostnames import InvalidHost, normalise_host
+from schoolproxy.identity.profiles import Identity
 from schoolproxy.snapshot import Engine
 
 log = logging.getLogger(__name__)
@@ -115,8 +116,10 @@ class PassthroughViaUpstream:
 
     mitmproxy relays a passed-through connection byte for byte to its server address, with no way to
     put a CONNECT first. So that address becomes a relay of our own on loopback, which reads the server
-    name from the device's TLS handshake, opens a CONNECT to the upstream, and splices the two. Placed
-    after the enforce addon, which decides what is passed through."""
+    name from the device's TLS handshake, opens a CONNECT to the upstream, and splices the two. Each such
+    connection comes to the relay from a loopback address of its own (all of 127/8 is local), by which
+    the relay knows the device behind it — for the upstream identity headers on the CONNECT. Placed after
+    the enforce addon, which decides what is passed through."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
@@ -124,6 +127,9 @@ class PassthroughViaUpstream:
         self.address: tuple[str, int] | None = None
         self.relayed = 0
         self._tasks: weakref.WeakSet[asyncio.Task] = weakref.WeakSet()
+        #: The loopback address a connection comes to the relay from → (device address, identity).
+        self._pending: dict[str, tuple[str, Identity | None]] = {}
+        self._next = 0
 
     def running(self) -> None:
         snap = self.engine.snapshot
@@ -152,6 +158,21 @@ class PassthroughViaUpstream:
             data.context.server.error = "no relay to the upstream filter"
             return
         data.context.server.address = self.address
+        data.context.server.sockname = (self._source_for(data.context.client.peername[0]), 0)
+
+    def _source_for(self, ip: str) -> str:
+        """A loopback address (127.64.0.0/10) the connection to the relay comes from, remembered with the
+        device behind it: the logon feed or a sign-in names the user, as the identify addon would."""
+        self._next = self._next % ((1 << 22) - 2) + 1
+        n = self._next
+        source = f"127.{64 | n >> 16}.{n >> 8 & 255}.{n & 255}"
+        logons = self.engine.logons
+        logon = logons.lookup(ip) if logons is not None else None
+        ident = Identity(logon.user, "", logon.source, "", logon.device) if logon is not None else None
+        if len(self._pending) >= 10_000:  # connections that never reached the relay: forget them
+            self._pending.clear()
+        self._pending[source] = (ip, ident)
+        return source
 
     def done(self) -> None:
         if self.server is not None:
@@ -165,6 +186,7 @@ class PassthroughViaUpstream:
         if task is not None:
             self._tasks.add(task)
         up_writer = None
+        device = self._pending.pop(writer.get_extra_info("peername")[0], None)
         try:
             hello, sni = await asyncio.wait_for(_read_client_hello(reader), RELAY_TIMEOUT)
             snap = self.engine.snapshot
@@ -173,7 +195,13 @@ class PassthroughViaUpstream:
                 return
             up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(*upstream[1]), RELAY_TIMEOUT)
             target = f"{sni}:443".encode("idna")
-            up_writer.write(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target, target))
+            head = b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n" % (target, target)
+            settings = snap.config.proxy.upstream_identity
+            if settings is not None and device is not None:
+                from schoolproxy.proxy.upstreamidentity import identity_headers
+                for name, value in identity_headers(settings, *device):
+                    head += f"{name}: {value}\r\n".encode("utf-8", "replace")
+            up_writer.write(head + b"\r\n")
             head = await asyncio.wait_for(up_reader.readuntil(b"\r\n\r\n"), RELAY_TIMEOUT)
             if not head.split(b"\r\n", 1)[0].split(b" ")[1:2] == [b"200"]:
                 log.warning("schoolproxy: the upstream filter refused a passed-through connection to %s: %r",

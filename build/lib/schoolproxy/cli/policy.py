@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 
+from schoolproxy.gateway.modes import identity_warnings
 from schoolproxy.monitoring.phrases import PhraseError, load_phrase_lists
 from schoolproxy.snapshot import build_snapshot
 
@@ -36,7 +37,7 @@ def cmd_check(args) -> int:
     print(f"  lists: {len(snap.lists)} entries in {len(snap.lists.categories)} categories"
           + (f", {snap.lists.stats.invalid} invalid lines skipped" if snap.lists.stats.invalid else ""))
     print(f"  upstream filter: {cfg.proxy.upstream or 'NONE'}")
-    warnings = list(snap.policy.warnings)
+    warnings = list(snap.policy.warnings) + identity_warnings(cfg)
     if not cfg.proxy.upstream:
         warnings.append("no upstream filter (proxy.upstream) is set: traffic goes straight to the internet, "
                         "not through the school's certified filter")
