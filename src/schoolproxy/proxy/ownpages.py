@@ -73,12 +73,23 @@ class OwnPages:
         self.engine = engine
         self.local = LocalAddresses()
         self._ca: tuple[Path, float, bytes, bytes, str, str] | None = None
+        # Per snapshot: the ports and names the proxy answers for itself (explicit mode).
+        self._snap = None
+        self._ports: frozenset[int] = frozenset()
+        self._names: frozenset[str] = frozenset()
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
         snap = self.engine.snapshot
-        if snap is None or not self._for_us(flow, snap.config):
+        if snap is None:
+            return
+        if snap is not self._snap:
+            proxy = snap.config.proxy
+            self._ports = frozenset({proxy.listen_port, 80})
+            self._names = frozenset(n.lower().rstrip(".") for n in proxy.own_names)
+            self._snap = snap
+        if not self._for_us(flow):
             return
         req = flow.request
         if req.method not in ("GET", "HEAD"):
@@ -89,24 +100,22 @@ class OwnPages:
             flow.response.content = b""
 
     # -- which requests ---------------------------------------------------------------------------------
-    def _for_us(self, flow: http.HTTPFlow, config) -> bool:
+    def _for_us(self, flow: http.HTTPFlow) -> bool:
         client = flow.client_conn
+        sockname = client.sockname
         if is_transparent(client):
             # The firewall redirected it: sockname is where the device was going.
-            return client.sockname is not None and client.sockname[0] in self.local
+            return sockname is not None and sockname[0] in self.local
         req = flow.request
-        proxy = config.proxy
-        ports = {proxy.listen_port, 80}
-        if client.sockname is not None:
-            ports.add(client.sockname[1])
-        if req.port not in ports:
+        port = req.port
+        if port not in self._ports and (sockname is None or port != sockname[1]):
             return False
         host = req.host.lower().rstrip(".")
-        if client.sockname is not None and host == client.sockname[0]:
+        if sockname is not None and host == sockname[0]:
             return True
         if host[-1:].isdigit() or ":" in host:  # an address: is it one of the gateway's?
             return host in self.local
-        return host in (n.lower().rstrip(".") for n in proxy.own_names)
+        return host in self._names
 
     # -- what is answered -------------------------------------------------------------------------------
     def _page(self, flow: http.HTTPFlow, config) -> http.Response:

@@ -39,7 +39,10 @@ MAX_CLIENT_HELLO = 64 * 1024
 
 
 def is_transparent(client: connection.Client) -> bool:
-    return isinstance(client.proxy_mode, mode_specs.TransparentMode)
+    return type(client.proxy_mode) is _TRANSPARENT
+
+
+_TRANSPARENT = mode_specs.TransparentMode
 
 
 def upstream_address(upstream: str | None) -> tuple[str, tuple[str, int]] | None:
@@ -81,7 +84,7 @@ class Transparent:
             context.server.via = upstream
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not flow.live or not is_transparent(flow.client_conn):
+        if type(flow.client_conn.proxy_mode) is not _TRANSPARENT or flow.response or flow.error or not flow.live:
             return
         req = flow.request
         if req.scheme == "http":
@@ -94,7 +97,7 @@ class Transparent:
                 flow.server_conn.via = upstream
 
     def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not flow.live or not is_transparent(flow.client_conn):
+        if type(flow.client_conn.proxy_mode) is not _TRANSPARENT or flow.response or flow.error or not flow.live:
             return
         req = flow.request
         upstream = self._upstream()
@@ -105,8 +108,8 @@ class Transparent:
             flow.server_conn.via = upstream
             return
         # Sent to the upstream as an explicit proxy would send it: "GET http://site/path".
-        req.data.authority = human.format_address((req.host, req.port)).encode("idna") \
-            if req.port != 80 else req.host.encode("idna")
+        authority = req.host if req.port == 80 else human.format_address((req.host, req.port))
+        req.data.authority = authority.encode("ascii", "replace")
         req.data.host, req.data.port = address
 
 
