@@ -11,7 +11,7 @@ from mitmproxy.test import taddons, tflow
 
 from schoolproxy.gateway.pac import pac_file
 from schoolproxy.proxy.ownpages import LocalAddresses, OwnPages
-from schoolproxy.snapshot import Engine
+from schoolproxy.snapshot import SnapshotHolder
 
 PROXY = ("10.0.0.1", 8080)
 
@@ -33,7 +33,7 @@ def school(tmp_path):
 
 @pytest.fixture
 def addon(school):
-    engine = Engine()
+    engine = SnapshotHolder()
     engine.load(school)
     return OwnPages(engine)
 

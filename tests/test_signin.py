@@ -6,13 +6,14 @@ import time
 import pytest
 from conftest import PASSWORD, free_port
 from mitmproxy.test import taddons
+from prometheus_client import CollectorRegistry
 
 from schoolproxy.identity.logons import LogonTable
 from schoolproxy.identity.signin import SignInError, attach, check_password, post_sign_in, sign_out
 from schoolproxy.identity.signin_guard import SigninGuard
 from schoolproxy.identity.userfile import UsersFile
 from schoolproxy.proxy.logonfeed import LogonFeed
-from schoolproxy.snapshot import Engine
+from schoolproxy.snapshot import SnapshotHolder
 
 SECRET = "a-feed-secret-of-some-length"
 
@@ -66,15 +67,15 @@ def test_the_console_signs_a_device_in_through_the_proxys_logon_feed(school):
     (school.parent / "feed-secret").write_text(SECRET)
     school.write_text(school.read_text().replace(
         "identity:\n", f'identity:\n  logon_feed: {{listen: "127.0.0.1:{port}", secret_file: feed-secret}}\n', 1))
-    engine = Engine()
-    engine.load(school)
-    feed = LogonFeed(engine)
+    snapshots = SnapshotHolder()
+    snapshots.load(school)
+    feed = LogonFeed(snapshots, CollectorRegistry())
     with taddons.context(feed):
         feed.configure({"schoolproxy_config"})
         try:
             done = post_sign_in(f"http://127.0.0.1:{port}", SECRET, "pupil1", "10.9.5.5", hours=3)
             assert done.user == "pupil1" and done.expires == pytest.approx(time.time() + 3 * 3600, abs=60)
-            entry = engine.logons.lookup("10.9.5.5")
+            entry = feed.logons.lookup("10.9.5.5")
             assert (entry.user, entry.source) == ("pupil1", "sign-in")
             with pytest.raises(SignInError, match="refused the sign-in \\(401"):
                 post_sign_in(f"http://127.0.0.1:{port}", "wrong-secret-xxxxxxxx", "teacher1", "10.9.5.5")
@@ -82,6 +83,6 @@ def test_the_console_signs_a_device_in_through_the_proxys_logon_feed(school):
                 post_sign_in(f"http://127.0.0.1:{port}", SECRET, "teacher1", "10.9.5.5", hours="soon")
             with pytest.raises(SignInError, match="between 1 second and 168 hours"):
                 post_sign_in(f"http://127.0.0.1:{port}", SECRET, "teacher1", "10.9.5.5", hours=1000)
-            assert engine.logons.lookup("10.9.5.5").user == "pupil1"  # refused calls changed nothing
+            assert feed.logons.lookup("10.9.5.5").user == "pupil1"  # refused calls changed nothing
         finally:
             feed.done()

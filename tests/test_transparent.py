@@ -9,13 +9,13 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow
 
 from schoolproxy.proxy.transparent import PassthroughViaUpstream, Transparent
-from schoolproxy.snapshot import Engine
+from schoolproxy.snapshot import SnapshotHolder
 
 
-def engine_for(school, upstream: str | None = None) -> Engine:
+def engine_for(school, upstream: str | None = None) -> SnapshotHolder:
     if upstream:
         school.write_text(school.read_text().replace("upstream: null", f"upstream: {upstream}"))
-    engine = Engine()
+    engine = SnapshotHolder()
     engine.load(school)
     return engine
 

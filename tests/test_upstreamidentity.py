@@ -8,7 +8,7 @@ from schoolproxy.config import UpstreamIdentitySettings
 from schoolproxy.identity.profiles import Identity
 from schoolproxy.proxy.identify import IDENTITY
 from schoolproxy.proxy.upstreamidentity import UpstreamIdentity, identity_headers
-from schoolproxy.snapshot import Engine
+from schoolproxy.snapshot import SnapshotHolder
 
 PUPIL = Identity("jsmith", "pupil", "logon-feed", "group year4", "ICT-07")
 
@@ -18,7 +18,7 @@ def addon_for(school, upstream: str | None = "http://10.0.0.2:800", settings: st
     if upstream:
         text = text.replace("upstream: null", f"upstream: {upstream}, upstream_identity: {settings}")
     school.write_text(text)
-    engine = Engine()
+    engine = SnapshotHolder()
     engine.load(school)
     return UpstreamIdentity(engine)
 

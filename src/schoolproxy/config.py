@@ -25,6 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Role = Literal["pupil", "staff", "supply", "guest"]
+#: What a person may do in the console and the incident log (SPEC 5.8). ``dsl`` includes deputies;
+#: ``chair_of_governors`` receives concerns about the head teacher; ``slt`` concerns about supply staff.
+StaffRole = Literal["dsl", "computing_lead", "head", "chair_of_governors", "slt", "network_manager", "governor",
+                    "office"]
+STAFF_ROLES: tuple[str, ...] = StaffRole.__args__  # type: ignore[attr-defined]
 NonEmpty = Annotated[str, Field(min_length=1)]
 
 
@@ -509,10 +514,23 @@ class AlertSettings(_Model):
                 if self.recipients and t not in self.recipients:
                     raise ValueError(f"routes.{role}: no recipients named {t!r} "
                                      f"(recipients: {', '.join(sorted(self.recipients))})")
-        if "staff" in self.routes and any(t in ("dsl", "computing_lead") for t in self.routes["staff"]) \
-                and "head" not in self.routes["staff"]:
-            raise ValueError("routes.staff: staff misuse must go to the head teacher")
+        for role, targets in self.routes.items():
+            unknown = [t for t in targets if t not in STAFF_ROLES]
+            if unknown:
+                raise ValueError(f"routes.{role}: unknown role(s) {', '.join(unknown)} (roles: {', '.join(STAFF_ROLES)})")
+        if self.routes.get("staff", ["head"]) != ["head"]:
+            raise ValueError("routes.staff: concerns about staff go to the head teacher only: routes.staff must be "
+                             "[head] (a concern about the head goes to the chair of governors by itself)")
         return self
+
+
+class PersonSettings(_Model):
+    """Someone who acts on what the filter sees (the DSL, the head…): their name is stamped on every
+    change they make, and their roles decide what they may see."""
+    #: Display name, e.g. "Mrs C Lawrence".
+    name: NonEmpty
+    roles: list[StaffRole] = Field(min_length=1)
+    email: str | None = None
 
 
 class BlockPageSettings(_Model):
@@ -535,6 +553,10 @@ class Config(_Model):
     metrics: MetricsSettings = MetricsSettings()
     records: RecordSettings = RecordSettings()
     alerts: AlertSettings = AlertSettings()
+    #: The people with a safeguarding or admin role, by logon username (case-insensitive).
+    people: dict[NonEmpty, PersonSettings] = {}
+    #: Directory (AD) groups whose members hold a role, e.g. {dsl: [Safeguarding Team]}.
+    role_groups: dict[StaffRole, list[NonEmpty]] = {}
     tests: list[PolicyTestSettings] = []
 
     #: Directory of the config file; relative paths resolve against it. Set by :func:`load_config`.

@@ -27,7 +27,7 @@ from mitmproxy import http
 from schoolproxy.gateway.pac import CONTENT_TYPE as PAC_TYPE
 from schoolproxy.gateway.pac import pac_file
 from schoolproxy.proxy.transparent import is_transparent
-from schoolproxy.snapshot import Engine
+from schoolproxy.snapshot import SnapshotHolder
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,8 @@ class LocalAddresses:
 
 
 class OwnPages:
-    def __init__(self, engine: Engine):
-        self.engine = engine
+    def __init__(self, snapshots: SnapshotHolder):
+        self.snapshots = snapshots
         self.local = LocalAddresses()
         self._ca: tuple[Path, float, bytes, bytes, str, str] | None = None
         # Per snapshot: the ports and names the proxy answers for itself (explicit mode).
@@ -81,7 +81,7 @@ class OwnPages:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
-        snap = self.engine.snapshot
+        snap = self.snapshots.snapshot
         if snap is None:
             return
         if snap is not self._snap:

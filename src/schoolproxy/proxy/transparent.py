@@ -25,11 +25,12 @@ import weakref
 from mitmproxy import connection, http, tls
 from mitmproxy.net import server_spec
 from mitmproxy.proxy import mode_specs
-from mitmproxy.utils import human
 
 from schoolproxy.filtering.hostnames import InvalidHost, normalise_host
 from schoolproxy.identity.profiles import Identity
-from schoolproxy.snapshot import Engine
+from schoolproxy.proxy.identify import Logons
+from schoolproxy.proxy.internals import parse_client_hello, send_in_absolute_form
+from schoolproxy.snapshot import SnapshotHolder
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +66,11 @@ def _name(raw: str | None) -> str | None:
 
 
 class Transparent:
-    def __init__(self, engine: Engine):
-        self.engine = engine
+    def __init__(self, snapshots: SnapshotHolder):
+        self.snapshots = snapshots
 
     def _upstream(self) -> tuple[str, tuple[str, int]] | None:
-        snap = self.engine.snapshot
+        snap = self.snapshots.snapshot
         return upstream_address(snap.config.proxy.upstream) if snap is not None else None
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
@@ -107,10 +108,7 @@ class Transparent:
         if scheme == "https":  # a TLS upstream proxy: through a CONNECT tunnel to it
             flow.server_conn.via = upstream
             return
-        # Sent to the upstream as an explicit proxy would send it: "GET http://site/path".
-        authority = req.host if req.port == 80 else human.format_address((req.host, req.port))
-        req.data.authority = authority.encode("ascii", "replace")
-        req.data.host, req.data.port = address
+        send_in_absolute_form(req, address)  # "GET http://site/path", as an explicit proxy sends it
 
 
 class PassthroughViaUpstream:
@@ -124,8 +122,10 @@ class PassthroughViaUpstream:
     the relay knows the device behind it — for the upstream identity headers on the CONNECT. Placed after
     the enforce addon, which decides what is passed through."""
 
-    def __init__(self, engine: Engine):
-        self.engine = engine
+    def __init__(self, snapshots: SnapshotHolder, logons: Logons | None = None):
+        self.snapshots = snapshots
+        #: Who is logged on where (the logon feed, a sign-in page), for the upstream identity headers.
+        self.logons = logons
         self.server: asyncio.Server | None = None
         self.address: tuple[str, int] | None = None
         self.relayed = 0
@@ -135,7 +135,7 @@ class PassthroughViaUpstream:
         self._next = 0
 
     def running(self) -> None:
-        snap = self.engine.snapshot
+        snap = self.snapshots.snapshot
         if snap is None or snap.config.proxy.transparent_port() is None or not snap.config.proxy.upstream:
             return
         if self.server is None and self.address is None:
@@ -152,7 +152,7 @@ class PassthroughViaUpstream:
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         if not data.ignore_connection or not is_transparent(data.context.client):
             return
-        snap = self.engine.snapshot
+        snap = self.snapshots.snapshot
         upstream = upstream_address(snap.config.proxy.upstream) if snap is not None else None
         if upstream is None:
             return
@@ -169,8 +169,7 @@ class PassthroughViaUpstream:
         self._next = self._next % ((1 << 22) - 2) + 1
         n = self._next
         source = f"127.{64 | n >> 16}.{n >> 8 & 255}.{n & 255}"
-        logons = self.engine.logons
-        logon = logons.lookup(ip) if logons is not None else None
+        logon = self.logons.lookup(ip) if self.logons is not None else None
         ident = Identity(logon.user, "", logon.source, "", logon.device) if logon is not None else None
         if len(self._pending) >= 10_000:  # connections that never reached the relay: forget them
             self._pending.clear()
@@ -192,7 +191,7 @@ class PassthroughViaUpstream:
         device = self._pending.pop(writer.get_extra_info("peername")[0], None)
         try:
             hello, sni = await asyncio.wait_for(_read_client_hello(reader), RELAY_TIMEOUT)
-            snap = self.engine.snapshot
+            snap = self.snapshots.snapshot
             upstream = upstream_address(snap.config.proxy.upstream) if snap is not None else None
             if sni is None or upstream is None or upstream[0] != "http":
                 return
@@ -224,7 +223,6 @@ class PassthroughViaUpstream:
 
 async def _read_client_hello(reader: asyncio.StreamReader) -> tuple[bytes, str | None]:
     """The device's first bytes (a TLS ClientHello) and the server name it asks for."""
-    from mitmproxy.proxy.layers.tls import parse_client_hello
     data = b""
     while len(data) < MAX_CLIENT_HELLO:
         chunk = await reader.read(4096)

@@ -24,7 +24,7 @@ from schoolproxy.config import UpstreamIdentitySettings
 from schoolproxy.identity.profiles import Identity
 from schoolproxy.proxy.identify import IDENTITY
 from schoolproxy.proxy.transparent import is_transparent, upstream_address
-from schoolproxy.snapshot import Engine
+from schoolproxy.snapshot import SnapshotHolder
 
 #: Identity sources whose name the school has checked.
 CHECKED = frozenset({"proxy-auth", "logon-feed", "sign-in"})
@@ -41,15 +41,15 @@ def identity_headers(settings: UpstreamIdentitySettings, client_ip: str, ident: 
 
 
 class UpstreamIdentity:
-    def __init__(self, engine: Engine):
-        self.engine = engine
+    def __init__(self, snapshots: SnapshotHolder):
+        self.snapshots = snapshots
         #: Who is behind each client connection (a CONNECT to the upstream is a flow of its own).
         self.by_conn: weakref.WeakKeyDictionary[connection.Client, Identity] = weakref.WeakKeyDictionary()
         #: Connections that opened a CONNECT tunnel: their requests go on to the site, not to the upstream.
         self.tunnelled: weakref.WeakSet[connection.Client] = weakref.WeakSet()
 
     def _settings(self) -> UpstreamIdentitySettings | None:
-        snap = self.engine.snapshot
+        snap = self.snapshots.snapshot
         if snap is None or not snap.config.proxy.upstream:
             return None
         return snap.config.proxy.upstream_identity
@@ -80,7 +80,7 @@ class UpstreamIdentity:
         if flow.request.scheme != "http" or flow.client_conn in self.tunnelled:
             return
         if is_transparent(flow.client_conn):
-            upstream = upstream_address(self.engine.snapshot.config.proxy.upstream)
+            upstream = upstream_address(self.snapshots.snapshot.config.proxy.upstream)
             if upstream is None or upstream[0] != "http":  # a TLS upstream: the request goes in a tunnel
                 return
         self._add(flow, settings)
