@@ -12,7 +12,13 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3; do \
 	  if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3,12))' 2>/dev/null; \
 	  then command -v $$p; break; fi; done)
 
-.PHONY: run test check bench clean venv
+# make install — install or upgrade on this gateway (root): /opt/schoolproxy, /etc/schoolproxy,
+#                /var/lib/schoolproxy, systemd units (docs/install.md). DESTDIR=... installs into another tree.
+PREFIX  := /opt/schoolproxy
+DESTDIR ?=
+APP     := $(DESTDIR)$(PREFIX)/venv
+
+.PHONY: run test check bench clean venv install
 
 venv: $(VENV)/.installed
 
@@ -42,3 +48,17 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) var/ .pytest_cache
+
+install:
+	@if [ "$$(id -u)" != 0 ]; then echo "make install needs root: sudo make install"; exit 1; fi
+	@if [ -z "$(PYTHON)" ]; then \
+	  echo "schoolproxy needs Python 3.12 or newer, outside /root and /home (the service user runs it)."; \
+	  echo "Debian 13: apt-get install python3 python3-venv. Debian 12: see docs/install.md, then"; \
+	  echo "  sudo make install PYTHON=/opt/python/.../bin/python3.12"; exit 1; fi
+	@echo "Using $(PYTHON) ($$($(PYTHON) --version))"
+	@# A virtualenv of an older or removed Python is made afresh; the config and state are elsewhere.
+	@if [ -e $(APP) ] && ! $(APP)/bin/python -c 'import sys; sys.exit(sys.version_info < (3,12))' 2>/dev/null; \
+	  then rm -rf $(APP); fi
+	@[ -x $(APP)/bin/python ] || $(PYTHON) -m venv $(APP)
+	$(APP)/bin/python -m pip install -q --upgrade .
+	$(APP)/bin/schoolproxy install --root "$(if $(DESTDIR),$(DESTDIR),/)" --from "$(CURDIR)"

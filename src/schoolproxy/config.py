@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -39,9 +41,64 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_DOMAIN = re.compile(r"^(\*\.)?[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})*\.?$")
+
+
+class TransparentSettings(_Model):
+    """Transparent mode: the gateway's firewall sends the LAN's web traffic to the proxy (deploy/nftables/)."""
+
+    #: The port the firewall redirects the LAN's TCP 80 and 443 to (on proxy.listen_host).
+    port: int = Field(8081, ge=1, le=65535)
+    #: Interfaces facing the school's devices (e.g. [eth1, eth1.20]): web traffic arriving there is redirected.
+    lan_interfaces: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:@+-]{1,15}$")]] = []
+    #: Source networks whose web traffic is redirected wherever it arrives (e.g. [10.0.0.0/16]).
+    lan_subnets: list[ipaddress.IPv4Network] = []
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> "TransparentSettings":
+        if not self.lan_interfaces and not self.lan_subnets:
+            raise ValueError("give lan_interfaces (e.g. [eth1]) and/or lan_subnets (e.g. [10.0.0.0/16]): "
+                             "the firewall rules redirect the web traffic that arrives there")
+        return self
+
+
+class UpstreamIdentitySettings(_Model):
+    """Who is browsing, told to the upstream filter on the requests it sees (plain HTTP, and the CONNECT
+    of an HTTPS tunnel). Sent only to proxy.upstream, never to a site."""
+
+    #: Header carrying the device's address; Smoothwall reads X-Forwarded-For. null: not sent.
+    client_address_header: str | None = "X-Forwarded-For"
+    #: Header carrying the user's logon name (unknown users are not named). null: not sent.
+    username_header: str | None = "X-Authenticated-User"
+    #: How the logon name is written: "{username}", "SCHOOL\\{username}", "{username}@school.local".
+    username_format: str = "{username}"
+
+    @field_validator("client_address_header", "username_header")
+    @classmethod
+    def _header(cls, v: str | None) -> str | None:
+        if v is not None and not _HEADER_NAME.match(v):
+            raise ValueError(f"{v!r} is not an HTTP header name (letters, digits and '-')")
+        if v is not None and v.lower() in ("host", "proxy-authorization", "authorization", "cookie",
+                                           "content-length", "transfer-encoding", "connection"):
+            raise ValueError(f"{v!r} is a header HTTP itself uses: choose another name")
+        return v
+
+    @field_validator("username_format")
+    @classmethod
+    def _format(cls, v: str) -> str:
+        if "{username}" not in v or any(c in v for c in "\r\n"):
+            raise ValueError("must contain {username} (e.g. 'SCHOOL\\{username}') on one line")
+        return v
+
+
 class ProxySettings(_Model):
     listen_host: str = "127.0.0.1"
     listen_port: int = Field(8080, ge=1, le=65535)
+    #: "explicit": browsers are set to use the proxy (PAC/WPAD, Group Policy) and sign in; "transparent":
+    #: the gateway's firewall redirects the LAN's web traffic to ``transparent.port``; "both".
+    mode: Literal["explicit", "transparent", "both"] = "explicit"
+    transparent: TransparentSettings | None = None
     #: The school's upstream filter (Smoothwall / SWGfL), e.g. http://10.0.0.2:800. Every request is
     #: chained through it; schoolproxy never provides a path around it.
     upstream: str | None = None
@@ -53,6 +110,17 @@ class ProxySettings(_Model):
         "This site has been blocked by your upstream filter", "Smoothwall", "Internet Watch Foundation",
         "SWGfL", "blocked by your network filter"]
 
+    #: Tell the upstream filter who is browsing (every request reaches it from the gateway's address).
+    upstream_identity: UpstreamIdentitySettings | None = None
+    #: The CA of the upstream filter's own HTTPS inspection (PEM), trusted as well as the usual public
+    #: CAs when the proxy checks sites' certificates. Verification is never turned off.
+    upstream_ca: Path | None = None
+    #: Names the proxy answers to for its own pages (PAC/WPAD file, certificate page), besides its
+    #: addresses: e.g. [wpad.school.local, proxy.school.local].
+    own_names: list[NonEmpty] = []
+    #: Reached directly, never through the proxy, says the PAC file: the school's own domains and networks.
+    pac_direct: list[NonEmpty] = []
+
     @field_validator("upstream")
     @classmethod
     def _upstream_url(cls, v: str | None) -> str | None:
@@ -62,6 +130,48 @@ class ProxySettings(_Model):
             raise ValueError("must be a proxy URL such as http://10.0.0.2:800")
         return v
 
+    @model_validator(mode="after")
+    def _consistent(self) -> "ProxySettings":
+        if self.mode != "explicit" and self.transparent is None:
+            raise ValueError(f"mode {self.mode}: needs a transparent section naming the LAN "
+                             "(transparent: {port: 8081, lan_interfaces: [eth1]})")
+        if self.mode == "both" and self.transparent is not None and self.transparent.port == self.listen_port:
+            raise ValueError("mode both: transparent.port must differ from listen_port")
+        if self.upstream_identity is not None and not self.upstream:
+            raise ValueError("upstream_identity: needs proxy.upstream — these headers are only ever sent "
+                             "to the upstream filter, never to a site")
+        for entry in self.pac_direct + self.own_names:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                if not _DOMAIN.match(entry):
+                    raise ValueError(f"{entry!r} is not a domain or network (e.g. school.local, 10.0.0.0/8)") from None
+        return self
+
+    def transparent_port(self) -> int | None:
+        """Where the transparent listener is, or None in explicit mode."""
+        return self.transparent.port if self.mode != "explicit" and self.transparent is not None else None
+
+
+class ListUpdateSettings(_Model):
+    """``schoolproxy lists update`` (daily, by the schoolproxy-lists-update timer): the UT1 lists, checked
+    before they replace the ones in use."""
+
+    #: An http(s) URL of a .tar.gz (fetched through proxy.upstream when one is set), or a file or
+    #: directory put on the gateway by hand.
+    source: NonEmpty = "https://dsi.ut-capitole.fr/blacklists/download/blacklists.tar.gz"
+    #: A checksum file published beside the download (md5sum / sha256sum format), checked if given.
+    checksum_url: str | None = None
+    #: Where the lists go (a symbolic link to the set in use): add it to lists.sources.
+    dest: Path = Path("../var/lists/ut1")
+    #: A new set with fewer entries than this share of the set in use is refused (a truncated download).
+    min_ratio: float = Field(0.8, gt=0, le=1)
+    max_download_mb: int = Field(500, ge=1, le=20_000)
+    max_unpacked_mb: int = Field(3000, ge=1, le=100_000)
+    timeout_seconds: float = Field(600, gt=0, le=7200)
+    #: A line per update attempt, kept as evidence that the lists are kept up to date.
+    history: Path | None = None
+
 
 class ListSettings(_Model):
     sources: list[Path] = [Path("../filterlists")]
@@ -69,6 +179,8 @@ class ListSettings(_Model):
     #: Where the lists are compiled to (a memory-mapped trie: a 3M-entry list opens in milliseconds
     #: and is shared by all workers). Recompiled when a list file changes. null: parse into memory.
     cache_dir: Path | None = Path("../var/lists-cache")
+    #: Daily updates of the UT1 lists (schoolproxy lists update); null: lists change only by hand.
+    update: ListUpdateSettings | None = None
 
 
 class ProxyAuthSettings(_Model):
@@ -152,6 +264,8 @@ class LogonFeedSettings(_Model):
     ttl_hours: float = Field(10.0, gt=0, le=24 * 7)
     #: Where live logons are kept across a proxy restart.
     state_file: Path = Path("../var/logons.json")
+    #: How long a sign-in on the console's sign-in page (BYOD, guest Wi-Fi) lasts on that device.
+    sign_in_hours: float = Field(8.0, gt=0, le=24 * 7)
 
     @field_validator("listen")
     @classmethod
@@ -565,8 +679,9 @@ class Config(_Model):
         return url
 
     def path(self, p: Path) -> Path:
-        """A path from the file, resolved against the file's directory."""
-        return p if p.is_absolute() else (self.base_dir / p).resolve()
+        """A path from the file, resolved against the file's directory. A symbolic link at the end is kept
+        as a link (the list updater switches one to a new set: watching the link sees the switch)."""
+        return p if p.is_absolute() else Path(os.path.normpath(self.base_dir / p))
 
 
 def load_config(path: str | Path) -> Config:

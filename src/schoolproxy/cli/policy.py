@@ -6,6 +6,7 @@ import datetime as dt
 import sys
 
 from schoolproxy.filtering.decide import Stage, decide, facts_for_url
+from schoolproxy.gateway.modes import identity_warnings
 from schoolproxy.identity.profiles import Identity
 from schoolproxy.monitoring.phrases import PhraseError, load_phrase_lists
 from schoolproxy.snapshot import build_snapshot
@@ -38,7 +39,7 @@ def cmd_check(args) -> int:
     print(f"  lists: {len(snap.lists)} entries in {len(snap.lists.categories)} categories"
           + (f", {snap.lists.stats.invalid} invalid lines skipped" if snap.lists.stats.invalid else ""))
     print(f"  upstream filter: {cfg.proxy.upstream or 'NONE'}")
-    warnings = list(snap.policy.warnings)
+    warnings = list(snap.policy.warnings) + identity_warnings(cfg)
     if not cfg.proxy.upstream:
         warnings.append("no upstream filter (proxy.upstream) is set: traffic goes straight to the internet, "
                         "not through the school's certified filter")
