@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import require
+from pydantic import BaseModel
 
 from schoolproxy.config import Config, parse_config
 from schoolproxy.gateway.install import installed_config
@@ -23,16 +24,25 @@ ALLOWED = ("/etc/schoolproxy/", "/var/lib/schoolproxy/", "/var/log/schoolproxy/"
 
 
 def config_paths(cfg: Config) -> dict[str, Path]:
-    """Every file or directory the config points at, defaults included."""
-    paths = {"proxy.ca_dir": cfg.proxy.ca_dir, "lists.metadata": cfg.lists.metadata,
-             "lists.cache_dir": cfg.lists.cache_dir, "records.spool_dir": cfg.records.spool_dir,
-             "alerts.phrases": cfg.alerts.phrases,
-             "records.database": Path(cfg.records.database.removeprefix("sqlite:///")),
-             "identity.proxy_auth.users_file": cfg.identity.proxy_auth.users_file}
-    paths.update({f"lists.sources[{i}]": s for i, s in enumerate(cfg.lists.sources)})
-    update = cfg.lists.update
-    paths.update({"lists.update.dest": update.dest, "lists.update.history": update.history})
-    return {k: cfg.path(v) for k, v in paths.items()}
+    """Every file or directory the config points at, defaults included: found by walking the model, so
+    a setting added later is checked too."""
+    found: dict[str, Path] = {"records.database": Path(cfg.records.database.removeprefix("sqlite:///"))}
+
+    def walk(value, where: str) -> None:
+        if isinstance(value, Path):
+            found[where] = value
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                if (where, name) != ("", "base_dir"):
+                    walk(getattr(value, name), f"{where}.{name}" if where else name)
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                walk(item, f"{where}[{i}]")
+        elif isinstance(value, dict):
+            for k, item in value.items():
+                walk(item, f"{where}.{k}")
+    walk(cfg, "")
+    return {k: cfg.path(v) for k, v in found.items()}
 
 
 def test_the_installed_config_points_every_path_at_the_installed_layout():
@@ -171,6 +181,7 @@ def test_an_upgrade_keeps_config_and_data_and_migrates_the_database(installed):
     (root / "etc/schoolproxy/users.htpasswd").write_text("jsmith:$2b$04$abc\n")
     db = root / "var/lib/schoolproxy/schoolproxy.db"
     from alembic import command
+
     from schoolproxy.records.database import _alembic
     engine = open_database(f"sqlite:///{db}")
     with engine.begin() as conn:  # an older schema with a record in it, as a previous version left it
@@ -202,6 +213,6 @@ def test_an_upgrade_keeps_config_and_data_and_migrates_the_database(installed):
 
 
 def test_install_refuses_a_directory_that_is_not_a_checkout(tmp_path):
-    from schoolproxy.gateway.install import InstallError, Installer
+    from schoolproxy.gateway.install import Installer, InstallError
     with pytest.raises(InstallError, match="is not a schoolproxy checkout"):
         Installer(tmp_path, tmp_path).run()
