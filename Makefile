@@ -1,6 +1,7 @@
 # make run   — set up the virtualenv and start the proxy with config/schoolproxy.yaml
 # make test  — set up and run the whole test suite
 # make check — validate the example config and run its policy tests
+# make eval  — recall and false alerts of the safeguarding phrase lists on tests/data/, and their cost
 SHELL := /bin/bash
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -12,7 +13,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3; do \
 	  if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3,12))' 2>/dev/null; \
 	  then command -v $$p; break; fi; done)
 
-.PHONY: run test check bench clean venv
+.PHONY: run test check bench eval clean venv
 
 venv: $(VENV)/.installed
 
@@ -39,6 +40,11 @@ test: venv
 bench: venv
 	@command -v wrk >/dev/null || { echo "make bench needs wrk (apt-get install wrk)"; exit 2; }
 	$(PY) bench/run.py
+	$(PY) bench/detection.py
+
+eval: venv
+	$(PY) -m schoolproxy.monitoring.evaluation --config $(CONFIG)
+	$(PY) bench/detection.py
 
 clean:
 	rm -rf $(VENV) var/ .pytest_cache

@@ -72,7 +72,8 @@ def _mark_ranges() -> str:
 
 _MARKS = _mark_ranges()
 #: A raw word as typed: letters, digits, marks, and what leetspeak and intra-word punctuation use.
-_RAW_WORD = re.compile(rf"[\w{_MARKS}@$!|+€£.\-*'’·]+")
+_EMOJI = "\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF"
+_RAW_WORD = re.compile(rf"[\w{_MARKS}@$!|+€£.\-*'’·]+|[{_EMOJI}][{_MARKS}]*")
 _INTRA = re.compile(r"[.\-_*'’·]+")
 _EDGE = "!?.,;:'’\"*()-_·"
 #: Everything that is not part of a word (content path): becomes one space.
@@ -510,9 +511,24 @@ class PhraseLists:
         totals: dict[int, int] = {}
         spans: dict[int, list[Hit]] = {}
         phrases: dict[int, list[str]] = {}
+        # A phrase found inside a longer phrase of the same theme is not counted again: "how to kill
+        # myself" scores as itself, not plus "kill myself" — so a benign context word can outweigh it.
+        # Likewise a combination all of whose parts lie inside one such phrase.
+        singles = [(h.start, h.end, self.entry_theme[i], i) for i, got in parts.items()
+                   if len(self.entries[i].parts) == 1 and self.entries[i].weight > 0 for h in got.values()]
+        inside = set()
         for i, got in parts.items():
             e = self.entries[i]
-            if len(got) < len(e.parts):
+            if e.weight <= 0 or len(got) < len(e.parts):
+                continue
+            s, end, t = min(h.start for h in got.values()), max(h.end for h in got.values()), self.entry_theme[i]
+            combo = len(e.parts) > 1
+            if any(t2 == t and i2 != i and s2 <= s and end <= e2 and (combo or (e2 - s2) > (end - s))
+                   for s2, e2, t2, i2 in singles):
+                inside.add(i)
+        for i, got in parts.items():
+            e = self.entries[i]
+            if len(got) < len(e.parts) or i in inside:
                 continue
             t = self.entry_theme[i]
             totals[t] = totals.get(t, 0) + e.weight
