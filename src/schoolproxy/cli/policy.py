@@ -95,4 +95,22 @@ def cmd_explain(args) -> int:
         host, _ = normalise_host(parts.hostname or "")
         tls = "passed through (not decrypted)" if policy.passthrough(profile, host, decision.mask) else "intercepted"
         print(f"https:    {tls}")
+    _explain_content(snap, profile, args.url, decision)
     return 0
+
+
+def _explain_content(snap, profile: str, url: str, decision) -> None:
+    """The real-time content rule for this profile and site (what happens to an allowed page's text)."""
+    from urllib.parse import urlsplit
+
+    from schoolproxy.filtering.hostnames import InvalidHost, normalise_host
+    from schoolproxy.monitoring.content import content_rule
+    if decision.action != "allow":
+        return
+    try:
+        host, _ = normalise_host(urlsplit(url if "://" in url else "http://" + url).hostname or "")
+    except InvalidHost:
+        return
+    rule = content_rule(snap.config, profile, host, snap.policy.category_names(decision.mask), decision.rule)
+    what = {"off": "not scored", "scan": "scored", "no-block": "scored for alerts, never blocked"}[rule.mode]
+    print(f"content:  {what} — {rule.why}")

@@ -1,13 +1,15 @@
 """The mitmproxy side: thin addons that turn flows into the core's request facts and apply verdicts.
 
 Order matters: configuration is loaded first, identity is established before enforcement, and the
-reloader runs beside them. :func:`make_addons` is what ``addons/schoolproxy_addons.py`` (``mitmdump -s``)
+reloader runs beside them. Content comes before Enforce although it acts later in a flow's life (on
+the response): its ``response`` hook must complete the verdict before Enforce's publishes it. :func:`make_addons` is what ``addons/schoolproxy_addons.py`` (``mitmdump -s``)
 and ``schoolproxy run`` both use.
 """
 
 from __future__ import annotations
 
 from schoolproxy.proxy.alert import Alert
+from schoolproxy.proxy.content import Content
 from schoolproxy.proxy.enforce import Enforce
 from schoolproxy.proxy.heap import FreezeHeap
 from schoolproxy.proxy.identify import Identify
@@ -21,5 +23,5 @@ from schoolproxy.snapshot import Engine
 
 def make_addons(engine: Engine | None = None) -> list[object]:
     engine = engine or Engine()
-    return [LoadConfig(engine), LogonFeed(engine), Identify(engine), Enforce(engine), Reload(engine), Record(engine), Alert(engine),
-            MetricsExporter(engine), FreezeHeap()]
+    return [LoadConfig(engine), LogonFeed(engine), Identify(engine), Content(engine), Enforce(engine), Reload(engine),
+            Record(engine), Alert(engine), MetricsExporter(engine), FreezeHeap()]
