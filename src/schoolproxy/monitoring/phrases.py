@@ -76,17 +76,17 @@ _EMOJI = "\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF"
 _RAW_WORD = re.compile(rf"[\w{_MARKS}@$!|+€£.\-*'’·]+|[{_EMOJI}][{_MARKS}]*")
 _INTRA = re.compile(r"[.\-_*'’·]+")
 _EDGE = "!?.,;:'’\"*()-_·"
-#: Everything that is not part of a word (content path): becomes one space.
-_NON_WORD = re.compile(rf"[^\w{_MARKS}]+")
 _UNDERSCORE = re.compile(r"_+")
 
 
-def _combining_class() -> re.Pattern:
-    chars = [chr(cp) for cp in range(0x300, sys.maxunicode + 1) if unicodedata.combining(chr(cp))]
-    return re.compile("[" + "".join(re.escape(c) for c in chars) + "]+")
-
-
-_COMBINING = _combining_class()
+#: Diacritics taken off after NFKD: Latin, Greek, Cyrillic, Hebrew and Arabic combining marks (accents,
+#: harakat). Spacing vowel signs of Indic scripts are letters of the word and stay.
+_DIACRITICS = re.compile("[\u0300-\u036f\u0483-\u0489\u0591-\u05c7\u0610-\u061a\u064b-\u065f\u0670"
+                         "\u06d6-\u06ed\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+")
+#: Content path: ASCII punctuation, symbols and controls become spaces (bytes.translate, at C speed).
+_BYTE_SPACES = bytes(c if (48 <= c <= 57 or 97 <= c <= 122) else (c + 32 if 65 <= c <= 90 else 32)
+                     for c in range(128)) + bytes(range(128, 256))
+_UNICODE_PUNCT = "“”‘’«»—–…،؟؛·•¡¿„‚‹›\u00a0\u200b\u2019"
 
 
 class PhraseError(ValueError):
@@ -95,13 +95,12 @@ class PhraseError(ValueError):
 
 # -- normalisation ----------------------------------------------------------------------------------
 def fold(text: str) -> str:
-    """Case and accents off. Canonical combining marks go (Latin accents, Arabic vowel marks, Indic
-    nukta/virama — the same on both sides, so the match is unaffected), spacing vowel signs stay.
-    Polish ł/Ł does not decompose, so it is mapped by hand."""
+    """Case and accents off: NFKD, then the diacritics go (Latin accents, Arabic vowel marks — the same on
+    both sides, so the match is unaffected); Indic vowel signs stay. Polish ł/Ł does not decompose."""
     if text.isascii():
         return text.lower()
-    text = unicodedata.normalize("NFKD", text.casefold())
-    return _COMBINING.sub("", text).replace("ł", "l")
+    text = _DIACRITICS.sub("", unicodedata.normalize("NFKD", text.casefold()))
+    return text.replace("ł", "l") if "ł" in text else text
 
 
 def squeeze(word: str) -> str:
@@ -179,9 +178,18 @@ def tokens(text: str, join_intra: bool = True) -> list[str]:
 
 
 def content_string(text: str) -> str:
-    """The content path's normal form, built with whole-string operations only: folded, every run of
-    non-word characters one space, a space at each end (the phrases' keys are space-delimited)."""
-    return " " + _NON_WORD.sub(" ", fold(text)) + " "
+    """The content path's normal form, built with whole-string operations only (no per-word Python):
+    folded, punctuation and symbols spaces, one space between words and at each end (the phrases' keys
+    are space-delimited)."""
+    text = fold(text)
+    if text.isascii():
+        text = text.encode().translate(_BYTE_SPACES).decode()
+    else:
+        text = text.encode("utf-8", "surrogatepass").translate(_BYTE_SPACES).decode("utf-8", "replace")
+        for p in _UNICODE_PUNCT:
+            if p in text:
+                text = text.replace(p, " ")
+    return " " + " ".join(text.split()) + " "
 
 
 def _near(a: str, b: str) -> bool:
@@ -239,7 +247,7 @@ def _phrase(raw: str) -> Phrase | None:
     bounded = raw.startswith(" ") or raw.endswith(" ")
     toks = tokenise(raw, join_intra=False)
     words = tuple(t.text for t in toks)
-    plain = tuple(w for w in _NON_WORD.sub(" ", fold(raw)).split())
+    plain = tuple(content_string(raw).split())
     return Phrase(raw.strip(), words, bounded, plain) if words else None
 
 
@@ -453,25 +461,27 @@ class PhraseLists:
             if _EXCEPTION in refs:
                 masked.append((start, end))
             raw.append((start, end, refs))
-        out = []
+        # An entry counts once: only the first unmasked place of each key is kept (a common word that is
+        # part of many combinations would otherwise make thousands of hits on a long page).
+        out, seen = [], set()
         for start, end, refs in raw:
-            if masked and any(a <= end and start <= b for a, b in masked):
+            if id(refs) in seen or (masked and any(a <= end and start <= b for a, b in masked)):
                 continue
+            seen.add(id(refs))
             words = line[start:end + 1].strip()
             for ref in refs:
                 if ref != _EXCEPTION:
                     out.append(Hit(ref // 16, ref % 16, start, end + 1, words))
         return line, out
 
-    def score_content(self, text: str, evidence_from: set[str] | None = None) -> list[Score]:
-        """Scores of a page's text. For the themes in ``evidence_from`` (default: every theme scored)
-        the matched words are looked up in the text as written around each match, which costs a little
-        more than the score itself."""
+    def score_content(self, text: str, evidence_at: int | None = 0) -> list[Score]:
+        """Scores of a page's text. For themes scoring at least ``evidence_at`` (None: none) the matched
+        words are looked up in the text as written, which costs a little more than the score itself."""
         text = text[:MAX_CONTENT]
         line, found = self.content_hits(text)
         scores = self.aggregate(found)
-        wanted = {s.theme for s in scores} if evidence_from is None else evidence_from
-        if not wanted or not scores:
+        wanted = set() if evidence_at is None else {s.theme for s in scores if s.score >= evidence_at}
+        if not wanted:
             return scores
         out = []
         for s in scores:
@@ -481,23 +491,36 @@ class PhraseLists:
         return out
 
     def _as_written(self, text: str, line: str, found: list[Hit], theme: str) -> tuple[str, ...]:
-        """The page's own words for a theme's matches: the typed-text path run over a window of the
-        original text around where each match lies proportionally (the normal form is a little
-        shorter than the text)."""
+        """The page's own words for a theme's matches (at most five): a search of the text for the
+        matched words with any punctuation between them; where folding changed letters (accents), the
+        typed-text path over a window around where the match lies proportionally."""
         idx = next((i for i, t in enumerate(self.themes) if t.theme == theme), None)
         ratio = len(text) / max(len(line), 1)
+        low = text.lower()
+        same = len(low) == len(text)
         words: list[str] = []
-        for h in found:
-            if self.entry_theme[h.entry] != idx or self.entries[h.entry].weight <= 0:
+        tried: set[str] = set()
+        for h in sorted(found, key=lambda h: -len(h.words)):  # whole phrases before single words
+            if self.entry_theme[h.entry] != idx or self.entries[h.entry].weight <= 0 or h.words in tried:
                 continue
-            centre = int(h.start * ratio)
-            lo = max(0, centre - _EVIDENCE_WINDOW)
-            window = text[lo:centre + _EVIDENCE_WINDOW]
-            for g in self.hits(window, fuzzy=False, limit=len(window)):
-                if g.entry == h.entry and g.part == h.part and g.words not in words:
-                    words.append(g.words)
-                    break
-            if len(words) >= 5:
+            tried.add(h.words)
+            got = None
+            if h.words.isascii():
+                # A pattern that starts with a literal is found at C speed; word edges checked after.
+                rx = re.compile(r"[\W_]+".join(map(re.escape, h.words.split())))
+                for m in rx.finditer(low):
+                    a, b = m.start(), m.end()
+                    if (a == 0 or not low[a - 1].isalnum()) and (b == len(low) or not low[b].isalnum()):
+                        got = text[a:b] if same else m.group()
+                        break
+            if got is None:
+                centre = int(h.start * ratio)
+                window = text[max(0, centre - 1500):centre + 1500]
+                got = next((g.words for g in self.hits(window, fuzzy=False, limit=len(window))
+                            if g.entry == h.entry and g.part == h.part), None)
+            if got and got not in words:
+                words.append(got)
+            if len(words) >= 5 or len(tried) >= 10:
                 break
         return tuple(words)
 

@@ -114,10 +114,9 @@ class Content:
     def score(scan: _Scan, text: str) -> Outcome:
         lists = scan.lists
         assert lists is not None
-        outcome = judge(lists.score_content(text, evidence_from=set()), scan.rule)
-        if outcome.alerts:  # the words as on the page, only where they will be shown
-            outcome = judge(lists.score_content(text, evidence_from={s.theme for s in outcome.alerts}), scan.rule)
-        return outcome
+        s = scan.rule.settings
+        # The words as on the page are looked up only for themes that will be shown (alert or block).
+        return judge(lists.score_content(text, evidence_at=min(s.alert_score, s.block_score)), scan.rule)
 
     @staticmethod
     def apply(verdict: Verdict, scan: _Scan, outcome: Outcome, kind: str) -> bool:
