@@ -40,11 +40,16 @@ def cmd_check(args) -> int:
     if not cfg.proxy.upstream:
         warnings.append("no upstream filter (proxy.upstream) is set: traffic goes straight to the internet, "
                         "not through the school's certified filter")
-    if cfg.alerts.enabled:
+    scoring = [n for n, p in cfg.profiles.items() if p.content.scan]
+    if cfg.alerts.enabled or scoring:
         try:
             load_phrase_lists(cfg.path(cfg.alerts.phrases))
         except PhraseError as e:
-            warnings.append(f"phrase lists not loaded, search alerts would be off: {e}")
+            if cfg.alerts.enabled:
+                warnings.append(f"phrase lists not loaded, search alerts would be off: {e}")
+            if scoring:
+                warnings.append(f"phrase lists not loaded: every page for profiles that score content "
+                                f"({', '.join(scoring)}) would be blocked, to be safe: {e}")
     for w in warnings:
         print(f"warning: {w}")
     results = snap.run_tests()
