@@ -1,6 +1,7 @@
 # make run   — set up the virtualenv and start the proxy with config/schoolproxy.yaml
 # make test  — set up and run the whole test suite
 # make check — validate the example config and run its policy tests
+# make eval  — recall and false alerts of the safeguarding phrase lists on tests/data/, and their cost
 SHELL := /bin/bash
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -18,7 +19,7 @@ PREFIX  := /opt/schoolproxy
 DESTDIR ?=
 APP     := $(DESTDIR)$(PREFIX)/venv
 
-.PHONY: run test check bench clean venv install
+.PHONY: run test check bench eval clean venv install
 
 venv: $(VENV)/.installed
 
@@ -45,6 +46,11 @@ test: venv
 bench: venv
 	@command -v wrk >/dev/null || { echo "make bench needs wrk (apt-get install wrk)"; exit 2; }
 	$(PY) bench/run.py
+	$(PY) bench/detection.py
+
+eval: venv
+	$(PY) -m schoolproxy.monitoring.evaluation --config $(CONFIG)
+	$(PY) bench/detection.py
 
 clean:
 	rm -rf $(VENV) var/ .pytest_cache

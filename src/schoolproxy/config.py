@@ -346,6 +346,30 @@ class TlsSettings(_Model):
     passthrough_sites: list[NonEmpty] = []
 
 
+class ContentSettings(_Model):
+    """Real-time content: the text of allowed, intercepted responses scored with the phrase lists."""
+
+    #: Score pages, JSON and streamed (AI chat) replies for this profile.
+    scan: bool = False
+    #: A theme's score in one response at which an alert is raised (with the site and the words).
+    alert_score: int = Field(100, ge=1)
+    #: ... and at which the page is replaced by the block page (a streamed reply is cut off there).
+    block_score: int = Field(150, ge=1)
+    #: How much of each response's decoded body is read (the rest passes unscored).
+    max_kb: int = Field(256, ge=16, le=16 * 1024)
+
+
+class ContentExceptionSettings(_Model):
+    """A site whose content is not blocked (``no-block``: still scored and alerted) or not scored at all
+    (``no-scan``), for the listed profiles; like overrides, with rationale, author and date."""
+    site: NonEmpty
+    action: Literal["no-block", "no-scan"] = "no-block"
+    profiles: list[NonEmpty] = ["*"]
+    rationale: Annotated[str, Field(min_length=3)]
+    author: NonEmpty
+    date: dt.date
+
+
 class ProfileSettings(_Model):
     description: str = ""
     role: Role
@@ -357,6 +381,7 @@ class ProfileSettings(_Model):
     tls: TlsSettings = TlsSettings()
     #: Ports a CONNECT tunnel may go to; empty = any. Other ports are how tunnelling tools escape.
     connect_ports: list[Annotated[int, Field(ge=1, le=65535)]] = [443]
+    content: ContentSettings = ContentSettings()
 
 
 class OverrideSettings(_Model):
@@ -626,6 +651,8 @@ class Config(_Model):
     identity: IdentitySettings
     profiles: dict[NonEmpty, ProfileSettings]
     overrides: list[OverrideSettings] = []
+    #: Sites or profiles whose content is not blocked or not scored (real-time content), with rationale.
+    content_exceptions: list[ContentExceptionSettings] = []
     block_page: BlockPageSettings = BlockPageSettings()
     metrics: MetricsSettings = MetricsSettings()
     records: RecordSettings = RecordSettings()
@@ -660,6 +687,8 @@ class Config(_Model):
         refs += [(f"identity.subnets[{i}].profile", s.profile) for i, s in enumerate(self.identity.subnets)]
         refs += [(f"overrides[{i}].profiles", p) for i, o in enumerate(self.overrides) for p in o.profiles if p != "*"]
         refs += [(f"tests[{i}].profile", t.profile) for i, t in enumerate(self.tests) if t.profile]
+        refs += [(f"content_exceptions[{i}].profiles", p) for i, c in enumerate(self.content_exceptions)
+                 for p in c.profiles if p != "*"]
         for where, p in refs:
             if p not in names:
                 raise ValueError(f"{where}: unknown profile {p!r} (profiles: {', '.join(sorted(names))})")

@@ -6,6 +6,8 @@ user, decide and enforce, reload on change, then record, alert and count each ve
 enforce: the proxy's own pages (PAC file, certificate page) are answered before anyone signs in;
 transparent-mode connections are named and chained to the upstream filter before they are decided; the
 upstream is told who is browsing once they are.
+Content sits before enforce although it acts later in a flow's life: its ``response`` hook scores the
+page and finishes the draft verdict before enforce's ``response`` publishes it.
 
 The addons share no hub. What they share is passed to them: the running snapshot, the verdict bus the
 enforce addon publishes on and the records, alerts and metrics subscribe to, the metrics registry each
@@ -18,6 +20,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from schoolproxy.proxy.alert import Alert
+from schoolproxy.proxy.content import Content
 from schoolproxy.proxy.enforce import Enforce
 from schoolproxy.proxy.heap import FreezeHeap
 from schoolproxy.proxy.identify import Identify
@@ -45,6 +48,7 @@ def make_addons() -> list[object]:
         OwnPages(snapshots),
         Transparent(snapshots),
         Identify(snapshots, registry, logon_feed),
+        Content(snapshots, bus.publish),
         Enforce(snapshots, bus.publish, logon_feed),
         PassthroughViaUpstream(snapshots, logon_feed),
         UpstreamIdentity(snapshots),
