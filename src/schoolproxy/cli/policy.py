@@ -100,7 +100,7 @@ def cmd_explain(args) -> int:
     if args.url.lower().startswith("https://") and decision.rule != "invalid-host":
         tunnel = decide(snap, ident, facts_for_url(args.url, Stage.TLS), at)
         print(f"https:    {'passed through (not decrypted)' if tunnel.passthrough else 'intercepted'}")
-    _explain_content(snap, profile, args.url, decision)
+    _explain_content(snap, ident.profile, args.url, decision)
     return 0
 
 
