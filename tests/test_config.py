@@ -117,11 +117,3 @@ def test_duplicate_key_is_refused_with_line(school):
     school.write_text(school.read_text() + "\nschool: Another name\n")
     with pytest.raises(ConfigError, match=r"key 'school' appears twice \(first at line 1\)"):
         load_config(school)
-
-
-def test_a_missing_upstream_ca_is_refused_with_its_key(school):
-    school.write_text(school.read_text().replace("ca_dir: ca,", "ca_dir: ca, upstream_ca: smoothwall-ca.pem,"))
-    with pytest.raises(ConfigError, match=r"proxy.upstream_ca: .*smoothwall-ca.pem: no such file"):
-        build_snapshot(school)
-    (school.parent / "smoothwall-ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
-    assert build_snapshot(school).config.proxy.upstream_ca.name == "smoothwall-ca.pem"

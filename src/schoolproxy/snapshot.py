@@ -96,10 +96,6 @@ def build_snapshot(config_path: str | Path, run_tests: bool = True, previous: Sn
     except ListError as e:
         raise ConfigError(f"{config.source}: lists: {e}") from None
     policy = Policy(config, lists)
-    upstream_ca = config.proxy.upstream_ca
-    if upstream_ca is not None and not config.path(upstream_ca).is_file():
-        raise ConfigError(f"{config.source}: proxy.upstream_ca: {config.path(upstream_ca)}: no such file "
-                          f"(the PEM certificate of the CA the upstream filter re-signs HTTPS with)")
     authenticator: Authenticator | None = None
     ident = config.identity
     directory = None

@@ -10,6 +10,7 @@ from sqlalchemy import Engine, and_, func, insert, select, update
 
 from schoolproxy.config import Config
 from schoolproxy.monitoring import message
+from schoolproxy.monitoring.access import audience
 from schoolproxy.monitoring.rules import Candidate
 from schoolproxy.records.schema import alert_notes, alert_outbox, alerts
 from schoolproxy.verdict import new_reference
@@ -26,14 +27,11 @@ class AlertError(ValueError):
     """An incident-log change that cannot be made; the message says why."""
 
 
-def recipients_for(config: Config, role: str) -> list[tuple[str, str]]:
-    """(recipient role, address) pairs an alert about someone of ``role`` goes to."""
+def recipients_for(config: Config, role: str, username: str | None = None) -> list[tuple[str, str]]:
+    """(recipient role, address) pairs a concern about ``username`` (of ``role``) goes to."""
     s = config.alerts
-    out = []
-    for target in s.routes.get(role, s.routes.get("pupil", [])):
-        for address in s.recipients.get(target, []):
-            out.append((target, address))
-    return out
+    return [(target, address) for target in audience(config, role, username)
+            for address in s.recipients.get(target, [])]
 
 
 def raise_alert(engine: Engine, config: Config, c: Candidate, role: str, person: str | None) -> dict | None:
@@ -44,7 +42,7 @@ def raise_alert(engine: Engine, config: Config, c: Candidate, role: str, person:
     v = c.verdict
     now = dt.datetime.now(UTC)
     s = config.alerts
-    routes = s.routes.get(role, s.routes.get("pupil", []))
+    routes = audience(config, role, v.username)
     row = {
         "ref": new_reference(), "time": dt.datetime.fromtimestamp(v.time, UTC), "theme": c.theme[:32],
         "severity": c.severity, "username": v.username, "person": person, "profile": v.profile,
@@ -69,7 +67,7 @@ def raise_alert(engine: Engine, config: Config, c: Candidate, role: str, person:
             outbox = []
             if s.smtp is not None:
                 outbox += [_outbox(alert_id, "alert", "email", addr, subj, text, now)
-                           for _, addr in recipients_for(config, role)]
+                           for _, addr in recipients_for(config, role, v.username)]
             if s.webhook is not None:
                 outbox.append(_outbox(alert_id, "alert", "webhook", s.webhook.url, subj, text, now))
             if outbox:

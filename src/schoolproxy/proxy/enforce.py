@@ -26,7 +26,7 @@ from mitmproxy import connection, http, tls
 from schoolproxy.filtering import blockpage, safesearch
 from schoolproxy.filtering.decide import Handling, RequestFacts, Ruling, Stage, decide
 from schoolproxy.identity.profiles import Identity
-from schoolproxy.proxy.identify import EXPLICIT_MODES, IDENTITY
+from schoolproxy.proxy.identify import EXPLICIT_MODES, IDENTITY, Logons
 from schoolproxy.proxy.internals import local_response
 from schoolproxy.snapshot import Snapshot, SnapshotHolder
 from schoolproxy.verdict import Verdict, new_reference
@@ -52,10 +52,12 @@ class _Tunnel:
 
 
 class Enforce:
-    def __init__(self, snapshots: SnapshotHolder, publish: Callable[[Verdict], None]):
+    def __init__(self, snapshots: SnapshotHolder, publish: Callable[[Verdict], None], logons: Logons | None = None):
         self.snapshots = snapshots
         #: Where finished verdicts go (the verdict bus: records, alerts, metrics).
         self.publish = publish
+        #: Who is logged on where (the logon feed, a sign-in page): transparent connections sign in to nothing.
+        self.logons = logons
         self.tunnels: weakref.WeakKeyDictionary[connection.Client, _Tunnel] = weakref.WeakKeyDictionary()
 
     # -- CONNECT ----------------------------------------------------------------------------------
@@ -84,7 +86,7 @@ class Enforce:
             address = data.context.server.address
             facts = RequestFacts(Stage.TLS, client.peername[0], address[0] if address else "",
                                  address[1] if address else 443, "TLS", "https", sni=sni, transparent=True)
-            ruling = decide(snap, None, facts)
+            ruling = decide(snap, self._logon_identity(snap, client.peername[0]), facts)
             self.tunnels[client] = _Tunnel(ruling.identity, None, facts.port, sni)
         else:
             tunnel.sni = sni
@@ -98,7 +100,10 @@ class Enforce:
         # Intercepted: each request inside gets its own decision.
         if not ruling.blocked:
             self.tunnels[client].allowed = True
-            data.establish_server_tls_first = True
+            # Not in transparent mode through an upstream filter: mitmproxy puts the upstream proxy in
+            # front of a connection it opens for a request, not of one opened during the handshake.
+            if tunnel is not None or data.context.server.via is None:
+                data.establish_server_tls_first = True
 
     def tls_start_client(self, data: tls.TlsData) -> None:
         """Keep one upstream connection per tunnel for HTTP/2 clients too.
@@ -109,8 +114,9 @@ class Enforce:
         allowed tunnel connects upstream before answering the client's handshake (``tls_clienthello``
         above, as mitmproxy's eager strategy does), and the client is offered what the server speaks.
         Where that did not happen — under ``mitmdump -s`` mitmproxy's own TLS addon runs after ours and
-        turns it off again — an allowed tunnel's client is offered HTTP/1.1, over which requests reuse
-        one upstream connection. A blocked tunnel connects nowhere, whatever the client speaks.
+        turns it off again; in transparent mode through an upstream filter it is not done — an allowed
+        tunnel's client is offered HTTP/1.1, over which requests reuse one upstream connection. A
+        blocked tunnel connects nowhere, whatever the client speaks.
         """
         tunnel = self.tunnels.get(data.context.client)
         if tunnel is None or not tunnel.allowed or data.ssl_conn is not None or data.context.server.tls_established:
@@ -188,6 +194,15 @@ class Enforce:
         snap = self.snapshots.snapshot
         assert snap is not None, "schoolproxy configuration not loaded"
         return snap
+
+    def _logon_identity(self, snap: Snapshot, ip: str) -> Identity | None:
+        """The user the logon feed or a sign-in page puts at this address, if any (else the subnet map
+        or the default decide)."""
+        logon = self.logons.lookup(ip) if self.logons is not None else None
+        if logon is None:
+            return None
+        groups = frozenset(logon.groups) if logon.groups is not None else None
+        return snap.resolver.identify(logon.user, logon.source, groups, logon.device)
 
     @staticmethod
     def _verdict(facts: RequestFacts, ruling: Ruling, snap: Snapshot, at: float | None, layer: str = "http",

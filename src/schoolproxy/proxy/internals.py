@@ -14,6 +14,14 @@ tests/test_internals.py that fails if the pinned mitmproxy (>=12.2,<13) changes 
   ``AsyncioServerInstance.listen(host, port)`` returning its asyncio servers and on ``handle_stream``.
 - :func:`create_ca`: the CA's files, as mitmproxy's ``CertStore.create_store`` writes them, with an ECDSA
   key. Relies on their names and formats (``mitmproxy-ca.pem`` key and certificate, ...).
+- :func:`send_in_absolute_form`: a transparent-mode request sent to the upstream filter as an explicit
+  proxy sends it (mitmproxy has no transparent-and-upstream mode). Relies on ``RequestData``'s ``host``,
+  ``port`` and ``authority`` (where the connection goes; the HTTP/1 request line is absolute-form when
+  ``authority`` is set) and on the HTTP layer connecting to ``(request.host, request.port)`` after the
+  ``request`` hook.
+- :func:`parse_client_hello`: the server name of a TLS handshake read off a raw connection (the relay of
+  passed-through connections). Relies on ``mitmproxy.proxy.layers.tls.parse_client_hello``. The relay
+  also relies on mitmproxy opening a server connection from ``Server.sockname`` when it is set.
 """
 
 from __future__ import annotations
@@ -205,3 +213,18 @@ def create_ca(directory: Path, name: str = "schoolproxy") -> bool:
         CA_BASENAME.encode(), None, cert, None, serialization.NoEncryption()))
     (directory / f"{CA_BASENAME}-dhparam.pem").write_bytes(certs.DEFAULT_DHPARAM)
     return True
+
+
+def send_in_absolute_form(request: http.Request, proxy: tuple[str, int]) -> None:
+    """Send a plain-HTTP request to the proxy at ``proxy`` as ``GET http://site/path`` (its Host header
+    unchanged), as mitmproxy's upstream mode does: set from the ``request`` hook."""
+    authority = request.host if request.port == 80 else f"{request.host}:{request.port}"
+    request.data.authority = authority.encode("ascii", "replace")
+    request.data.host, request.data.port = proxy
+
+
+def parse_client_hello(data: bytes):
+    """The ClientHello at the start of ``data`` (``.sni``), None if more bytes are needed; ValueError if
+    ``data`` is not a TLS handshake."""
+    from mitmproxy.proxy.layers.tls import parse_client_hello as parse
+    return parse(data)

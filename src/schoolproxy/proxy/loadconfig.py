@@ -7,8 +7,8 @@ file, key path and problem. It also checks and applies what the YAML says about 
   refuses to start — a typo must never open a path around Smoothwall. (``schoolproxy run`` sets the
   mode from the YAML; with mitmdump, pass ``--mode upstream:URL``.)
 - lazy upstream connections, so a blocked, unreachable host gets the block page rather than a 502;
-- ``proxy.upstream_ca``: the CA that sites' certificates are checked against, if not the public ones;
-- the CA directory, when mitmproxy's default is in use, with an ECDSA CA created there if it has none.
+- the CA directory, when mitmproxy's default is in use, with an ECDSA CA created there if it has none;
+- the upstream filter's inspection CA (``proxy.upstream_ca``), trusted beside the public CAs.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from schoolproxy.config import ConfigError
+from schoolproxy.gateway.modes import identity_warnings
+from schoolproxy.gateway.trust import TrustError, upstream_bundle
 from schoolproxy.metrics import Scraped
 from schoolproxy.proxy.internals import create_ca
 from schoolproxy.snapshot import SnapshotHolder
@@ -47,7 +49,7 @@ class LoadConfig:
             snap = self.snapshots.load(path)
         except ConfigError as e:
             raise exceptions.OptionsError(f"schoolproxy: configuration refused:\n{e}") from None
-        for warning in snap.policy.warnings:
+        for warning in snap.policy.warnings + identity_warnings(snap.config):
             log.warning("schoolproxy: %s", warning)
         log.info("schoolproxy: loaded %s: %d profiles, %d list entries, %d policy tests passed",
                  path, len(snap.policy.profiles), len(snap.lists), len(snap.config.tests))
@@ -59,12 +61,16 @@ class LoadConfig:
     @staticmethod
     def _apply_proxy_options(config) -> None:
         wanted: dict[str, object] = {"connection_strategy": "lazy"}
-        if config.proxy.upstream_ca is not None:
-            wanted["ssl_verify_upstream_trusted_ca"] = str(config.path(config.proxy.upstream_ca))
         confdir = config.path(config.proxy.ca_dir)
         if ctx.options.confdir == "~/.mitmproxy":
             create_ca(confdir)  # an ECDSA CA, unless the directory has one (see internals.create_ca)
             wanted["confdir"] = str(confdir)
+        try:
+            bundle = upstream_bundle(config)
+        except TrustError as e:
+            raise exceptions.OptionsError(f"schoolproxy: proxy.upstream_ca: {e}") from None
+        if bundle is not None and ctx.options.ssl_verify_upstream_trusted_ca in (None, str(bundle)):
+            wanted["ssl_verify_upstream_trusted_ca"] = str(bundle)  # public CAs + the upstream's inspection CA
         changed = {k: v for k, v in wanted.items() if getattr(ctx.options, k) != v}
         if changed:
             ctx.options.update(**changed)
@@ -97,7 +103,8 @@ def upstream_mismatch(upstream: str | None, modes: list[str]) -> str | None:
     if not upstream:
         return None
     want = f"upstream:{upstream}"
-    wrong = [m for m in modes if m.split("@")[0] != want]
+    # Transparent listeners are chained to the upstream by the transparent addon.
+    wrong = [m for m in modes if m.split("@")[0] not in (want, "transparent")]
     if wrong:
         return (f"the config chains to the upstream filter {upstream}, but mitmproxy runs in mode(s) "
                 f"{', '.join(wrong)} — start it with --mode {want} (schoolproxy run does this itself)")
