@@ -26,6 +26,8 @@ MAX_URL_SHOWN = 300
 
 #: Child-friendly words for a category, used in "It looks like …".
 KID_WORDS = {
+    "child-abuse": "a site with illegal content",
+    "terrorism": "a site with illegal content",
     "adult": "a grown-ups only site",
     "gambling": "a gambling site",
     "social-networking": "a social networking site",
