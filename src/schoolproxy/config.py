@@ -425,6 +425,45 @@ class BlockPageSettings(_Model):
     report_email: str = ""
 
 
+class ChecksSettings(_Model):
+    """``schoolproxy checks run``: the config's policy tests plus self-tests of the running proxy, as a
+    pupil's browser meets it. Each run is recorded (the checks log); a failure raises a high alert to the
+    network manager and the DSL."""
+    #: The proxy as clients reach it, e.g. http://10.0.0.1:8080 (default: proxy.listen_host and listen_port).
+    proxy: str | None = None
+    #: A logon kept for the checks, mapped to the pupil profile, so they test what pupils get.
+    user: str | None = None
+    #: File holding that logon's password (chmod 600; never in this file).
+    password_file: Path | None = None
+    #: A page the checks' profile blocks: the proxy must answer with its block page.
+    blocked_url: NonEmpty = "http://www.facebook.com/"
+    #: A search: the proxy must enforce SafeSearch on it.
+    safesearch_url: NonEmpty = "https://www.google.com/search?q=schoolproxy+check"
+    #: A help site: it must be reachable.
+    help_url: NonEmpty = "https://www.childline.org.uk/"
+    #: An ordinary allowed page: it must come back through the upstream filter.
+    allowed_url: NonEmpty = "https://www.bbc.co.uk/"
+    #: A page the upstream filter blocks (a test page your filtering provider gives you): asked of the
+    #: upstream filter directly, its block page must come back. Unset: that check is not made.
+    upstream_test_url: str | None = None
+    timeout_seconds: float = Field(15.0, gt=0, le=120)
+    #: An alert still undelivered after this long means delivery is stuck.
+    outbox_stuck_minutes: int = Field(30, ge=1, le=24 * 60)
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_url(cls, v: str | None) -> str | None:
+        if v and not v.startswith("http://"):
+            raise ValueError("must be the proxy's address as clients use it, e.g. http://10.0.0.1:8080")
+        return v or None
+
+    @model_validator(mode="after")
+    def _password_with_user(self) -> "ChecksSettings":
+        if (self.user is None) != (self.password_file is None):
+            raise ValueError("give both user and password_file (a logon kept for the checks), or neither")
+        return self
+
+
 class Config(_Model):
     school: NonEmpty
     timezone: str = "Europe/London"
@@ -444,6 +483,7 @@ class Config(_Model):
     #: Directory (AD) groups whose members hold a role, e.g. {dsl: [Safeguarding Team]}.
     role_groups: dict[StaffRole, list[NonEmpty]] = {}
     tests: list[PolicyTestSettings] = []
+    checks: ChecksSettings = ChecksSettings()
 
     #: Directory of the config file; relative paths resolve against it. Set by :func:`load_config`.
     base_dir: Path = Path(".")

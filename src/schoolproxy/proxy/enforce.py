@@ -144,6 +144,8 @@ class Enforce:
             return
         verdict.status = flow.response.status_code
         verdict.bytes = len(flow.response.raw_content or b"")
+        if verdict.safesearch:  # so a network manager (and `schoolproxy checks run`) can see it is on
+            flow.response.headers["X-Schoolproxy-SafeSearch"] = "enforced"
         if verdict.status in (403, 451) and verdict.action == "allow":
             self._upstream_block(flow, verdict)
         end = flow.response.timestamp_end or time.time()

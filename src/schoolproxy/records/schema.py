@@ -3,7 +3,7 @@ this module is what the code queries against, and must match the head revision."
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -128,4 +128,27 @@ access_audit = Table(
     Column("subject", String(256), nullable=False),
     Column("what", String(512), nullable=False),
     Index("ix_access_audit_time", "time"),
+)
+
+check_runs = Table(
+    "check_runs", metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=False),
+    Column("run_by", String(256), nullable=False),
+    Column("passed", Boolean, nullable=False),
+    Column("tested", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Column("alert_ref", String(16)),          # the alert a failed run raised
+    Index("ix_check_runs_started_at", "started_at"),
+)
+
+check_results = Table(
+    "check_results", metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("run_id", ForeignKey("check_runs.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("name", String(64), nullable=False),
+    Column("what", String(512), nullable=False),
+    Column("outcome", String(8), nullable=False),   # pass | fail | skip
+    Column("detail", Text, nullable=False),
 )
