@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_verdict, require
+from conftest import make_verdict
 from proxyproc import BIN
 from sqlalchemy import insert
 from test_locked import locked_school
@@ -31,8 +31,6 @@ NOW = dt.datetime.now(UTC)
 #: Personal details seeded into the records that must never reach the pack.
 SECRETS = ("pupil-logon-jsmith", "secret search about my family", "my private reason for asking",
            "evidence-text-about-a-child", "10.66.6.6")
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 
 
 def school(root: Path) -> Path:
@@ -175,25 +173,9 @@ def test_a_hostile_school_name_cannot_break_the_document(tmp_path):
     assert "St Mary&#39;s &lt;/style&gt;" in html
 
 
-@pytest.fixture
-def browser():
-    if not Path(CHROMIUM).exists():
-        require(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        require("playwright is not installed (pip install playwright)")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-def test_the_pack_in_chromium_on_screen_and_printed(pack_file, browser, tmp_path):
+def test_the_pack_in_chromium_on_screen_and_printed(pack_file, chromium, tmp_path):
     out, _ = pack_file
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page = chromium.new_page(viewport={"width": 1280, "height": 900})
     page.goto(out.as_uri())
     assert page.title().startswith("Filtering and monitoring review — Test Primary")
     # Self-contained: nothing is fetched from anywhere.

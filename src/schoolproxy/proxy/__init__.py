@@ -14,12 +14,16 @@ from schoolproxy.proxy.identify import Identify
 from schoolproxy.proxy.loadconfig import LoadConfig
 from schoolproxy.proxy.logonfeed import LogonFeed
 from schoolproxy.proxy.metrics import MetricsExporter
+from schoolproxy.proxy.notice import Notice
+from schoolproxy.proxy.pages import Pages
 from schoolproxy.proxy.record import Record
 from schoolproxy.proxy.reload import Reload
 from schoolproxy.snapshot import Engine
+from schoolproxy.standards.live import LiveState
 
 
 def make_addons(engine: Engine | None = None) -> list[object]:
     engine = engine or Engine()
-    return [LoadConfig(engine), LogonFeed(engine), Identify(engine), Enforce(engine), Reload(engine), Record(engine), Alert(engine),
-            MetricsExporter(engine), FreezeHeap()]
+    live = LiveState()  # expiring allows, unblock outcomes and notice acceptances, kept fresh by Pages
+    return [LoadConfig(engine), LogonFeed(engine), Identify(engine), Pages(engine, live), Enforce(engine, live),
+            Notice(engine, live), Reload(engine), Record(engine), Alert(engine), MetricsExporter(engine), FreezeHeap()]

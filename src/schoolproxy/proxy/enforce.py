@@ -13,6 +13,7 @@ so it carries status, size and duration); passthrough and CONNECT-blocked connec
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 import weakref
@@ -22,16 +23,22 @@ from mitmproxy import connection, http, tls
 from mitmproxy.net.http import status_codes
 
 from schoolproxy.filtering import blockpage, safesearch
+from schoolproxy.filtering.expiring import NONE as NO_EXPIRING
 from schoolproxy.filtering.hostnames import InvalidHost, normalise_host
 from schoolproxy.filtering.policy import INVALID_HOST, Decision
 from schoolproxy.identity.profiles import Identity
 from schoolproxy.proxy.identify import IDENTITY
+from schoolproxy.proxy.pages import PAGE
 from schoolproxy.snapshot import Engine, Snapshot
+from schoolproxy.standards.live import LiveState, outcome_text
+from schoolproxy.standards.pages import Blocked, shown_url
 from schoolproxy.verdict import Verdict, new_reference
 
 log = logging.getLogger(__name__)
 
 VERDICT = "schoolproxy.verdict"
+#: Blocks no one can ask to have lifted: illegal content, and names that cannot be valid.
+_NEVER_ASK = ("locked:", "invalid-host", "error")
 _BLOCK_HEADERS = ((b"content-type", b"text/html; charset=utf-8"), (b"cache-control", b"no-store"))
 _TEXT = {"Content-Type": "text/plain; charset=utf-8"}
 
@@ -47,8 +54,10 @@ class _Tunnel:
 
 
 class Enforce:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, state: LiveState | None = None):
         self.engine = engine
+        #: Expiring allows and unblock outcomes from the records (refreshed by the pages addon).
+        self.state = state or LiveState()
         self.tunnels: weakref.WeakKeyDictionary[connection.Client, _Tunnel] = weakref.WeakKeyDictionary()
 
     # -- CONNECT ----------------------------------------------------------------------------------
@@ -106,7 +115,7 @@ class Enforce:
 
     # -- requests ---------------------------------------------------------------------------------
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not flow.live:
+        if flow.response or flow.error or not flow.live or PAGE in flow.metadata:
             return
         try:
             self._enforce(flow)
@@ -134,7 +143,7 @@ class Enforce:
         verdict.decision_seconds = time.perf_counter() - started
         flow.metadata[VERDICT] = verdict
         if decision.action == "block":
-            flow.response = self._block_page(flow, verdict, snap)
+            flow.response = self._block_page(flow, verdict, snap, ident)
             return
         self._safesearch(flow, host, ident, snap, verdict)
 
@@ -187,14 +196,17 @@ class Enforce:
                 snap.subnets.lookup(flow.client_conn.peername[0]) or snap.resolver.unidentified())
         return ident
 
-    @staticmethod
-    def _decide_host(snap: Snapshot, ident: Identity, raw_host: str, path: str) -> tuple[str, Decision]:
+    def _decide_host(self, snap: Snapshot, ident: Identity, raw_host: str, path: str) -> tuple[str, Decision]:
         try:
             host, is_ip = normalise_host(raw_host)
         except InvalidHost:
             return raw_host[:253], INVALID_HOST
         try:
-            return host, snap.policy.decide(ident.profile, host, path, is_ip)
+            decision = snap.policy.decide(ident.profile, host, path, is_ip)
+            overrides = self.state.overrides
+            if overrides is not NO_EXPIRING and decision.action == "block":
+                decision = overrides.apply(decision, ident, host, path or "/", time.time())
+            return host, decision
         except Exception:  # fail closed: an internal error never lets a request through
             log.exception("policy decision failed for %r", host)
             return host, Decision("block", "error", "internal error — blocked to be safe")
@@ -219,13 +231,23 @@ class Enforce:
             req.path if layer == "http" else "", decision.action, decision.rule, decision.reason,
             snap.policy.category_names(decision.mask), layer=layer, device=ident.device)
 
-    @staticmethod
-    def _block_page(flow: http.HTTPFlow, verdict: Verdict, snap: Snapshot) -> http.Response:
+    def _block_page(self, flow: http.HTTPFlow, verdict: Verdict, snap: Snapshot, ident: Identity) -> http.Response:
         body = b""
         if flow.request.method != "HEAD":
-            bp = snap.config.block_page
-            body = blockpage.render(verdict, flow.request.url, snap.config.school, bp.report_to,
-                                    bp.report_email).encode()
+            config = snap.config
+            bp = config.block_page
+            ask, outcome = "", ""
+            if verdict.username and config.unblock.enabled and not verdict.rule.startswith(_NEVER_ASK):
+                url = flow.request.url
+                self.state.remember_block(Blocked(verdict.ref, verdict.username, verdict.profile, verdict.host,
+                                                  shown_url(url), verdict.rule, ",".join(verdict.categories),
+                                                  ident.device))
+                ask = f"http://{bp.pages_host}/unblock?ref={verdict.ref}"
+                told = self.state.outcome_for(verdict.username, verdict.host)
+                if told is not None:
+                    outcome = outcome_text(told, snap.policy.tz, dt.datetime.now(dt.timezone.utc))
+            body = blockpage.render(verdict, flow.request.url, config.school, bp.report_to, bp.report_email,
+                                    ask, outcome).encode()
         return _response(403, body, _BLOCK_HEADERS + ((b"x-schoolproxy-reference", verdict.ref.encode()),))
 
     @staticmethod

@@ -54,3 +54,14 @@ def paragraphs(text: str) -> list[tuple[str, list[str]]]:
         else:
             blocks.append(("p", [" ".join(lines)]))
     return blocks
+
+
+def is_navigation(method: str, headers) -> bool:
+    """A browser opening a page (typing an address, following a link), not a script, an image or an app:
+    only these are answered with the notice. Fetch metadata says so where the browser sends it."""
+    if method != "GET":
+        return False
+    mode = headers.get("sec-fetch-mode")
+    if mode is not None:
+        return mode == "navigate" and headers.get("sec-fetch-dest", "document") == "document"
+    return "text/html" in headers.get("accept", "") and "x-requested-with" not in headers

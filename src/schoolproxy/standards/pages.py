@@ -41,7 +41,7 @@ _REF = re.compile(r"^[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}$")
 _HTML = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store",
          "X-Frame-Options": "DENY", "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
                                                                 "form-action 'self'; frame-ancestors 'none'",
-         "Referrer-Policy": "no-referrer"}
+         "Referrer-Policy": "same-origin"}
 
 _env = jinja2.Environment(loader=jinja2.PackageLoader("schoolproxy.standards", "templates"), autoescape=True,
                           undefined=jinja2.StrictUndefined)
@@ -103,9 +103,13 @@ def token_ok(key: bytes, given: str, purpose: str, subject: str, about: str) -> 
                for d in (today, today - dt.timedelta(days=1)))
 
 
-def subject_of(identity: Identity, client_ip: str) -> str:
+def subject(username: str | None, client_ip: str) -> str:
     """Whose acceptance or request this is: the logon, else the device's address."""
-    return identity.username.lower() if identity.username else f"ip:{client_ip}"
+    return username.lower() if username else f"ip:{client_ip}"
+
+
+def subject_of(identity: Identity, client_ip: str) -> str:
+    return subject(identity.username, client_ip)
 
 
 def safe_next(url: str | None) -> str | None:
@@ -145,9 +149,13 @@ def handle(ctx: PagesContext, req: PageRequest) -> Page:
     return message(ctx.config, 404, "Page not found", ["There is no such page here."])
 
 
-def render(name: str, config: Config, status: int = 200, **values) -> Page:
+def render(name: str, config: Config, status: int = 200, form_to_anywhere: bool = False, **values) -> Page:
     body = _env.get_template(name).render(school=config.school, **values).encode()
-    return Page(status, dict(_HTML), body)
+    headers = dict(_HTML)
+    if form_to_anywhere:  # the notice's form ends in a redirect to the page the person asked for
+        headers["Content-Security-Policy"] = headers["Content-Security-Policy"].replace(
+            "form-action 'self'", "form-action 'self' http: https:")
+    return Page(status, headers, body)
 
 
 def message(config: Config, status: int, title: str, lines: list[str], kind: str = "", back: str = "") -> Page:
@@ -296,7 +304,7 @@ def _notice_page(ctx: PagesContext, req: PageRequest, status: int = 200) -> Page
         ctx.accepted(subject, version)
         return Page(303, {"Location": nxt, "Cache-Control": "no-store"}, b"")
     who = req.identity.username or ""
-    return render("notice.html", config, status, title=config.notice.title, blocks=notice.paragraphs(text),
+    return render("notice.html", config, status, form_to_anywhere=True, title=config.notice.title, blocks=notice.paragraphs(text),
                   accept_label=config.notice.accept_label, version=version, next=nxt, who=who, again=_again(config),
                   token=token(ctx.key, "notice", subject, version))
 

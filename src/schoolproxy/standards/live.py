@@ -1,0 +1,119 @@
+"""What the request path needs from the records for unblock requests and the notice, held in memory and
+refreshed off the request path: the expiring allows in force, the outcomes of requests not yet told to
+the person who asked, and who has accepted the notice since it was last due.
+
+:meth:`LiveState.refresh` reads the database (run it in a thread, every few seconds); everything else is
+a dictionary or set lookup, safe on the event loop. Each refresh builds new values and swaps them in
+with single assignments, so a request never sees half a refresh.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import OrderedDict
+from typing import NamedTuple
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine
+
+from schoolproxy.config import Config
+from schoolproxy.filtering.expiring import NONE, ExpiringOverrides
+from schoolproxy.records import notice as notice_log
+from schoolproxy.records import unblock as unblock_log
+from schoolproxy.standards import notice
+from schoolproxy.standards.pages import Blocked
+
+log = logging.getLogger(__name__)
+UTC = dt.timezone.utc
+RECENT_BLOCKS = 20_000
+#: How far back an outcome is still worth telling.
+TELL_FOR = dt.timedelta(days=30)
+
+
+class Outcome(NamedTuple):
+    id: int
+    status: str                 # approved | refused
+    decided_at: dt.datetime
+    note: str
+    expires_at: dt.datetime | None
+
+
+class LiveState:
+    def __init__(self) -> None:
+        self.overrides: ExpiringOverrides = NONE
+        self._outcomes: dict[tuple[str, str], Outcome] = {}
+        self._accepted: frozenset[tuple[str, str]] = frozenset()
+        self._accepted_here: set[tuple[str, str]] = set()   # since the last refresh, by this process
+        self.notice_since: dt.datetime | None = None
+        self._recent: OrderedDict[str, Blocked] = OrderedDict()
+        self._told: set[int] = set()
+        self.loaded = False
+
+    # -- the request path -------------------------------------------------------------------------------
+    def outcome_for(self, username: str | None, host: str) -> Outcome | None:
+        if not username or not self._outcomes:
+            return None
+        found = self._outcomes.get((username.lower(), host))
+        if found is not None:
+            self._told.add(found.id)
+        return found
+
+    def has_accepted(self, subject: str, version: str) -> bool:
+        key = (subject, version)
+        return key in self._accepted or key in self._accepted_here
+
+    def accepted(self, subject: str, version: str) -> None:
+        self._accepted_here.add((subject, version))
+
+    def remember_block(self, block: Blocked) -> None:
+        recent = self._recent
+        recent[block.ref] = block
+        if len(recent) > RECENT_BLOCKS:
+            recent.popitem(last=False)
+
+    def recent(self, ref: str) -> Blocked | None:
+        return self._recent.get(ref)
+
+    # -- off the request path -------------------------------------------------------------------------
+    def refresh(self, db: Engine, config: Config, now: dt.datetime | None = None) -> bool:
+        """Reload from the database; True if the expiring allows changed."""
+        now = now or dt.datetime.now(UTC)
+        told, self._told = self._told, set()
+        try:
+            unblock_log.mark_told(db, sorted(told))
+        except Exception:
+            self._told |= told
+            raise
+        rows = unblock_log.active_overrides(db, now)
+        overrides = ExpiringOverrides(rows, ZoneInfo(config.timezone))
+        changed = overrides.stamp != self.overrides.stamp
+        if changed:
+            self.overrides = overrides
+        outcomes = {}
+        for r in unblock_log.outcomes_to_tell(db, now - TELL_FOR):
+            if r["id"] in told:
+                continue
+            outcomes[(r["username"].lower(), r["host"])] = Outcome(
+                r["id"], r["status"], unblock_log.aware(r["decided_at"]), r["note"] or "",
+                unblock_log.aware(r["expires_at"]) if r["expires_at"] else None)
+        self._outcomes = outcomes
+        if config.notice.enabled:
+            since = notice.renewal_start(config, now)
+            accepted = frozenset(notice_log.accepted_since(db, since))
+            here = self._accepted_here
+            self._accepted, self.notice_since = accepted, since
+            self._accepted_here = {k for k in here if k not in accepted}
+        self.loaded = True
+        return changed
+
+
+def outcome_text(outcome: Outcome, tz: ZoneInfo, now: dt.datetime) -> str:
+    """What the block page tells the person who asked."""
+    asked = "You asked for this page to be checked."
+    if outcome.status == "refused":
+        return (f"{asked} On {outcome.decided_at.astimezone(tz):%A %d %B} the answer was no"
+                + (f": “{outcome.note}”" if outcome.note else "."))
+    if outcome.expires_at is not None and outcome.expires_at <= now:
+        return f"{asked} It was allowed until {outcome.expires_at.astimezone(tz):%H:%M on %A %d %B}. That time is over."
+    return f"{asked} It was allowed, but not this page. Ask your teacher."
