@@ -212,3 +212,17 @@ def test_the_queue_from_the_command_line(tmp_path):
     assert cls.returncode == 0 and "gamesite.test allowed for year4 until" in cls.stdout
     with db.connect() as c:
         assert c.execute(select(unblock_requests.c.status)).scalar_one() == "approved"
+
+
+def test_explain_shows_an_expiring_allow_in_force(tmp_path):
+    config = school(tmp_path)
+    snap = build_snapshot(config, run_tests=False)
+    db = open_database(snap.config.database_url())
+    upgrade(db)
+    before = cli(config, "explain", "--user", "pupil1", "http://gamesite.test/maths")
+    assert "verdict:  BLOCK — rule category:games" in before.stdout
+    oid, _, _ = unblock.class_allow(db, snap, "mbrown", "year4", "gamesite.test/maths", "day", "Times-tables game")
+    after = cli(config, "explain", "--user", "pupil1", "http://gamesite.test/maths")
+    assert f"expiring allow expiring[{oid}]:gamesite.test/maths: allowed for group year4 until" in after.stdout
+    assert f"verdict:  ALLOW — rule expiring[{oid}]:gamesite.test/maths" in after.stdout
+    assert "BLOCK" in cli(config, "explain", "--user", "pupil1", "http://gamesite.test/").stdout

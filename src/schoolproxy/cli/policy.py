@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import sys
 
+from schoolproxy.filtering.decide import Stage, decide, facts_for_url
+from schoolproxy.identity.profiles import Identity
 from schoolproxy.monitoring.phrases import PhraseError, load_phrase_lists
 from schoolproxy.snapshot import build_snapshot
 
@@ -56,7 +58,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    snap = build_snapshot(args.config, run_tests=False)
+    snap = with_expiring_allows(build_snapshot(args.config, run_tests=False))
     policy = snap.policy
     if args.user:
         ident = snap.resolver.identify(args.user)
@@ -65,12 +67,9 @@ def cmd_explain(args) -> int:
             print(f"error: unknown profile {args.profile!r} (profiles: {', '.join(policy.profiles)})",
                   file=sys.stderr)
             return 2
-        ident = None
-        profile, why = args.profile, "given"
+        ident = Identity(None, args.profile, "given", "given")
     else:
-        ident = snap.subnets.lookup(args.ip) or snap.resolver.unidentified()
-    if ident is not None:
-        profile, why = ident.profile, ident.rule
+        ident = snap.subnets.identity_of(args.ip)
     at = None
     if args.at:
         try:
@@ -78,21 +77,41 @@ def cmd_explain(args) -> int:
         except ValueError:
             print(f"error: --at {args.at!r}: use a date and time such as '2026-11-25 12:30'", file=sys.stderr)
             return 2
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=policy.tz)
     who = args.user or args.ip or "-"
-    print(f"who:      {who} → profile {profile} ({why})")
+    print(f"who:      {who} → profile {ident.profile} ({ident.rule})")
     if at:
         print(f"at:       {at:%a %d %b %Y %H:%M}")
     trace: list[str] = []
-    decision = policy.decide_url(profile, args.url, at, trace)
+    # The same function the proxy calls, on the facts of a browser asking for this URL.
+    ruling = decide(snap, ident, facts_for_url(args.url), at, trace)
+    decision = ruling.decision
     print(f"url:      {args.url}")
     for line in trace:
         print(f"  {line}")
     print(f"verdict:  {decision.action.upper()} — rule {decision.rule} ({decision.reason})")
-    from urllib.parse import urlsplit
-    parts = urlsplit(args.url if "://" in args.url else "http://" + args.url)
-    if parts.scheme == "https" and decision.rule != "invalid-host":
-        from schoolproxy.filtering.hostnames import normalise_host
-        host, _ = normalise_host(parts.hostname or "")
-        tls = "passed through (not decrypted)" if policy.passthrough(profile, host, decision.mask) else "intercepted"
-        print(f"https:    {tls}")
+    if args.url.lower().startswith("https://") and decision.rule != "invalid-host":
+        tunnel = decide(snap, ident, facts_for_url(args.url, Stage.TLS), at)
+        print(f"https:    {'passed through (not decrypted)' if tunnel.passthrough else 'intercepted'}")
     return 0
+
+
+def with_expiring_allows(snap):
+    """The snapshot with the expiring allows in force in the records (as the running proxy has them), so
+    explain answers for an approved unblock request too. Without the database, the config alone."""
+    from dataclasses import replace
+    from pathlib import Path
+    from zoneinfo import ZoneInfo
+
+    from schoolproxy.filtering.expiring import ExpiringOverrides
+    from schoolproxy.records import open_database
+    from schoolproxy.records.unblock import active_overrides
+    url = snap.config.database_url()
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        return snap  # no records yet (and explain should not create the file)
+    try:
+        rows = active_overrides(open_database(url))
+    except Exception:  # no records database yet, or not reachable from here
+        return snap
+    return replace(snap, expiring=ExpiringOverrides(rows, ZoneInfo(snap.config.timezone))) if rows else snap

@@ -26,8 +26,9 @@ def register(sub) -> None:
 def cmd_run(args) -> int:
     from mitmproxy import exceptions, options
 
+    from schoolproxy.proxy.internals import listen_with_reuse_port
     from schoolproxy.proxy.master import lean_master
-    from schoolproxy.proxy.workers import listen_with_reuse_port, supervise
+    from schoolproxy.proxy.workers import supervise
 
     if not 1 <= args.workers <= 64:
         print("error: --workers must be between 1 and 64", file=sys.stderr)

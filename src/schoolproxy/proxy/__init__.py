@@ -1,11 +1,19 @@
-"""The mitmproxy side: thin addons that turn flows into the core's request facts and apply verdicts.
+"""The mitmproxy side: thin addons that turn flows into the core's request facts and apply its rulings.
 
-Order matters: configuration is loaded first, identity is established before enforcement, and the
-reloader runs beside them. :func:`make_addons` is what ``addons/schoolproxy_addons.py`` (``mitmdump -s``)
-and ``schoolproxy run`` both use.
+:func:`make_addons` is the pipeline, in order: load the configuration, run the logon feed, identify the
+user, answer the proxy's own pages (the unblock form, the acceptable-use notice), decide and enforce, send
+a first page navigation to the notice, reload on change, then record, alert and count each verdict. It is what
+``addons/schoolproxy_addons.py`` (``mitmdump -s``) and ``schoolproxy run`` both use.
+
+The addons share no hub. What they share is passed to them: the running snapshot, the verdict bus the
+enforce addon publishes on and the records, alerts and metrics subscribe to, the metrics registry each
+registers its own metrics on, and the logon feed that identify asks. Per request they talk through
+``flow.metadata``.
 """
 
 from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
 
 from schoolproxy.proxy.alert import Alert
 from schoolproxy.proxy.enforce import Enforce
@@ -18,12 +26,28 @@ from schoolproxy.proxy.notice import Notice
 from schoolproxy.proxy.pages import Pages
 from schoolproxy.proxy.record import Record
 from schoolproxy.proxy.reload import Reload
-from schoolproxy.snapshot import Engine
+from schoolproxy.snapshot import SnapshotHolder, worker_from_env
 from schoolproxy.standards.live import LiveState
+from schoolproxy.verdict import VerdictBus
 
 
-def make_addons(engine: Engine | None = None) -> list[object]:
-    engine = engine or Engine()
-    live = LiveState()  # expiring allows, unblock outcomes and notice acceptances, kept fresh by Pages
-    return [LoadConfig(engine), LogonFeed(engine), Identify(engine), Pages(engine, live), Enforce(engine, live),
-            Notice(engine, live), Reload(engine), Record(engine), Alert(engine), MetricsExporter(engine), FreezeHeap()]
+def make_addons() -> list[object]:
+    snapshots = SnapshotHolder()
+    bus = VerdictBus()
+    registry = CollectorRegistry()
+    worker, _ = worker_from_env()  # this process's number among `schoolproxy run --workers N`
+    logon_feed = LogonFeed(snapshots, registry, worker)
+    live = LiveState()  # unblock outcomes, notice acceptances and recent blocks, kept fresh by Pages
+    return [
+        LoadConfig(snapshots, registry),
+        logon_feed,
+        Identify(snapshots, registry, logon_feed),
+        Pages(snapshots, live),
+        Enforce(snapshots, bus.publish, live),
+        Notice(snapshots, live),
+        Reload(snapshots, registry),
+        Record(snapshots, bus, registry, worker),
+        Alert(snapshots, bus, registry, worker),
+        MetricsExporter(snapshots, bus, registry, worker),
+        FreezeHeap(),
+    ]

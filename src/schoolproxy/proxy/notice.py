@@ -14,16 +14,16 @@ from urllib.parse import quote
 from mitmproxy import http
 
 from schoolproxy.proxy.enforce import VERDICT
-from schoolproxy.snapshot import Engine
+from schoolproxy.snapshot import SnapshotHolder
 from schoolproxy.standards import notice
 from schoolproxy.standards.live import LiveState
 from schoolproxy.standards.pages import subject
 
 
 class Notice:
-    def __init__(self, engine: Engine, state: LiveState):
-        self.engine = engine
-        self.state = state
+    def __init__(self, snapshots: SnapshotHolder, live: LiveState):
+        self.snapshots = snapshots
+        self.state = live
         self._versions: tuple[object, dict[str, str]] = (None, {})
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
@@ -32,7 +32,7 @@ class Notice:
         verdict = flow.metadata.get(VERDICT)
         if verdict is None or verdict.action != "allow" or verdict.rule == "helpsite" or not self.state.loaded:
             return
-        snap = self.engine.snapshot
+        snap = self.snapshots.snapshot
         config = snap.config
         req = flow.request
         if not config.notice.enabled or not notice.is_navigation(req.method, req.headers):

@@ -21,7 +21,7 @@ from mitmproxy import ctx, http
 from schoolproxy.identity.profiles import Identity
 from schoolproxy.proxy.identify import IDENTITY
 from schoolproxy.records import open_database
-from schoolproxy.snapshot import Engine, Snapshot
+from schoolproxy.snapshot import Snapshot, SnapshotHolder
 from schoolproxy.standards import pages
 from schoolproxy.standards.live import LiveState
 
@@ -34,9 +34,9 @@ _TEXT = {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store
 
 
 class Pages:
-    def __init__(self, engine: Engine, state: LiveState):
-        self.engine = engine
-        self.state = state
+    def __init__(self, snapshots: SnapshotHolder, live: LiveState):
+        self.snapshots = snapshots
+        self.state = live
         self.db = None
         self._key: bytes | None = None
         self._task: asyncio.Task | None = None
@@ -47,7 +47,7 @@ class Pages:
                           "Milliseconds between loads of expiring allows, unblock outcomes and notice acceptances.")
 
     def running(self) -> None:
-        snap = self.engine.snapshot
+        snap = self.snapshots.snapshot
         if snap is None or self._task is not None:
             return
         cfg = snap.config
@@ -67,11 +67,14 @@ class Pages:
         failing = False
         quiet_until = time.monotonic() + 15  # the records database may still be being created at start
         while True:
-            snap = self.engine.snapshot
+            snap = self.snapshots.snapshot
             if self.db is not None and snap is not None:
                 try:
-                    if await asyncio.to_thread(self.state.refresh, self.db, snap.config):
-                        log.info("schoolproxy: %d expiring allow(s) in force", len(self.state.overrides))
+                    expiring = await asyncio.to_thread(self.state.refresh, self.db, snap.config)
+                    running = self.snapshots.snapshot
+                    if running is not None and expiring.stamp != running.expiring.stamp:
+                        self.snapshots.set_expiring(expiring)
+                        log.info("schoolproxy: %d expiring allow(s) in force", len(expiring))
                     failing = False
                 except Exception as e:  # the database may be starting or down: keep the last state
                     if not failing and time.monotonic() > quiet_until:
@@ -84,7 +87,7 @@ class Pages:
     def requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         if flow.response or flow.error or not flow.live:
             return None
-        snap = self.engine.snapshot
+        snap = self.snapshots.snapshot
         if snap is None or flow.request.host.lower().rstrip(".") != snap.config.block_page.pages_host:
             return None
         flow.metadata[PAGE] = True
@@ -107,14 +110,13 @@ class Pages:
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         if flow.response or flow.error or not flow.live or not flow.metadata.get(PAGE):
             return None
-        snap = self.engine.snapshot
+        snap = self.snapshots.snapshot
         assert snap is not None
         return self._answer(flow, snap)
 
     async def _answer(self, flow: http.HTTPFlow, snap: Snapshot) -> None:
         req = flow.request
-        identity = flow.metadata.get(IDENTITY) or snap.subnets.lookup(flow.client_conn.peername[0]) \
-            or snap.resolver.unidentified()
+        identity = flow.metadata.get(IDENTITY) or snap.subnets.identity_of(flow.client_conn.peername[0])
         page_request = pages.PageRequest(
             req.method, req.scheme, req.path or "/", {k.lower(): v for k, v in req.headers.items()},
             (req.raw_content or b"") if req.method == "POST" else b"", identity, flow.client_conn.peername[0])

@@ -1,6 +1,7 @@
 """What the request path needs from the records for unblock requests and the notice, held in memory and
-refreshed off the request path: the expiring allows in force, the outcomes of requests not yet told to
-the person who asked, and who has accepted the notice since it was last due.
+refreshed off the request path: the outcomes of requests not yet told to the person who asked, who has
+accepted the notice since it was last due, and the blocks shown lately (what the form asks about). The
+expiring allows in force are loaded by the same refresh and go into the running snapshot.
 
 :meth:`LiveState.refresh` reads the database (run it in a thread, every few seconds); everything else is
 a dictionary or set lookup, safe on the event loop. Each refresh builds new values and swaps them in
@@ -18,7 +19,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine
 
 from schoolproxy.config import Config
-from schoolproxy.filtering.expiring import NONE, ExpiringOverrides
+from schoolproxy.filtering.expiring import ExpiringOverrides
 from schoolproxy.records import notice as notice_log
 from schoolproxy.records import unblock as unblock_log
 from schoolproxy.standards import notice
@@ -41,12 +42,12 @@ class Outcome(NamedTuple):
 
 class LiveState:
     def __init__(self) -> None:
-        self.overrides: ExpiringOverrides = NONE
         self._outcomes: dict[tuple[str, str], Outcome] = {}
         self._accepted: frozenset[tuple[str, str]] = frozenset()
         self._accepted_here: set[tuple[str, str]] = set()   # since the last refresh, by this process
         self.notice_since: dt.datetime | None = None
         self._recent: OrderedDict[str, Blocked] = OrderedDict()
+        #: Outcomes shown on a block page, not yet marked as told in the database: never shown twice.
         self._told: set[int] = set()
         self.loaded = False
 
@@ -55,8 +56,9 @@ class LiveState:
         if not username or not self._outcomes:
             return None
         found = self._outcomes.get((username.lower(), host))
-        if found is not None:
-            self._told.add(found.id)
+        if found is None or found.id in self._told:
+            return None
+        self._told.add(found.id)
         return found
 
     def has_accepted(self, subject: str, version: str) -> bool:
@@ -76,20 +78,13 @@ class LiveState:
         return self._recent.get(ref)
 
     # -- off the request path -------------------------------------------------------------------------
-    def refresh(self, db: Engine, config: Config, now: dt.datetime | None = None) -> bool:
-        """Reload from the database; True if the expiring allows changed."""
+    def refresh(self, db: Engine, config: Config, now: dt.datetime | None = None) -> ExpiringOverrides:
+        """Reload from the database; returns the expiring allows now in force."""
         now = now or dt.datetime.now(UTC)
-        told, self._told = self._told, set()
-        try:
-            unblock_log.mark_told(db, sorted(told))
-        except Exception:
-            self._told |= told
-            raise
+        told = set(self._told)
+        unblock_log.mark_told(db, sorted(told))
         rows = unblock_log.active_overrides(db, now)
         overrides = ExpiringOverrides(rows, ZoneInfo(config.timezone))
-        changed = overrides.stamp != self.overrides.stamp
-        if changed:
-            self.overrides = overrides
         outcomes = {}
         for r in unblock_log.outcomes_to_tell(db, now - TELL_FOR):
             if r["id"] in told:
@@ -98,6 +93,7 @@ class LiveState:
                 r["id"], r["status"], unblock_log.aware(r["decided_at"]), r["note"] or "",
                 unblock_log.aware(r["expires_at"]) if r["expires_at"] else None)
         self._outcomes = outcomes
+        self._told -= told  # marked in the database, so no longer loaded
         if config.notice.enabled:
             since = notice.renewal_start(config, now)
             accepted = frozenset(notice_log.accepted_since(db, since))
@@ -105,7 +101,7 @@ class LiveState:
             self._accepted, self.notice_since = accepted, since
             self._accepted_here = {k for k in here if k not in accepted}
         self.loaded = True
-        return changed
+        return overrides
 
 
 def outcome_text(outcome: Outcome, tz: ZoneInfo, now: dt.datetime) -> str:

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -81,9 +82,11 @@ def load_key(path: Path) -> bytes:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        key = path.read_bytes()
-        if len(key) >= 32:
-            return key
+        for _ in range(20):  # another worker may be writing it this moment
+            key = path.read_bytes()
+            if len(key) >= 32:
+                return key
+            time.sleep(0.1)
         raise ValueError(f"{path}: the forms' secret is too short; delete it and restart") from None
     with os.fdopen(fd, "wb") as f:
         key = os.urandom(32)
