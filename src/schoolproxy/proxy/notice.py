@@ -24,32 +24,35 @@ class Notice:
     def __init__(self, snapshots: SnapshotHolder, live: LiveState):
         self.snapshots = snapshots
         self.state = live
-        self._versions: tuple[object, dict[str, str]] = (None, {})
+        #: The notice's version for each profile, for the config it was worked out for (None: no notice).
+        self._versions: tuple[object, dict[str, str | None]] = (None, {})
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
         verdict = flow.metadata.get(VERDICT)
-        if verdict is None or verdict.action != "allow" or verdict.rule == "helpsite" or not self.state.loaded:
+        if verdict is None or verdict.action != "allow" or not self.state.loaded:
             return
-        snap = self.snapshots.snapshot
-        config = snap.config
-        req = flow.request
-        if not config.notice.enabled or not notice.is_navigation(req.method, req.headers):
+        config = self.snapshots.snapshot.config
+        version = self._version(config, verdict.profile)
+        if version is None or verdict.rule == "helpsite":
             return
-        role = config.profiles[verdict.profile].role if verdict.profile in config.profiles else "pupil"
-        version = self._version(config, role)
+        # Most requests come from people who have accepted: a set lookup, before any header is read.
         if self.state.has_accepted(subject(verdict.username, verdict.client_ip), version):
+            return
+        req = flow.request
+        if not notice.is_navigation(req.method, req.headers.fields):
             return
         target = f"{req.scheme}://{config.block_page.pages_host}/notice?next={quote(req.url, safe='')}"
         flow.response = http.Response.make(302, b"", {"Location": target, "Cache-Control": "no-store"})
 
-    def _version(self, config, role: str) -> str:
+    def _version(self, config, profile: str) -> str | None:
         made_for, versions = self._versions
         if made_for is not config:
             versions = {}
             self._versions = (config, versions)
-        version = versions.get(role)
-        if version is None:
-            version = versions[role] = notice.version(notice.text_for(config, role))
-        return version
+        if profile not in versions:
+            p = config.profiles.get(profile)
+            versions[profile] = (notice.version(notice.text_for(config, p.role if p else "pupil"))
+                                 if config.notice.enabled else None)
+        return versions[profile]

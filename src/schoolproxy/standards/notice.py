@@ -56,12 +56,24 @@ def paragraphs(text: str) -> list[tuple[str, list[str]]]:
     return blocks
 
 
-def is_navigation(method: str, headers) -> bool:
+def is_navigation(method: str, fields) -> bool:
     """A browser opening a page (typing an address, following a link), not a script, an image or an app:
-    only these are answered with the notice. Fetch metadata says so where the browser sends it."""
+    only these are answered with the notice. Fetch metadata says so where the browser sends it.
+    ``fields``: the raw header fields, (name, value) byte pairs, read in one pass."""
     if method != "GET":
         return False
-    mode = headers.get("sec-fetch-mode")
+    mode = dest = None
+    accept = b""
+    for name, value in fields:
+        name = name.lower()
+        if name == b"sec-fetch-mode":
+            mode = value
+        elif name == b"sec-fetch-dest":
+            dest = value
+        elif name == b"accept":
+            accept = value
+        elif name == b"x-requested-with":
+            return False
     if mode is not None:
-        return mode == "navigate" and headers.get("sec-fetch-dest", "document") == "document"
-    return "text/html" in headers.get("accept", "") and "x-requested-with" not in headers
+        return mode == b"navigate" and dest in (None, b"document")
+    return b"text/html" in accept
