@@ -9,6 +9,7 @@ import pytest
 from test_unblock import ask, school
 
 from schoolproxy.records import open_database, upgrade
+from schoolproxy.records import unblock as store
 from schoolproxy.records.notice import record_acceptance
 from schoolproxy.snapshot import build_snapshot
 from schoolproxy.standards import live as live_module
@@ -27,17 +28,24 @@ def world(tmp_path):
     return snap, db
 
 
-def test_an_outcome_is_told_once_even_before_the_database_knows(world):
+def test_an_outcome_is_told_on_the_block_page_for_half_an_hour_from_when_it_is_first_seen(world):
     snap, db = world
-    unblock.refuse(db, snap, ask(db)["ref"], "clawrence", "Use the class blog")
+    r = ask(db)
+    unblock.refuse(db, snap, r["ref"], "clawrence", "Use the class blog")
     state = LiveState()
     state.refresh(db, snap.config)
     told = state.outcome_for("PUPIL1", "socialsite.test")
     assert told is not None and told.status == "refused" and told.note == "Use the class blog"
-    assert state.outcome_for("pupil1", "socialsite.test") is None       # not again, before any refresh
-    state.refresh(db, snap.config)
-    assert state.outcome_for("pupil1", "socialsite.test") is None       # nor after it
     assert state.outcome_for("pupil1", "other.test") is None
+    state.refresh(db, snap.config)                                      # marks it seen, first time kept
+    first = store.get_request(db, r["ref"])["told_at"]
+    assert first is not None
+    assert state.outcome_for("pupil1", "socialsite.test").told         # a reload or another tab still shows it
+    state.refresh(db, snap.config)
+    assert store.get_request(db, r["ref"])["told_at"] == first
+    later = store.aware(first) + live_module.SHOW_FOR + dt.timedelta(seconds=1)
+    state.refresh(db, snap.config, now=later)
+    assert state.outcome_for("pupil1", "socialsite.test") is None      # and then no more
 
 
 def test_the_expiring_allows_come_with_each_refresh(world):

@@ -1,9 +1,15 @@
 """The mitmproxy side: thin addons that turn flows into the core's request facts and apply its rulings.
 
 :func:`make_addons` is the pipeline, in order: load the configuration, run the logon feed, identify the
-user, answer the proxy's own pages (the unblock form, the acceptable-use notice), decide and enforce, send
-a first page navigation to the notice, reload on change, then record, alert and count each verdict. It is what
-``addons/schoolproxy_addons.py`` (``mitmdump -s``) and ``schoolproxy run`` both use.
+user, decide and enforce, reload on change, then record, alert and count each verdict. It is what
+``addons/schoolproxy_addons.py`` (``mitmdump -s``) and ``schoolproxy run`` both use. Around identify and
+enforce: the proxy's own pages (PAC file, certificate page) are answered before anyone signs in, and
+its pages for a signed-in person (the unblock request form, the acceptable-use notice) after; a first
+page navigation goes to the notice until it is accepted;
+transparent-mode connections are named and chained to the upstream filter before they are decided; the
+upstream is told who is browsing once they are.
+Content sits before enforce although it acts later in a flow's life: its ``response`` hook scores the
+page and finishes the draft verdict before enforce's ``response`` publishes it.
 
 The addons share no hub. What they share is passed to them: the running snapshot, the verdict bus the
 enforce addon publishes on and the records, alerts and metrics subscribe to, the metrics registry each
@@ -16,6 +22,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from schoolproxy.proxy.alert import Alert
+from schoolproxy.proxy.content import Content
 from schoolproxy.proxy.enforce import Enforce
 from schoolproxy.proxy.heap import FreezeHeap
 from schoolproxy.proxy.identify import Identify
@@ -23,9 +30,12 @@ from schoolproxy.proxy.loadconfig import LoadConfig
 from schoolproxy.proxy.logonfeed import LogonFeed
 from schoolproxy.proxy.metrics import MetricsExporter
 from schoolproxy.proxy.notice import Notice
+from schoolproxy.proxy.ownpages import OwnPages
 from schoolproxy.proxy.pages import Pages
 from schoolproxy.proxy.record import Record
 from schoolproxy.proxy.reload import Reload
+from schoolproxy.proxy.transparent import PassthroughViaUpstream, Transparent
+from schoolproxy.proxy.upstreamidentity import UpstreamIdentity
 from schoolproxy.snapshot import SnapshotHolder, worker_from_env
 from schoolproxy.standards.live import LiveState
 from schoolproxy.verdict import VerdictBus
@@ -41,10 +51,15 @@ def make_addons() -> list[object]:
     return [
         LoadConfig(snapshots, registry),
         logon_feed,
+        OwnPages(snapshots),
+        Transparent(snapshots),
         Identify(snapshots, registry, logon_feed),
         Pages(snapshots, live),
-        Enforce(snapshots, bus.publish, live),
+        Content(snapshots, bus.publish),
+        Enforce(snapshots, bus.publish, logon_feed, live),
         Notice(snapshots, live),
+        PassthroughViaUpstream(snapshots, logon_feed),
+        UpstreamIdentity(snapshots),
         Reload(snapshots, registry),
         Record(snapshots, bus, registry, worker),
         Alert(snapshots, bus, registry, worker),

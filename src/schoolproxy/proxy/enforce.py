@@ -28,7 +28,7 @@ from mitmproxy import connection, http, tls
 from schoolproxy.filtering import blockpage, safesearch
 from schoolproxy.filtering.decide import Handling, RequestFacts, Ruling, Stage, decide
 from schoolproxy.identity.profiles import Identity
-from schoolproxy.proxy.identify import EXPLICIT_MODES, IDENTITY
+from schoolproxy.proxy.identify import EXPLICIT_MODES, IDENTITY, Logons
 from schoolproxy.proxy.internals import local_response
 from schoolproxy.proxy.pages import PAGE
 from schoolproxy.snapshot import Snapshot, SnapshotHolder
@@ -57,10 +57,13 @@ class _Tunnel:
 
 
 class Enforce:
-    def __init__(self, snapshots: SnapshotHolder, publish: Callable[[Verdict], None], live: LiveState | None = None):
+    def __init__(self, snapshots: SnapshotHolder, publish: Callable[[Verdict], None], logons: Logons | None = None,
+                 live: LiveState | None = None):
         self.snapshots = snapshots
         #: Where finished verdicts go (the verdict bus: records, alerts, metrics).
         self.publish = publish
+        #: Who is logged on where (the logon feed, a sign-in page): transparent connections sign in to nothing.
+        self.logons = logons
         #: Unblock outcomes to tell, and the blocks people may ask about (kept by the pages addon).
         self.live = live or LiveState()
         self.tunnels: weakref.WeakKeyDictionary[connection.Client, _Tunnel] = weakref.WeakKeyDictionary()
@@ -91,7 +94,7 @@ class Enforce:
             address = data.context.server.address
             facts = RequestFacts(Stage.TLS, client.peername[0], address[0] if address else "",
                                  address[1] if address else 443, "TLS", "https", sni=sni, transparent=True)
-            ruling = decide(snap, None, facts)
+            ruling = decide(snap, self._logon_identity(snap, client.peername[0]), facts)
             self.tunnels[client] = _Tunnel(ruling.identity, None, facts.port, sni)
         else:
             tunnel.sni = sni
@@ -174,6 +177,15 @@ class Enforce:
         snap = self.snapshots.snapshot
         assert snap is not None, "schoolproxy configuration not loaded"
         return snap
+
+    def _logon_identity(self, snap: Snapshot, ip: str) -> Identity | None:
+        """The user the logon feed or a sign-in page puts at this address, if any (else the subnet map
+        or the default decide)."""
+        logon = self.logons.lookup(ip) if self.logons is not None else None
+        if logon is None:
+            return None
+        groups = frozenset(logon.groups) if logon.groups is not None else None
+        return snap.resolver.identify(logon.user, logon.source, groups, logon.device)
 
     @staticmethod
     def _verdict(facts: RequestFacts, ruling: Ruling, snap: Snapshot, at: float | None, layer: str = "http",

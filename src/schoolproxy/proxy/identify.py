@@ -167,7 +167,7 @@ class Identify:
         if hit is not None and hit[0] is logon and hit[1] is snap:
             return hit[2]
         groups = frozenset(logon.groups) if logon.groups is not None else None
-        ident = snap.resolver.identify(logon.user, "logon-feed", groups, logon.device)
+        ident = snap.resolver.identify(logon.user, logon.source, groups, logon.device)
         if len(self._feed) > 100_000:
             self._feed.clear()
         self._feed[logon.ip] = (logon, snap, ident)

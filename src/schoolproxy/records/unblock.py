@@ -94,23 +94,27 @@ def decide(engine: Engine, ref: str, status: str, by: str, note: str, override: 
             "override_id": override_id}
 
 
-def outcomes_to_tell(engine: Engine, since: dt.datetime) -> list[dict]:
-    """Decided requests whose requester has not yet seen the outcome (for their next block page)."""
+def outcomes_to_tell(engine: Engine, since: dt.datetime, shown_since: dt.datetime) -> list[dict]:
+    """Decided requests (since ``since``) whose requester has not yet seen the outcome, or first saw it
+    after ``shown_since`` (for their next block pages)."""
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(
             select(unblock_requests.c.id, unblock_requests.c.ref, unblock_requests.c.username,
                    unblock_requests.c.host, unblock_requests.c.status, unblock_requests.c.decided_at,
-                   unblock_requests.c.note, expiring_overrides.c.expires_at)
+                   unblock_requests.c.note, unblock_requests.c.told_at, expiring_overrides.c.expires_at)
             .select_from(unblock_requests.outerjoin(expiring_overrides,
                                                     expiring_overrides.c.id == unblock_requests.c.override_id))
-            .where(unblock_requests.c.status != "pending", unblock_requests.c.told_at.is_(None),
-                   unblock_requests.c.decided_at >= since)).mappings()]
+            .where(unblock_requests.c.status != "pending", unblock_requests.c.decided_at >= since,
+                   or_(unblock_requests.c.told_at.is_(None), unblock_requests.c.told_at >= shown_since))
+            ).mappings()]
 
 
 def mark_told(engine: Engine, ids: list[int]) -> None:
+    """The requester has seen the outcome (the first time is kept)."""
     if ids:
         with engine.begin() as conn:
-            conn.execute(update(unblock_requests).where(unblock_requests.c.id.in_(ids))
+            conn.execute(update(unblock_requests).where(unblock_requests.c.id.in_(ids),
+                                                        unblock_requests.c.told_at.is_(None))
                          .values(told_at=dt.datetime.now(UTC)))
 
 

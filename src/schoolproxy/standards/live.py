@@ -30,6 +30,9 @@ UTC = dt.timezone.utc
 RECENT_BLOCKS = 20_000
 #: How far back an outcome is still worth telling.
 TELL_FOR = dt.timedelta(days=30)
+#: Once seen, an outcome stays on the site's block page this long: a browser may load a page more than once
+#: (a retry, another tab, its own HTTPS attempt first), and the pupil should not miss it.
+SHOW_FOR = dt.timedelta(minutes=30)
 
 
 class Outcome(NamedTuple):
@@ -38,6 +41,7 @@ class Outcome(NamedTuple):
     decided_at: dt.datetime
     note: str
     expires_at: dt.datetime | None
+    told: bool = False          # already marked as seen in the database
 
 
 class LiveState:
@@ -47,7 +51,7 @@ class LiveState:
         self._accepted_here: set[tuple[str, str]] = set()   # since the last refresh, by this process
         self.notice_since: dt.datetime | None = None
         self._recent: OrderedDict[str, Blocked] = OrderedDict()
-        #: Outcomes shown on a block page, not yet marked as told in the database: never shown twice.
+        #: Outcomes shown on a block page, not yet marked as told in the database.
         self._told: set[int] = set()
         self.loaded = False
 
@@ -56,9 +60,8 @@ class LiveState:
         if not username or not self._outcomes:
             return None
         found = self._outcomes.get((username.lower(), host))
-        if found is None or found.id in self._told:
-            return None
-        self._told.add(found.id)
+        if found is not None and not found.told:
+            self._told.add(found.id)
         return found
 
     def has_accepted(self, subject: str, version: str) -> bool:
@@ -86,14 +89,13 @@ class LiveState:
         rows = unblock_log.active_overrides(db, now)
         overrides = ExpiringOverrides(rows, ZoneInfo(config.timezone))
         outcomes = {}
-        for r in unblock_log.outcomes_to_tell(db, now - TELL_FOR):
-            if r["id"] in told:
-                continue
+        for r in unblock_log.outcomes_to_tell(db, now - TELL_FOR, now - SHOW_FOR):
             outcomes[(r["username"].lower(), r["host"])] = Outcome(
                 r["id"], r["status"], unblock_log.aware(r["decided_at"]), r["note"] or "",
-                unblock_log.aware(r["expires_at"]) if r["expires_at"] else None)
+                unblock_log.aware(r["expires_at"]) if r["expires_at"] else None,
+                r["told_at"] is not None or r["id"] in told)
         self._outcomes = outcomes
-        self._told -= told  # marked in the database, so no longer loaded
+        self._told -= told  # marked in the database
         if config.notice.enabled:
             since = notice.renewal_start(config, now)
             accepted = frozenset(notice_log.accepted_since(db, since))

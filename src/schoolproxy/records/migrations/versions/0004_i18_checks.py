@@ -1,13 +1,13 @@
 """The checks log: each run of `schoolproxy checks run` (when, who, the result) and what it tested.
 
 Revision ID: 0004_i18_checks
-Revises: 0003
+Revises: 0004_16
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0004_i18_checks"
-down_revision = "0003"
+down_revision = "0004_16"
 branch_labels = None
 depends_on = None
 
