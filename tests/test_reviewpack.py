@@ -138,7 +138,8 @@ def test_every_section_is_filled_from_the_records(pack_file):
     assert "Refused unblock request" in html
     # Checks, tests, alerts (counts), over-blocking, the notice.
     assert "status 502: the proxy could not reach the upstream filter" in html
-    assert "user pupil1 (pupil)" in html                                   # a policy test, run today
+    assert "<td>a pupil (profile pupil)</td><td>http://socialsite.test/</td>" in html   # a policy test, run today
+    assert "pupil1" not in html                                            # not the logon it names
     assert re.search(r"<td>Self-harm and suicide</td><td class=\"n\">1</td><td class=\"n\">0</td>"
                      r"<td class=\"n\">0</td><td class=\"n\">1</td><td class=\"n\">2</td>", html)
     assert "1 approved, 1 refused, 1 waiting" in html

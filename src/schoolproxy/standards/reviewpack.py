@@ -105,8 +105,8 @@ def gather(snap: Snapshot, db: Engine, since: dt.datetime, until: dt.datetime, p
         "overrides": _config_overrides(config),
         "expiring": _expiring(db, since, now),
         "decisions": [d for d in list_decisions(db, since) if aware(d["time"]) < until],
-        "tests": [{"who": r.who, "url": r.url, "expect": r.expect, "got": r.decision.action,
-                   "rule": r.decision.rule, "passed": r.passed} for r in snap.run_tests()],
+        "tests": [{"who": _test_subject(snap, r.index), "url": r.url, "expect": r.expect,
+                   "got": r.decision.action, "rule": r.decision.rule, "passed": r.passed} for r in snap.run_tests()],
         "checks": _checks(db, since, until, tz),
         "alerts": _alerts(db, since, until),
         "blocks": _blocks(db, since, until),
@@ -119,6 +119,14 @@ def gather(snap: Snapshot, db: Engine, since: dt.datetime, until: dt.datetime, p
     pack["uksic"] = _uksic(pack["categories"], config.proxy.upstream)
     pack["standards"] = standards(pack, config)
     return pack
+
+
+def _test_subject(snap: Snapshot, index: int) -> str:
+    """Who a policy test is about, without the logon it names (it may be a pupil's)."""
+    t = snap.config.tests[index]
+    profile = snap.resolver.resolve(t.user)[0] if t.user else t.profile
+    role = snap.config.profiles[profile].role if profile in snap.config.profiles else "user"
+    return f"a {role} (profile {profile})" if t.user else f"profile {profile}"
 
 
 def _roles(config: Config) -> list[dict]:

@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 
 from schoolproxy.config import Config
 from schoolproxy.filtering.hostnames import InvalidHost, normalise_entry
-from schoolproxy.monitoring.access import viewer_for
+from schoolproxy.monitoring.access import Viewer, may_decide_unblock, viewer_for
 from schoolproxy.records import unblock as store
 from schoolproxy.records.unblock import UnblockError
 from schoolproxy.snapshot import Snapshot
@@ -126,7 +126,7 @@ def _describe(scope: str, value: str) -> str:
     return {"profile": f"profile {value}", "group": f"class {value}", "user": "the requester only"}[scope]
 
 
-def approve(db: Engine, snap: Snapshot, ref: str, by: str, until: str, why: str, scope: str = "profile",
+def approve(db: Engine, snap: Snapshot, ref: str, by: str | Viewer, until: str, why: str, scope: str = "profile",
             scope_value: str | None = None, site: str | None = None, now: dt.datetime | None = None) -> dict:
     config = snap.config
     approver = _approver(config, by)
@@ -150,7 +150,7 @@ def approve(db: Engine, snap: Snapshot, ref: str, by: str, until: str, why: str,
     return store.decide(db, ref, "approved", str(approver), why, override, (change, why))
 
 
-def refuse(db: Engine, snap: Snapshot, ref: str, by: str, why: str) -> dict:
+def refuse(db: Engine, snap: Snapshot, ref: str, by: str | Viewer, why: str) -> dict:
     approver = _approver(snap.config, by)
     why = " ".join((why or "").split())
     if len(why) < 3:
@@ -160,18 +160,18 @@ def refuse(db: Engine, snap: Snapshot, ref: str, by: str, why: str) -> dict:
     return store.decide(db, ref, "refused", str(approver), why[:500], None, (change, why))
 
 
-def class_allow(db: Engine, snap: Snapshot, by: str, cls: str, site: str, until: str, why: str,
+def class_allow(db: Engine, snap: Snapshot, by: str | Viewer, cls: str, site: str, until: str, why: str,
                 now: dt.datetime | None = None) -> tuple[int, dt.datetime, str]:
     """A teacher allows a site for one of their classes for a lesson (or the rest of the day)."""
     config = snap.config
-    teacher = viewer_for(config, by)
+    teacher = by if isinstance(by, Viewer) else viewer_for(config, by)
     if teacher is None or "teacher" not in teacher.roles:
         raise UnblockError(f"{by} is not a teacher in the config (people: with role teacher)")
-    person = next(p for u, p in config.people.items() if u.lower() == teacher.username)
-    mine = {c.lower(): c for c in person.classes}
+    classes = classes_of(config, teacher)
+    mine = {c.lower(): c for c in classes}
     if cls.lower() not in mine:
         raise UnblockError(f"{teacher.name} may allow sites for their own classes only "
-                           f"({', '.join(person.classes) or 'none in the config'})")
+                           f"({', '.join(classes) or 'none in the config'})")
     cls = mine[cls.lower()]
     if until not in ("lesson", "day"):
         raise UnblockError("a class allow lasts a lesson or the rest of the day; ask the computing lead for longer")
@@ -189,10 +189,17 @@ def class_allow(db: Engine, snap: Snapshot, by: str, cls: str, site: str, until:
     return oid, expires, allowed
 
 
-def _approver(config: Config, by: str):
-    viewer = viewer_for(config, by or "")
+def classes_of(config: Config, teacher: Viewer) -> list[str]:
+    """The classes a teacher may allow a site for (``people.<logon>.classes``)."""
+    person = next((p for u, p in config.people.items() if u.lower() == teacher.username), None)
+    return list(person.classes) if person is not None and "teacher" in teacher.roles else []
+
+
+def _approver(config: Config, by: str | Viewer) -> Viewer:
+    """The person deciding: a console viewer (roles from people: and directory groups) or a logon."""
+    viewer = by if isinstance(by, Viewer) else viewer_for(config, by or "")
     allowed = set(config.unblock.approvers)
-    if viewer is None or not viewer.roles & allowed:
-        raise UnblockError(f"{by or 'you'}: only {', '.join(sorted(allowed))} (people: in the config) may decide "
+    if not may_decide_unblock(config, viewer):
+        raise UnblockError(f"{getattr(by, 'username', by) or 'you'}: only {', '.join(sorted(allowed))} (people: in the config) may decide "
                            f"unblock requests")
     return viewer
