@@ -88,7 +88,11 @@ class Pages:
         if flow.response or flow.error or not flow.live:
             return None
         snap = self.snapshots.snapshot
-        if snap is None or flow.request.host.lower().rstrip(".") != snap.config.block_page.pages_host:
+        if snap is None:
+            return None
+        host = flow.request.host
+        pages_host = snap.config.block_page.pages_host
+        if host != pages_host and host.lower().rstrip(".") != pages_host:
             return None
         flow.metadata[PAGE] = True
         req = flow.request
@@ -108,7 +112,7 @@ class Pages:
         return self._answer(flow, snap)
 
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
-        if flow.response or flow.error or not flow.live or not flow.metadata.get(PAGE):
+        if PAGE not in flow.metadata or flow.response or flow.error or not flow.live:  # cheapest test first
             return None
         snap = self.snapshots.snapshot
         assert snap is not None
