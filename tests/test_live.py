@@ -5,27 +5,16 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
-from test_unblock import ask, school
+from test_unblock import ask, world  # noqa: F401 (world: the test school's snapshot and database)
 
-from schoolproxy.records import open_database, upgrade
 from schoolproxy.records import unblock as store
 from schoolproxy.records.notice import record_acceptance
-from schoolproxy.snapshot import build_snapshot
 from schoolproxy.standards import live as live_module
 from schoolproxy.standards import unblock
 from schoolproxy.standards.live import LiveState, outcome_text
 from schoolproxy.standards.pages import Blocked
 
 UTC = dt.timezone.utc
-
-
-@pytest.fixture
-def world(tmp_path):
-    snap = build_snapshot(school(tmp_path), run_tests=False)
-    db = open_database(snap.config.database_url())
-    upgrade(db)
-    return snap, db
 
 
 def test_an_outcome_is_told_on_the_block_page_for_half_an_hour_from_when_it_is_first_seen(world):
