@@ -1,5 +1,5 @@
-"""What the request path reads from the records about unblock requests and the notice: told once,
-accepted at once, bounded."""
+"""What the request path reads from the records about unblock requests and the notice: outcomes told for
+a while from when they are first seen, acceptances counted at once, recent blocks bounded."""
 
 from __future__ import annotations
 
