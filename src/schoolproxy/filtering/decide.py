@@ -14,6 +14,9 @@ A request is decided at the stage where the proxy first sees it:
 - ``request``: an HTTP request (plain, or decrypted from a tunnel): forwarded, or answered with the
   block page.
 
+A block by the profile's category rules or default is lifted for the people an expiring allow in
+force is for (``snapshot.expiring``: an approved unblock request, a teacher's class allow).
+
 Every name a request carries must pass: the target, the Host header (or HTTP/2 ``:authority``), and the
 tunnel's CONNECT name and SNI. A request whose Host header names a blocked site through an allowed
 tunnel (domain fronting) is blocked like the site itself.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from enum import StrEnum
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlsplit
@@ -111,10 +115,16 @@ def decide(snapshot: Snapshot, identity: Identity | None, facts: RequestFacts,
     policy = snapshot.policy
     profile = identity.profile
     names = names_of(facts)
+    expiring = snapshot.expiring
+    when = now.timestamp() if now is not None else time.time()
     host, decision = decide_name(policy, profile, names[0], facts.path, now, trace)
+    if decision.action == "block" and expiring:  # an approved unblock request or a teacher's class allow
+        decision = expiring.apply(decision, identity, host, facts.path or "/", when, trace)
     if decision.action == "allow":
         for other in names[1:]:
             other_host, other_decision = decide_name(policy, profile, other, facts.path, now)
+            if other_decision.action == "block" and expiring:
+                other_decision = expiring.apply(other_decision, identity, other_host, facts.path or "/", when)
             if other_decision.action == "block":
                 host, decision = other_host, other_decision
                 break
