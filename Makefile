@@ -44,9 +44,9 @@ test: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: venv
-	@command -v wrk >/dev/null || { echo "make bench needs wrk (apt-get install wrk)"; exit 2; }
-	$(PY) bench/run.py
+	@command -v wrk >/dev/null && command -v curl >/dev/null || { echo "make bench needs wrk and curl (apt-get install wrk curl)"; exit 2; }
 	$(PY) bench/detection.py
+	$(PY) bench/run.py
 
 eval: venv
 	$(PY) -m schoolproxy.monitoring.evaluation --config $(CONFIG)

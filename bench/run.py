@@ -1,7 +1,7 @@
 """make bench: throughput and latency of schoolproxy against what a school would otherwise run.
 
-One run on loopback with one load generator (wrk, 16 connections, plain HTTP keep-alive through the
-proxy), the proxies measured in alternating rounds so drift on the machine hits them all alike:
+On loopback, against a stand-in upstream filter that is also every origin (tests/internet.py), the
+proxies measured in alternating rounds so drift on the machine hits them all alike:
 
   mitmdump       mitmdump -q in upstream mode with no script (the baseline a user would otherwise run)
   core           schoolproxy's lean mitmproxy core with none of its policy addons (the limit)
@@ -10,8 +10,18 @@ proxy), the proxies measured in alternating rounds so drift on the machine hits 
   full-nolog     the same with records off — the difference is what logging every request costs
   full-2w        the full stack as `schoolproxy run --workers 2` (two processes on one port)
 
-The request mix cycles through allowed, blocked and search requests from several authenticated users,
-each naming its host in Host as a browser behind an explicit proxy does.
+Each round measures, per proxy:
+
+- plain HTTP: wrk, 16 keep-alive connections, a mix of allowed, blocked and search requests from
+  several signed-in pupils, each naming its host in Host as a browser behind an explicit proxy does;
+- latency: the same over one connection, one request at a time (no queueing);
+- HTTPS as pupils' browsers use it (mitmdump, core and full): 16 curl processes at a time, each a
+  browser session visiting several sites in turn with a few requests each over a new tunnel and TLS
+  connection, half offering HTTP/2 and half HTTP/1.1; many hostnames, a blocked site, a search, and a
+  site every profile passes through undecrypted (mitmdump and the core are told to ignore it too).
+  Upstream connections are counted at the stand-in.
+
+BENCH_ROUNDS, BENCH_SECONDS and BENCH_ENTRIES size the run; BENCH_ONLY=plain or https runs one part.
 The last line is machine-readable.
 """
 
@@ -26,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -42,7 +53,16 @@ CONNECTIONS = 16
 LIST_ENTRIES = int(os.environ.get("BENCH_ENTRIES", "3000000"))
 USERS = [f"pupil{i}" for i in range(8)]
 NAMES = ("mitmdump", "core", "full", "full-nolog", "full-2w")
+HTTPS_NAMES = ("mitmdump", "core", "full")
+ONLY = os.environ.get("BENCH_ONLY", "")
 PASSWORD = "bench-pass"
+# HTTPS: a visit is a few requests to one site over one new tunnel and TLS connection (a browser opening
+# a page); a session (one curl process) visits several sites in turn; SESSIONS of them run at once.
+VISIT_REQUESTS = 4
+SESSION_VISITS = 8
+SESSIONS = 16
+SITES = 60  # distinct allowed hostnames, visited in turn
+PASSTHROUGH_RE = r"pinned\.test"  # mitmdump --ignore-hosts for the sites schoolproxy passes through
 
 WRK_SCRIPT = """
 local paths = {
@@ -65,7 +85,8 @@ end
 
 CONFIG = """
 school: Bench Primary
-proxy: {{listen_host: 127.0.0.1, listen_port: {port}, upstream: "{upstream}", ca_dir: ca}}
+proxy: {{listen_host: 127.0.0.1, listen_port: {port}, upstream: "{upstream}", ca_dir: ca-{name},
+         upstream_ca: "{upstream_ca}"}}
 lists: {{sources: [lists, big], metadata: lists/categories.yaml, cache_dir: cache}}
 metrics: {{listen: "127.0.0.1:{metrics_port}"}}
 records: {{enabled: {records}, database: "sqlite:///records.db", spool_dir: spool}}
@@ -78,6 +99,7 @@ profiles:
     role: pupil
     block_categories: [adult, social-networking, games]
     allow_categories: [education]
+    tls: {{passthrough_sites: [pinned.test]}}
 """
 
 
@@ -129,9 +151,8 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def tree_rss_mb(pid: int) -> float:
-    """RSS of a process and all its descendants (workers, record writer processes); pages they share,
-    such as the memory-mapped lists, are counted in each."""
+def tree(pid: int) -> list[int]:
+    """A process and all its descendants (workers, record writer processes)."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -139,12 +160,30 @@ def tree_rss_mb(pid: int) -> float:
         except (FileNotFoundError, IndexError):
             continue
         children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    total, todo = 0.0, [pid]
+    found, todo = [], [pid]
     while todo:
         p = todo.pop()
-        total += rss_mb(p)
+        found.append(p)
         todo.extend(children.get(p, []))
-    return total
+    return found
+
+
+def tree_rss_mb(pid: int) -> float:
+    """RSS of a process and its descendants; pages they share, such as the memory-mapped lists, are
+    counted in each."""
+    return sum(rss_mb(p) for p in tree(pid))
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its descendants."""
+    total = 0
+    for p in tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def wrk(port: int, script: Path, connections: int = CONNECTIONS, seconds: int = DURATION) -> dict:
@@ -187,9 +226,71 @@ def classify_us(root: Path) -> tuple[float, float, float]:
     return (time.perf_counter() - t) / (n * len(hosts)) * 1e6, load_s, compile_s
 
 
+def https_sessions() -> list[list[str]]:
+    """The URLs of each browser session, in turn: mostly allowed sites (many hostnames), a blocked site,
+    a search (SafeSearch rewritten) and a site passed through undecrypted, VISIT_REQUESTS requests each."""
+    visits = []
+    for i in range(SITES):
+        visits.append([f"https://site{i}.test/page{j}" for j in range(VISIT_REQUESTS)])
+        if i % 6 == 1:
+            visits.append([f"https://socialsite.test/feed{j}" for j in range(VISIT_REQUESTS)])
+        elif i % 6 == 3:
+            visits.append([f"https://www.google.com/search?q=volcanoes+{j}" for j in range(VISIT_REQUESTS)])
+        elif i % 6 == 5:
+            visits.append([f"https://a{i % 3}.pinned.test/update{j}" for j in range(VISIT_REQUESTS)])
+    return [sum(visits[k:k + SESSION_VISITS], []) for k in range(0, len(visits), SESSION_VISITS)]
+
+
+def https_load(port: int, pid: int, cafile: Path, seconds: float, origin: Internet, auth: str = "") -> dict:
+    """Browser sessions through the proxy for ``seconds``: requests/s, upstream connections and the
+    proxy's CPU time (its processes, record writer included) per request."""
+    sessions = https_sessions()
+    lock = threading.Lock()
+    counts = {"requests": 0, "errors": 0, "sessions": 0}
+    deadline = time.monotonic() + seconds
+
+    def browse(worker: int) -> None:
+        k = worker
+        while time.monotonic() < deadline:
+            urls = sessions[k % len(sessions)]
+            k += SESSIONS
+            protocol = "--http2" if k % 2 else "--http1.1"
+            args = [a for url in urls for a in ("-o", "/dev/null", url)]
+            out = subprocess.run(["curl", "-s", protocol, "--cacert", str(cafile), "-x", f"http://{auth}127.0.0.1:{port}",
+                                  "-w", "%{http_code}\n", *args], capture_output=True, text=True).stdout.split()
+            with lock:
+                counts["requests"] += sum(code != "000" for code in out)
+                counts["errors"] += sum(code == "000" for code in out) + len(urls) - len(out)
+                counts["sessions"] += 1
+
+    origin.clear()
+    cpu = tree_cpu_s(pid)
+    started = time.monotonic()
+    threads = [threading.Thread(target=browse, args=(i,)) for i in range(SESSIONS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    n = max(1, counts["requests"])
+    return {"rps": counts["requests"] / elapsed, "requests": counts["requests"], "errors": counts["errors"],
+            "upstream_per_request": origin.connections / n, "cpu_ms": (tree_cpu_s(pid) - cpu) * 1000 / n}
+
+
+def ca_bundle(root: Path, name: str, ca_dir: Path, origin: Internet) -> Path:
+    """The proxy's CA (for intercepted sites) and the stand-in's (for the sites passed through)."""
+    deadline = time.monotonic() + 30
+    ca = ca_dir / "mitmproxy-ca-cert.pem"
+    while not ca.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    bundle = root / f"trust-{name}.pem"
+    bundle.write_bytes(ca.read_bytes() + origin.ca_path.read_bytes())
+    return bundle
+
+
 def main() -> int:
-    if not shutil.which("wrk"):
-        print("make bench needs wrk: apt-get install wrk", file=sys.stderr)
+    if not shutil.which("wrk") or not shutil.which("curl"):
+        print("make bench needs wrk and curl: apt-get install wrk curl", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="schoolproxy-bench-") as tmp, Internet(Path(tmp) / "net") as origin:
         root = Path(tmp)
@@ -200,74 +301,124 @@ def main() -> int:
         script = root / "mix.lua"
         script.write_text(WRK_SCRIPT % auths)
         cls_us, load_s, compile_s = classify_us(root)
-        setups = {}
-        for name, records in (("full", "true"), ("full-nolog", "false")):
+        setups: dict[str, tuple[int, list[str], Path]] = {}
+        for name, records, workers in (("full", "true", 1), ("full-nolog", "false", 1), ("full-2w", "true", 2)):
             port = free_port()
             cfg = root / f"{name}.yaml"
             cfg.write_text(CONFIG.format(port=port, upstream=origin.proxy_url, metrics_port=free_port(),
-                                         records=records, members=", ".join(USERS)))
-            setups[name] = (port, [str(BIN / "schoolproxy"), "run", "--config", str(cfg)])
-        port = free_port()
-        cfg = root / "full-2w.yaml"
-        cfg.write_text(CONFIG.format(port=port, upstream=origin.proxy_url, metrics_port=free_port(),
-                                     records="true", members=", ".join(USERS)))
-        setups["full-2w"] = (port, [str(BIN / "schoolproxy"), "run", "--workers", "2", "--config", str(cfg)])
+                                         records=records, members=", ".join(USERS), name=name,
+                                         upstream_ca=origin.ca_path))
+            argv = [str(BIN / "schoolproxy"), "run", *(["--workers", "2"] if workers > 1 else []), "--config", str(cfg)]
+            setups[name] = (port, argv, root / f"ca-{name}")
+        trust = ["--set", f"ssl_verify_upstream_trusted_ca={origin.ca_path}", "--ignore-hosts", PASSTHROUGH_RE]
         port = free_port()
         setups["mitmdump"] = (port, [str(BIN / "mitmdump"), "-q", "--listen-host", "127.0.0.1", "--listen-port",
-                                     str(port), "--mode", f"upstream:{origin.proxy_url}"])
+                                     str(port), "--mode", f"upstream:{origin.proxy_url}",
+                                     "--set", f"confdir={root / 'ca-mitmdump'}", *trust], root / "ca-mitmdump")
         port = free_port()
-        setups["core"] = (port, [sys.executable, str(ROOT / "bench" / "leancore.py"), str(port), origin.proxy_url])
-        results: dict[str, list[dict]] = {k: [] for k in setups}
+        setups["core"] = (port, [sys.executable, str(ROOT / "bench" / "leancore.py"), str(port), origin.proxy_url,
+                                 "--set", f"confdir={root / 'ca-core'}", *trust], root / "ca-core")
+        names = NAMES if ONLY != "https" else HTTPS_NAMES
+        results: dict[str, list[dict]] = {k: [] for k in names}
         rss: dict[str, float] = {}
         tree: dict[str, float] = {}
+        pupil = f"{USERS[0]}:{PASSWORD}@"
         for rnd in range(ROUNDS):
-            for name in NAMES:
-                port, argv = setups[name]
+            for name in names:
+                port, argv, ca_dir = setups[name]
                 proc = subprocess.Popen(argv, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                r: dict = {}
                 try:
                     wait_port(port, proc)
                     if name == "full-2w":
                         time.sleep(2)  # both workers listening
-                    r = wrk(port, script)
-                    # One connection, one request at a time: latency without queueing, which is what
-                    # a pupil's browser sees on a gateway that is not saturated.
-                    one = wrk(port, script, connections=1, seconds=max(2, DURATION // 2))
-                    r["p50_1"], r["p99_1"] = one["p50"], one["p99"]
+                    if ONLY != "https":
+                        r = wrk(port, script)
+                        # One connection, one request at a time: latency without queueing, which is what
+                        # a pupil's browser sees on a gateway that is not saturated.
+                        one = wrk(port, script, connections=1, seconds=max(2, DURATION // 2))
+                        r["p50_1"], r["p99_1"] = one["p50"], one["p99"]
+                    if ONLY != "plain" and name in HTTPS_NAMES:
+                        bundle, auth = ca_bundle(root, name, ca_dir, origin), pupil if name.startswith("full") else ""
+                        https_load(port, proc.pid, bundle, 2, origin, auth)  # warm: certificates, sign-ins
+                        tls = https_load(port, proc.pid, bundle, DURATION, origin, auth)
+                        r.update({f"https_{k}": v for k, v in tls.items()})
                     rss[name] = max(rss.get(name, 0.0), rss_mb(proc.pid) if name != "full-2w" else 0.0)
                     tree[name] = max(tree.get(name, 0.0), tree_rss_mb(proc.pid))
                 finally:
                     proc.terminate()
                     proc.wait(30)
                 results[name].append(r)
-                print(f"round {rnd + 1} {name:<11} {r['rps']:8.0f} req/s  p50 {r['p50']:6.2f} ms  "
-                      f"p99 {r['p99']:6.2f} ms  non-2xx {r['non2xx']}  |  1 connection: p50 {r['p50_1']:5.2f} ms "
-                      f"p99 {r['p99_1']:5.2f} ms", flush=True)
-        med = {k: {m: statistics.median(r[m] for r in v) for m in ("rps", "p50", "p99", "p50_1", "p99_1")}
-               for k, v in results.items()}
-    ratio = med["full"]["rps"] / med["mitmdump"]["rps"]
-    core_ratio = med["full"]["rps"] / med["core"]["rps"]
-    log_cost = 1 - med["full"]["rps"] / med["full-nolog"]["rps"]
-    p99_added = med["full"]["p99_1"] - med["mitmdump"]["p99_1"]
-    print()
-    print(f"{'proxy':<12}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'1-conn p50':>12}{'1-conn p99':>12}{'RSS MB':>10}"
-          f"{'all procs':>11}")
-    for k in NAMES:
-        m = med[k]
-        print(f"{k:<12}{m['rps']:>10.0f}{m['p50']:>10.2f}{m['p99']:>10.2f}{m['p50_1']:>12.2f}{m['p99_1']:>12.2f}"
-              f"{rss.get(k, 0) or float('nan'):>10.0f}{tree.get(k, 0):>11.0f}")
-    print("p50/p99 at 16 connections are queueing at saturation; the 1-connection columns are per-request latency")
-    print("RSS MB is the proxy process; 'all procs' adds its children (record writer, workers), shared pages "
-          "such as the memory-mapped lists counted in each")
-    print(f"1-connection p99 added over mitmdump {p99_added:+.2f} ms, over the lean core "
-          f"{med['full']['p99_1'] - med['core']['p99_1']:+.2f} ms")
-    print(f"lists: {LIST_ENTRIES:,} entries compiled once in {compile_s:.1f} s, then ready in {load_s * 1000:.1f} ms; "
-          f"classification {cls_us:.2f} µs per lookup")
-    print(f"two workers: {med['full-2w']['rps'] / med['full']['rps']:.2f} × one worker "
-          f"(this machine has {os.cpu_count()} CPUs, shared with wrk and the test upstream)")
-    print(f"recording every request costs {log_cost * 100:.1f}% of throughput (target ≤ 5%)")
-    print(f"bench: ratio={ratio:.2f} core_ratio={core_ratio:.2f} classify_us={cls_us:.2f} load_s={load_s:.4f} "
-          f"rss_mb={rss.get('full', 0):.0f} p99_added_ms={p99_added:.2f} log_cost_pct={log_cost * 100:.1f} "
-          f"workers2_ratio={med['full-2w']['rps'] / med['full']['rps']:.2f}")
+                line = f"round {rnd + 1} {name:<11}"
+                if "rps" in r:
+                    line += (f" {r['rps']:8.0f} req/s  p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  "
+                             f"non-2xx {r['non2xx']}  |  1 connection: p50 {r['p50_1']:5.2f} ms p99 {r['p99_1']:5.2f} ms")
+                if "https_rps" in r:
+                    line += (f"  |  HTTPS {r['https_rps']:6.0f} req/s, {r['https_cpu_ms']:.2f} ms CPU and "
+                             f"{r['https_upstream_per_request']:.3f} upstream connections a request, "
+                             f"{r['https_errors']} errors")
+                print(line, flush=True)
+        return report(results, rss, tree, cls_us, load_s, compile_s)
+
+
+def report(results: dict[str, list[dict]], rss: dict[str, float], tree: dict[str, float], cls_us: float,
+           load_s: float, compile_s: float) -> int:
+    def med(name: str, metric: str) -> float:
+        values = [r[metric] for r in results.get(name, []) if metric in r]
+        return statistics.median(values) if values else float("nan")
+
+    def worst(metric: str, minus: str, other: str = "mitmdump") -> float:
+        """The worst round's difference (rounds pair each proxy with the others run beside it)."""
+        pairs = [(a[metric] - b[metric]) for a, b in zip(results.get(minus, []), results.get(other, []))
+                 if metric in a and metric in b]
+        return max(pairs) if pairs else float("nan")
+
+    fields = []
+    if ONLY != "https":
+        ratio = med("full", "rps") / med("mitmdump", "rps")
+        core_ratio = med("full", "rps") / med("core", "rps")
+        log_cost = 1 - med("full", "rps") / med("full-nolog", "rps")
+        p99_added = med("full", "p99_1") - med("mitmdump", "p99_1")
+        print()
+        print(f"{'proxy':<12}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'1-conn p50':>12}{'1-conn p99':>12}"
+              f"{'RSS MB':>10}{'all procs':>11}")
+        for k in NAMES:
+            print(f"{k:<12}{med(k, 'rps'):>10.0f}{med(k, 'p50'):>10.2f}{med(k, 'p99'):>10.2f}{med(k, 'p50_1'):>12.2f}"
+                  f"{med(k, 'p99_1'):>12.2f}{rss.get(k, 0) or float('nan'):>10.0f}{tree.get(k, 0):>11.0f}")
+        print("plain HTTP; p50/p99 at 16 connections are queueing at saturation; the 1-connection columns are "
+              "per-request latency (medians over rounds)")
+        print("RSS MB is the proxy process; 'all procs' adds its children (record writer, workers), shared pages "
+              "such as the memory-mapped lists counted in each")
+        per_round = ", ".join(f"{a['p99_1'] - b['p99_1']:+.2f}" for a, b in zip(results["full"], results["mitmdump"]))
+        print(f"1-connection p99 added over mitmdump: median {p99_added:+.2f} ms, worst round "
+              f"{worst('p99_1', 'full'):+.2f} ms (rounds: {per_round}); over the lean core: worst round "
+              f"{worst('p99_1', 'full', 'core'):+.2f} ms")
+        print(f"lists: {LIST_ENTRIES:,} entries compiled once in {compile_s:.1f} s, then ready in "
+              f"{load_s * 1000:.1f} ms; classification {cls_us:.2f} µs per lookup")
+        print(f"two workers: {med('full-2w', 'rps') / med('full', 'rps'):.2f} × one worker "
+              f"(this machine has {os.cpu_count()} CPUs, shared with the load generators and the test upstream)")
+        print(f"recording every request costs {log_cost * 100:.1f}% of throughput (target ≤ 5%)")
+        fields += [f"ratio={ratio:.2f}", f"core_ratio={core_ratio:.2f}", f"classify_us={cls_us:.2f}",
+                   f"load_s={load_s:.4f}", f"rss_mb={rss.get('full', 0):.0f}", f"p99_added_ms={p99_added:.2f}",
+                   f"p99_added_worst_ms={worst('p99_1', 'full'):.2f}",
+                   f"p99_added_core_worst_ms={worst('p99_1', 'full', 'core'):.2f}",
+                   f"log_cost_pct={log_cost * 100:.1f}",
+                   f"workers2_ratio={med('full-2w', 'rps') / med('full', 'rps'):.2f}"]
+    if ONLY != "plain":
+        print()
+        print(f"{'HTTPS':<12}{'req/s':>10}{'CPU ms/request':>16}{'upstream conn/request':>24}{'errors':>8}")
+        for k in HTTPS_NAMES:
+            errors = sum(r.get("https_errors", 0) for r in results.get(k, []))
+            print(f"{k:<12}{med(k, 'https_rps'):>10.0f}{med(k, 'https_cpu_ms'):>16.2f}"
+                  f"{med(k, 'https_upstream_per_request'):>24.3f}{errors:>8}")
+        print(f"HTTPS: browser sessions of {SESSION_VISITS} visits × {VISIT_REQUESTS} requests, a new tunnel per "
+              f"visit, half HTTP/2 and half HTTP/1.1, {SESSIONS} sessions at once (medians over rounds)")
+        fields += [f"https_ratio={med('full', 'https_rps') / med('mitmdump', 'https_rps'):.2f}",
+                   f"https_core_ratio={med('full', 'https_rps') / med('core', 'https_rps'):.2f}",
+                   f"https_cpu_ratio={med('mitmdump', 'https_cpu_ms') / med('full', 'https_cpu_ms'):.2f}",
+                   f"https_upstream_per_request={med('full', 'https_upstream_per_request'):.3f}",
+                   f"https_upstream_per_request_mitmdump={med('mitmdump', 'https_upstream_per_request'):.3f}"]
+    print("bench: " + " ".join(fields))
     return 0
 
 

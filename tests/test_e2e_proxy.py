@@ -239,6 +239,31 @@ def test_schoolproxy_run_serves_the_same_policy(tmp_path):
                 assert c.get("http://learning.test/").status_code == 200
 
 
+@pytest.mark.parametrize("protocol", ["--http2", "--http1.1"])
+@pytest.mark.parametrize("route", ["mitmdump", "schoolproxy run"])
+def test_https_requests_share_one_upstream_connection_per_tunnel(tmp_path, route, protocol):
+    # Browsers offer HTTP/2. Against an HTTP/1.1 site, mitmproxy's lazy connections opened a new
+    # upstream connection (a full TLS handshake at the site and the upstream filter) for every request.
+    # A blocked site inside the same run must still never be contacted.
+    with Internet(tmp_path / "internet") as internet:
+        config = make_school(tmp_path, upstream=internet.proxy_url)
+        config.write_text(config.read_text().replace("ca_dir: ca,", f"ca_dir: ca, upstream_ca: {internet.ca_path},"))
+        if route == "mitmdump":
+            proxy = ProxyProcess.mitmdump(config, tmp_path, "--mode", f"upstream:{internet.proxy_url}")
+        else:
+            proxy = ProxyProcess.schoolproxy_run(config, tmp_path)
+        with proxy:
+            sites = ["learning.test", "example.org", "news.test"]
+            urls = [f"https://{site}/page{i}" for site in sites for i in range(4)] + ["https://socialsite.test/"]
+            r = curl(protocol, "--cacert", str(tmp_path / "ca" / "mitmproxy-ca-cert.pem"),
+                     "-x", proxy.auth_url("pupil1", PASSWORD), "-w", "%{http_code}\n",
+                     *(arg for url in urls for arg in ("-o", "/dev/null", url)))
+            assert r.stdout.split() == ["200"] * 12 + ["403"], r.stderr
+            assert len(internet.seen) == 12
+            assert internet.connections == len(sites)  # one per tunnel, not one per request
+            assert not internet.connects_for("socialsite.test")
+
+
 @pytest.fixture
 def own_school(tmp_path):
     """For tests that change the school's files: a school, stand-in internet and mitmdump of their own.

@@ -212,6 +212,32 @@ async def test_without_the_patch_a_second_listener_is_refused():
             srv.close()
 
 
+# -- create_ca: the interception CA, with an ECDSA key ------------------------------------------------
+def test_the_ca_is_written_as_mitmproxy_writes_one_and_mitmproxy_issues_from_it(tmp_path):
+    from cryptography import x509
+    from mitmproxy import certs
+
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    assert internals.create_ca(ours)
+    certs.CertStore.create_store(theirs, internals.CA_BASENAME, 2048)
+    assert sorted(p.name for p in ours.iterdir()) == sorted(p.name for p in theirs.iterdir())
+    for private in ("mitmproxy-ca.pem", "mitmproxy-ca.p12"):
+        assert (ours / private).stat().st_mode & 0o077 == 0
+    store = certs.CertStore.from_store(ours, internals.CA_BASENAME, 2048)
+    leaf = store.get_cert("learning.test", [x509.DNSName("learning.test")])
+    assert leaf.cert.keyinfo == ("EC (secp256r1)", 256) and leaf.cert.issuer == store.default_ca.subject
+    leaf.cert.to_cryptography().verify_directly_issued_by(store.default_ca.to_cryptography())
+
+
+def test_a_ca_already_there_is_kept(tmp_path):
+    from mitmproxy import certs
+
+    certs.CertStore.create_store(tmp_path, internals.CA_BASENAME, 2048)  # an existing (RSA) deployment
+    before = (tmp_path / "mitmproxy-ca.pem").read_bytes()
+    assert not internals.create_ca(tmp_path)
+    assert (tmp_path / "mitmproxy-ca.pem").read_bytes() == before
+
+
 def test_send_in_absolute_form_sets_where_mitmproxy_connects_and_the_request_line():
     from mitmproxy.net.http.http1.assemble import assemble_request_head
     f = tflow.tflow()

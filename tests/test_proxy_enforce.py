@@ -3,7 +3,7 @@
 from unittest import mock
 
 import pytest
-from mitmproxy import http, tls
+from mitmproxy import connection, http, tls
 from mitmproxy.test import taddons, tflow, tutils
 
 from schoolproxy.identity.profiles import Identity
@@ -173,3 +173,32 @@ def test_block_response_passes_mitmproxys_own_type_check(addon):
     assert (resp.http_version, resp.status_code, resp.reason) == ("HTTP/1.1", 403, "Forbidden")
     assert resp.headers["content-length"] == str(len(resp.raw_content))
     assert http.Response.from_state(resp.get_state()).get_state() == resp.get_state()  # serialisable as usual
+
+
+def test_an_allowed_tunnel_connects_upstream_before_the_client_handshake_and_a_blocked_one_never(addon):
+    allowed = request_flow("https://learning.test:443/", PUPIL, method="CONNECT")
+    blocked = request_flow("https://socialsite.test:443/", PUPIL, method="CONNECT")
+    blocked.client_conn = connection.Client(peername=("192.168.0.6", 5000), sockname=("127.0.0.1", 8080))
+    with taddons.context(addon):
+        for f, sni in ((allowed, "learning.test"), (blocked, "socialsite.test")):
+            addon.http_connect(f)
+            data = clienthello(addon, f, sni)
+            data.establish_server_tls_first = False
+            addon.tls_clienthello(data)
+            f.hello = data
+    assert allowed.hello.establish_server_tls_first is True   # the client is offered what the server speaks
+    assert blocked.hello.establish_server_tls_first is False  # the block page needs no server
+
+
+def test_an_allowed_tunnel_not_yet_connected_offers_the_client_http1(addon):
+    # Under mitmdump -s, mitmproxy's TLS addon turns the early connection off again after ours: the
+    # client then gets HTTP/1.1, over which the tunnel's requests share one upstream connection.
+    f = request_flow("https://learning.test:443/", PUPIL, method="CONNECT")
+    with taddons.context(addon):
+        addon.http_connect(f)
+        addon.tls_clienthello(clienthello(addon, f, "learning.test"))
+        f.client_conn.alpn_offers = [b"h2", b"http/1.1"]
+        start = tls.TlsData(f.client_conn, mock.Mock(client=f.client_conn))
+        start.context.server.tls_established = False
+        addon.tls_start_client(start)
+    assert f.client_conn.alpn == b"http/1.1"

@@ -116,3 +116,15 @@ async def test_a_record_that_cannot_be_handed_off_is_spooled_not_lost(tmp_path):
     await until(lambda: odd.ref in refs_in(db))  # the writer process replays what the proxy spooled
     w.close()
     assert w.dropped == 0 and refs_in(db) == [odd.ref]
+
+
+async def test_the_writer_process_gives_way_to_the_proxy(tmp_path):
+    # A lower CPU priority: its batch inserts must not take a core from the proxy's event loop.
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    upgrade(open_database(url))
+    w = writer(url, tmp_path).start()
+    w.submit(make_verdict())
+    await until(lambda: w.written == 1)          # started and working
+    assert os.getpriority(os.PRIO_PROCESS, w._proc.pid) >= os.getpriority(os.PRIO_PROCESS, 0) + 10 or \
+        os.getpriority(os.PRIO_PROCESS, w._proc.pid) == 19
+    w.close()

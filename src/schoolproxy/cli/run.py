@@ -27,7 +27,7 @@ def register(sub) -> None:
 def cmd_run(args) -> int:
     from mitmproxy import exceptions, options
 
-    from schoolproxy.proxy.internals import listen_with_reuse_port
+    from schoolproxy.proxy.internals import create_ca, listen_with_reuse_port
     from schoolproxy.proxy.master import lean_master
     from schoolproxy.proxy.workers import supervise
 
@@ -37,6 +37,8 @@ def cmd_run(args) -> int:
     snap = build_snapshot(args.config)  # fail fast, with a clear message, before starting anything
     cfg = snap.config
     worker, workers = worker_from_env()
+    if workers == 1:  # once, before any worker starts (and before mitmproxy would create a CA of its own)
+        create_ca(cfg.path(cfg.proxy.ca_dir))
     if args.workers > 1 and workers == 1:  # the supervisor: the lists are compiled now, once, for all
         _migrate_before_workers(cfg)
         return supervise([sys.executable, "-c", "import sys; from schoolproxy.cli import main; sys.exit(main())",
@@ -55,7 +57,6 @@ def cmd_run(args) -> int:
         opts = options.Options()
         master = lean_master(opts, verbose=args.verbose)
         ca_dir = cfg.path(cfg.proxy.ca_dir)
-        ca_dir.mkdir(parents=True, exist_ok=True)
         try:
             opts.update(confdir=str(ca_dir), listen_host=args.listen_host or cfg.proxy.listen_host,
                         mode=proxy_modes(cfg, args.listen_host),

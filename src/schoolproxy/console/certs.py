@@ -85,9 +85,8 @@ def load_ca(ca_dir: Path):
     """(private key, certificate) of the proxy's CA, created as the proxy would if it has never run."""
     ca_file = ca_dir / CA_FILE
     if not ca_file.exists():
-        from mitmproxy.certs import CertStore  # the same CA the proxy makes on its first start
-        ca_dir.mkdir(parents=True, exist_ok=True)
-        CertStore.from_store(ca_dir, "mitmproxy", 2048)
+        from schoolproxy.proxy.internals import create_ca  # the same CA the proxy makes on its first start
+        create_ca(ca_dir)
     try:
         data = ca_file.read_bytes()
         return serialization.load_pem_private_key(data, None), x509.load_pem_x509_certificate(data)

@@ -3,9 +3,8 @@ applies the ruling.
 
 - CONNECT (``http_connect``): refused at once when the ruling says so (a blocked host this profile would
   not decrypt, a bad port or name); otherwise the tunnel opens.
-- TLS (``tls_clienthello``): passed through undecrypted, or intercepted. An allowed, intercepted tunnel
-  connects upstream before answering the client's handshake, as mitmproxy does with eager connections,
-  so the client is offered the protocol the server speaks. A blocked one never connects.
+- TLS (``tls_clienthello``): passed through undecrypted, or intercepted. See :meth:`Enforce.tls_start_client`
+  for how an allowed, intercepted tunnel keeps one upstream connection for its requests.
 - Requests (``requestheaders``, before any body is read or any upstream connection is made): the block
   page, or forwarded with SafeSearch.
 
@@ -54,6 +53,8 @@ class _Tunnel:
     host: str | None       # the CONNECT target as sent (None in transparent mode)
     port: int
     sni: str | None = None
+    #: Allowed and intercepted: its requests will go upstream (a blocked tunnel never connects).
+    allowed: bool = False
 
 
 class Enforce:
@@ -104,7 +105,34 @@ class Enforce:
         if ruling.handling is Handling.PASSTHROUGH:
             data.ignore_connection = True
             self.publish(self._verdict(facts, ruling, snap, time.time(), layer="tls-passthrough"))
-        # Otherwise the connection is intercepted and each request inside gets its own decision.
+            return
+        # Intercepted: each request inside gets its own decision.
+        if not ruling.blocked:
+            self.tunnels[client].allowed = True
+            # Not in transparent mode through an upstream filter: mitmproxy puts the upstream proxy in
+            # front of a connection it opens for a request, not of one opened during the handshake.
+            if tunnel is not None or data.context.server.via is None:
+                data.establish_server_tls_first = True
+
+    def tls_start_client(self, data: tls.TlsData) -> None:
+        """Keep one upstream connection per tunnel for HTTP/2 clients too.
+
+        With lazy upstream connections (so that a blocked site is never contacted) mitmproxy offers the
+        client HTTP/2 before it knows what the server speaks; when the server then speaks HTTP/1.1,
+        mitmproxy opens a new upstream connection, with a full TLS handshake, for every request. So an
+        allowed tunnel connects upstream before answering the client's handshake (``tls_clienthello``
+        above, as mitmproxy's eager strategy does), and the client is offered what the server speaks.
+        Where that did not happen — under ``mitmdump -s`` mitmproxy's own TLS addon runs after ours and
+        turns it off again; in transparent mode through an upstream filter it is not done — an allowed
+        tunnel's client is offered HTTP/1.1, over which requests reuse one upstream connection. A
+        blocked tunnel connects nowhere, whatever the client speaks.
+        """
+        tunnel = self.tunnels.get(data.context.client)
+        if tunnel is None or not tunnel.allowed or data.ssl_conn is not None or data.context.server.tls_established:
+            return
+        client = data.context.client
+        if client.alpn is None and b"http/1.1" in (client.alpn_offers or ()):
+            client.alpn = b"http/1.1"
 
     # -- requests ---------------------------------------------------------------------------------
     def requestheaders(self, flow: http.HTTPFlow) -> None:

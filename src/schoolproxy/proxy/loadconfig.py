@@ -7,7 +7,7 @@ file, key path and problem. It also checks and applies what the YAML says about 
   refuses to start — a typo must never open a path around Smoothwall. (``schoolproxy run`` sets the
   mode from the YAML; with mitmdump, pass ``--mode upstream:URL``.)
 - lazy upstream connections, so a blocked, unreachable host gets the block page rather than a 502;
-- the CA directory, when mitmproxy's default is in use;
+- the CA directory, when mitmproxy's default is in use, with an ECDSA CA created there if it has none;
 - the upstream filter's inspection CA (``proxy.upstream_ca``), trusted beside the public CAs.
 """
 
@@ -26,6 +26,7 @@ from schoolproxy.config import ConfigError
 from schoolproxy.gateway.modes import identity_warnings
 from schoolproxy.gateway.trust import TrustError, upstream_bundle
 from schoolproxy.metrics import Scraped
+from schoolproxy.proxy.internals import create_ca
 from schoolproxy.snapshot import SnapshotHolder
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,10 @@ class LoadConfig:
     @staticmethod
     def _apply_proxy_options(config) -> None:
         wanted: dict[str, object] = {"connection_strategy": "lazy"}
-        confdir = str(config.path(config.proxy.ca_dir))
+        confdir = config.path(config.proxy.ca_dir)
         if ctx.options.confdir == "~/.mitmproxy":
-            Path(confdir).mkdir(parents=True, exist_ok=True)
-            wanted["confdir"] = confdir
+            create_ca(confdir)  # an ECDSA CA, unless the directory has one (see internals.create_ca)
+            wanted["confdir"] = str(confdir)
         try:
             bundle = upstream_bundle(config)
         except TrustError as e:

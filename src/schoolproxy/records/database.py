@@ -1,7 +1,7 @@
 """Opening the database and bringing its schema up to date.
 
 SQLite (the default, a file under ``var/``) runs in WAL mode with ``synchronous=NORMAL``: readers
-(reports) never block the writer, and a commit costs ~30 µs instead of ~600 µs. PostgreSQL is reached
+(reports) never block the writer, and a commit does not wait for the disk. PostgreSQL is reached
 through a SQLAlchemy URL (``postgresql+psycopg://user@host/db``) for bigger sites and trusts.
 """
 

@@ -1,10 +1,10 @@
 """The record writer in a process of its own, so that logging every request costs the proxy almost nothing.
 
-Building a row and inserting it costs ~25 µs of CPU per request, and in a thread of the proxy it held
-the GIL the event loop needs: make bench measured logging at 6-12 % of throughput. Here the proxy's
-only work per request is a deque append (``submit``). Every ``HANDOFF`` seconds the event loop packs
-what is there into one frame of plain tuples (marshal, ~1 µs a record) and writes it to the writer
-process's stdin without blocking. The writer process (``python -m schoolproxy.records.process``) runs
+Building a row and inserting it costs CPU on every request, and in a thread of the proxy it would hold
+the interpreter lock the event loop needs. Here the proxy's only work per request is a deque append
+(``submit``). Every ``HANDOFF`` seconds the event loop packs what is there into one frame of plain
+tuples (marshal) and writes it to the writer process's stdin without blocking. The writer process runs
+at a lower CPU priority than the proxy. The writer process (``python -m schoolproxy.records.process``) runs
 the ordinary :class:`RecordWriter` — batches, spool, replay, idempotent inserts — and reports its
 counters and an acknowledgement back on stdout as JSON lines.
 
@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 HANDOFF = 0.1           # seconds between hand-offs to the writer process
 REPORT = 0.2            # seconds between the writer process's reports
 RESTART_BACKOFF = (1.0, 30.0)
+WRITER_NICE = 10        # the writer process's CPU priority below the proxy's (see main)
 _HEADER = struct.Struct("<IQ")  # frame length, records handed off up to and including this frame
 COUNTERS = ("written", "spooled", "replayed", "dropped", "db_errors", "batches")
 
@@ -289,6 +290,13 @@ class WriterProcess:
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Give way to the proxy: at equal priority a batch insert or WAL checkpoint here could take the CPU
+    # from the proxy's event loop (or from a proxy thread holding the interpreter lock the loop then
+    # waits for) while requests are in flight. Records wait in the pipe and catch up when it is idle.
+    try:
+        os.nice(WRITER_NICE)
+    except OSError:
+        pass
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     from schoolproxy.records.database import open_database
     from schoolproxy.records.writer import RecordWriter

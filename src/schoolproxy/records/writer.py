@@ -1,8 +1,8 @@
 """The background writer: every Verdict becomes one database row, off the request path, none lost.
 
 ``submit()`` runs on the proxy's event loop for every request: it only appends the Verdict to a
-bounded deque (no lock, no thread wake-up: waking the writer per record cost the proxy ~15% of its
-throughput in GIL hand-offs, measured by make bench). The writer thread wakes every ``max_delay``
+bounded deque (no lock, no thread wake-up: waking the writer per record would cost the proxy an
+interpreter-lock hand-off per request). The writer thread wakes every ``max_delay``
 seconds, drains what is there in batches of at most ``batch_size``, and inserts each batch in one
 transaction.
 
@@ -73,8 +73,8 @@ COLUMNS = ("ref", "time", "username", "person", "profile", "client_ip", "device"
 
 
 def insert_sql(dialect: str) -> str:
-    """The idempotent INSERT, written once: SQLAlchemy compiling each batch held the GIL for ~8 ms per
-    500 rows and stalled the proxy's event loop (measured by make bench)."""
+    """The idempotent INSERT, written once: SQLAlchemy compiling it for every batch would hold the
+    interpreter lock for milliseconds."""
     cols = ", ".join(COLUMNS)
     if dialect == "postgresql":
         return (f"INSERT INTO requests ({cols}) VALUES ({', '.join(['%s'] * len(COLUMNS))}) "
