@@ -16,6 +16,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3; do \
 
 venv: $(VENV)/.installed
 
+# Git cannot store a file's mode: the demo users file (password hashes) is made private here.
 $(VENV)/.installed: pyproject.toml
 	@if [ -z "$(PYTHON)" ]; then \
 	  echo "schoolproxy needs Python 3.12 or newer (mitmproxy 12 requires it)."; \
@@ -25,9 +26,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	@chmod 600 config/users.htpasswd
 	@touch $@
 
 run: venv
+	@chmod 600 config/users.htpasswd
 	$(VENV)/bin/schoolproxy run --config $(CONFIG)
 
 check: venv

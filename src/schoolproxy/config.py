@@ -482,7 +482,7 @@ class Config(_Model):
         prefix = "sqlite:///"
         if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
             db = self.path(Path(url[len(prefix):]))
-            db.parent.mkdir(parents=True, exist_ok=True)
+            db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             return prefix + str(db)
         return url
 

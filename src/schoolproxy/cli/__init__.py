@@ -9,6 +9,7 @@ import sys
 from schoolproxy.cli import admin, alerts, decisions, lists, policy, register, reports, run
 from schoolproxy.cli.common import find_config
 from schoolproxy.config import ConfigError
+from schoolproxy.private import private_umask
 
 #: The order commands are listed in ``schoolproxy --help``.
 COMMANDS = (run, policy, lists, reports, register, decisions, alerts, admin)
@@ -26,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if hasattr(args, "config"):
             args.config = find_config(args.config)
-        return args.func(args)
+        with private_umask():  # the database, spool, CA and list cache are the service's alone
+            return args.func(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ import datetime as dt
 import sys
 
 from schoolproxy.monitoring.phrases import PhraseError, load_phrase_lists
+from schoolproxy.private import exposed
 from schoolproxy.snapshot import build_snapshot
 
 
@@ -45,6 +46,7 @@ def cmd_check(args) -> int:
             load_phrase_lists(cfg.path(cfg.alerts.phrases))
         except PhraseError as e:
             warnings.append(f"phrase lists not loaded, search alerts would be off: {e}")
+    warnings += exposed(cfg)
     for w in warnings:
         print(f"warning: {w}")
     results = snap.run_tests()

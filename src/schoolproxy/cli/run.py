@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+from schoolproxy.private import private_dir
 from schoolproxy.snapshot import build_snapshot, worker_from_env
 
 
@@ -53,7 +54,7 @@ def cmd_run(args) -> int:
         opts = options.Options()
         master = lean_master(opts, verbose=args.verbose)
         ca_dir = cfg.path(cfg.proxy.ca_dir)
-        ca_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(ca_dir, tighten=True)  # the CA key impersonates any site to every device
         try:
             opts.update(confdir=str(ca_dir), listen_host=args.listen_host or cfg.proxy.listen_host,
                         mode=[f"upstream:{cfg.proxy.upstream}"] if cfg.proxy.upstream else ["regular"],

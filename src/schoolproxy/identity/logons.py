@@ -157,7 +157,7 @@ class LogonTable:
         self._expire(time.time())
         data = [asdict(e) for e in self._by_ip.values()]
         try:
-            self.state_file.parent.mkdir(parents=True, exist_ok=True)
+            self.state_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.state_file.parent, prefix=".logons.")
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(data, f)

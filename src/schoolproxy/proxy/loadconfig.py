@@ -18,6 +18,7 @@ from pathlib import Path
 from mitmproxy import ctx, exceptions
 
 from schoolproxy.config import ConfigError
+from schoolproxy.private import exposed, private_dir
 from schoolproxy.snapshot import Engine
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class LoadConfig:
             snap = self.engine.load(path)
         except ConfigError as e:
             raise exceptions.OptionsError(f"schoolproxy: configuration refused:\n{e}") from None
-        for warning in snap.policy.warnings:
+        for warning in snap.policy.warnings + exposed(snap.config):
             log.warning("schoolproxy: %s", warning)
         log.info("schoolproxy: loaded %s: %d profiles, %d list entries, %d policy tests passed",
                  path, len(snap.policy.profiles), len(snap.lists), len(snap.config.tests))
@@ -53,7 +54,7 @@ class LoadConfig:
         wanted: dict[str, object] = {"connection_strategy": "lazy"}
         confdir = str(config.path(config.proxy.ca_dir))
         if ctx.options.confdir == "~/.mitmproxy":
-            Path(confdir).mkdir(parents=True, exist_ok=True)
+            private_dir(Path(confdir), tighten=True)  # the CA key impersonates any site to every device
             wanted["confdir"] = confdir
         changed = {k: v for k, v in wanted.items() if getattr(ctx.options, k) != v}
         if changed:
