@@ -141,3 +141,47 @@ async def test_a_remembered_header_is_checked_again_once_its_answer_expires(addo
         f = flow_with(basic("pupil1", PASSWORD))
         await call(addon.requestheaders, f)
     assert f.response.status_code == 407 and IDENTITY not in f.metadata
+
+
+async def test_any_case_of_a_name_is_identified_by_its_one_spelling(addon):
+    f = flow_with(basic("PUPIL1", PASSWORD))
+    with taddons.context(addon):
+        await call(addon.requestheaders, f)
+    assert f.metadata[IDENTITY].username == "pupil1"
+
+
+def reload_without(addon, school, user: str) -> None:
+    users = school.parent / "users.htpasswd"
+    users.write_text("".join(l + "\n" for l in users.read_text().splitlines() if not l.startswith(f"{user}:")))
+    addon.engine.swap(addon.engine.build())
+
+
+async def test_a_user_removed_from_the_users_file_is_refused_at_the_reload(addon, school):
+    with taddons.context(addon):
+        first = flow_with(basic("pupil1", PASSWORD))
+        await call(addon.requestheaders, first)
+        assert first.response is None
+        reload_without(addon, school, "pupil1")
+        again = flow_with(basic("pupil1", PASSWORD))
+        await call(addon.requestheaders, again)
+        other = flow_with(basic("teacher1", PASSWORD))
+        await call(addon.requestheaders, other)
+    assert again.response.status_code == 407  # not in 300 s, when the cached answer expires
+    assert other.response is None
+
+
+async def test_a_removed_users_open_tunnel_is_closed_at_the_reload(addon, school):
+    connect = flow_with(basic("pupil1", PASSWORD))
+    connect.request.method = "CONNECT"
+    with taddons.context(addon):
+        await call(addon.http_connect, connect)
+        reload_without(addon, school, "teacher1")  # someone else: the tunnel goes on
+        inner = tflow.tflow()
+        inner.client_conn = connect.client_conn
+        await call(addon.requestheaders, inner)
+        assert inner.metadata[IDENTITY].username == "pupil1" and inner.error is None
+        reload_without(addon, school, "pupil1")
+        inner = tflow.tflow()
+        inner.client_conn = connect.client_conn
+        await call(addon.requestheaders, inner)
+    assert inner.error is not None and IDENTITY not in inner.metadata

@@ -133,7 +133,7 @@ def test_migrations_upgrade_an_empty_and_the_previous_schema(db_url):
                           "VALUES ('A1', '2026-11-25 10:00:00', 'self-harm', 'high', 'x', 'dsl', 'new', "
                           "'2026-11-25 10:00:00')")
     upgrade(engine)
-    assert current_revision(engine) == head_revision() == "0003"
+    assert current_revision(engine) == head_revision() == "0004_i15"
     assert count(engine) == 1
     with engine.connect() as c:
         assert c.exec_driver_sql("SELECT ref, repeats, rule FROM alerts").one() == ("A1", 0, "")
@@ -158,6 +158,17 @@ def test_user_history_over_a_date_range(db):
     rows = user_history(db, "jsmith", dt.datetime(2026, 11, 21, tzinfo=dt.timezone.utc),
                         dt.datetime(2026, 11, 23, 23, tzinfo=dt.timezone.utc))
     assert len(rows) == 3 and {r["username"] for r in rows} == {"jsmith"}
+
+
+def test_user_history_finds_every_case_of_the_name(db):
+    # Records made before names were recorded in one spelling: `report user jsmith` missed the JSmith rows.
+    t0 = dt.datetime(2026, 11, 20, 10, tzinfo=dt.timezone.utc).timestamp()
+    with db.begin() as c:
+        c.execute(insert(requests), [to_row(make_verdict(username=u, time=t0 + i))
+                                     for i, u in enumerate(["jsmith", "JSmith", "JSMITH", "jsmithy"])])
+    day = (dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc), dt.datetime(2026, 11, 21, tzinfo=dt.timezone.utc))
+    assert [r["username"] for r in user_history(db, "jsmith", *day)] == ["jsmith", "JSmith", "JSMITH"]
+    assert len(user_history(db, "JSmith", *day)) == 3
 
 
 @pytest.mark.parametrize("path, expected", [

@@ -119,8 +119,8 @@ def build_snapshot(config_path: str | Path, run_tests: bool = True, previous: Sn
         logon_secret = read_secret(secret_path)
         if len(logon_secret) < 16:
             raise ConfigError(f"{secret_path}: the logon feed secret must be at least 16 characters")
-    snapshot = Snapshot(config, lists, policy, ProfileResolver(config), SubnetMap(config), authenticator,
-                        watched, directory=directory, logon_secret=logon_secret)
+    snapshot = Snapshot(config, lists, policy, ProfileResolver(config, authenticator), SubnetMap(config),
+                        authenticator, watched, directory=directory, logon_secret=logon_secret)
     if run_tests:
         failed = [r for r in snapshot.run_tests() if not r.passed]
         if failed:

@@ -49,6 +49,13 @@ class _Checked:
     snap: Snapshot | None = None
     device: str | None = None
     ident: Identity | None = None
+    #: What the answer depended on (the users file's hash): changed at a reload, it is checked again.
+    version: object = None
+
+
+def _version(snap: Snapshot, username: str) -> object:
+    version = getattr(snap.authenticator, "version", None)
+    return version(username) if version is not None else None
 
 
 class Identify:
@@ -56,6 +63,8 @@ class Identify:
         self.engine = engine
         #: Identity fixed by CONNECT for every request inside that tunnel.
         self.by_conn: weakref.WeakKeyDictionary[connection.Client, Identity] = weakref.WeakKeyDictionary()
+        #: The sign-in behind a tunnel's identity, so a reload that removes the user ends the tunnel's use.
+        self._signed_in: weakref.WeakKeyDictionary[connection.Client, _Checked] = weakref.WeakKeyDictionary()
         self._key = os.urandom(32)
         self._cache: dict[bytes, _Checked] = {}
         #: The same answers by an HMAC of the whole Proxy-Authorization header (its spelling as sent).
@@ -77,6 +86,12 @@ class Identify:
             return None
         ident = self.by_conn.get(flow.client_conn)
         if ident is not None:
+            entry = self._signed_in.get(flow.client_conn)
+            if entry is not None and entry.snap is not self.engine.snapshot and not self._still_valid(entry):
+                log.info("sign-in of %s withdrawn by a reload: its open connection is closed", entry.username)
+                del self.by_conn[flow.client_conn]
+                flow.kill()
+                return None
             flow.metadata[IDENTITY] = ident
             return None
         return self.identify(flow)
@@ -97,18 +112,18 @@ class Identify:
             # itself (an HMAC of it), without decoding it again.
             seen = hmac.digest(self._key, header.encode("utf-8", "surrogateescape"), hashlib.sha256)
             entry = self._by_header.get(seen)
-            if entry is None or entry.expires <= time.monotonic():
+            if entry is None or not self._usable(entry, snap):
                 creds = parse_basic(header)
                 if creds is None:
                     return self._refuse(flow, snap)
                 key = self._credential_key(*creds)
                 entry = self._cache.get(key)
-                if entry is None or entry.expires <= time.monotonic():
+                if entry is None or not self._usable(entry, snap):
                     return self._check_and_apply(flow, snap, key, creds, logon, remember_connection)
                 if len(self._by_header) > 50_000:  # bounded, like the cache itself
                     self._by_header.clear()
                 self._by_header[seen] = entry
-            return self._apply(flow, snap, self._identity(snap, entry, logon), remember_connection)
+            return self._apply(flow, snap, self._identity(snap, entry, logon), remember_connection, entry)
         if logon is not None:
             return self._apply(flow, snap, self._feed_identity(snap, logon), remember_connection)
         ident = snap.subnets.lookup(ip)
@@ -119,12 +134,27 @@ class Identify:
             ident = snap.resolver.unidentified()
         return self._apply(flow, snap, ident, remember_connection)
 
-    def _apply(self, flow: http.HTTPFlow, snap: Snapshot, ident: Identity | None, remember: bool) -> None:
+    @staticmethod
+    def _usable(entry: _Checked, snap: Snapshot) -> bool:
+        """Not expired, and (after a reload) the users file still says what it said when it was checked:
+        a user removed from it, or whose password changed, is checked again at once."""
+        if entry.expires <= time.monotonic():
+            return False
+        return entry.snap is snap or _version(snap, entry.username) == entry.version
+
+    def _still_valid(self, entry: _Checked) -> bool:
+        snap = self.engine.snapshot
+        return snap is not None and _version(snap, entry.username) == entry.version
+
+    def _apply(self, flow: http.HTTPFlow, snap: Snapshot, ident: Identity | None, remember: bool,
+               entry: _Checked | None = None) -> None:
         if ident is None:
             return self._refuse(flow, snap)
         flow.metadata[IDENTITY] = ident
         if remember:
             self.by_conn[flow.client_conn] = ident
+            if entry is not None:
+                self._signed_in[flow.client_conn] = entry
         return None
 
     def _refuse(self, flow: http.HTTPFlow, snap: Snapshot) -> None:
@@ -176,7 +206,7 @@ class Identify:
                 log.warning("possible password guessing from %s: %d different wrong sign-ins in %d s; "
                             "its sign-ins are slowed", ip, guard.failures(ip, time.monotonic()), int(guard.window))
         if flow.response is None:  # the client may have gone while we waited
-            self._apply(flow, snap, self._identity(snap, entry, logon), remember)
+            self._apply(flow, snap, self._identity(snap, entry, logon), remember, entry)
 
     def _guard(self, snap: Snapshot) -> SigninGuard:
         pa = snap.config.identity.proxy_auth
@@ -208,6 +238,7 @@ class Identify:
                 entry = _Checked(now + (pa.cache_seconds if pa is not None else 300), username, True, groups)
             else:
                 entry = _Checked(now + NEGATIVE_TTL, username, False)
+            entry.version = _version(snap, username)
             if len(self._cache) > 50_000:  # bounded: expire everything rather than grow without limit
                 self._cache.clear()
             self._cache[key] = entry
