@@ -495,9 +495,15 @@ def load_config(path: str | Path) -> Config:
     """Read and validate the YAML file; raise :class:`ConfigError` with file and key path."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config file: {e.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"{path}: not UTF-8 text: byte 0x{data[e.start]:02x} on line {line} — save the file "
+                          f"as UTF-8 (a Windows editor may have saved it as ANSI or UTF-16)") from None
     return parse_config(text, path)
 
 

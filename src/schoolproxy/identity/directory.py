@@ -38,7 +38,7 @@ MAX_USERNAME = 128
 MAX_PASSWORD = 1024
 # A logon name: letters, digits and . _ - @ (UPN) and a single backslash-free form. Anything else — LDAP
 # filter metacharacters, control characters, DN separators — is refused before the directory is asked.
-_USERNAME = re.compile(r"^[\w.@-]{1,128}$", re.UNICODE)
+_USERNAME = re.compile(r"[\w.@-]{1,128}", re.UNICODE)  # fullmatch: "$" would let a trailing newline in
 _MAX_NESTING = 8
 
 
@@ -53,7 +53,7 @@ class _Cached:
 
 
 def valid_username(username: str) -> bool:
-    return bool(_USERNAME.match(username))
+    return bool(_USERNAME.fullmatch(username))
 
 
 class Directory:

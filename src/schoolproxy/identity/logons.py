@@ -25,8 +25,9 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 MAX_ENTRIES = 200_000
-_DEVICE = re.compile(r"^[\w.-]{1,64}$", re.UNICODE)
-_USER = re.compile(r"^[\w.@\\-]{1,128}$", re.UNICODE)
+# Matched with fullmatch: "$" alone would also accept a trailing newline.
+_DEVICE = re.compile(r"[\w.-]{1,64}", re.UNICODE)
+_USER = re.compile(r"[\w.@\\-]{1,128}", re.UNICODE)
 
 
 class LogonError(ValueError):
@@ -57,7 +58,7 @@ def normalise_ip(text: str) -> str:
 def clean_user(user: str) -> str:
     """A Windows logon name (``DOMAIN\\user`` → ``user``), validated; LogonError if it is not one."""
     user = user.strip()
-    if not _USER.match(user):
+    if not _USER.fullmatch(user):
         raise LogonError("user must be a logon name (letters, digits, . _ - @), at most 128 characters")
     return user.rsplit("\\", 1)[-1]
 
@@ -65,7 +66,7 @@ def clean_user(user: str) -> str:
 def clean_device(device: str | None) -> str | None:
     if device is None or device == "":
         return None
-    if not _DEVICE.match(device):
+    if not _DEVICE.fullmatch(device):
         raise LogonError("device must be a computer name (letters, digits, . _ -), at most 64 characters")
     return device
 
