@@ -122,3 +122,14 @@ def test_cli_creates_the_database_private(tmp_path):
                        timeout=60, preexec_fn=lambda: os.umask(0o022))
     assert r.returncode == 0, r.stdout + r.stderr
     assert mode(tmp_path / "records.db") == 0o600
+
+
+def test_the_service_groups_read_access_is_not_exposure(tmp_path):
+    from schoolproxy.private import readable_by_others
+    f = tmp_path / "secret"
+    f.write_text("x")
+    f.chmod(0o640)
+    os.chown(f, -1, os.getegid())
+    assert not readable_by_others(f)
+    f.chmod(0o604)
+    assert readable_by_others(f)

@@ -61,11 +61,15 @@ def _tighten(path: Path, mode: int) -> None:
 
 
 def readable_by_others(path: Path) -> bool:
-    """Can accounts other than the owner read (or, for a directory, enter) ``path``?"""
+    """Can accounts other than the owner read (or, for a directory, enter) ``path``? Read access for
+    the service's own group (``root:schoolproxy 0640`` on a config secret) does not count."""
     try:
-        return bool(path.stat().st_mode & 0o077)
+        st = path.stat()
     except OSError:
         return False
+    others = st.st_mode & 0o007
+    group = st.st_mode & 0o070 if st.st_gid != os.getegid() else 0
+    return bool(others or group)
 
 
 def exposed(config) -> list[str]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from schoolproxy.config import Config, ConfigError, load_config
-from schoolproxy.filtering.listcache import LIST_FILES, load_compiled
+from schoolproxy.filtering.listcache import LIST_FILES, cache_files, load_compiled
 from schoolproxy.filtering.lists import CategoryLists, ListError, load_metadata
 from schoolproxy.filtering.policy import Decision, Policy
 from schoolproxy.identity.directory import Directory, read_secret
@@ -94,6 +94,9 @@ def build_snapshot(config_path: str | Path, run_tests: bool = True, previous: Sn
                               info, config.path(cache) if cache is not None else None)
     except ListError as e:
         raise ConfigError(f"{config.source}: lists: {e}") from None
+    # The compiled cache is never changed by us once written: a change is damage, and a reload opens a
+    # verified (or freshly compiled) one.
+    watched.update((p, _stamp(p)) for p in cache_files(lists))
     policy = Policy(config, lists)
     authenticator: Authenticator | None = None
     ident = config.identity

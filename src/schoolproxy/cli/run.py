@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import signal
 import sys
@@ -30,6 +31,10 @@ def cmd_run(args) -> int:
     from schoolproxy.proxy.master import lean_master
     from schoolproxy.proxy.workers import listen_with_reuse_port, supervise
 
+    # A fatal signal (a compiled list file truncated by hand while mapped: SIGBUS) is reported on stderr
+    # with where it happened, not a silent exit; systemd or the supervisor restarts, and the damaged cache
+    # is then found when it is verified and compiled again.
+    faulthandler.enable()
     if not 1 <= args.workers <= 64:
         print("error: --workers must be between 1 and 64", file=sys.stderr)
         return 2
