@@ -39,6 +39,34 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class LimitSettings(_Model):
+    """What one client can make the proxy hold, and for how long. The defaults suit a school LAN."""
+
+    #: Request line and headers, in bytes: before the client has signed in, and after (431 beyond).
+    header_bytes_before_signin: int = Field(32 * 1024, ge=4096, le=1 << 20)
+    header_bytes: int = Field(64 * 1024, ge=4096, le=1 << 20)
+    #: A request's headers must all arrive within this many seconds of their first byte (408 beyond).
+    header_timeout_seconds: float = Field(20.0, gt=0, le=600)
+    #: A connection with nothing sent either way for this long is closed (browsers reconnect).
+    idle_timeout_seconds: int = Field(300, ge=5, le=86400)
+    #: Request bodies declared larger than this, and any body or response larger than
+    #: ``stream_bytes``, go through as they arrive instead of being held in memory.
+    request_buffer_bytes: int = Field(64 * 1024, ge=0, le=64 << 20)
+    stream_bytes: int = Field(1 << 20, ge=64 * 1024, le=256 << 20)
+    #: Connections one client address may hold open; of those, connections that have not yet sent a
+    #: complete request (before sign-in). A terminal server with many users on one address needs more.
+    connections_per_client: int = Field(512, ge=16, le=1_000_000)
+    unidentified_connections_per_client: int = Field(64, ge=4, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "LimitSettings":
+        if self.header_bytes_before_signin > self.header_bytes:
+            raise ValueError("header_bytes_before_signin must not be larger than header_bytes")
+        if self.unidentified_connections_per_client > self.connections_per_client:
+            raise ValueError("unidentified_connections_per_client must not be larger than connections_per_client")
+        return self
+
+
 class ProxySettings(_Model):
     listen_host: str = "127.0.0.1"
     listen_port: int = Field(8080, ge=1, le=65535)
@@ -52,6 +80,7 @@ class ProxySettings(_Model):
     upstream_block_markers: list[NonEmpty] = [
         "This site has been blocked by your upstream filter", "Smoothwall", "Internet Watch Foundation",
         "SWGfL", "blocked by your network filter"]
+    limits: LimitSettings = LimitSettings()
 
     @field_validator("upstream")
     @classmethod

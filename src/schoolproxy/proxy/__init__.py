@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from schoolproxy.proxy.alert import Alert
 from schoolproxy.proxy.enforce import Enforce
+from schoolproxy.proxy.headercheck import HeaderCheck
 from schoolproxy.proxy.heap import FreezeHeap
 from schoolproxy.proxy.identify import Identify
+from schoolproxy.proxy.limits import Limits
 from schoolproxy.proxy.loadconfig import LoadConfig
 from schoolproxy.proxy.logonfeed import LogonFeed
 from schoolproxy.proxy.metrics import MetricsExporter
@@ -21,5 +23,7 @@ from schoolproxy.snapshot import Engine
 
 def make_addons(engine: Engine | None = None) -> list[object]:
     engine = engine or Engine()
-    return [LoadConfig(engine), LogonFeed(engine), Identify(engine), Enforce(engine), Reload(engine), Record(engine), Alert(engine),
-            MetricsExporter(engine), FreezeHeap()]
+    # HeaderCheck refuses ambiguous request heads before a password is checked; Limits comes after
+    # Enforce, when it is known whether a request is answered here (its body then never kept).
+    return [LoadConfig(engine), LogonFeed(engine), HeaderCheck(), Identify(engine), Enforce(engine), Limits(engine),
+            Reload(engine), Record(engine), Alert(engine), MetricsExporter(engine), FreezeHeap()]

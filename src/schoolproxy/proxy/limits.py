@@ -1,0 +1,214 @@
+"""Limits addon: what one client can make the proxy hold, and for how long (``proxy.limits`` in the config).
+
+A pupil with curl, or a script on a guest laptop, must not be able to take the proxy's memory or its
+connections away from everyone else:
+
+- **Memory.** Request heads are bounded (tighter before the client has signed in), bodies above a few
+  hundred KB go through as they arrive instead of being held (mitmproxy's ``stream_large_bodies``, and
+  request bodies declared larger than ``request_buffer_bytes``), bodies of requests answered here (407,
+  block page) are thrown away unread, and a WebSocket or other upgraded connection is relayed without
+  keeping every message it ever carried (mitmproxy keeps them all on the flow). :mod:`.mitmpatch` holds
+  the bounds mitmproxy's HTTP/1 layers need.
+- **Connections.** At most ``connections_per_client`` open per client address, and at most
+  ``unidentified_connections_per_client`` of them that have not yet carried a signed-in request; a head
+  must arrive within ``header_timeout_seconds`` of its first byte; an idle connection is closed after
+  ``idle_timeout_seconds`` (mitmproxy's ``tcp_timeout``).
+- **File descriptors.** The soft limit is raised to the hard limit at start. If they run out anyway the
+  proxy says so once (no traceback per refused accept), keeps serving the connections it has, and says
+  when it accepts again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import resource
+import time
+from dataclasses import dataclass
+
+from mitmproxy import connection, ctx, http, tcp, websocket
+
+from schoolproxy.proxy import mitmpatch
+from schoolproxy.proxy.identify import IDENTITY
+from schoolproxy.snapshot import Engine, Snapshot
+
+log = logging.getLogger(__name__)
+
+LOG_EVERY = 60.0        # seconds between log lines about one client address
+SIGNED_IN_FOR = 600.0   # an address that signed in this recently gets the signed-in head limit
+
+
+@dataclass(slots=True)
+class _Client:
+    address: str
+    signed_in: bool = False
+
+
+class Limits:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._snap: Snapshot | None = None
+        self._clients: dict[str, _Client] = {}      # client connection id → its address and state
+        self._open: dict[str, int] = {}             # address → connections open
+        self._unidentified: dict[str, int] = {}     # address → of those, not yet signed in
+        self._signed_in_at: dict[str, float] = {}   # address → when it last carried a signed-in request
+        self._logged: dict[tuple[str, str], float] = {}
+        self.refused = 0
+        self._out_of_descriptors = 0                # accepts refused in the current shortage
+        mitmpatch.limits.signed_in = self._signed_in
+        mitmpatch.limits.refused = self._refused
+
+    def load(self, loader) -> None:
+        mitmpatch.install()
+
+    def configure(self, updated: set[str]) -> None:
+        if "schoolproxy_config" in updated:
+            self._apply()
+
+    def running(self) -> None:
+        _raise_open_files_limit()
+        loop = asyncio.get_running_loop()
+        previous = loop.get_exception_handler()
+
+        def handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+            exc = context.get("exception")
+            if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+                self._descriptor_shortage(exc)
+            elif previous is not None:
+                previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+
+        loop.set_exception_handler(handler)
+
+    # -- connections ----------------------------------------------------------------------------------
+    def client_connected(self, client: connection.Client) -> None:
+        if self._snap is not self.engine.snapshot:
+            self._apply()  # a reload may have changed the limits
+        if self._out_of_descriptors:
+            log.warning("schoolproxy: accepting connections again (%d attempts waited while file descriptors "
+                        "were exhausted)", self._out_of_descriptors)
+            self._out_of_descriptors = 0
+        address = client.peername[0]
+        settings = self._settings()
+        if self._open.get(address, 0) >= settings.connections_per_client:
+            return self._refuse(client, f"{settings.connections_per_client} connections open already")
+        if self._unidentified.get(address, 0) >= settings.unidentified_connections_per_client:
+            return self._refuse(client, f"{settings.unidentified_connections_per_client} connections open "
+                                        f"without a signed-in request")
+        self._clients[client.id] = _Client(address)
+        self._open[address] = self._open.get(address, 0) + 1
+        self._unidentified[address] = self._unidentified.get(address, 0) + 1
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        state = self._clients.pop(client.id, None)
+        if state is None:
+            return
+        _decrement(self._open, state.address)
+        if not state.signed_in:
+            _decrement(self._unidentified, state.address)
+
+    def _refuse(self, client: connection.Client, why: str) -> None:
+        client.error = f"too many connections from {client.peername[0]}: {why}"
+        self._refused(client.peername[0], f"new connection refused: {why}")
+
+    def _signed_in(self, client: connection.Client) -> bool:
+        state = self._clients.get(client.id)
+        if state is not None and state.signed_in:
+            return True
+        since = self._signed_in_at.get(client.peername[0])
+        return since is not None and time.monotonic() - since < SIGNED_IN_FOR
+
+    def _mark_signed_in(self, flow: http.HTTPFlow) -> None:
+        state = self._clients.get(flow.client_conn.id)
+        if state is None or IDENTITY not in flow.metadata:
+            return
+        if len(self._signed_in_at) > 100_000:
+            self._signed_in_at.clear()
+        self._signed_in_at[state.address] = time.monotonic()
+        if not state.signed_in:
+            state.signed_in = True
+            _decrement(self._unidentified, state.address)
+
+    # -- requests -------------------------------------------------------------------------------------
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        self._mark_signed_in(flow)
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        self._mark_signed_in(flow)
+        if flow.response is not None:
+            flow.request.stream = False  # answered here: the body is read and dropped (mitmpatch)
+            return
+        declared = flow.request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._settings().request_buffer_bytes:
+            flow.request.stream = True  # on its way out as it arrives, never held whole
+
+    def tcp_message(self, flow: tcp.TCPFlow) -> None:
+        if len(flow.messages) > 1:
+            del flow.messages[:-1]  # relayed already; mitmproxy would keep every one for the connection's life
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        ws: websocket.WebSocketData | None = flow.websocket
+        if ws is not None and len(ws.messages) > 1:
+            del ws.messages[:-1]
+
+    # -- settings and logging -------------------------------------------------------------------------
+    def _settings(self):
+        snap = self.engine.snapshot
+        assert snap is not None, "schoolproxy configuration not loaded"
+        return snap.config.proxy.limits
+
+    def _apply(self) -> None:
+        snap = self.engine.snapshot
+        if snap is None:
+            return
+        self._snap = snap
+        s = snap.config.proxy.limits
+        mitmpatch.limits.head_bytes = s.header_bytes
+        mitmpatch.limits.head_bytes_before_signin = s.header_bytes_before_signin
+        mitmpatch.limits.header_timeout = s.header_timeout_seconds
+        # WebSockets are relayed as plain TCP after the upgrade was allowed: mitmproxy's WebSocket layer
+        # holds each message whole, however large, before passing it on.
+        wanted = {"stream_large_bodies": str(s.stream_bytes), "tcp_timeout": s.idle_timeout_seconds,
+                  "websocket": False}
+        changed = {k: v for k, v in wanted.items() if getattr(ctx.options, k) != v}
+        if changed:
+            ctx.options.update(**changed)
+
+    def _refused(self, address: str, why: str) -> None:
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._logged.get((address, why), -LOG_EVERY) < LOG_EVERY:
+            return
+        if len(self._logged) > 10_000:
+            self._logged.clear()
+        self._logged[(address, why)] = now
+        log.warning("schoolproxy: client %s: %s (said once a minute)", address, why)
+
+    def _descriptor_shortage(self, exc: OSError) -> None:
+        if not self._out_of_descriptors:
+            soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+            log.error("schoolproxy: out of file descriptors (%s; limit %d): new connections wait until some "
+                      "close; connections already open are served. Raise LimitNOFILE in the service unit, "
+                      "or lower proxy.limits.connections_per_client", exc.strerror, soft)
+        self._out_of_descriptors += 1
+
+
+def _decrement(counts: dict[str, int], key: str) -> None:
+    n = counts.get(key, 0) - 1
+    if n > 0:
+        counts[key] = n
+    else:
+        counts.pop(key, None)
+
+
+def _raise_open_files_limit() -> None:
+    """Every connection is a descriptor (two when forwarded): use what the system allows us."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or soft < hard:
+            target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as e:
+        log.debug("open files limit not raised: %s", e)

@@ -1,0 +1,116 @@
+"""Limits addon: connections per client address, streaming instead of holding bodies, descriptor shortage."""
+
+import asyncio
+import errno
+import logging
+
+import pytest
+from mitmproxy import tcp
+from mitmproxy.addons import proxyserver
+from mitmproxy.test import taddons, tflow
+
+from schoolproxy.identity.profiles import Identity
+from schoolproxy.proxy import mitmpatch
+from schoolproxy.proxy.identify import IDENTITY
+from schoolproxy.proxy.limits import Limits
+from schoolproxy.snapshot import Engine
+
+EXTRA = "  limits: {connections_per_client: 20, unidentified_connections_per_client: 4, request_buffer_bytes: 1000}\n"
+
+
+@pytest.fixture
+def limits(school):
+    school.write_text(school.read_text().replace("upstream: null}", "upstream: null,\n" + EXTRA + "}"))
+    engine = Engine()
+    engine.load(school)
+    addon = Limits(engine)
+    with taddons.context(proxyserver.Proxyserver(), addon):  # Proxyserver declares stream_large_bodies
+        addon.configure({"schoolproxy_config"})  # as when LoadConfig has loaded the snapshot
+        yield addon
+
+
+def client(ip: str = "10.0.0.5"):
+    c = tflow.tclient_conn()
+    c.peername = (ip, 40000)
+    c.id = f"{ip}-{id(c)}"
+    return c
+
+
+def test_limits_are_applied_to_mitmproxy(limits):
+    from mitmproxy import ctx
+    assert ctx.options.stream_large_bodies == str(1 << 20) and ctx.options.tcp_timeout == 300
+    assert ctx.options.websocket is False  # upgraded connections are relayed, not held message by message
+    assert mitmpatch.limits.head_bytes == 64 * 1024 and mitmpatch.limits.header_timeout == 20
+
+
+def test_connections_that_never_sign_in_are_capped_per_address(limits):
+    conns = [client() for _ in range(5)]
+    for c in conns:
+        limits.client_connected(c)
+    assert [c.error is not None for c in conns] == [False] * 4 + [True]
+    other = client("10.0.0.6")
+    limits.client_connected(other)
+    assert other.error is None  # another pupil is not affected
+    limits.client_disconnected(conns[0])
+    again = client()
+    limits.client_connected(again)
+    assert again.error is None
+
+
+def signed_in_request(c):
+    f = tflow.tflow()
+    f.client_conn = c
+    f.metadata[IDENTITY] = Identity("pupil1", "pupil", "proxy-auth", "group year4")
+    return f
+
+
+def test_signed_in_connections_count_against_the_larger_cap(limits):
+    for i in range(20):
+        c = client()
+        limits.client_connected(c)
+        assert c.error is None, i
+        limits.requestheaders(signed_in_request(c))
+    over = client()
+    limits.client_connected(over)
+    assert "20 connections open already" in over.error
+    assert mitmpatch.limits.signed_in(client())  # the address signed in lately: larger head limit
+
+
+def test_a_large_declared_body_of_an_allowed_request_is_streamed(limits):
+    f = signed_in_request(client())
+    f.request.headers["content-length"] = "5000"
+    limits.requestheaders(f)
+    assert f.request.stream is True
+    small = signed_in_request(client())
+    small.request.headers["content-length"] = "500"
+    limits.requestheaders(small)
+    assert not small.request.stream
+
+
+def test_a_request_answered_here_is_never_streamed(limits):
+    f = tflow.tflow(resp=True)  # e.g. the 407 or the block page
+    f.request.headers["content-length"] = "50000000"
+    f.request.stream = True  # as mitmproxy sets it before the hook for a large declared body
+    limits.requestheaders(f)
+    assert f.request.stream is False
+
+
+def test_relayed_tcp_messages_are_not_kept(limits):
+    f = tcp.TCPFlow(tflow.tclient_conn(), tflow.tserver_conn())
+    for i in range(100):
+        f.messages.append(tcp.TCPMessage(True, b"x" * 1000))
+        limits.tcp_message(f)
+    assert len(f.messages) == 1
+
+
+async def test_running_out_of_descriptors_is_said_once_without_a_traceback(limits, caplog):
+    limits.running()
+    loop = asyncio.get_running_loop()
+    exc = OSError(errno.EMFILE, "Too many open files")
+    with caplog.at_level(logging.INFO):
+        for _ in range(5):
+            loop.call_exception_handler({"message": "socket.accept() out of system resource", "exception": exc})
+        limits.client_connected(client())
+    errors = [r for r in caplog.records if "out of file descriptors" in r.getMessage()]
+    assert len(errors) == 1 and errors[0].exc_info is None
+    assert "accepting connections again (5 attempts waited" in caplog.text
