@@ -8,22 +8,28 @@ import pytest
 from mitmproxy import tcp
 from mitmproxy.addons import proxyserver
 from mitmproxy.test import taddons, tflow
+from prometheus_client import CollectorRegistry
 
 from schoolproxy.identity.profiles import Identity
 from schoolproxy.proxy import mitmpatch
 from schoolproxy.proxy.identify import IDENTITY
 from schoolproxy.proxy.limits import Limits
-from schoolproxy.snapshot import Engine
+from schoolproxy.snapshot import SnapshotHolder
 
 EXTRA = "  limits: {connections_per_client: 20, unidentified_connections_per_client: 4, request_buffer_bytes: 1000}\n"
 
 
 @pytest.fixture
-def limits(school):
+def registry():
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def limits(school, registry):
     school.write_text(school.read_text().replace("upstream: null}", "upstream: null,\n" + EXTRA + "}"))
-    engine = Engine()
+    engine = SnapshotHolder()
     engine.load(school)
-    addon = Limits(engine)
+    addon = Limits(engine, registry)
     with taddons.context(proxyserver.Proxyserver(), addon):  # Proxyserver declares stream_large_bodies
         addon.configure({"schoolproxy_config"})  # as when LoadConfig has loaded the snapshot
         yield addon
@@ -43,11 +49,13 @@ def test_limits_are_applied_to_mitmproxy(limits):
     assert mitmpatch.limits.head_bytes == 64 * 1024 and mitmpatch.limits.header_timeout == 20
 
 
-def test_connections_that_never_sign_in_are_capped_per_address(limits):
+def test_connections_that_never_sign_in_are_capped_per_address(limits, registry):
     conns = [client() for _ in range(5)]
     for c in conns:
         limits.client_connected(c)
     assert [c.error is not None for c in conns] == [False] * 4 + [True]
+    assert registry.get_sample_value("schoolproxy_client_limit_refusals_total", {"limit": "connections"}) == 1
+    assert registry.get_sample_value("schoolproxy_client_connections") == 4
     other = client("10.0.0.6")
     limits.client_connected(other)
     assert other.error is None  # another pupil is not affected

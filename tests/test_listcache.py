@@ -151,11 +151,11 @@ def test_a_cache_changed_in_place_is_not_trusted_when_opened(school, damage, cap
 def test_damage_after_opening_is_noticed_by_the_reloader_and_the_next_snapshot_is_sound(tmp_path):
     from conftest import make_school
 
-    from schoolproxy.snapshot import Engine
+    from schoolproxy.snapshot import SnapshotHolder
     cfg = make_school(tmp_path)
     cfg.write_text(cfg.read_text().replace("metadata: lists/categories.yaml}",
                                            "metadata: lists/categories.yaml, cache_dir: cache}"))
-    engine = Engine()
+    engine = SnapshotHolder()
     engine.load(cfg)
     assert not engine.changed()
     masks = cache_dir_of(tmp_path / "cache") / "masks.u32"

@@ -7,9 +7,10 @@ from mitmproxy import http, tls
 from mitmproxy.test import taddons, tflow, tutils
 
 from schoolproxy.identity.profiles import Identity
+from schoolproxy.proxy import enforce
 from schoolproxy.proxy.enforce import Enforce
 from schoolproxy.proxy.identify import IDENTITY
-from schoolproxy.snapshot import Engine
+from schoolproxy.snapshot import SnapshotHolder
 
 PUPIL = Identity("pupil1", "pupil", "proxy-auth", "group year4")
 STAFF = Identity("teacher1", "staff", "proxy-auth", "user teacher1")
@@ -17,11 +18,10 @@ STAFF = Identity("teacher1", "staff", "proxy-auth", "user teacher1")
 
 @pytest.fixture
 def addon(school):
-    engine = Engine()
-    engine.load(school)
+    snapshots = SnapshotHolder()
+    snapshots.load(school)
     published = []
-    engine.bus.subscribe(published.append)
-    a = Enforce(engine)
+    a = Enforce(snapshots, published.append)
     a.published = published
     return a
 
@@ -137,16 +137,16 @@ def test_sni_naming_a_blocked_site_is_not_passed_through(addon):
 
 
 def test_internal_error_fails_closed(addon, monkeypatch):
-    monkeypatch.setattr(addon.engine.snapshot.policy, "decide", mock.Mock(side_effect=RuntimeError("boom")))
+    monkeypatch.setattr(addon.snapshots.snapshot.policy, "decide", mock.Mock(side_effect=RuntimeError("boom")))
     f = request_flow("http://learning.test/")
     with taddons.context(addon):
         addon.requestheaders(f)
     assert f.response.status_code == 403
 
 
-@pytest.mark.parametrize("part", ["_verdict", "_safesearch", "_other_names"])
-def test_a_bug_anywhere_in_enforcement_blocks_rather_than_lets_through(addon, monkeypatch, caplog, part):
-    monkeypatch.setattr(Enforce, part, mock.Mock(side_effect=RuntimeError("boom")))
+@pytest.mark.parametrize("where, part", [(Enforce, "_verdict"), (Enforce, "_safesearch"), (enforce, "decide")])
+def test_a_bug_anywhere_in_enforcement_blocks_rather_than_lets_through(addon, monkeypatch, caplog, where, part):
+    monkeypatch.setattr(where, part, mock.Mock(side_effect=RuntimeError("boom")))
     f = request_flow("http://www.google.com/search?q=a")   # allowed: the failure must still block it
     with taddons.context(addon):
         addon.requestheaders(f)

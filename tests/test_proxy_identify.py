@@ -6,9 +6,10 @@ import pytest
 from conftest import PASSWORD
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow
+from prometheus_client import CollectorRegistry
 
 from schoolproxy.proxy.identify import IDENTITY, Identify, parse_basic
-from schoolproxy.snapshot import Engine
+from schoolproxy.snapshot import SnapshotHolder
 
 
 def basic(user: str, password: str) -> str:
@@ -17,9 +18,9 @@ def basic(user: str, password: str) -> str:
 
 @pytest.fixture
 def addon(school):
-    engine = Engine()
-    engine.load(school)
-    return Identify(engine)
+    snapshots = SnapshotHolder()
+    snapshots.load(school)
+    return Identify(snapshots, CollectorRegistry())
 
 
 async def call(hook, f):
@@ -73,8 +74,8 @@ async def test_every_proxy_authorization_header_is_stripped_and_two_are_refused(
 
 async def test_bcrypt_checked_once_per_credential(addon, monkeypatch):
     calls = []
-    real = addon.engine.snapshot.authenticator.check
-    monkeypatch.setattr(addon.engine.snapshot.authenticator, "check", lambda u, p: calls.append(u) or real(u, p))
+    real = addon.snapshots.snapshot.authenticator.check
+    monkeypatch.setattr(addon.snapshots.snapshot.authenticator, "check", lambda u, p: calls.append(u) or real(u, p))
     with taddons.context(addon):
         for _ in range(5):
             await call(addon.requestheaders, flow_with(basic("pupil1", PASSWORD)))
@@ -126,7 +127,7 @@ async def test_known_credentials_are_handled_without_a_coroutine(addon):
 
 
 async def test_a_remembered_header_is_checked_again_once_its_answer_expires(addon, monkeypatch):
-    auth = addon.engine.snapshot.authenticator
+    auth = addon.snapshots.snapshot.authenticator
     calls = []
     real = auth.check
     monkeypatch.setattr(auth, "check", lambda u, p: calls.append(u) or real(u, p))
@@ -153,7 +154,7 @@ async def test_any_case_of_a_name_is_identified_by_its_one_spelling(addon):
 def reload_without(addon, school, user: str) -> None:
     users = school.parent / "users.htpasswd"
     users.write_text("".join(l + "\n" for l in users.read_text().splitlines() if not l.startswith(f"{user}:")))
-    addon.engine.swap(addon.engine.build())
+    addon.snapshots.swap(addon.snapshots.build())
 
 
 async def test_a_user_removed_from_the_users_file_is_refused_at_the_reload(addon, school):

@@ -15,14 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from schoolproxy.config import Config, ConfigError, load_config
+from schoolproxy.filtering.decide import decide, facts_for_url
 from schoolproxy.filtering.listcache import LIST_FILES, cache_files, load_compiled
 from schoolproxy.filtering.lists import CategoryLists, ListError, load_metadata
 from schoolproxy.filtering.policy import Decision, Policy
 from schoolproxy.identity.directory import Directory, read_secret
-from schoolproxy.identity.logons import LogonTable
-from schoolproxy.identity.profiles import Authenticator, LocalThenDirectory, ProfileResolver, SubnetMap
+from schoolproxy.identity.profiles import Authenticator, Identity, LocalThenDirectory, ProfileResolver, SubnetMap
 from schoolproxy.identity.userfile import UsersFile
-from schoolproxy.verdict import VerdictBus
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +61,19 @@ class Snapshot:
     logon_secret: str | None = None
 
     def run_tests(self) -> list[TestResult]:
+        """The config's own policy tests, decided as the proxy decides a browser's request."""
         results = []
         for i, t in enumerate(self.config.tests):
             if t.user:
-                profile, _ = self.resolver.resolve(t.user)
-                who = f"user {t.user} ({profile})"
+                ident = self.resolver.identify(t.user)
+                who = f"user {t.user} ({ident.profile})"
             else:
-                profile, who = t.profile, f"profile {t.profile}"
+                ident, who = Identity(None, t.profile, "given", "given"), f"profile {t.profile}"
             at = t.at
             if at is not None and at.tzinfo is None:
                 at = at.replace(tzinfo=self.policy.tz)
-            results.append(TestResult(i, who, t.url, t.expect, self.policy.decide_url(profile, t.url, at)))
+            ruling = decide(self, ident, facts_for_url(t.url), at)
+            results.append(TestResult(i, who, t.url, t.expect, ruling.decision))
         return results
 
 
@@ -178,29 +179,13 @@ def worker_from_env() -> tuple[int, int]:
     return (i, n) if 0 <= i < n else (0, 1)
 
 
-class Engine:
-    """Holds the running snapshot and the verdict bus; shared by the addons of one proxy."""
+class SnapshotHolder:
+    """The running snapshot. Readers take ``holder.snapshot`` once per request and keep that one; a reload
+    builds a new snapshot beside it and swaps the reference."""
 
     def __init__(self) -> None:
         self.snapshot: Snapshot | None = None
         self.config_path: Path | None = None
-        self.bus = VerdictBus()
-        self.reloads = {"ok": 0, "refused": 0}
-        #: The running records writer, if any (metrics read its counters).
-        self.record_writer = None
-        #: ip → user from the logon feed; set by the logon-feed addon when the config enables it.
-        self.logons: LogonTable | None = None
-        self.logon_feed = None
-        self.alert_service = None
-        #: Sign-in outcomes beyond success, for the metrics.
-        self.auth_stats = {"failed": 0, "unverified": 0, "slowed": 0, "guessing_reports": 0}
-        #: This process's number among ``schoolproxy run --workers N`` (0 of 1 when run alone).
-        self.worker, self.workers = worker_from_env()
-
-    @property
-    def primary(self) -> bool:
-        """Worker 0 (or the only process): runs what must happen once (logon feed, delivery, purge)."""
-        return self.worker == 0
 
     def load(self, config_path: str | Path) -> Snapshot:
         self.config_path = Path(config_path)
@@ -224,4 +209,3 @@ class Engine:
 
     def swap(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
-        self.reloads["ok"] += 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import sys
 
+from schoolproxy.filtering.decide import Stage, decide, facts_for_url
+from schoolproxy.identity.profiles import Identity
 from schoolproxy.monitoring.phrases import PhraseError, load_phrase_lists
 from schoolproxy.private import exposed
 from schoolproxy.snapshot import build_snapshot
@@ -67,12 +69,9 @@ def cmd_explain(args) -> int:
             print(f"error: unknown profile {args.profile!r} (profiles: {', '.join(policy.profiles)})",
                   file=sys.stderr)
             return 2
-        ident = None
-        profile, why = args.profile, "given"
+        ident = Identity(None, args.profile, "given", "given")
     else:
-        ident = snap.subnets.lookup(args.ip) or snap.resolver.unidentified()
-    if ident is not None:
-        profile, why = ident.profile, ident.rule
+        ident = snap.subnets.identity_of(args.ip)
     at = None
     if args.at:
         try:
@@ -80,21 +79,21 @@ def cmd_explain(args) -> int:
         except ValueError:
             print(f"error: --at {args.at!r}: use a date and time such as '2026-11-25 12:30'", file=sys.stderr)
             return 2
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=policy.tz)
     who = args.user or args.ip or "-"
-    print(f"who:      {who} → profile {profile} ({why})")
+    print(f"who:      {who} → profile {ident.profile} ({ident.rule})")
     if at:
         print(f"at:       {at:%a %d %b %Y %H:%M}")
     trace: list[str] = []
-    decision = policy.decide_url(profile, args.url, at, trace)
+    # The same function the proxy calls, on the facts of a browser asking for this URL.
+    ruling = decide(snap, ident, facts_for_url(args.url), at, trace)
+    decision = ruling.decision
     print(f"url:      {args.url}")
     for line in trace:
         print(f"  {line}")
     print(f"verdict:  {decision.action.upper()} — rule {decision.rule} ({decision.reason})")
-    from urllib.parse import urlsplit
-    parts = urlsplit(args.url if "://" in args.url else "http://" + args.url)
-    if parts.scheme == "https" and decision.rule != "invalid-host":
-        from schoolproxy.filtering.hostnames import normalise_host
-        host, _ = normalise_host(parts.hostname or "")
-        tls = "passed through (not decrypted)" if policy.passthrough(profile, host, decision.mask) else "intercepted"
-        print(f"https:    {tls}")
+    if args.url.lower().startswith("https://") and decision.rule != "invalid-host":
+        tunnel = decide(snap, ident, facts_for_url(args.url, Stage.TLS), at)
+        print(f"https:    {'passed through (not decrypted)' if tunnel.passthrough else 'intercepted'}")
     return 0

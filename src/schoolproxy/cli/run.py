@@ -28,8 +28,9 @@ def register(sub) -> None:
 def cmd_run(args) -> int:
     from mitmproxy import exceptions, options
 
+    from schoolproxy.proxy.internals import listen_with_reuse_port
     from schoolproxy.proxy.master import lean_master
-    from schoolproxy.proxy.workers import listen_with_reuse_port, supervise
+    from schoolproxy.proxy.workers import supervise
 
     # A fatal signal (a compiled list file truncated by hand while mapped: SIGBUS) is reported on stderr
     # with where it happened, not a silent exit; systemd or the supervisor restarts, and the damaged cache

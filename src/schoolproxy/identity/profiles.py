@@ -129,7 +129,12 @@ class ProfileResolver:
         return Identity(self.canonical(username), self.default, "unverified", f"default ({why})", device)
 
     def unidentified(self) -> Identity:
-        return Identity(None, self.default, "default", "default (unidentified)")
+        return unidentified(self.default)
+
+
+def unidentified(default_profile: str) -> Identity:
+    """Nobody we know of: the fail-closed default profile."""
+    return Identity(None, default_profile, "default", "default (unidentified)")
 
 
 class SubnetMap:
@@ -139,6 +144,12 @@ class SubnetMap:
         nets = [(s.cidr, s.profile, s.name or str(s.cidr)) for s in config.identity.subnets]
         self._nets = sorted(nets, key=lambda n: -n[0].prefixlen)
         self._cache: dict[str, Identity | None] = {}
+        self._nobody = unidentified(config.identity.default_profile)
+
+    def identity_of(self, ip: str) -> Identity:
+        """Who is at ``ip`` when no sign-in or logon says: its subnet's profile, else the fail-closed default."""
+        found = self.lookup(ip)
+        return found if found is not None else self._nobody
 
     def lookup(self, ip: str) -> Identity | None:
         hit = self._cache.get(ip, False)

@@ -88,7 +88,6 @@ class AlertRules:
                                    f"not kept or shown here", v))
         term = v.search_term if v.search_term is not None else (extract(v.host, v.path) if v.path else None)
         if term:
-            v.search_term = term
             found.extend(self._search(v, term, role))
         for category in v.categories:
             if category == "ip-address" and v.layer != "http":

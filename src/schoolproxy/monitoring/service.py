@@ -27,7 +27,7 @@ from schoolproxy.monitoring.delivery import DeliveryError, send_email, send_webh
 from schoolproxy.monitoring.phrases import PhraseError, PhraseLists, load_phrase_lists
 from schoolproxy.monitoring.rules import AlertRules, Candidate
 from schoolproxy.records.visits import load_register
-from schoolproxy.snapshot import Engine
+from schoolproxy.snapshot import SnapshotHolder
 from schoolproxy.verdict import Verdict
 
 log = logging.getLogger(__name__)
@@ -38,9 +38,9 @@ REPEATS_EVERY = 2.0  # seconds between storing throttled repeat counts
 
 
 class AlertService:
-    def __init__(self, engine: Engine, db: DbEngine, retry_seconds: float = 30.0, poll_seconds: float = 0.25,
-                 deliver: bool = True):
-        self.engine = engine
+    def __init__(self, snapshots: SnapshotHolder, db: DbEngine, retry_seconds: float = 30.0,
+                 poll_seconds: float = 0.25, deliver: bool = True):
+        self.snapshots = snapshots
         self.db = db
         self.retry_seconds = retry_seconds
         self.poll = poll_seconds
@@ -76,7 +76,7 @@ class AlertService:
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> "AlertService":
-        snap = self.engine.snapshot
+        snap = self.snapshots.snapshot
         if snap is not None and snap.config.alerts.enabled:
             # Load the phrase lists here, on the starting thread, so a problem with them is reported at
             # start-up every time (from the rules thread it raced mitmdump's start-up error check).
@@ -106,7 +106,7 @@ class AlertService:
 
     def process(self) -> int:
         """Evaluate everything queued; store what it raises. Returns the number of alerts stored."""
-        snap = self.engine.snapshot
+        snap = self.snapshots.snapshot
         if snap is None or not snap.config.alerts.enabled:
             self._queue.clear()
             return 0
@@ -208,7 +208,7 @@ class AlertService:
                 log.error("alert delivery: %s", str(e).splitlines()[0][:200])
 
     def deliver(self) -> int:
-        snap = self.engine.snapshot
+        snap = self.snapshots.snapshot
         if snap is None:
             return 0
         cfg = snap.config
@@ -241,7 +241,7 @@ class AlertService:
         self.deliveries[(channel, result)] = self.deliveries.get((channel, result), 0) + 1
 
     def _maybe_digest(self) -> None:
-        snap = self.engine.snapshot
+        snap = self.snapshots.snapshot
         if snap is None:
             return
         cfg = snap.config

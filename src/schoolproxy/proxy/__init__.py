@@ -1,11 +1,18 @@
-"""The mitmproxy side: thin addons that turn flows into the core's request facts and apply verdicts.
+"""The mitmproxy side: thin addons that turn flows into the core's request facts and apply its rulings.
 
-Order matters: configuration is loaded first, identity is established before enforcement, and the
-reloader runs beside them. :func:`make_addons` is what ``addons/schoolproxy_addons.py`` (``mitmdump -s``)
-and ``schoolproxy run`` both use.
+:func:`make_addons` is the pipeline, in order: load the configuration, run the logon feed, identify the
+user, decide and enforce, reload on change, then record, alert and count each verdict. It is what
+``addons/schoolproxy_addons.py`` (``mitmdump -s``) and ``schoolproxy run`` both use.
+
+The addons share no hub. What they share is passed to them: the running snapshot, the verdict bus the
+enforce addon publishes on and the records, alerts and metrics subscribe to, the metrics registry each
+registers its own metrics on, and the logon feed that identify asks. Per request they talk through
+``flow.metadata``.
 """
 
 from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
 
 from schoolproxy.proxy.alert import Alert
 from schoolproxy.proxy.enforce import Enforce
@@ -18,12 +25,26 @@ from schoolproxy.proxy.logonfeed import LogonFeed
 from schoolproxy.proxy.metrics import MetricsExporter
 from schoolproxy.proxy.record import Record
 from schoolproxy.proxy.reload import Reload
-from schoolproxy.snapshot import Engine
+from schoolproxy.snapshot import SnapshotHolder, worker_from_env
+from schoolproxy.verdict import VerdictBus
 
 
-def make_addons(engine: Engine | None = None) -> list[object]:
-    engine = engine or Engine()
-    # HeaderCheck refuses ambiguous request heads before a password is checked; Limits comes after
-    # Enforce, when it is known whether a request is answered here (its body then never kept).
-    return [LoadConfig(engine), LogonFeed(engine), HeaderCheck(), Identify(engine), Enforce(engine), Limits(engine),
-            Reload(engine), Record(engine), Alert(engine), MetricsExporter(engine), FreezeHeap()]
+def make_addons() -> list[object]:
+    snapshots = SnapshotHolder()
+    bus = VerdictBus()
+    registry = CollectorRegistry()
+    worker, _ = worker_from_env()  # this process's number among `schoolproxy run --workers N`
+    logon_feed = LogonFeed(snapshots, registry, worker)
+    return [
+        LoadConfig(snapshots, registry),
+        logon_feed,
+        HeaderCheck(),  # ambiguous request heads are refused before a password is checked
+        Identify(snapshots, registry, logon_feed),
+        Enforce(snapshots, bus.publish),
+        Limits(snapshots, registry),  # after Enforce: a request answered here never has its body kept
+        Reload(snapshots, registry),
+        Record(snapshots, bus, registry, worker),
+        Alert(snapshots, bus, registry, worker),
+        MetricsExporter(snapshots, bus, registry, worker),
+        FreezeHeap(),
+    ]

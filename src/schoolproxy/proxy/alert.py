@@ -1,46 +1,75 @@
 """Alert addon: starts the alert service (rules and delivery threads) beside the proxy and subscribes it
-to the verdict bus. Nothing here runs per request beyond the service's deque append."""
+to the verdict bus. Nothing here runs per request beyond the service's deque append. Its metrics are
+the service's counters."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from mitmproxy import ctx
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from schoolproxy.metrics import Scraped
 from schoolproxy.monitoring.service import AlertService
 from schoolproxy.records import open_database, upgrade
-from schoolproxy.snapshot import Engine
+from schoolproxy.snapshot import SnapshotHolder
+from schoolproxy.verdict import VerdictBus
 
 log = logging.getLogger(__name__)
 
 
 class Alert:
-    def __init__(self, engine: Engine):
-        self.engine = engine
+    def __init__(self, snapshots: SnapshotHolder, bus: VerdictBus, registry: CollectorRegistry, worker: int = 0):
+        self.snapshots = snapshots
+        self.bus = bus
+        #: This process's number among ``schoolproxy run --workers N``; worker 0 migrates and delivers.
+        self.worker = worker
         self.service: AlertService | None = None
+        registry.register(Scraped(self._metrics))
 
     def load(self, loader) -> None:
         loader.add_option("schoolproxy_alert_retry_seconds", int, 30,
                           "First retry delay for an undelivered alert (doubles each time, up to 15 min).")
 
     def running(self) -> None:
-        snap = self.engine.snapshot
+        snap = self.snapshots.snapshot
         if snap is None or self.service is not None or not snap.config.alerts.enabled:
             return
+        primary = self.worker == 0
         db = open_database(snap.config.database_url())
         try:
-            if self.engine.primary:  # one process migrates (two at once collide on a fresh database)
+            if primary:  # one process migrates (two at once collide on a fresh database)
                 upgrade(db)
         except Exception as e:  # the service retries its writes; the proxy serves regardless
             log.error("schoolproxy: alerts: cannot prepare the database yet: %s", str(e).splitlines()[0][:200])
-        self.service = AlertService(self.engine, db, retry_seconds=ctx.options.schoolproxy_alert_retry_seconds,
-                                    deliver=self.engine.primary).start()
-        self.engine.alert_service = self.service
-        self.engine.bus.subscribe(self.service.submit)
+        self.service = AlertService(self.snapshots, db, retry_seconds=ctx.options.schoolproxy_alert_retry_seconds,
+                                    deliver=primary).start()
+        self.bus.subscribe(self.service.submit)
 
     def done(self) -> None:
         if self.service is not None:
-            self.engine.bus.unsubscribe(self.service.submit)
+            self.bus.unsubscribe(self.service.submit)
             self.service.process()  # what arrived before shutdown is stored, so nothing is lost
             self.service.stop()
             self.service = None
+
+    def _metrics(self) -> Iterable[Metric]:
+        service = self.service
+        if service is None:
+            return
+        raised = CounterMetricFamily("schoolproxy_alerts", "Online-safety alerts raised, by theme and severity.",
+                                     labels=["theme", "severity"])
+        for (theme, severity), n in list(service.raised.items()):
+            raised.add_metric([theme, severity], n)
+        yield raised
+        yield CounterMetricFamily("schoolproxy_alert_repeats", "Matches counted on an alert already raised "
+                                  "(throttled: one alert per user per theme per window).", value=service.repeats)
+        deliveries = CounterMetricFamily("schoolproxy_alert_deliveries", "Alert and digest deliveries, by "
+                                         "channel and result.", labels=["channel", "result"])
+        for (channel, result), n in list(service.deliveries.items()):
+            deliveries.add_metric([channel, result], n)
+        yield deliveries
+        yield GaugeMetricFamily("schoolproxy_alert_outbox_pending", "Alerts and digests waiting to be "
+                                "delivered (retried with backoff).", value=service.outbox_pending)

@@ -1,14 +1,17 @@
-"""Enforce addon: turns a flow into request facts, asks the policy, and applies the verdict.
+"""Enforce addon: turns a flow into request facts, asks :func:`~schoolproxy.filtering.decide.decide`, and
+applies the ruling.
 
-- Plain HTTP and intercepted HTTPS: decided at ``requestheaders`` (before any body is read or any
-  upstream connection is made); a block is answered with the 403 block page, an allow gets SafeSearch.
-- CONNECT: decided on the host; if the profile would not intercept that host (passthrough) or the port
-  is not allowed, a block is answered at CONNECT — the only place it can be without decryption.
-- ``tls_clienthello``: passthrough hosts are relayed undecrypted; the SNI is checked too, so a tunnel
-  opened to an allowed name cannot be used to reach a blocked one.
+- CONNECT (``http_connect``): refused at once when the ruling says so (a blocked host this profile would
+  not decrypt, a bad port or name); otherwise the tunnel opens.
+- TLS (``tls_clienthello``): passed through undecrypted, or intercepted. An allowed, intercepted tunnel
+  connects upstream before answering the client's handshake, as mitmproxy does with eager connections,
+  so the client is offered the protocol the server speaks. A blocked one never connects.
+- Requests (``requestheaders``, before any body is read or any upstream connection is made): the block
+  page, or forwarded with SafeSearch.
 
-Each request ends as one :class:`Verdict` published on the engine's bus (at ``response``/``error``,
-so it carries status, size and duration); passthrough and CONNECT-blocked connections publish at once.
+Each request ends as one :class:`Verdict`, published when its response or error is known (so it carries
+status, size and duration); passed-through and refused connections publish at once. A verdict is not
+changed once published: the one kept on the flow meanwhile is a draft, replaced by the published one.
 """
 
 from __future__ import annotations
@@ -16,39 +19,42 @@ from __future__ import annotations
 import logging
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mitmproxy import connection, http, tls
-from mitmproxy.net.http import status_codes
 
 from schoolproxy.filtering import blockpage, safesearch
-from schoolproxy.filtering.hostnames import InvalidHost, normalise_host
-from schoolproxy.filtering.policy import INVALID_HOST, Decision
+from schoolproxy.filtering.decide import Handling, RequestFacts, Ruling, Stage, decide
 from schoolproxy.identity.profiles import Identity
 from schoolproxy.proxy.identify import IDENTITY
-from schoolproxy.snapshot import Engine, Snapshot
+from schoolproxy.proxy.internals import local_response
+from schoolproxy.snapshot import Snapshot, SnapshotHolder
 from schoolproxy.verdict import Verdict, new_reference
 
 log = logging.getLogger(__name__)
 
+#: The draft verdict of a request in flight (published, as a new value, at ``response`` or ``error``).
 VERDICT = "schoolproxy.verdict"
 _BLOCK_HEADERS = ((b"content-type", b"text/html; charset=utf-8"), (b"cache-control", b"no-store"))
 _TEXT = {"Content-Type": "text/plain; charset=utf-8"}
+MAX_UPSTREAM_PAGE = 256 * 1024  # an upstream block page is small; larger responses are not read for markers
 
 
 @dataclass(slots=True)
 class _Tunnel:
-    """What CONNECT established, for the TLS handshake and the requests inside the tunnel."""
+    """What a client connection's CONNECT and TLS handshake said, for the requests inside it."""
     identity: Identity
-    host: str
+    host: str | None       # the CONNECT target as sent (None in transparent mode)
     port: int
-    decision: Decision
     sni: str | None = None
 
 
 class Enforce:
-    def __init__(self, engine: Engine):
-        self.engine = engine
+    def __init__(self, snapshots: SnapshotHolder, publish: Callable[[Verdict], None]):
+        self.snapshots = snapshots
+        #: Where finished verdicts go (the verdict bus: records, alerts, metrics).
+        self.publish = publish
         self.tunnels: weakref.WeakKeyDictionary[connection.Client, _Tunnel] = weakref.WeakKeyDictionary()
 
     # -- CONNECT ----------------------------------------------------------------------------------
@@ -56,20 +62,15 @@ class Enforce:
         if flow.response or flow.error:
             return
         snap = self._snapshot()
-        ident = self._identity(flow, snap)
-        policy = snap.policy
-        port = flow.request.port
-        host, decision = self._decide_host(snap, ident, flow.request.host, "")
-        if decision.action == "allow" and not policy.connect_port_allowed(ident.profile, port):
-            decision = Decision("block", "connect-port", f"tunnels to port {port} are not allowed", decision.mask)
-        self.tunnels[flow.client_conn] = _Tunnel(ident, host, port, decision)
-        if decision.action == "block" and (decision.rule in ("connect-port", "invalid-host")
-                                           or policy.passthrough(ident.profile, host, decision.mask)):
-            verdict = self._verdict(flow, ident, decision, host, port, snap, layer="connect")
+        req = flow.request
+        facts = RequestFacts(Stage.CONNECT, flow.client_conn.peername[0], req.host, req.port, req.method, req.scheme)
+        ruling = decide(snap, flow.metadata.get(IDENTITY), facts)
+        self.tunnels[flow.client_conn] = _Tunnel(ruling.identity, req.host, req.port)
+        if ruling.handling is Handling.REFUSE:
+            verdict = self._verdict(facts, ruling, snap, req.timestamp_start, layer="connect", status=403)
             flow.response = http.Response.make(
                 403, f"Blocked by the school's internet filter (reference {verdict.ref}).\n", _TEXT)
-            verdict.status = 403
-            self.engine.bus.publish(verdict)
+            self.publish(verdict)
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         if data.ignore_connection:
@@ -79,29 +80,19 @@ class Enforce:
         tunnel = self.tunnels.get(client)
         sni = data.client_hello.sni
         if tunnel is None:  # transparent mode: no CONNECT came first
-            ident = snap.subnets.lookup(client.peername[0]) or snap.resolver.unidentified()
             address = data.context.server.address
-            raw_host, port = (sni or (address[0] if address else "")), (address[1] if address else 443)
-            host, decision = self._decide_host(snap, ident, raw_host, "")
-            tunnel = self.tunnels[client] = _Tunnel(ident, host, port, decision)
+            facts = RequestFacts(Stage.TLS, client.peername[0], address[0] if address else "",
+                                 address[1] if address else 443, "TLS", "https", sni=sni, transparent=True)
+            ruling = decide(snap, None, facts)
+            self.tunnels[client] = _Tunnel(ruling.identity, None, facts.port, sni)
         else:
-            ident, host, port, decision = tunnel.identity, tunnel.host, tunnel.port, tunnel.decision
-            if sni:
-                sni_host, sni_decision = self._decide_host(snap, ident, sni, "")
-                if sni_host != host:
-                    # Another name in the handshake than in CONNECT: requests inside must pass both.
-                    tunnel.sni = sni_host
-                    if sni_decision.action == "block":
-                        host, decision = sni_host, sni_decision
-        if decision.action == "allow" and snap.policy.passthrough(ident.profile, host, decision.mask):
+            tunnel.sni = sni
+            facts = RequestFacts(Stage.TLS, client.peername[0], tunnel.host or "", tunnel.port, "TLS", "https",
+                                 connect_host=tunnel.host, sni=sni)
+            ruling = decide(snap, tunnel.identity, facts)
+        if ruling.handling is Handling.PASSTHROUGH:
             data.ignore_connection = True
-            verdict = Verdict(
-                new_reference(), time.time(), client.peername[0], ident.username, ident.profile,
-                ident.source, ident.rule, "TLS", "https", host, port, "", "allow", decision.rule,
-                decision.reason + " (passed through, not decrypted)",
-                snap.policy.category_names(decision.mask), layer="tls-passthrough",
-                device=ident.device)
-            self.engine.bus.publish(verdict)
+            self.publish(self._verdict(facts, ruling, snap, time.time(), layer="tls-passthrough"))
         # Otherwise the connection is intercepted and each request inside gets its own decision.
 
     # -- requests ---------------------------------------------------------------------------------
@@ -119,103 +110,75 @@ class Enforce:
     def _enforce(self, flow: http.HTTPFlow) -> None:
         started = time.perf_counter()
         snap = self._snapshot()
-        ident = self._identity(flow, snap)
         req = flow.request
-        path = req.path or "/"
-        host, decision = self._decide_host(snap, ident, req.host, path)
-        if decision.action == "allow":
-            # Domain fronting: the Host header (or the tunnel's SNI) may name another site.
-            for other in self._other_names(flow, req.host):
-                other_host, other_decision = self._decide_host(snap, ident, other, path)
-                if other_decision.action == "block":
-                    host, decision = other_host, other_decision
-                    break
-        verdict = self._verdict(flow, ident, decision, host, req.port, snap)
-        verdict.decision_seconds = time.perf_counter() - started
-        flow.metadata[VERDICT] = verdict
-        if decision.action == "block":
+        tunnel = self.tunnels.get(flow.client_conn)
+        identity = flow.metadata.get(IDENTITY)
+        if tunnel is None:
+            facts = RequestFacts(Stage.REQUEST, flow.client_conn.peername[0], req.host, req.port, req.method,
+                                 req.scheme, req.path or "/", req.host_header)
+        else:
+            identity = identity or tunnel.identity
+            facts = RequestFacts(Stage.REQUEST, flow.client_conn.peername[0], req.host, req.port, req.method,
+                                 req.scheme, req.path or "/", req.host_header, tunnel.host, tunnel.sni)
+        ruling = decide(snap, identity, facts)
+        decided = time.perf_counter() - started
+        if ruling.handling is Handling.BLOCK_PAGE:
+            verdict = self._verdict(facts, ruling, snap, req.timestamp_start, decision_seconds=decided)
             flow.response = self._block_page(flow, verdict, snap)
-            return
-        self._safesearch(flow, host, ident, snap, verdict)
+        else:
+            applied = self._safesearch(flow, ruling)
+            verdict = self._verdict(facts, ruling, snap, req.timestamp_start, decision_seconds=decided,
+                                    safesearch=applied)
+        flow.metadata[VERDICT] = verdict
 
     def response(self, flow: http.HTTPFlow) -> None:
-        verdict = flow.metadata.get(VERDICT)
-        if verdict is None or flow.response is None:
+        draft = flow.metadata.pop(VERDICT, None)  # published once
+        resp = flow.response
+        if draft is None or resp is None:
             return
-        verdict.status = flow.response.status_code
-        verdict.bytes = len(flow.response.raw_content or b"")
-        if verdict.status in (403, 451) and verdict.action == "allow":
-            self._upstream_block(flow, verdict)
-        end = flow.response.timestamp_end or time.time()
-        verdict.duration = max(0.0, end - flow.request.timestamp_start)
-        self.engine.bus.publish(verdict)
-        del flow.metadata[VERDICT]  # published once
+        size = len(resp.raw_content or b"")
+        end = resp.timestamp_end or time.time()
+        duration = max(0.0, end - flow.request.timestamp_start)
+        if draft.action == "allow" and resp.status_code in (403, 451) and self._upstream_block(resp, size):
+            # The upstream filter's own block page: recorded as blocked upstream (a critical alert).
+            verdict = draft._replace(status=resp.status_code, bytes=size, duration=duration, action="block",
+                                     rule="upstream-block", reason="blocked by the upstream filter")
+        else:
+            verdict = draft._replace(status=resp.status_code, bytes=size, duration=duration)
+        self.publish(verdict)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        verdict = flow.metadata.pop(VERDICT, None)
-        if verdict is None:
+        draft = flow.metadata.pop(VERDICT, None)
+        if draft is None:
             return
-        verdict.error = str(flow.error)[:200] if flow.error else "error"
-        verdict.duration = max(0.0, time.time() - flow.request.timestamp_start)
-        self.engine.bus.publish(verdict)
+        self.publish(draft._replace(
+            error=str(flow.error)[:200] if flow.error else "error",
+            duration=max(0.0, time.time() - flow.request.timestamp_start)))
 
-    def _upstream_block(self, flow: http.HTTPFlow, verdict: Verdict) -> None:
-        """The upstream filter's own block page: recorded as blocked upstream (a critical alert)."""
-        resp = flow.response
-        if resp is None or "html" not in resp.headers.get("content-type", "") or verdict.bytes > 256 * 1024:
-            return
+    def _upstream_block(self, resp: http.Response, size: int) -> bool:
+        if "html" not in resp.headers.get("content-type", "") or size > MAX_UPSTREAM_PAGE:
+            return False
         text = resp.get_text(strict=False) or ""
-        markers = self._snapshot().config.proxy.upstream_block_markers
-        if any(m in text for m in markers):
-            verdict.action = "block"
-            verdict.rule = "upstream-block"
-            verdict.reason = "blocked by the upstream filter"
+        return any(m in text for m in self._snapshot().config.proxy.upstream_block_markers)
 
     # -- helpers ----------------------------------------------------------------------------------
     def _snapshot(self) -> Snapshot:
-        snap = self.engine.snapshot
+        snap = self.snapshots.snapshot
         assert snap is not None, "schoolproxy configuration not loaded"
         return snap
 
-    def _identity(self, flow: http.HTTPFlow, snap: Snapshot) -> Identity:
-        ident = flow.metadata.get(IDENTITY)
-        if ident is None:
-            tunnel = self.tunnels.get(flow.client_conn)
-            ident = tunnel.identity if tunnel else (
-                snap.subnets.lookup(flow.client_conn.peername[0]) or snap.resolver.unidentified())
-        return ident
-
     @staticmethod
-    def _decide_host(snap: Snapshot, ident: Identity, raw_host: str, path: str) -> tuple[str, Decision]:
-        try:
-            host, is_ip = normalise_host(raw_host)
-        except InvalidHost:
-            return raw_host[:253], INVALID_HOST
-        try:
-            return host, snap.policy.decide(ident.profile, host, path, is_ip)
-        except Exception:  # fail closed: an internal error never lets a request through
-            log.exception("policy decision failed for %r", host)
-            return host, Decision("block", "error", "internal error — blocked to be safe")
-
-    def _other_names(self, flow: http.HTTPFlow, primary: str) -> list[str]:
-        names = []
-        header = flow.request.host_header
-        if header and header.lower() not in (primary, f"{primary}:{flow.request.port}"):
-            names.append(header)
-        tunnel = self.tunnels.get(flow.client_conn)
-        if tunnel is not None:
-            names.extend(n for n in (tunnel.host, tunnel.sni) if n and n != primary)
-        return names
-
-    @staticmethod
-    def _verdict(flow: http.HTTPFlow, ident: Identity, decision: Decision, host: str, port: int,
-                 snap: Snapshot, layer: str = "http") -> Verdict:
-        req = flow.request
+    def _verdict(facts: RequestFacts, ruling: Ruling, snap: Snapshot, at: float | None, layer: str = "http",
+                 status: int | None = None, decision_seconds: float = 0.0, safesearch: bool = False) -> Verdict:
+        ident, decision = ruling.identity, ruling.decision
+        reason = decision.reason + " (passed through, not decrypted)" if layer == "tls-passthrough" else decision.reason
         return Verdict(
-            new_reference(), req.timestamp_start or time.time(), flow.client_conn.peername[0],
-            ident.username, ident.profile, ident.source, ident.rule, req.method, req.scheme, host, port,
-            req.path if layer == "http" else "", decision.action, decision.rule, decision.reason,
-            snap.policy.category_names(decision.mask), layer=layer, device=ident.device)
+            ref=new_reference(), time=at or time.time(), client_ip=facts.client_ip, username=ident.username,
+            profile=ident.profile, identity_source=ident.source, identity_rule=ident.rule, method=facts.method,
+            scheme=facts.scheme, host=ruling.host, port=facts.port, path=facts.path if layer == "http" else "",
+            action=decision.action, rule=decision.rule, reason=reason,
+            categories=snap.policy.category_names(decision.mask), layer=layer, device=ident.device,
+            safesearch=safesearch, status=status, decision_seconds=decision_seconds)
 
     @staticmethod
     def _block_page(flow: http.HTTPFlow, verdict: Verdict, snap: Snapshot) -> http.Response:
@@ -224,46 +187,21 @@ class Enforce:
             bp = snap.config.block_page
             body = blockpage.render(verdict, flow.request.url, snap.config.school, bp.report_to,
                                     bp.report_email).encode()
-        return _response(403, body, _BLOCK_HEADERS + ((b"x-schoolproxy-reference", verdict.ref.encode()),))
+        return local_response(403, body, _BLOCK_HEADERS + ((b"x-schoolproxy-reference", verdict.ref.encode()),))
 
     @staticmethod
-    def _safesearch(flow: http.HTTPFlow, host: str, ident: Identity, snap: Snapshot, verdict: Verdict) -> None:
-        settings = snap.policy.profiles[ident.profile].settings.safesearch
-        if settings.search_engines:
-            engine = safesearch.search_engine(host)
-            if engine is not None:
-                param, value = safesearch.PARAMS[engine]
-                path = safesearch.with_param(flow.request.path, param, value)
-                if path is not None:
-                    flow.request.path = path
-                else:
-                    query = flow.request.query
-                    if query.get_all(param) != [value]:
-                        query[param] = value
-                verdict.safesearch = True
-        header = safesearch.youtube_header(host, settings.youtube)
-        if header is not None:
-            flow.request.headers[header[0]] = header[1]
-            verdict.safesearch = True
-
-
-class _LocalResponseData(http.ResponseData):
-    """ResponseData for responses this addon builds itself. mitmproxy type-checks every field of every
-    message in ``__debug__`` mode (the default), ~16 µs a response; ours are built from values of the
-    declared types (bytes, int, Headers, float), which tests check against that same type check."""
-
-    def __post_init__(self) -> None:
-        pass
-
-
-def _response(status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...]) -> http.Response:
-    """A response from bytes and ready-encoded headers, ~8× cheaper than ``Response.make`` (no text
-    encoding, header conversion or debug type check), which matters for a block page served at full
-    request rate. The same object ``Response.__init__`` builds, minus the check."""
-    now = time.time()
-    resp = http.Response.__new__(http.Response)
-    resp.data = _LocalResponseData(
-        http_version=b"HTTP/1.1", headers=http.Headers(headers + ((b"content-length", str(len(body)).encode()),)),
-        content=body, trailers=None, timestamp_start=now, timestamp_end=now, status_code=status,
-        reason=status_codes.RESPONSES.get(status, "").encode())
-    return resp
+    def _safesearch(flow: http.HTTPFlow, ruling: Ruling) -> bool:
+        """Apply the ruling's SafeSearch; whether anything was enforced."""
+        if ruling.safesearch_param is not None:
+            param, value = ruling.safesearch_param
+            path = safesearch.with_param(flow.request.path, param, value)
+            if path is not None:
+                flow.request.path = path
+            else:
+                query = flow.request.query
+                if query.get_all(param) != [value]:
+                    query[param] = value
+        if ruling.youtube_header is not None:
+            name, value = ruling.youtube_header
+            flow.request.headers[name] = value
+        return ruling.safesearch_param is not None or ruling.youtube_header is not None

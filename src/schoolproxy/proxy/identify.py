@@ -18,16 +18,20 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from mitmproxy import connection, http
 from mitmproxy.proxy import mode_specs
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from schoolproxy.identity.logons import Logon
 from schoolproxy.identity.profiles import Authenticator, Identity
 from schoolproxy.identity.signin_guard import SigninGuard
-from schoolproxy.snapshot import Engine, Snapshot
+from schoolproxy.metrics import Scraped
+from schoolproxy.snapshot import Snapshot, SnapshotHolder
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +62,18 @@ def _version(snap: Snapshot, username: str) -> object:
     return version(username) if version is not None else None
 
 
+class Logons(Protocol):
+    """Who is logged on where (the logon feed addon)."""
+
+    def lookup(self, ip: str) -> Logon | None: ...
+
+
 class Identify:
-    def __init__(self, engine: Engine):
-        self.engine = engine
+    def __init__(self, snapshots: SnapshotHolder, registry: CollectorRegistry, logons: Logons | None = None):
+        self.snapshots = snapshots
+        self.logons = logons
+        #: Sign-in outcomes beyond success, for the metrics.
+        self.signin_problems = {"failed": 0, "unverified": 0, "slowed": 0, "guessing_reports": 0}
         #: Identity fixed by CONNECT for every request inside that tunnel.
         self.by_conn: weakref.WeakKeyDictionary[connection.Client, Identity] = weakref.WeakKeyDictionary()
         #: The sign-in behind a tunnel's identity, so a reload that removes the user ends the tunnel's use.
@@ -73,6 +86,7 @@ class Identify:
         self._feed: dict[str, tuple[Logon, Snapshot, Identity]] = {}
         self.guard = SigninGuard()
         self._guard_settings: tuple[int, int] | None = None
+        registry.register(Scraped(self._metrics))
 
     # Hooks are synchronous on the common path (connection or credential already known) and return a
     # coroutine — which mitmproxy awaits — only when a password has to be checked: no coroutine per request.
@@ -87,7 +101,7 @@ class Identify:
         ident = self.by_conn.get(flow.client_conn)
         if ident is not None:
             entry = self._signed_in.get(flow.client_conn)
-            if entry is not None and entry.snap is not self.engine.snapshot and not self._still_valid(entry):
+            if entry is not None and entry.snap is not self.snapshots.snapshot and not self._still_valid(entry):
                 log.info("sign-in of %s withdrawn by a reload: its open connection is closed", entry.username)
                 del self.by_conn[flow.client_conn]
                 flow.kill()
@@ -100,13 +114,12 @@ class Identify:
         """Set ``flow.metadata[IDENTITY]`` or answer 407; returns a coroutine if a password must be checked.
 
         Precedence (SPEC 5.1): proxy authentication > logon feed > subnet map > fail-closed default."""
-        snap = self.engine.snapshot
+        snap = self.snapshots.snapshot
         assert snap is not None
         ip = flow.client_conn.peername[0]
         explicit = isinstance(flow.client_conn.proxy_mode, (mode_specs.RegularMode, mode_specs.UpstreamMode))
         header = take_proxy_authorization(flow.request.headers) if explicit else None
-        logons = self.engine.logons
-        logon = logons.lookup(ip) if logons is not None else None
+        logon = self.logons.lookup(ip) if self.logons is not None else None
         if header is not None and snap.authenticator is not None:
             # A browser repeats the same header on every request: its answer is found by the header
             # itself (an HMAC of it), without decoding it again.
@@ -126,13 +139,11 @@ class Identify:
             return self._apply(flow, snap, self._identity(snap, entry, logon), remember_connection, entry)
         if logon is not None:
             return self._apply(flow, snap, self._feed_identity(snap, logon), remember_connection)
-        ident = snap.subnets.lookup(ip)
-        if ident is None:
-            pa = snap.config.identity.proxy_auth
-            if explicit and snap.authenticator is not None and pa is not None and pa.required:
-                return self._challenge(flow, snap)
-            ident = snap.resolver.unidentified()
-        return self._apply(flow, snap, ident, remember_connection)
+        pa = snap.config.identity.proxy_auth
+        if explicit and snap.authenticator is not None and pa is not None and pa.required \
+                and snap.subnets.lookup(ip) is None:
+            return self._challenge(flow, snap)
+        return self._apply(flow, snap, snap.subnets.identity_of(ip), remember_connection)
 
     @staticmethod
     def _usable(entry: _Checked, snap: Snapshot) -> bool:
@@ -143,7 +154,7 @@ class Identify:
         return entry.snap is snap or _version(snap, entry.username) == entry.version
 
     def _still_valid(self, entry: _Checked) -> bool:
-        snap = self.engine.snapshot
+        snap = self.snapshots.snapshot
         return snap is not None and _version(snap, entry.username) == entry.version
 
     def _apply(self, flow: http.HTTPFlow, snap: Snapshot, ident: Identity | None, remember: bool,
@@ -196,13 +207,13 @@ class Identify:
         guard = self._guard(snap)
         delay = guard.delay(ip, time.monotonic())
         if delay:
-            self.engine.auth_stats["slowed"] += 1
+            self.signin_problems["slowed"] += 1
             await asyncio.sleep(delay)
         entry = await self._check(snap, key, *creds)
         if not entry.ok:
-            self.engine.auth_stats["failed"] += 1
+            self.signin_problems["failed"] += 1
             if guard.failed(ip, key, time.monotonic()):
-                self.engine.auth_stats["guessing_reports"] += 1
+                self.signin_problems["guessing_reports"] += 1
                 log.warning("possible password guessing from %s: %d different wrong sign-ins in %d s; "
                             "its sign-ins are slowed", ip, guard.failures(ip, time.monotonic()), int(guard.window))
         if flow.response is None:  # the client may have gone while we waited
@@ -259,7 +270,7 @@ class Identify:
         if stale is not None and stale.ok and not stale.unverified:
             stale.expires = retry_at
             return stale
-        self.engine.auth_stats["unverified"] += 1
+        self.signin_problems["unverified"] += 1
         return _Checked(retry_at, username, True, None, unverified=True)
 
     @staticmethod
@@ -275,6 +286,16 @@ class Identify:
              "Cache-Control": "no-store"},
         )
         return None
+
+
+    def _metrics(self) -> Iterable[Metric]:
+        signins = CounterMetricFamily("schoolproxy_signin_problems", "Proxy sign-ins that did not simply "
+                                      "succeed: failed (wrong password), unverified (directory down: default "
+                                      "profile), slowed (password guessing), guessing_reports.",
+                                      labels=["result"])
+        for result, n in self.signin_problems.items():
+            signins.add_metric([result], n)
+        yield signins
 
 
 def _verify(authenticator: Authenticator, username: str, password: str) -> tuple[bool | None, frozenset[str] | None]:

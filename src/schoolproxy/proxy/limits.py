@@ -25,13 +25,17 @@ import errno
 import logging
 import resource
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mitmproxy import connection, ctx, http, tcp, websocket
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from schoolproxy.metrics import Scraped
 from schoolproxy.proxy import mitmpatch
 from schoolproxy.proxy.identify import IDENTITY
-from schoolproxy.snapshot import Engine, Snapshot
+from schoolproxy.snapshot import Snapshot, SnapshotHolder
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +50,19 @@ class _Client:
 
 
 class Limits:
-    def __init__(self, engine: Engine):
-        self.engine = engine
+    def __init__(self, snapshots: SnapshotHolder, registry: CollectorRegistry):
+        self.snapshots = snapshots
         self._snap: Snapshot | None = None
         self._clients: dict[str, _Client] = {}      # client connection id → its address and state
         self._open: dict[str, int] = {}             # address → connections open
         self._unidentified: dict[str, int] = {}     # address → of those, not yet signed in
         self._signed_in_at: dict[str, float] = {}   # address → when it last carried a signed-in request
         self._logged: dict[tuple[str, str], float] = {}
-        self.refused = 0
+        #: Refusals by the limit that caused them (bounded label values, never an address).
+        self.refusals = {"connections": 0, "header-bytes": 0, "header-time": 0}
         self._out_of_descriptors = 0                # accepts refused in the current shortage
+        self.descriptor_shortages = 0
+        registry.register(Scraped(self._metrics))
         mitmpatch.limits.signed_in = self._signed_in
         mitmpatch.limits.refused = self._refused
 
@@ -84,7 +91,7 @@ class Limits:
 
     # -- connections ----------------------------------------------------------------------------------
     def client_connected(self, client: connection.Client) -> None:
-        if self._snap is not self.engine.snapshot:
+        if self._snap is not self.snapshots.snapshot:
             self._apply()  # a reload may have changed the limits
         if self._out_of_descriptors:
             log.warning("schoolproxy: accepting connections again (%d attempts waited while file descriptors "
@@ -111,7 +118,7 @@ class Limits:
 
     def _refuse(self, client: connection.Client, why: str) -> None:
         client.error = f"too many connections from {client.peername[0]}: {why}"
-        self._refused(client.peername[0], f"new connection refused: {why}")
+        self._refused(client.peername[0], "connections", f"new connection refused: {why}")
 
     def _signed_in(self, client: connection.Client) -> bool:
         state = self._clients.get(client.id)
@@ -155,12 +162,12 @@ class Limits:
 
     # -- settings and logging -------------------------------------------------------------------------
     def _settings(self):
-        snap = self.engine.snapshot
+        snap = self.snapshots.snapshot
         assert snap is not None, "schoolproxy configuration not loaded"
         return snap.config.proxy.limits
 
     def _apply(self) -> None:
-        snap = self.engine.snapshot
+        snap = self.snapshots.snapshot
         if snap is None:
             return
         self._snap = snap
@@ -176,8 +183,8 @@ class Limits:
         if changed:
             ctx.options.update(**changed)
 
-    def _refused(self, address: str, why: str) -> None:
-        self.refused += 1
+    def _refused(self, address: str, limit: str, why: str) -> None:
+        self.refusals[limit] = self.refusals.get(limit, 0) + 1
         now = time.monotonic()
         if now - self._logged.get((address, why), -LOG_EVERY) < LOG_EVERY:
             return
@@ -186,8 +193,19 @@ class Limits:
         self._logged[(address, why)] = now
         log.warning("schoolproxy: client %s: %s (said once a minute)", address, why)
 
+    def _metrics(self) -> Iterable[Metric]:
+        refused = CounterMetricFamily("schoolproxy_client_limit_refusals", "Connections and requests refused "
+                                      "by proxy.limits, by limit.", labels=["limit"])
+        for limit, n in self.refusals.items():
+            refused.add_metric([limit], n)
+        yield refused
+        yield GaugeMetricFamily("schoolproxy_client_connections", "Client connections open.", len(self._clients))
+        yield CounterMetricFamily("schoolproxy_descriptor_shortages", "Times the proxy ran out of file "
+                                  "descriptors and new connections had to wait.", self.descriptor_shortages)
+
     def _descriptor_shortage(self, exc: OSError) -> None:
         if not self._out_of_descriptors:
+            self.descriptor_shortages += 1
             soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
             log.error("schoolproxy: out of file descriptors (%s; limit %d): new connections wait until some "
                       "close; connections already open are served. Raise LimitNOFILE in the service unit, "

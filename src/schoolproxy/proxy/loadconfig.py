@@ -15,18 +15,24 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from collections.abc import Iterable
+
 from mitmproxy import ctx, exceptions
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from schoolproxy.config import ConfigError
+from schoolproxy.metrics import Scraped
 from schoolproxy.private import exposed, private_dir
-from schoolproxy.snapshot import Engine
+from schoolproxy.snapshot import SnapshotHolder
 
 log = logging.getLogger(__name__)
 
 
 class LoadConfig:
-    def __init__(self, engine: Engine):
-        self.engine = engine
+    def __init__(self, snapshots: SnapshotHolder, registry: CollectorRegistry):
+        self.snapshots = snapshots
+        registry.register(Scraped(self._metrics))
 
     def load(self, loader) -> None:
         loader.add_option("schoolproxy_config", str, "config/schoolproxy.yaml",
@@ -37,7 +43,7 @@ class LoadConfig:
             return
         path = Path(ctx.options.schoolproxy_config)
         try:
-            snap = self.engine.load(path)
+            snap = self.snapshots.load(path)
         except ConfigError as e:
             raise exceptions.OptionsError(f"schoolproxy: configuration refused:\n{e}") from None
         for warning in snap.policy.warnings + exposed(snap.config):
@@ -59,6 +65,28 @@ class LoadConfig:
         changed = {k: v for k, v in wanted.items() if getattr(ctx.options, k) != v}
         if changed:
             ctx.options.update(**changed)
+
+
+    def _metrics(self) -> Iterable[Metric]:
+        """What the running snapshot holds: its lists, when it was loaded, its directory's health."""
+        snap = self.snapshots.snapshot
+        entries = GaugeMetricFamily("schoolproxy_list_entries", "Entries in the loaded lists, by category.",
+                                    labels=["category"])
+        if snap is not None:
+            stats = snap.lists.stats
+            for c in snap.lists.categories:
+                entries.add_metric([c], stats.domains.get(c, 0) + stats.urls.get(c, 0))
+        yield entries
+        if snap is None:
+            return
+        yield GaugeMetricFamily("schoolproxy_config_loaded_timestamp_seconds",
+                                "When the running configuration was loaded.", value=snap.loaded_at)
+        directory = snap.directory
+        if directory is not None:
+            yield GaugeMetricFamily("schoolproxy_directory_up", "1 if the directory (AD/LDAP) answered the "
+                                    "last time it was asked, else 0.", value=1 if directory.up else 0)
+            yield CounterMetricFamily("schoolproxy_directory_errors", "Directory calls that failed "
+                                      "(unreachable, timeout, service account refused).", value=directory.errors)
 
 
 def upstream_mismatch(upstream: str | None, modes: list[str]) -> str | None:

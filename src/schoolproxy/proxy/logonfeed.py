@@ -18,13 +18,17 @@ import hmac
 import json
 import logging
 import threading
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
 from mitmproxy import exceptions
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from schoolproxy.identity.logons import LogonError, LogonTable
-from schoolproxy.snapshot import Engine
+from schoolproxy.identity.logons import Logon, LogonError, LogonTable
+from schoolproxy.metrics import Scraped
+from schoolproxy.snapshot import SnapshotHolder
 
 log = logging.getLogger(__name__)
 
@@ -33,24 +37,34 @@ FOLLOW_SECONDS = 0.5  # how soon a logon reaches the workers that do not run the
 
 
 class LogonFeed:
-    def __init__(self, engine: Engine):
-        self.engine = engine
+    def __init__(self, snapshots: SnapshotHolder, registry: CollectorRegistry, worker: int = 0):
+        self.snapshots = snapshots
+        #: This process's number among ``schoolproxy run --workers N``: worker 0 runs the feed, others follow.
+        self.worker = worker
+        #: ip → user, when the config enables the feed.
+        self.logons: LogonTable | None = None
         self.server: ThreadingHTTPServer | None = None
         self.stats = {"logon": 0, "logoff": 0, "rejected": 0}
         self._following: threading.Event | None = None
+        registry.register(Scraped(self._metrics))
+
+    def lookup(self, ip: str) -> Logon | None:
+        """The live logon on this client address, if the feed is on and has one."""
+        logons = self.logons
+        return logons.lookup(ip) if logons is not None else None
 
     def configure(self, updated: set[str]) -> None:
         if "schoolproxy_config" not in updated or self.server is not None:
             return
-        snap = self.engine.snapshot
+        snap = self.snapshots.snapshot
         if snap is None or snap.config.identity.logon_feed is None:
             return
         feed = snap.config.identity.logon_feed
         table = LogonTable(feed.ttl_hours * 3600, snap.config.path(feed.state_file))
-        if not self.engine.primary:
+        if self.worker != 0:
             # Another worker runs the feed and saves the table; follow its file.
             table.refresh()
-            self.engine.logons = table
+            self.logons = table
             self._following = threading.Event()
             threading.Thread(target=self._follow, args=(table,), name="logon-follow", daemon=True).start()
             return
@@ -62,8 +76,7 @@ class LogonFeed:
             raise exceptions.OptionsError(
                 f"schoolproxy: cannot listen for the logon feed on {feed.listen}: {e.strerror}") from None
         self.server.daemon_threads = True
-        self.engine.logons = table
-        self.engine.logon_feed = self
+        self.logons = table
         threading.Thread(target=self.server.serve_forever, name="logon-feed", daemon=True).start()
         log.info("schoolproxy: logon feed on http://%s/ (%d live logons restored)", feed.listen, restored)
 
@@ -81,13 +94,14 @@ class LogonFeed:
 
     # -- called from the server's threads ---------------------------------------------------------------
     def authorised(self, header: str | None) -> bool:
-        secret = self.engine.snapshot.logon_secret if self.engine.snapshot else None
+        snap = self.snapshots.snapshot
+        secret = snap.logon_secret if snap else None
         if not secret or not header or not header.startswith("Bearer "):
             return False
         return hmac.compare_digest(header[7:].strip().encode("utf-8", "replace"), secret.encode("utf-8"))
 
     def apply(self, action: str, fields: dict[str, str], peer: str) -> dict:
-        table = self.engine.logons
+        table = self.logons
         assert table is not None
         user = fields.get("user")
         if not user:
@@ -97,12 +111,24 @@ class LogonFeed:
             cleared = table.logoff(user, ip)
             self.stats["logoff"] += 1
             return {"ok": True, "cleared": cleared}
-        snap = self.engine.snapshot
+        snap = self.snapshots.snapshot
         groups = snap.directory.groups(user) if snap is not None and snap.directory is not None else None
         entry = table.logon(user, ip, fields.get("device"), groups=groups)
         self.stats["logon"] += 1
         log.info("logon feed: %s on %s%s", entry.user, entry.ip, f" ({entry.device})" if entry.device else "")
         return {"ok": True, "user": entry.user, "ip": entry.ip, "device": entry.device, "expires": entry.expires}
+
+
+    def _metrics(self) -> Iterable[Metric]:
+        if self.logons is not None:
+            yield GaugeMetricFamily("schoolproxy_logon_feed_live", "Client addresses with a live logon.",
+                                    value=len(self.logons.live()))
+        if self.server is not None:
+            calls = CounterMetricFamily("schoolproxy_logon_feed_calls", "Logon feed calls, by result.",
+                                        labels=["result"])
+            for result, n in self.stats.items():
+                calls.add_metric([result], n)
+            yield calls
 
 
 def _handler(feed: LogonFeed) -> type[BaseHTTPRequestHandler]:
@@ -119,7 +145,7 @@ def _handler(feed: LogonFeed) -> type[BaseHTTPRequestHandler]:
                 return self._reply(404, {"error": "not found"})
             if not self._authorised():
                 return None
-            table = feed.engine.logons
+            table = feed.logons
             live = table.live() if table is not None else []
             return self._reply(200, {"logons": [{"user": e.user, "ip": e.ip, "device": e.device,
                                                  "since": e.since, "expires": e.expires} for e in live]})

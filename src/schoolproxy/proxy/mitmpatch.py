@@ -49,8 +49,8 @@ class HeadLimits:
     header_timeout: float = 20.0
     #: Has this client connection (or its address, lately) carried an identified request?
     signed_in: Callable[[connection.Client], bool] = lambda client: False
-    #: Told once a connection is refused: (client address, why).
-    refused: Callable[[str, str], None] = lambda address, why: None
+    #: Told when a connection is refused: (client address, which limit, why).
+    refused: Callable[[str, str, str], None] = lambda address, limit, why: None
 
 
 limits = HeadLimits()
@@ -81,7 +81,7 @@ def _bound_request_side(self: _http1.Http1Server):
         return
     most = limits.head_bytes if limits.signed_in(client) else limits.head_bytes_before_signin
     if len(self.buf) > most:
-        limits.refused(client.peername[0], f"request head over {most} bytes")
+        limits.refused(client.peername[0], "header-bytes", f"request head over {most} bytes")
         yield from _answer_and_close(self, 431, "Request Header Fields Too Large",
                                      f"The request's headers are larger than {most} bytes.\n")
         return
@@ -90,7 +90,8 @@ def _bound_request_side(self: _http1.Http1Server):
     if since is None:
         self._schoolproxy_head_since = now
     elif now - since > limits.header_timeout:
-        limits.refused(client.peername[0], f"request head not complete within {limits.header_timeout:g} s")
+        limits.refused(client.peername[0], "header-time",
+                       f"request head not complete within {limits.header_timeout:g} s")
         yield from _answer_and_close(self, 408, "Request Timeout",
                                      f"The request's headers did not arrive within {limits.header_timeout:g} s.\n")
 

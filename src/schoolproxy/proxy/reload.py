@@ -7,23 +7,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Iterable
 
 from mitmproxy import ctx
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from schoolproxy.config import ConfigError
+from schoolproxy.metrics import Scraped
 from schoolproxy.proxy.heap import freeze_heap
 from schoolproxy.proxy.loadconfig import upstream_mismatch
-from schoolproxy.snapshot import Engine
+from schoolproxy.snapshot import SnapshotHolder
 
 log = logging.getLogger(__name__)
 
 
 class Reload:
-    def __init__(self, engine: Engine):
-        self.engine = engine
+    def __init__(self, snapshots: SnapshotHolder, registry: CollectorRegistry):
+        self.snapshots = snapshots
+        self.reloads = {"ok": 0, "refused": 0}
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
         self._refused_state: object = None
+        registry.register(Scraped(self._metrics))
 
     def load(self, loader) -> None:
         loader.add_option("schoolproxy_reload_ms", int, 2000,
@@ -54,39 +60,47 @@ class Reload:
             await asyncio.sleep(interval)
             try:
                 # A few hundred stat() calls with a full UT1 tree: off the event loop.
-                if await asyncio.to_thread(self.engine.changed):
+                if await asyncio.to_thread(self.snapshots.changed):
                     await self.reload("file change")
             except Exception:  # never let one bad check end the watching
                 log.exception("schoolproxy: checking for changed files failed")
 
     async def reload(self, why: str, force: bool = False) -> bool:
         async with self._lock:
-            state = await asyncio.to_thread(self.engine.file_state)
+            state = await asyncio.to_thread(self.snapshots.file_state)
             if not force and state == self._refused_state:
                 return False  # already refused this exact set of files; wait for the next edit
             try:
-                snap = await asyncio.to_thread(self.engine.build)
+                snap = await asyncio.to_thread(self.snapshots.build)
             except ConfigError as e:
                 self._refused_state = state
-                self.engine.reloads["refused"] += 1
+                self.reloads["refused"] += 1
                 log.error("schoolproxy: reload (%s) REFUSED — still serving the previous configuration:\n%s",
                           why, e)
                 return False
             except Exception:
                 self._refused_state = state
-                self.engine.reloads["refused"] += 1
+                self.reloads["refused"] += 1
                 log.exception("schoolproxy: reload (%s) failed — still serving the previous configuration", why)
                 return False
             problem = upstream_mismatch(snap.config.proxy.upstream, list(ctx.options.mode))
             if problem:
                 self._refused_state = state
-                self.engine.reloads["refused"] += 1
+                self.reloads["refused"] += 1
                 log.error("schoolproxy: reload (%s) REFUSED — still serving the previous configuration: %s; "
                           "changing the upstream filter needs a restart", why, problem)
                 return False
-            self.engine.swap(snap)
+            self.snapshots.swap(snap)
+            self.reloads["ok"] += 1
             self._refused_state = None
             freeze_heap()
             log.info("schoolproxy: reloaded (%s): %d profiles, %d list entries", why,
                      len(snap.policy.profiles), len(snap.lists))
             return True
+
+    def _metrics(self) -> Iterable[Metric]:
+        reloads = CounterMetricFamily("schoolproxy_config_reloads", "Configuration reloads, by result.",
+                                      labels=["result"])
+        for result, n in self.reloads.items():
+            reloads.add_metric([result], n)
+        yield reloads

@@ -21,7 +21,6 @@ SIGTERM/SIGINT (clean shutdown: every worker flushes its records) and restarts a
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -31,23 +30,6 @@ import time
 from schoolproxy.snapshot import WORKER_ENV
 
 RESTART_LIMIT = 5  # a worker dying this many times within a minute stops the proxy
-
-
-def listen_with_reuse_port() -> None:
-    """Make mitmproxy's TCP proxy servers bind with SO_REUSEPORT (in a worker process only)."""
-    from mitmproxy.proxy import mode_servers
-
-    original = mode_servers.AsyncioServerInstance.listen
-    if getattr(original, "reuse_port", False):
-        return
-
-    async def listen(self, host, port):
-        if self.mode.transport_protocol != "tcp" or not port:
-            return await original(self, host, port)
-        return [await asyncio.start_server(self.handle_stream, host or None, port, reuse_port=True)]
-
-    listen.reuse_port = True  # type: ignore[attr-defined]
-    mode_servers.AsyncioServerInstance.listen = listen
 
 
 def supervise(argv: list[str], workers: int) -> int:

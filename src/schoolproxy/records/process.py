@@ -29,7 +29,6 @@ import dataclasses
 import json
 import logging
 import marshal
-import operator
 import os
 import select
 import signal
@@ -53,8 +52,6 @@ HANDOFF = 0.1           # seconds between hand-offs to the writer process
 REPORT = 0.2            # seconds between the writer process's reports
 RESTART_BACKOFF = (1.0, 30.0)
 _HEADER = struct.Struct("<IQ")  # frame length, records handed off up to and including this frame
-_FIELDS = tuple(f.name for f in dataclasses.fields(Verdict))
-_as_tuple = operator.attrgetter(*_FIELDS)
 COUNTERS = ("written", "spooled", "replayed", "dropped", "db_errors", "batches")
 
 
@@ -144,7 +141,7 @@ class WriterProcess:
             self._spool_verdicts(verdicts)  # the writer process is behind, dead or hung
             return
         try:
-            payload = marshal.dumps([_as_tuple(v) for v in verdicts])
+            payload = marshal.dumps(list(map(tuple, verdicts)))
         except (ValueError, TypeError) as e:  # a field of an unexpected type: keep the records anyway
             log.error("schoolproxy: records could not be handed to the writer process, spooled instead: %s", e)
             self._spool_verdicts(verdicts)

@@ -169,11 +169,11 @@ class RecordWriter:
         reg = self._register
         if reg is None:
             return
-        for v in batch:
+        for i, v in enumerate(batch):
             if v.person is None and v.username is not None and v.username in reg:
                 visit = reg.who(v.username, dt.datetime.fromtimestamp(v.time, UTC))
                 if visit is not None:
-                    v.person = visit.person
+                    batch[i] = v._replace(person=visit.person)
 
     def _write(self, rows: list[dict]) -> None:
         if not self._db_ok and time.monotonic() < self._retry_at:

@@ -1,13 +1,13 @@
-"""The engine's snapshot and its change detection: which edits make the file watcher reload."""
+"""The running snapshot and its change detection: which edits make the file watcher reload."""
 
 import os
 
-import schoolproxy.snapshot as engine_module
-from schoolproxy.snapshot import Engine
+import schoolproxy.snapshot as snapshot_module
+from schoolproxy.snapshot import SnapshotHolder
 
 
-def loaded(school) -> Engine:
-    e = Engine()
+def loaded(school) -> SnapshotHolder:
+    e = SnapshotHolder()
     e.load(school)
     return e
 
@@ -43,17 +43,17 @@ def test_a_rewrite_within_one_clock_tick_is_a_change(school):
 def test_an_edit_made_while_the_snapshot_was_being_built_is_not_missed(school, monkeypatch):
     # The files are stamped before they are read, so an edit landing during the build (after the config
     # was read) still differs from the snapshot's stamp and the watcher reloads again.
-    real = engine_module.load_config
+    real = snapshot_module.load_config
 
     def load_then_edit(path):
         config = real(path)
         school.write_text(school.read_text().replace("school: Test Primary", "school: Test Primary School"))
         return config
 
-    monkeypatch.setattr(engine_module, "load_config", load_then_edit)
+    monkeypatch.setattr(snapshot_module, "load_config", load_then_edit)
     e = loaded(school)
     assert e.snapshot.config.school == "Test Primary"
-    monkeypatch.setattr(engine_module, "load_config", real)
+    monkeypatch.setattr(snapshot_module, "load_config", real)
     assert e.changed()
     e.swap(e.build())
     assert e.snapshot.config.school == "Test Primary School"

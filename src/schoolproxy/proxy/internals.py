@@ -1,0 +1,155 @@
+"""Everything that relies on mitmproxy's private API, in one place. Each has a test in
+tests/test_internals.py that fails if the pinned mitmproxy (>=12.2,<13) changes underneath it.
+
+- :class:`HookIndex` and :func:`master_with_hook_index`: the lean master's event dispatch. mitmproxy's stock manager walks every addon for
+  every event (a generator, a ``getattr``, a context manager and a coroutine each), including the
+  ``update`` event that follows each flow event and that no gateway addon handles; this resolves each
+  event's handlers once. Relies on ``AddonManager``'s ``chain``, ``register``/``add``/``remove``/``clear``,
+  ``trigger_event``/``handle_lifecycle``, ``addonmanager.traverse``/``safecall``, and on the master
+  wiring its manager to option changes (``_configure_all``) and uninstalling ``_termlog_addon``.
+- :func:`local_response`: a response built from bytes without ``Response.__init__``, whose debug-mode
+  type check of every field costs more than the rest of a block page. Relies on the fields of
+  ``ResponseData`` and on ``Response`` keeping its state in ``.data``.
+- :func:`listen_with_reuse_port`: ``--workers N`` processes binding one port (SO_REUSEPORT). Relies on
+  ``AsyncioServerInstance.listen(host, port)`` returning its asyncio servers and on ``handle_stream``.
+
+The bounds on what a client can make mitmproxy's HTTP/1 layers hold (head size and time, bodies of
+requests answered here, trailers) change those layers' private methods: :mod:`.mitmpatch`, tested in
+tests/test_mitmpatch.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from typing import Any, Callable
+
+from mitmproxy import addonmanager, exceptions, flow, hooks, http, master, options
+from mitmproxy.addons import termlog
+from mitmproxy.net.http import status_codes
+
+
+class HookIndex(addonmanager.AddonManager):
+    """mitmproxy's addon manager with each event's handlers resolved once, not on every event.
+
+    Same semantics as the stock manager: chain order, children after their parent, sync and async
+    handlers, ``AddonHalt`` stopping the rest, an exception in one top-level addon logged and the next
+    one still called. The index is rebuilt whenever the chain changes (add, register, remove, clear);
+    an addon that swaps its own ``addons`` list later must not be used with it (the lean master has none).
+    """
+
+    def __init__(self, master):
+        super().__init__(master)
+        self._index: dict[str, list[list[Callable[..., Any]]]] = {}
+
+    def register(self, addon):
+        try:
+            return super().register(addon)
+        finally:
+            self._index.clear()
+
+    def add(self, *addons):
+        super().add(*addons)
+        self._index.clear()
+
+    def remove(self, addon):
+        super().remove(addon)
+        self._index.clear()
+
+    def clear(self):
+        super().clear()
+        self._index.clear()
+
+    def handlers(self, name: str) -> list[list[Callable[..., Any]]]:
+        """Per top-level addon, the callables handling event ``name`` (addons without one left out)."""
+        groups = self._index.get(name)
+        if groups is None:
+            groups = []
+            for top in self.chain:
+                funcs = [f for a in addonmanager.traverse([top]) if callable(f := getattr(a, name, None))]
+                if funcs:
+                    groups.append(funcs)
+            self._index[name] = groups
+        return groups
+
+    async def trigger_event(self, event: hooks.Hook) -> None:
+        groups = self.handlers(event.name)
+        if not groups:
+            return
+        args = event.args()
+        for funcs in groups:
+            # safecall()'s semantics without entering it for every addon on every event: only an error
+            # goes through it, to be reported the same way.
+            try:
+                for func in funcs:
+                    res = func(*args)
+                    if res is not None and inspect.isawaitable(res):
+                        await res
+            except exceptions.AddonHalt:
+                return
+            except exceptions.OptionsError:
+                raise
+            except Exception as e:
+                _report(e)
+
+    async def handle_lifecycle(self, event: hooks.Hook) -> None:
+        await self.trigger_event(event)
+        if self.handlers("update"):
+            args = event.args()
+            if args and isinstance(args[0], flow.Flow):
+                await self.trigger_event(hooks.UpdateHook([args[0]]))
+
+
+def master_with_hook_index(opts: options.Options) -> master.Master:
+    """A master whose addons are dispatched by :class:`HookIndex`, with mitmproxy's terminal log
+    installed as ``Master(with_termlog=True)`` would (and uninstalled by its ``done``)."""
+    m = master.Master(opts, with_termlog=False)
+    opts.changed.disconnect(m.addons._configure_all)  # the stock manager it replaces (still empty)
+    m.addons = HookIndex(m)
+    m._termlog_addon = termlog.TermLog()
+    m.addons.add(m._termlog_addon)
+    return m
+
+
+def _report(error: Exception) -> None:
+    """Log an addon's error exactly as mitmproxy's safecall() does (message, cut traceback)."""
+    with addonmanager.safecall():
+        raise error
+
+
+class LocalResponseData(http.ResponseData):
+    """ResponseData for responses built here, without the debug-mode type check of every field: they
+    are built from values of the declared types (bytes, int, Headers, float)."""
+
+    def __post_init__(self) -> None:
+        pass
+
+
+def local_response(status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...]) -> http.Response:
+    """The object ``Response.make`` would build, from bytes and ready-encoded headers, without its text
+    encoding, header conversion and type check (~8x cheaper for a block page)."""
+    now = time.time()
+    resp = http.Response.__new__(http.Response)
+    resp.data = LocalResponseData(
+        http_version=b"HTTP/1.1", headers=http.Headers(headers + ((b"content-length", str(len(body)).encode()),)),
+        content=body, trailers=None, timestamp_start=now, timestamp_end=now, status_code=status,
+        reason=status_codes.RESPONSES.get(status, "").encode())
+    return resp
+
+
+def listen_with_reuse_port() -> None:
+    """Make mitmproxy's TCP proxy servers bind with SO_REUSEPORT (in a ``--workers`` process only)."""
+    from mitmproxy.proxy import mode_servers
+
+    original = mode_servers.AsyncioServerInstance.listen
+    if getattr(original, "reuse_port", False):
+        return
+
+    async def listen(self, host, port):
+        if self.mode.transport_protocol != "tcp" or not port:
+            return await original(self, host, port)
+        return [await asyncio.start_server(self.handle_stream, host or None, port, reuse_port=True)]
+
+    listen.reuse_port = True  # type: ignore[attr-defined]
+    mode_servers.AsyncioServerInstance.listen = listen

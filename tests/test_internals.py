@@ -1,0 +1,212 @@
+"""mitmproxy's private API, used in one module (proxy/internals.py): each use checked against the pinned
+mitmproxy, so an upgrade that changes what it relies on fails here rather than in production."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import socket
+from unittest import mock
+
+import pytest
+from mitmproxy import addonmanager, exceptions, hooks, http, master, options
+from mitmproxy.http import HTTPFlow
+from mitmproxy.proxy import mode_servers
+from mitmproxy.proxy.layers.http import HttpRequestHook
+from mitmproxy.test import tflow
+
+from schoolproxy.proxy import internals
+from schoolproxy.proxy.internals import HookIndex, listen_with_reuse_port, local_response, master_with_hook_index
+
+
+# -- HookIndex: the lean master's dispatch ------------------------------------------------------------
+class Recorder:
+    def __init__(self, name: str, calls: list, fail: bool = False, halt: bool = False):
+        self.name, self.calls, self.fail, self.halt = name, calls, fail, halt
+
+    def request(self, f: HTTPFlow) -> None:
+        self.calls.append(self.name)
+        if self.fail:
+            raise RuntimeError(f"{self.name} broke")
+        if self.halt:
+            raise exceptions.AddonHalt()
+
+
+class AsyncRecorder(Recorder):
+    async def request(self, f: HTTPFlow) -> None:
+        self.calls.append(self.name)
+
+
+class Parent(Recorder):
+    def __init__(self, name, calls, children):
+        super().__init__(name, calls)
+        self.addons = children
+
+
+class Updates:
+    def __init__(self):
+        self.seen = []
+
+    def update(self, flows):
+        self.seen.extend(flows)
+
+
+async def dispatch(*addons) -> master.Master:
+    m = master.Master(options.Options())
+    m.addons = HookIndex(m)
+    m.addons.add(*addons)
+    f = tflow.tflow()
+    await m.addons.handle_lifecycle(HttpRequestHook(f))
+    return m
+
+
+async def test_chain_order_children_after_parent_and_async_handlers():
+    calls = []
+    await dispatch(Parent("p", calls, [Recorder("c1", calls), AsyncRecorder("c2", calls)]), Recorder("b", calls))
+    assert calls == ["p", "c1", "c2", "b"]
+
+
+async def test_an_addon_error_is_logged_and_the_next_addon_still_runs(caplog):
+    calls = []
+    with caplog.at_level(logging.ERROR):
+        await dispatch(Recorder("a", calls, fail=True), Recorder("b", calls))
+    assert calls == ["a", "b"]
+    assert "Addon error: a broke" in caplog.text
+    # mitmproxy's report, with the traceback down to where the addon raised
+    assert "Traceback" in caplog.text and 'raise RuntimeError(f"{self.name} broke")' in caplog.text
+
+
+async def test_addon_halt_stops_the_rest():
+    calls = []
+    await dispatch(Recorder("a", calls, halt=True), Recorder("b", calls))
+    assert calls == ["a"]
+
+
+async def test_an_addon_added_later_gets_events_and_a_removed_one_does_not():
+    calls = []
+    first = Recorder("first", calls)
+    m = await dispatch(first)
+    late = Recorder("late", calls)
+    m.addons.add(late)
+    m.addons.remove(first)
+    await m.addons.handle_lifecycle(HttpRequestHook(tflow.tflow()))
+    assert calls == ["first", "late"]
+
+
+async def test_update_follows_a_flow_event_only_when_someone_listens():
+    u = Updates()
+    m = await dispatch(u)
+    assert len(u.seen) == 1
+    await m.addons.handle_lifecycle(hooks.RunningHook())  # not a flow: no update
+    assert len(u.seen) == 1
+
+
+
+async def test_the_same_calls_as_mitmproxys_stock_manager(caplog):
+    # The whole point of HookIndex: dispatch exactly as AddonManager does, for the same chain.
+    async def run(manager_class) -> list:
+        calls = []
+        m = master.Master(options.Options())
+        m.addons = manager_class(m)
+        m.addons.add(Parent("p", calls, [Recorder("c1", calls, fail=True), AsyncRecorder("c2", calls)]),
+                     Recorder("b", calls), AsyncRecorder("c", calls), Recorder("h", calls, halt=True),
+                     Recorder("after-halt", calls))
+        await m.addons.handle_lifecycle(HttpRequestHook(tflow.tflow()))
+        return calls
+    with caplog.at_level(logging.ERROR):
+        assert await run(HookIndex) == await run(addonmanager.AddonManager) == ["p", "c1", "b", "c", "h"]
+
+
+def test_the_stock_manager_still_has_what_hookindex_overrides_and_uses():
+    for name in ("chain", "register", "add", "remove", "clear", "trigger_event", "handle_lifecycle", "get"):
+        assert hasattr(addonmanager.AddonManager, name) or name == "chain", name
+    assert list(inspect.signature(addonmanager.AddonManager.trigger_event).parameters) == ["self", "event"]
+    assert list(inspect.signature(addonmanager.AddonManager.handle_lifecycle).parameters) == ["self", "event"]
+    assert callable(addonmanager.traverse) and callable(addonmanager.safecall)
+    assert hooks.UpdateHook([]).args() == [[]]
+
+
+async def test_master_with_hook_index_replaces_the_stock_manager_and_its_option_wiring():
+    opts = options.Options()
+    m = master_with_hook_index(opts)
+    assert isinstance(m.addons, HookIndex) and m.addons.get("termlog") is m._termlog_addon
+    seen = []
+
+    class Option:
+        def load(self, loader):
+            loader.add_option("probe", int, 0, "test option")
+
+        def configure(self, updated):
+            seen.append(set(updated))
+
+    m.addons.add(Option())
+    opts.update(probe=1)
+    assert seen == [{"probe"}]                     # an option change reaches the addon, once
+    with mock.patch.object(m._termlog_addon, "uninstall") as uninstall:
+        await m.done()                             # the master uninstalls the terminal log it was given
+    uninstall.assert_called_once()
+
+
+# -- local_response: a response without Response.__init__ ---------------------------------------------
+def test_response_data_has_the_fields_local_response_fills():
+    import dataclasses
+    names = {f.name for f in dataclasses.fields(http.ResponseData)}
+    assert names == {"http_version", "headers", "content", "trailers", "timestamp_start", "timestamp_end",
+                     "status_code", "reason"}
+    with pytest.raises(TypeError):  # the debug check local_response skips still exists (and is what it skips)
+        http.ResponseData(http_version="HTTP/1.1", headers=http.Headers(), content=b"", trailers=None,
+                          timestamp_start=0.0, timestamp_end=0.0, status_code=200, reason=b"OK")
+
+
+def test_local_response_is_what_response_make_builds():
+    body = "<p>blocked</p>".encode()
+    ours = local_response(403, body, ((b"content-type", b"text/html; charset=utf-8"),))
+    theirs = http.Response.make(403, body, {"content-type": "text/html; charset=utf-8"})
+    assert isinstance(ours.data, http.ResponseData)
+    http.MessageData.__post_init__(ours.data)  # every field passes mitmproxy's own type check
+    ours.timestamp_start = ours.timestamp_end = theirs.timestamp_start = theirs.timestamp_end = 1.0
+    assert ours.get_state() == theirs.get_state()
+    assert (ours.status_code, ours.reason, ours.content, ours.headers["content-length"]) == (403, "Forbidden", body,
+                                                                                             str(len(body)))
+
+
+# -- listen_with_reuse_port: --workers N on one port ----------------------------------------------------
+def test_asyncio_server_instance_listen_is_what_the_patch_replaces():
+    listen = mode_servers.AsyncioServerInstance.listen
+    assert inspect.iscoroutinefunction(listen)
+    assert list(inspect.signature(listen).parameters) == ["self", "host", "port"]
+    assert callable(getattr(mode_servers.AsyncioServerInstance, "handle_stream", None))
+
+
+async def test_two_workers_listen_on_one_port(monkeypatch):
+    monkeypatch.setattr(mode_servers.AsyncioServerInstance, "listen", mode_servers.AsyncioServerInstance.listen)
+    listen_with_reuse_port()
+    listen_with_reuse_port()  # idempotent
+    manager = mock.Mock(connections={})
+    instances = [mode_servers.ServerInstance.make("regular", manager) for _ in range(2)]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    servers = [srv for inst in instances for srv in await inst.listen("127.0.0.1", port)]
+    try:
+        assert len(servers) == 2 and all(srv.sockets[0].getsockname()[1] == port for srv in servers)
+        _, writer = await asyncio.open_connection("127.0.0.1", port)  # accepted by one of them
+        writer.close()
+    finally:
+        for srv in servers:
+            srv.close()
+
+
+async def test_without_the_patch_a_second_listener_is_refused():
+    # What the patch is for: the stock listen() cannot share a port.
+    manager = mock.Mock(connections={})
+    first, second = (mode_servers.ServerInstance.make("regular", manager) for _ in range(2))
+    assert not getattr(mode_servers.AsyncioServerInstance.listen, "reuse_port", False)
+    servers = await first.listen("127.0.0.1", 0)
+    try:
+        with pytest.raises(OSError):
+            await second.listen("127.0.0.1", servers[0].sockets[0].getsockname()[1])
+    finally:
+        for srv in servers:
+            srv.close()
