@@ -173,3 +173,32 @@ def test_block_response_passes_mitmproxys_own_type_check(addon):
     assert (resp.http_version, resp.status_code, resp.reason) == ("HTTP/1.1", 403, "Forbidden")
     assert resp.headers["content-length"] == str(len(resp.raw_content))
     assert http.Response.from_state(resp.get_state()).get_state() == resp.get_state()  # serialisable as usual
+
+
+def test_an_absolute_target_inside_an_allowed_tunnel_is_decided_and_recorded_by_its_own_name(addon):
+    # curl --request-target https://www.socialsite.test/ https://learning.test/: mitmproxy sets the
+    # request's host to the tunnel's, but the request line still names the other site.
+    f = request_flow("https://learning.test/")
+    f.request.authority = "www.socialsite.test"
+    with taddons.context(addon):
+        addon.requestheaders(f)
+        addon.response(f)
+    [v] = addon.published
+    assert f.response.status_code == 403 and (v.host, v.action) == ("www.socialsite.test", "block")
+
+
+def test_a_second_host_header_must_pass_too(addon):
+    f = request_flow("http://learning.test/")
+    f.request.headers.fields = ((b"Host", b"learning.test"), (b"Host", b"socialsite.test"))
+    with taddons.context(addon):
+        addon.requestheaders(f)
+    assert f.response.status_code == 403
+
+
+def test_an_address_the_name_resolved_to_is_a_fact_of_the_request(addon):
+    from schoolproxy.proxy.localguard import RESOLVED
+    f = request_flow("http://sneaky.example/metrics", STAFF)
+    f.metadata[RESOLVED] = ("127.0.0.1",)
+    with taddons.context(addon):
+        addon.requestheaders(f)
+    assert f.response.status_code == 403 and b"gateway" in f.response.content

@@ -186,3 +186,32 @@ async def test_a_removed_users_open_tunnel_is_closed_at_the_reload(addon, school
         inner.client_conn = connect.client_conn
         await call(addon.requestheaders, inner)
     assert inner.error is not None and IDENTITY not in inner.metadata
+
+
+async def test_parallel_guesses_take_turns_and_are_bounded(addon, monkeypatch):
+    # 40 guesses sent at once used to be checked at once (the slow-down was computed as each arrived).
+    import asyncio
+    checked = []
+    real = addon.snapshots.snapshot.authenticator.check
+    monkeypatch.setattr(addon.snapshots.snapshot.authenticator, "check", lambda u, p: checked.append(p) or real(u, p))
+    monkeypatch.setattr(asyncio, "sleep", _no_sleep)  # the slow-down's waits, without waiting
+    flows = [flow_with(basic("pupil1", f"guess{i}")) for i in range(40)]
+    with taddons.context(addon):
+        await asyncio.gather(*(call(addon.requestheaders, f) for f in flows))
+    assert all(f.response.status_code == 407 for f in flows)
+    assert len(checked) <= 9  # one checking, 8 waiting; the rest refused without a check
+    assert addon.signin_problems["slowed"] >= 31
+
+
+async def test_one_accounts_guesses_from_many_addresses_are_slowed(addon, monkeypatch):
+    import asyncio
+    slept = []
+    monkeypatch.setattr(asyncio, "sleep", lambda d: slept.append(d) or _no_sleep(d))
+    with taddons.context(addon):
+        for i in range(12):  # one guess each from 12 addresses, one after another
+            await call(addon.requestheaders, flow_with(basic("pupil1", f"guess{i}"), ip=f"10.1.0.{i}"))
+    assert slept and max(slept) >= 2  # the account's failures slow the next address's attempt
+
+
+async def _no_sleep(delay):
+    return None

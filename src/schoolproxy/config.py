@@ -81,6 +81,9 @@ class ProxySettings(_Model):
         "This site has been blocked by your upstream filter", "Smoothwall", "Internet Watch Foundation",
         "SWGfL", "blocked by your network filter"]
     limits: LimitSettings = LimitSettings()
+    #: Destinations on the gateway itself (its addresses, loopback, its names) that clients may reach
+    #: through the proxy, e.g. an intranet served by the gateway. Everything else local is blocked.
+    allow_local: list[NonEmpty] = []
 
     @field_validator("upstream")
     @classmethod

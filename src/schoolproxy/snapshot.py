@@ -17,6 +17,8 @@ from pathlib import Path
 from schoolproxy.config import Config, ConfigError, load_config
 from schoolproxy.filtering.decide import decide, facts_for_url
 from schoolproxy.filtering.listcache import LIST_FILES, cache_files, load_compiled
+from schoolproxy.filtering.local import LocalDestinations
+from schoolproxy.filtering.local import for_config as local_destinations
 from schoolproxy.filtering.lists import CategoryLists, ListError, load_metadata
 from schoolproxy.filtering.policy import Decision, Policy
 from schoolproxy.identity.directory import Directory, read_secret
@@ -59,6 +61,8 @@ class Snapshot:
     directory: Directory | None = None
     #: The logon feed's shared secret (from its secret file), if the feed is configured.
     logon_secret: str | None = None
+    #: The gateway's own addresses and names, never reached through the proxy (filtering/local.py).
+    local: LocalDestinations | None = None
 
     def run_tests(self) -> list[TestResult]:
         """The config's own policy tests, decided as the proxy decides a browser's request."""
@@ -124,7 +128,8 @@ def build_snapshot(config_path: str | Path, run_tests: bool = True, previous: Sn
         if len(logon_secret) < 16:
             raise ConfigError(f"{secret_path}: the logon feed secret must be at least 16 characters")
     snapshot = Snapshot(config, lists, policy, ProfileResolver(config, authenticator), SubnetMap(config),
-                        authenticator, watched, directory=directory, logon_secret=logon_secret)
+                        authenticator, watched, directory=directory, logon_secret=logon_secret,
+                        local=local_destinations(config))
     if run_tests:
         failed = [r for r in snapshot.run_tests() if not r.passed]
         if failed:

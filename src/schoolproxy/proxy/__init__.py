@@ -20,6 +20,7 @@ from schoolproxy.proxy.headercheck import HeaderCheck
 from schoolproxy.proxy.heap import FreezeHeap
 from schoolproxy.proxy.identify import Identify
 from schoolproxy.proxy.limits import Limits
+from schoolproxy.proxy.localguard import LocalGuard
 from schoolproxy.proxy.loadconfig import LoadConfig
 from schoolproxy.proxy.logonfeed import LogonFeed
 from schoolproxy.proxy.metrics import MetricsExporter
@@ -40,6 +41,7 @@ def make_addons() -> list[object]:
         logon_feed,
         HeaderCheck(),  # ambiguous request heads are refused before a password is checked
         Identify(snapshots, registry, logon_feed),
+        LocalGuard(snapshots),  # without an upstream filter: what the request's host resolves to
         Enforce(snapshots, bus.publish),
         Limits(snapshots, registry),  # after Enforce: a request answered here never has its body kept
         Reload(snapshots, registry),

@@ -29,6 +29,7 @@ from schoolproxy.filtering.decide import Handling, RequestFacts, Ruling, Stage, 
 from schoolproxy.identity.profiles import Identity
 from schoolproxy.proxy.identify import IDENTITY
 from schoolproxy.proxy.internals import local_response
+from schoolproxy.proxy.localguard import RESOLVED
 from schoolproxy.snapshot import Snapshot, SnapshotHolder
 from schoolproxy.verdict import Verdict, new_reference
 
@@ -50,6 +51,18 @@ class _Tunnel:
     sni: str | None = None
 
 
+def _names_carried(req: http.Request) -> tuple[str, ...]:
+    """Names beside the target and ``host_header``: the request line's authority (an absolute URL inside
+    a tunnel, or HTTP/2's ``:authority``) and every Host header (several, or one beside ``:authority``)."""
+    found = [v for k, v in req.headers.fields if len(k) == 4 and k.lower() == b"host"]
+    authority = req.data.authority
+    if authority:
+        found.append(authority)
+    if len(found) <= 1 and (not found or found[0].decode("latin-1") == req.host_header):
+        return ()  # the usual single Host header, already in the facts as host_header
+    return tuple(v.decode("latin-1") for v in found)
+
+
 class Enforce:
     def __init__(self, snapshots: SnapshotHolder, publish: Callable[[Verdict], None]):
         self.snapshots = snapshots
@@ -63,7 +76,8 @@ class Enforce:
             return
         snap = self._snapshot()
         req = flow.request
-        facts = RequestFacts(Stage.CONNECT, flow.client_conn.peername[0], req.host, req.port, req.method, req.scheme)
+        facts = RequestFacts(Stage.CONNECT, flow.client_conn.peername[0], req.host, req.port, req.method, req.scheme,
+                             resolved=flow.metadata.get(RESOLVED, ()))
         ruling = decide(snap, flow.metadata.get(IDENTITY), facts)
         self.tunnels[flow.client_conn] = _Tunnel(ruling.identity, req.host, req.port)
         if ruling.handling is Handling.REFUSE:
@@ -113,13 +127,15 @@ class Enforce:
         req = flow.request
         tunnel = self.tunnels.get(flow.client_conn)
         identity = flow.metadata.get(IDENTITY)
+        names, resolved = _names_carried(req), flow.metadata.get(RESOLVED, ())
         if tunnel is None:
             facts = RequestFacts(Stage.REQUEST, flow.client_conn.peername[0], req.host, req.port, req.method,
-                                 req.scheme, req.path or "/", req.host_header)
+                                 req.scheme, req.path or "/", req.host_header, names=names, resolved=resolved)
         else:
             identity = identity or tunnel.identity
             facts = RequestFacts(Stage.REQUEST, flow.client_conn.peername[0], req.host, req.port, req.method,
-                                 req.scheme, req.path or "/", req.host_header, tunnel.host, tunnel.sni)
+                                 req.scheme, req.path or "/", req.host_header, tunnel.host, tunnel.sni, names=names,
+                                 resolved=resolved)
         ruling = decide(snap, identity, facts)
         decided = time.perf_counter() - started
         if ruling.handling is Handling.BLOCK_PAGE:

@@ -29,7 +29,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 
 from schoolproxy.identity.logons import Logon
 from schoolproxy.identity.profiles import Authenticator, Identity
-from schoolproxy.identity.signin_guard import SigninGuard
+from schoolproxy.identity.signin_guard import SigninGuard, Turns, account
 from schoolproxy.metrics import Scraped
 from schoolproxy.snapshot import Snapshot, SnapshotHolder
 
@@ -85,6 +85,7 @@ class Identify:
         self._pending: dict[bytes, asyncio.Future[_Checked]] = {}
         self._feed: dict[str, tuple[Logon, Snapshot, Identity]] = {}
         self.guard = SigninGuard()
+        self._turns = Turns()
         self._guard_settings: tuple[int, int] | None = None
         registry.register(Scraped(self._metrics))
 
@@ -203,21 +204,39 @@ class Identify:
 
     async def _check_and_apply(self, flow: http.HTTPFlow, snap: Snapshot, key: bytes, creds: tuple[str, str],
                                logon: Logon | None, remember: bool) -> None:
-        ip = flow.client_conn.peername[0]
+        ip, who = flow.client_conn.peername[0], account(creds[0])
         guard = self._guard(snap)
-        delay = guard.delay(ip, time.monotonic())
-        if delay:
+        if self._turns.full(ip, who):  # more attempts waiting than anyone types: refused, not checked
             self.signin_problems["slowed"] += 1
-            await asyncio.sleep(delay)
-        entry = await self._check(snap, key, *creds)
-        if not entry.ok:
-            self.signin_problems["failed"] += 1
-            if guard.failed(ip, key, time.monotonic()):
-                self.signin_problems["guessing_reports"] += 1
-                log.warning("possible password guessing from %s: %d different wrong sign-ins in %d s; "
-                            "its sign-ins are slowed", ip, guard.failures(ip, time.monotonic()), int(guard.window))
+            return self._refuse(flow, snap)
+        # Checks from one address, and against one account, take turns: each waits for the failures of
+        # the ones before it to count, however many arrive at once.
+        async with self._turns.turn(ip, who):
+            entry = self._cache.get(key)
+            if entry is None or not self._usable(entry, snap):  # else: answered while this one waited
+                now = time.monotonic()
+                delay = max(guard.delay(ip, now), guard.delay(who, now))
+                if delay:
+                    self.signin_problems["slowed"] += 1
+                    await asyncio.sleep(delay)
+                entry = await self._check(snap, key, *creds)
+                if not entry.ok:
+                    self._failed(guard, ip, who, key)
         if flow.response is None:  # the client may have gone while we waited
             self._apply(flow, snap, self._identity(snap, entry, logon), remember, entry)
+
+    def _failed(self, guard: SigninGuard, ip: str, who: str, key: bytes) -> None:
+        self.signin_problems["failed"] += 1
+        now = time.monotonic()
+        if guard.failed(ip, key, now):
+            self.signin_problems["guessing_reports"] += 1
+            log.warning("possible password guessing from %s: %d different wrong sign-ins in %d s; "
+                        "its sign-ins are slowed", ip, guard.failures(ip, now), int(guard.window))
+        if guard.failed(who, key, now):
+            self.signin_problems["guessing_reports"] += 1
+            log.warning("possible password guessing against account %s: %d different wrong passwords in %d s; "
+                        "its sign-ins are slowed", who.removeprefix("account:"), guard.failures(who, now),
+                        int(guard.window))
 
     def _guard(self, snap: Snapshot) -> SigninGuard:
         pa = snap.config.identity.proxy_auth
