@@ -1,6 +1,7 @@
 # make run   — set up the virtualenv and start the proxy with config/schoolproxy.yaml
 # make test  — set up and run the whole test suite
 # make check — validate the example config and run its policy tests
+# make bench — throughput and latency; make soak — a few minutes of hostile load (not part of make test)
 SHELL := /bin/bash
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -12,7 +13,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3; do \
 	  if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3,12))' 2>/dev/null; \
 	  then command -v $$p; break; fi; done)
 
-.PHONY: run test check bench clean venv
+.PHONY: run test check bench soak clean venv
 
 venv: $(VENV)/.installed
 
@@ -42,6 +43,10 @@ test: venv
 bench: venv
 	@command -v wrk >/dev/null || { echo "make bench needs wrk (apt-get install wrk)"; exit 2; }
 	$(PY) bench/run.py
+
+# A few minutes of hostile load (slow clients, big bodies, guessing) beside real users: memory and failures.
+soak: venv
+	$(PY) bench/soak.py
 
 clean:
 	rm -rf $(VENV) var/ .pytest_cache

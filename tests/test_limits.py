@@ -111,14 +111,18 @@ def test_relayed_tcp_messages_are_not_kept(limits):
     assert len(f.messages) == 1
 
 
-async def test_running_out_of_descriptors_is_said_once_without_a_traceback(limits, caplog):
+async def test_running_out_of_descriptors_is_said_once_without_a_traceback(limits, caplog, monkeypatch):
+    from schoolproxy.proxy import limits as module
+    monkeypatch.setattr(module, "RECOVERED_AFTER", 0.05)
     limits.running()
     loop = asyncio.get_running_loop()
     exc = OSError(errno.EMFILE, "Too many open files")
     with caplog.at_level(logging.INFO):
         for _ in range(5):
             loop.call_exception_handler({"message": "socket.accept() out of system resource", "exception": exc})
-        limits.client_connected(client())
+            await asyncio.sleep(0.02)  # accepts that succeed in between do not end the shortage
+        assert "accepting connections again" not in caplog.text
+        await asyncio.sleep(0.2)
     errors = [r for r in caplog.records if "out of file descriptors" in r.getMessage()]
     assert len(errors) == 1 and errors[0].exc_info is None
     assert "accepting connections again (5 attempts waited" in caplog.text

@@ -40,6 +40,7 @@ from schoolproxy.snapshot import Snapshot, SnapshotHolder
 log = logging.getLogger(__name__)
 
 LOG_EVERY = 60.0        # seconds between log lines about one client address
+RECOVERED_AFTER = 5.0   # seconds without a refused accept before a descriptor shortage is over
 SIGNED_IN_FOR = 600.0   # an address that signed in this recently gets the signed-in head limit
 
 
@@ -61,6 +62,7 @@ class Limits:
         #: Refusals by the limit that caused them (bounded label values, never an address).
         self.refusals = {"connections": 0, "header-bytes": 0, "header-time": 0}
         self._out_of_descriptors = 0                # accepts refused in the current shortage
+        self._last_refused_accept = 0.0
         self.descriptor_shortages = 0
         registry.register(Scraped(self._metrics))
         mitmpatch.limits.signed_in = self._signed_in
@@ -93,10 +95,6 @@ class Limits:
     def client_connected(self, client: connection.Client) -> None:
         if self._snap is not self.snapshots.snapshot:
             self._apply()  # a reload may have changed the limits
-        if self._out_of_descriptors:
-            log.warning("schoolproxy: accepting connections again (%d attempts waited while file descriptors "
-                        "were exhausted)", self._out_of_descriptors)
-            self._out_of_descriptors = 0
         address = client.peername[0]
         settings = self._settings()
         if self._open.get(address, 0) >= settings.connections_per_client:
@@ -204,13 +202,25 @@ class Limits:
                                   "descriptors and new connections had to wait.", self.descriptor_shortages)
 
     def _descriptor_shortage(self, exc: OSError) -> None:
+        """asyncio refused an accept (it tries again a second later): say so once per shortage."""
+        self._last_refused_accept = time.monotonic()
         if not self._out_of_descriptors:
             self.descriptor_shortages += 1
             soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
             log.error("schoolproxy: out of file descriptors (%s; limit %d): new connections wait until some "
                       "close; connections already open are served. Raise LimitNOFILE in the service unit, "
                       "or lower proxy.limits.connections_per_client", exc.strerror, soft)
+            asyncio.get_running_loop().call_later(RECOVERED_AFTER, self._shortage_over)
         self._out_of_descriptors += 1
+
+    def _shortage_over(self) -> None:
+        waited = time.monotonic() - self._last_refused_accept
+        if waited < RECOVERED_AFTER:  # still refusing now and then: look again later
+            asyncio.get_running_loop().call_later(RECOVERED_AFTER - waited, self._shortage_over)
+            return
+        log.warning("schoolproxy: accepting connections again (%d attempts waited while file descriptors were "
+                    "exhausted)", self._out_of_descriptors)
+        self._out_of_descriptors = 0
 
 
 def _decrement(counts: dict[str, int], key: str) -> None:
