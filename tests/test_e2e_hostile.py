@@ -21,7 +21,7 @@ import httpx
 import pytest
 import yaml
 from conftest import PASSWORD, make_school, metrics_url, require
-from internet import Internet
+from internet import Internet, make_test_ca
 from proxyproc import BIN, ROOT, ProxyProcess, free_port
 from sqlalchemy import select
 
@@ -595,3 +595,110 @@ def test_a_websocket_to_a_blocked_site(world):
 def test_the_proxy_log_never_shows_a_traceback(world):
     _, proxy, _ = world
     assert "Traceback" not in proxy.log()
+
+
+
+class H2Origin:
+    """A bare HTTP/2 origin over TLS (the stand-in internet speaks HTTP/1.1 only): answers every request
+    200 and records (authority, path, body). mitmproxy offers a client HTTP/2 only when the site does."""
+
+    def __init__(self, directory: Path):
+        import h2.config
+        import h2.connection
+        import h2.events
+        self._h2 = (h2.config, h2.connection, h2.events)
+        ca = make_test_ca(directory)
+        self.ca_path = ca.path
+        cert, key = ca.issue(["127.0.0.1"])
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        self.ctx.set_alpn_protocols(["h2"])
+        self.seen: list[tuple[str, str, bytes]] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, raw: socket.socket) -> None:
+        config, connection, ev = self._h2
+        try:
+            with self.ctx.wrap_socket(raw, server_side=True) as tls:
+                h2c = connection.H2Connection(config.H2Configuration(client_side=False, header_encoding="utf-8"))
+                h2c.initiate_connection()
+                tls.sendall(h2c.data_to_send())
+                heads: dict[int, dict] = {}
+                bodies: dict[int, bytes] = {}
+                while data := tls.recv(65536):
+                    for e in h2c.receive_data(data):
+                        if isinstance(e, ev.RequestReceived):
+                            heads[e.stream_id] = dict(e.headers)
+                        elif isinstance(e, ev.DataReceived):
+                            bodies[e.stream_id] = bodies.get(e.stream_id, b"") + e.data
+                            h2c.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+                        elif isinstance(e, ev.StreamEnded):
+                            h = heads.pop(e.stream_id, {})
+                            self.seen.append((h.get(":authority", ""), h.get(":path", ""), bodies.pop(e.stream_id, b"")))
+                            h2c.send_headers(e.stream_id, [(":status", "200"), ("content-length", "6")])
+                            h2c.send_data(e.stream_id, b"origin", end_stream=True)
+                    tls.sendall(h2c.data_to_send())
+        except (OSError, ssl.SSLError):
+            return
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def h2_world(tmp_path):
+    origin = H2Origin(tmp_path / "h2-ca")
+    config = hostile_school(tmp_path, None)
+    data = yaml.safe_load(config.read_text())
+    data["proxy"]["allow_local"] = ["127.0.0.1"]  # the origin runs on this machine
+    data["overrides"].append({"site": "tiktok.test", "action": "block", "profiles": ["staff"],
+                              "rationale": "blocked for staff too in this test", "author": "T", "date": "2026-12-01"})
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    proxy = ProxyProcess.mitmdump(config, tmp_path, "--set", f"ssl_verify_upstream_trusted_ca={origin.ca_path}",
+                                  quiet=False)
+    try:
+        wait_until(lambda: Path(mitm_ca(tmp_path)).exists(), what="the proxy's CA")
+        yield origin, proxy, tmp_path
+    finally:
+        proxy.stop()
+        origin.close()
+
+
+@pytest.mark.parametrize("target", ["https://www.tiktok.test/feed", "https://tiktok.test:443/"])
+def test_an_http2_path_naming_a_blocked_site_inside_an_allowed_tunnel(h2_world, target):
+    origin, proxy, root = h2_world
+    url = f"https://127.0.0.1:{origin.port}/"
+    ok = curl("--http2", "--cacert", mitm_ca(root), "-w", "\n%{http_code} %{http_version}", "-x",
+              proxy.auth_url("teacher1", PASSWORD), url)
+    assert ok.stdout.endswith("200 2"), ok.stdout + ok.stderr  # HTTP/2 all the way, allowed for staff
+    blocked = curl("--http2", "--cacert", mitm_ca(root), "-w", "\n%{http_code} %{http_version}", "-x",
+                   proxy.auth_url("teacher1", PASSWORD), "--request-target", target, url)
+    assert blocked.stdout.endswith("403 2"), blocked.stdout + blocked.stderr  # as :path, over HTTP/2
+    assert "tiktok.test" in blocked.stdout
+    assert not [s for s in origin.seen if "tiktok" in s[0] + s[1]]
+
+
+def test_http2_uploads_of_unknown_length_stream_through(h2_world):
+    # HTTP/2 bodies need not declare a length: they stream instead of being held, and arrive whole.
+    origin, proxy, root = h2_world
+    body = os.urandom(3 << 20)
+    before = rss_kb(proxy, "VmRSS")
+    for i in range(3):
+        r = subprocess.run(["curl", "-sS", "--max-time", "30", "--http2", "--cacert", mitm_ca(root), "-w",
+                            "\n%{http_code} %{http_version}", "-x", proxy.auth_url("teacher1", PASSWORD), "-T", "-",
+                            f"https://127.0.0.1:{origin.port}/h2/{i}"], input=body, capture_output=True, timeout=60)
+        assert r.stdout.endswith(b"200 2"), r.stdout + r.stderr
+    assert sorted(p for _, p, b in origin.seen if b == body) == ["/h2/0", "/h2/1", "/h2/2"]
+    assert rss_kb(proxy) - before < 30_000

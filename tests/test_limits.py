@@ -16,7 +16,8 @@ from schoolproxy.proxy.identify import IDENTITY
 from schoolproxy.proxy.limits import Limits
 from schoolproxy.snapshot import SnapshotHolder
 
-EXTRA = "  limits: {connections_per_client: 20, unidentified_connections_per_client: 4, request_buffer_bytes: 1000}\n"
+EXTRA = ("  limits: {connections_per_client: 20, unidentified_connections_per_client: 4, request_buffer_bytes: 1000,\n"
+         "           requests_in_flight_per_client: 16, buffered_bodies_per_client: 3}\n")
 
 
 @pytest.fixture
@@ -126,3 +127,47 @@ async def test_running_out_of_descriptors_is_said_once_without_a_traceback(limit
     errors = [r for r in caplog.records if "out of file descriptors" in r.getMessage()]
     assert len(errors) == 1 and errors[0].exc_info is None
     assert "accepting connections again (5 attempts waited" in caplog.text
+
+
+def test_requests_waiting_at_once_are_capped_per_address(limits):
+    # HTTP/2 carries many requests on one connection: the connection cap alone does not bound them.
+    c = client()
+    flows = [signed_in_request(c) for _ in range(17)]
+    for f in flows:
+        limits.requestheaders(f)
+    assert [f.response is not None for f in flows] == [False] * 16 + [True]
+    assert flows[-1].response.status_code == 503
+    limits.response(flows[0])  # one answered: room for another
+    again = signed_in_request(c)
+    limits.requestheaders(again)
+    assert again.response is None
+
+
+def test_only_a_few_bodies_per_address_are_held_whole(limits):
+    c = client()
+    small = []
+    for _ in range(4):
+        f = signed_in_request(c)
+        f.request.headers["content-length"] = "100"
+        limits.requestheaders(f)
+        small.append(f)
+    assert [bool(f.request.stream) for f in small] == [False, False, False, True]  # the fourth streams
+    resp = signed_in_request(c)
+    limits.requestheaders(resp)
+    resp.response = tflow.tresp()
+    limits.responseheaders(resp)
+    assert resp.response.stream is True  # three bodies held already
+    limits.error(small[0])
+    other = signed_in_request(c)
+    limits.requestheaders(other)
+    other.response = tflow.tresp()
+    limits.responseheaders(other)
+    assert not other.response.stream
+
+
+def test_a_body_of_unknown_length_streams(limits):
+    f = signed_in_request(client())
+    del f.request.headers["content-length"]
+    f.request.headers["transfer-encoding"] = "chunked"
+    limits.requestheaders(f)
+    assert f.request.stream is True

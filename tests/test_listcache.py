@@ -164,3 +164,18 @@ def test_damage_after_opening_is_noticed_by_the_reloader_and_the_next_snapshot_i
     assert engine.changed()  # the reloader builds a new snapshot...
     snap = engine.build()
     assert snap.policy.decide("pupil", "www.socialsite.test").action == "block"  # ...from a sound cache
+
+
+def test_what_an_interrupted_compile_left_is_removed_later(school):
+    src, md, cache = school
+    load(school)
+    left = cache / ".tmp-deadbeef-4242"
+    left.mkdir()
+    (left / "domains.marisa").write_bytes(b"half")
+    os.utime(left, (0, 0))
+    recent = cache / ".tmp-cafe-4343"
+    recent.mkdir()  # maybe another worker compiling right now: kept
+    (src / "adult" / "domains").write_text("porn.test\nnew.test\n")
+    os.utime(src / "adult" / "domains", ns=(10**9, 10**9))
+    load(school)
+    assert not left.exists() and recent.exists()

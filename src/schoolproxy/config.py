@@ -57,6 +57,11 @@ class LimitSettings(_Model):
     #: complete request (before sign-in). A terminal server with many users on one address needs more.
     connections_per_client: int = Field(512, ge=16, le=1_000_000)
     unidentified_connections_per_client: int = Field(64, ge=4, le=1_000_000)
+    #: Requests one client address may have waiting for an answer at once (HTTP/2 multiplexes many on
+    #: one connection); beyond it, 503. And of those, how many may have a body held whole in memory
+    #: (up to ``stream_bytes`` each); the others stream.
+    requests_in_flight_per_client: int = Field(512, ge=16, le=1_000_000)
+    buffered_bodies_per_client: int = Field(32, ge=1, le=1_000_000)
 
     @model_validator(mode="after")
     def _ordered(self) -> "LimitSettings":

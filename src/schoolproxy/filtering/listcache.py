@@ -57,6 +57,7 @@ FORMAT = 2  # 2: sizes and checksums of the files in meta.json
 #: Sources up to this size are compiled inside the proxy process; bigger ones in a child process.
 IN_PROCESS_BYTES = 8 << 20
 KEEP = 3  # compiled versions kept (the newest few; older ones are removed after a compile)
+STALE_SECONDS = 3600  # a half-written compile this old was interrupted
 LIST_FILES = ("domains", "urls", "expressions")  # the files of one UT1 category directory
 DATA_FILES = ("domains.marisa", "masks.u32")
 CACHE_FILES = (*DATA_FILES, "meta.json")  # meta.json last: its presence marks a complete cache
@@ -222,6 +223,13 @@ def _prune(cache_dir: Path, keep: Path) -> None:
                  key=lambda p: p.stat().st_mtime, reverse=True)
     for p in old[KEEP - 1:]:
         shutil.rmtree(p, ignore_errors=True)  # a process still mapping it keeps its pages (Linux)
+    # What a compile killed half-way (kill -9, power cut) left behind, once it is surely not in progress.
+    for p in [*cache_dir.glob(".tmp-*"), *cache_dir.glob(".damaged-*")]:
+        try:
+            if p.is_dir() and time.time() - p.stat().st_mtime > STALE_SECONDS:
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def cache_files(lists: CategoryLists) -> list[Path]:

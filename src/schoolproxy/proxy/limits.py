@@ -39,6 +39,8 @@ from schoolproxy.snapshot import Snapshot, SnapshotHolder
 
 log = logging.getLogger(__name__)
 
+_CLOSE = {"Content-Type": "text/plain; charset=utf-8", "Connection": "close", "Retry-After": "1"}
+
 LOG_EVERY = 60.0        # seconds between log lines about one client address
 RECOVERED_AFTER = 5.0   # seconds without a refused accept before a descriptor shortage is over
 SIGNED_IN_FOR = 600.0   # an address that signed in this recently gets the signed-in head limit
@@ -50,6 +52,37 @@ class _Client:
     signed_in: bool = False
 
 
+class _PerAddress:
+    """Flows of each client address holding something (in flight, or a body in memory), capped. A flow
+    leaves at its response or error; should one ever be missed, entries older than an hour give way."""
+
+    STALE = 3600.0
+
+    def __init__(self) -> None:
+        self._flows: dict[str, dict[str, float]] = {}
+
+    def add(self, address: str, flow_id: str, most: int) -> bool:
+        flows = self._flows.setdefault(address, {})
+        if flow_id in flows:
+            return True
+        if len(flows) >= most:
+            cutoff = time.monotonic() - self.STALE
+            for fid in [f for f, t in flows.items() if t < cutoff]:
+                del flows[fid]
+            if len(flows) >= most:
+                return False
+        flows[flow_id] = time.monotonic()
+        return True
+
+    def discard(self, address: str, flow_id: str) -> None:
+        flows = self._flows.get(address)
+        if flows is not None and flows.pop(flow_id, None) is not None and not flows:
+            del self._flows[address]
+
+    def count(self) -> int:
+        return sum(len(f) for f in self._flows.values())
+
+
 class Limits:
     def __init__(self, snapshots: SnapshotHolder, registry: CollectorRegistry):
         self.snapshots = snapshots
@@ -58,9 +91,11 @@ class Limits:
         self._open: dict[str, int] = {}             # address → connections open
         self._unidentified: dict[str, int] = {}     # address → of those, not yet signed in
         self._signed_in_at: dict[str, float] = {}   # address → when it last carried a signed-in request
+        self._in_flight = _PerAddress()              # requests not yet answered
+        self._buffered = _PerAddress()               # bodies held whole in memory (the rest stream)
         self._logged: dict[tuple[str, str], float] = {}
         #: Refusals by the limit that caused them (bounded label values, never an address).
-        self.refusals = {"connections": 0, "header-bytes": 0, "header-time": 0}
+        self.refusals = {"connections": 0, "header-bytes": 0, "header-time": 0, "requests": 0}
         self._out_of_descriptors = 0                # accepts refused in the current shortage
         self._last_refused_accept = 0.0
         self.descriptor_shortages = 0
@@ -145,9 +180,37 @@ class Limits:
         if flow.response is not None:
             flow.request.stream = False  # answered here: the body is read and dropped (mitmpatch)
             return
+        address, settings = flow.client_conn.peername[0], self._settings()
+        if not self._in_flight.add(address, flow.id, settings.requests_in_flight_per_client):
+            self._refused(address, "requests", f"over {settings.requests_in_flight_per_client} requests at once")
+            flow.response = http.Response.make(503, "Too many requests at once from this device.\n", _CLOSE)
+            return
         declared = flow.request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self._settings().request_buffer_bytes:
-            flow.request.stream = True  # on its way out as it arrives, never held whole
+        if declared.isdigit() and int(declared) <= settings.request_buffer_bytes \
+                and self._buffered.add(address, flow.id, settings.buffered_bodies_per_client):
+            return  # a small body, held until complete (addons may read it)
+        # Declared large, not declared (chunked, HTTP/2), or this device holds enough bodies already: on its
+        # way out as it arrives (ignored by mitmproxy for a request without a body).
+        flow.request.stream = True
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        resp = flow.response
+        if resp is None or resp.stream:
+            return
+        settings = self._settings()
+        if not self._buffered.add(flow.client_conn.peername[0], flow.id, settings.buffered_bodies_per_client):
+            resp.stream = True  # this device holds enough bodies in memory already
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._done(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._done(flow)
+
+    def _done(self, flow: http.HTTPFlow) -> None:
+        address = flow.client_conn.peername[0]
+        self._in_flight.discard(address, flow.id)
+        self._buffered.discard(address, flow.id)
 
     def tcp_message(self, flow: tcp.TCPFlow) -> None:
         if len(flow.messages) > 1:
@@ -198,6 +261,8 @@ class Limits:
             refused.add_metric([limit], n)
         yield refused
         yield GaugeMetricFamily("schoolproxy_client_connections", "Client connections open.", len(self._clients))
+        yield GaugeMetricFamily("schoolproxy_buffered_bodies", "Request and response bodies held whole in "
+                                "memory (the rest stream through).", self._buffered.count())
         yield CounterMetricFamily("schoolproxy_descriptor_shortages", "Times the proxy ran out of file "
                                   "descriptors and new connections had to wait.", self.descriptor_shortages)
 
