@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 import weakref
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -49,6 +50,27 @@ class _Tunnel:
     host: str | None       # the CONNECT target as sent (None in transparent mode)
     port: int
     sni: str | None = None
+
+
+def page_text(raw: bytes, encoding: str, most: int) -> str:
+    """At most ``most`` characters of a response body, decoded. Any site can send a 403 page, and a few
+    hundred bytes of brotli unpack to gigabytes (``Response.get_text`` unpacks it all): only identity,
+    gzip and deflate are unpacked, and never beyond ``most`` bytes."""
+    encoding = encoding.strip().lower()
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        try:
+            wbits = 31 if "gzip" in encoding else 15
+            raw = zlib.decompressobj(wbits).decompress(raw, most)
+        except zlib.error:
+            if encoding != "deflate":
+                return ""
+            try:
+                raw = zlib.decompressobj(-15).decompress(raw, most)  # deflate sent without its zlib header
+            except zlib.error:
+                return ""
+    elif encoding not in ("", "identity"):
+        return ""  # not looked into
+    return raw[:most].decode("utf-8", "replace")
 
 
 def _names_carried(req: http.Request) -> tuple[str, ...]:
@@ -174,7 +196,7 @@ class Enforce:
     def _upstream_block(self, resp: http.Response, size: int) -> bool:
         if "html" not in resp.headers.get("content-type", "") or size > MAX_UPSTREAM_PAGE:
             return False
-        text = resp.get_text(strict=False) or ""
+        text = page_text(resp.raw_content or b"", resp.headers.get("content-encoding", ""), MAX_UPSTREAM_PAGE)
         return any(m in text for m in self._snapshot().config.proxy.upstream_block_markers)
 
     # -- helpers ----------------------------------------------------------------------------------
