@@ -506,9 +506,17 @@ def test_a_user_removed_from_the_users_file_loses_access_at_the_reload(tmp_path)
                 wait_until(lambda: c.get("http://www.bbc.co.uk/bitesize/b").status_code == 407, what="refused")
 
 
+def feed_address(root: Path) -> tuple[str, int]:
+    """The logon feed's address, once it listens (it starts just after the proxy)."""
+    host, port = yaml.safe_load((root / "schoolproxy.yaml").read_text())["identity"]["logon_feed"]["listen"]\
+        .rsplit(":", 1)
+    wait_until(lambda: _listening(int(port)), what="the logon feed listening")
+    return host, int(port)
+
+
 def test_the_logon_feed_refuses_a_device_name_with_a_newline(world):
     _, _, root = world
-    feed = yaml.safe_load((root / "schoolproxy.yaml").read_text())["identity"]["logon_feed"]["listen"]
+    feed = "%s:%d" % feed_address(root)
     r = httpx.post(f"http://{feed}/logon", json={"user": "pupil1", "device": "IT-SUITE-07\n"},
                    headers={"Authorization": f"Bearer {SECRET}"}, timeout=5)
     assert r.status_code == 400 and "device" in r.json()["error"]
@@ -720,3 +728,13 @@ def test_a_sites_compressed_403_page_cannot_blow_up_the_proxy(h2_world):
              proxy.auth_url("teacher1", PASSWORD), f"https://127.0.0.1:{origin.port}/bomb")
     assert r.stdout == "403", r.stderr
     assert rss_kb(proxy) - before < 30_000
+
+
+def test_a_silent_connection_to_the_logon_feed_does_not_hold_a_thread_for_ever(world):
+    # The feed listens on the gateway's admin address, which a pupil's laptop may reach directly.
+    _, _, root = world
+    with socket.create_connection(feed_address(root), timeout=30) as s:
+        started = time.monotonic()
+        s.sendall(b"GET /health HTTP/1.1\r\n")  # and never the rest
+        assert s.recv(100) == b""
+    assert time.monotonic() - started < 20
