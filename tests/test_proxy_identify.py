@@ -215,3 +215,14 @@ async def test_one_accounts_guesses_from_many_addresses_are_slowed(addon, monkey
 
 async def _no_sleep(delay):
     return None
+
+
+async def test_a_guess_whose_client_gave_up_waiting_is_not_checked(addon, monkeypatch):
+    from mitmproxy.connection import ConnectionState
+    checked = []
+    monkeypatch.setattr(addon.snapshots.snapshot.authenticator, "check", lambda u, p: checked.append(p))
+    f = flow_with(basic("pupil1", "guess"))
+    f.client_conn.state = ConnectionState.CLOSED
+    with taddons.context(addon):
+        await call(addon.requestheaders, f)
+    assert checked == [] and f.response.status_code == 407 and IDENTITY not in f.metadata

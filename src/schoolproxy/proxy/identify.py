@@ -219,8 +219,8 @@ class Identify:
                 if delay:
                     self.signin_problems["slowed"] += 1
                     await asyncio.sleep(delay)
-                if flow.client_conn.timestamp_end is not None:
-                    return None  # the client gave up waiting: its guess is not checked
+                if not flow.client_conn.connected:
+                    return self._challenge(flow, snap)  # the client gave up waiting: its guess is not checked
                 entry = await self._check(snap, key, *creds)
                 if not entry.ok:
                     self._failed(guard, ip, who, key)
