@@ -429,7 +429,7 @@ def test_running_out_of_file_descriptors_is_said_once_and_recovered_from(tmp_pat
                     break
                 flood.append(s)
             wait_until(lambda: "out of file descriptors" in log.read_text(errors="replace"), what="the shortage said")
-            time.sleep(2.5)  # asyncio retries the accept every second: give it two more tries
+            time.sleep(2.5)  # the flood lasts a while: asyncio retries the refused accept every second
             for s in flood:
                 s.close()
             ok = wait_until(lambda: _get_through(port), timeout=15, what="serving again")
@@ -438,6 +438,8 @@ def test_running_out_of_file_descriptors_is_said_once_and_recovered_from(tmp_pat
             assert text.count("out of file descriptors") == 1
             assert "Traceback" not in text and "socket.accept() out of system resource" not in text
             wait_until(lambda: "accepting connections again" in log.read_text(errors="replace"), what="recovery said")
+            waited = int(log.read_text().split("accepting connections again (", 1)[1].split()[0])
+            assert waited >= 2  # several refused accepts, one line about them
         finally:
             proc.terminate()
             proc.wait(10)
