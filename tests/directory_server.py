@@ -7,7 +7,8 @@ The directory::
 
     dc=school,dc=test
       ou=people    jsmith (pupil), bjones (pupil), amiller (staff), head (staff),
-                   Supply1, Student1 (shared logons), oldpupil (disabled: employeeType=disabled)
+                   Supply1, Student1 (shared logons), oldpupil (disabled: employeeType=disabled);
+                   with a displayName, and pupils their class in departmentNumber (AD: department)
       ou=groups    pupils ⊃ year4 ⊃ jsmith; pupils ⊃ year6 ⊃ bjones      (nested groups)
                    staff ⊃ teaching-staff ⊃ amiller; staff ⊃ head         (nested groups)
                    supply ⊃ Supply1, Student1
@@ -30,6 +31,9 @@ SERVICE_DN = f"cn=schoolproxy,ou=service,{BASE}"
 SERVICE_PASSWORD = "service-pass-123"
 PASSWORD = "Dir3ctory-pass"
 
+#: displayName and class (departmentNumber; AD keeps it in department) as a school's directory has them.
+DISPLAY = {"jsmith": ("Jamie Smith", "Year 4"), "bjones": ("Billie Jones", "Year 6"), "amiller": ("Mrs A Miller", None),
+           "head": ("Mr P Head", None)}
 PEOPLE = {  # uid: (cn, employeeType)
     "jsmith": ("Jamie Smith", "pupil"),
     "bjones": ("Billie Jones", "pupil"),
@@ -67,7 +71,8 @@ def _ldif() -> str:
                f"userPassword: {SERVICE_PASSWORD}\n")
     for uid, (cn, kind) in PEOPLE.items():
         out.append(f"dn: uid={uid},ou=people,{BASE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {cn}\n"
-                   f"sn: {cn.split()[-1]}\nemployeeType: {kind}\nuserPassword: {PASSWORD}\n")
+                   f"sn: {cn.split()[-1]}\nemployeeType: {kind}\nuserPassword: {PASSWORD}\n"
+                   + _display(uid))
     for cn, members in GROUPS.items():
         lines = [f"dn: cn={cn},ou=groups,{BASE}", "objectClass: groupOfNames", f"cn: {cn}"]
         for m in members:
@@ -75,6 +80,13 @@ def _ldif() -> str:
             lines.append(f"member: {dn}")
         out.append("\n".join(lines) + "\n")
     return "\n".join(out)
+
+
+def _display(uid: str) -> str:
+    if uid not in DISPLAY:
+        return ""
+    name, group = DISPLAY[uid]
+    return f"displayName: {name}\n" + (f"departmentNumber: {group}\n" if group else "")
 
 
 class Slapd:

@@ -38,6 +38,12 @@ The server runs its own asyncio loop in a background thread, so plain synchronou
 Only the standard library and ``cryptography`` are used (deliberately no mitmproxy imports: this is
 the thing mitmproxy is tested against).
 
+* **Origin servers at an address of their own** (``origin_ports=True``): the same echo pages also on
+  ``host`` port 80 (plain HTTP, the Host header names the site) and port 443 (TLS at once, the
+  certificate for the SNI name) — what a proxy in transparent mode with no upstream connects to. With
+  ``netns=NAME`` every listener is opened in that network namespace (``ip netns add NAME``), so the
+  stand-in internet can sit behind a gateway namespace in tests of the firewall rules.
+
 Limitation: a client must wait for the ``200 Connection established`` before it starts the TLS
 handshake (curl, httpx and mitmproxy all do).
 """
@@ -320,7 +326,9 @@ class Internet:
         number of TCP connections accepted.
     """
 
-    def __init__(self, workdir: Path | str | None = None, *, block_hosts: Iterable[str] = ()):
+    def __init__(self, workdir: Path | str | None = None, *, block_hosts: Iterable[str] = (),
+                 host: str = "127.0.0.1", proxy_port: int = 0, origin_ports: bool = False,
+                 netns: str | None = None):
         if workdir is None:
             workdir = tempfile.mkdtemp(prefix="internet-")
         self.workdir = Path(workdir)
@@ -329,15 +337,20 @@ class Internet:
         self.block_hosts: set[str] = set(block_hosts)
         self.seen: list[Seen] = []
         self.connects: list[tuple[str, int]] = []
-        self.host = "127.0.0.1"
-        self.proxy_port: int = 0
+        #: Every CONNECT request with its headers (method "CONNECT", path "").
+        self.connect_requests: list[Seen] = []
+        self.host = host
+        self.proxy_port: int = proxy_port
         self.proxy_url: str = ""
+        self.origin_ports = origin_ports
+        self.netns = netns
 
         self._lock = threading.Lock()
         self._connections = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
+        self._origins: list[asyncio.Server] = []
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._tasks: set[asyncio.Task] = set()             # only touched in the loop thread
@@ -381,10 +394,23 @@ class Internet:
         assert loop is not None
         asyncio.set_event_loop(loop)
         try:
+            if self.netns is not None:  # this thread's sockets are opened in that network namespace
+                import os
+                with open(f"/run/netns/{self.netns}") as ns:
+                    os.setns(ns.fileno(), os.CLONE_NEWNET)
             self._server = loop.run_until_complete(
-                asyncio.start_server(self._handle_client, self.host, 0, limit=MAX_HEAD))
+                asyncio.start_server(self._handle_client, self.host, self.proxy_port, limit=MAX_HEAD))
             self.proxy_port = self._server.sockets[0].getsockname()[1]
             self.proxy_url = f"http://{self.host}:{self.proxy_port}"
+            if self.origin_ports:
+                origin_tls = self.ca.context_for("localhost")
+                self._origins = [
+                    loop.run_until_complete(asyncio.start_server(
+                        lambda r, w: self._handle_client(r, w, "http"), self.host, 80, limit=MAX_HEAD)),
+                    loop.run_until_complete(asyncio.start_server(
+                        lambda r, w: self._handle_client(r, w, "https"), self.host, 443, limit=MAX_HEAD,
+                        ssl=origin_tls, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)),
+                ]
         except BaseException as e:  # e.g. no loopback: report to start()
             self._startup_error = e
             self._ready.set()
@@ -405,6 +431,8 @@ class Internet:
     async def _shutdown(self) -> None:
         if self._server is not None:
             self._server.close()
+        for server in self._origins:
+            server.close()
         for w in list(self._writers):
             w.transport.abort()
         tasks = [t for t in self._tasks if not t.done()]
@@ -436,6 +464,7 @@ class Internet:
         with self._lock:
             self.seen.clear()
             self.connects.clear()
+            self.connect_requests.clear()
             self._connections = 0
 
     def wait_for(self, predicate: Callable[[Seen], bool], timeout: float = 5.0) -> Seen:
@@ -457,7 +486,8 @@ class Internet:
             time.sleep(0.01)
 
     # -- connection handling (loop thread) ---------------------------------------------------------
-    async def _handle_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _handle_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                             origin: str | None = None) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
@@ -466,7 +496,7 @@ class Internet:
             self._connections += 1
         graceful = True
         try:
-            await self._serve(reader, writer)
+            await self._serve(reader, writer, origin)
         except asyncio.CancelledError:
             # Shutdown. Deliberately not re-raised: on Python 3.12.1 the stream server's done-callback
             # calls task.exception() on a cancelled task and logs a spurious CancelledError traceback.
@@ -492,8 +522,10 @@ class Internet:
         except BaseException:  # includes cancellation during shutdown
             writer.transport.abort()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Serve requests on one connection until it should close; a CONNECT switches to TLS."""
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     origin: str | None = None) -> None:
+        """Serve requests on one connection until it should close; a CONNECT switches to TLS.
+        ``origin``: a connection to an origin port ("http" or "https"), not to the proxy."""
         tunnel: tuple[str, int] | None = None
         while True:
             try:
@@ -501,11 +533,12 @@ class Internet:
                 if req is None:
                     return  # clean EOF between requests
                 if req.method == "CONNECT":
-                    if tunnel is not None:
+                    if tunnel is not None or origin is not None:
                         raise _BadRequest("CONNECT inside a tunnel")
                     host, port = _parse_authority(req.target)
                     with self._lock:
                         self.connects.append((host, port))
+                        self.connect_requests.append(Seen("CONNECT", "", host, port, "", req.headers))
                     writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
                     await writer.drain()
                     try:
@@ -516,7 +549,7 @@ class Internet:
                         raise _ClientGone from e
                     tunnel = (host, port)
                     continue
-                scheme, host, port, path = _request_target(req, tunnel)
+                scheme, host, port, path = _request_target(req, tunnel, origin or "http")
                 body = await self._read_body(req, reader, writer)
             except _BadRequest as e:
                 log.debug("bad request: %s", e)
@@ -674,7 +707,8 @@ def _parse_authority(authority: str) -> tuple[str, int]:
     return host.rstrip("."), port
 
 
-def _request_target(req: _Request, tunnel: tuple[str, int] | None) -> tuple[str, str, int, str]:
+def _request_target(req: _Request, tunnel: tuple[str, int] | None,
+                    scheme: str = "http") -> tuple[str, str, int, str]:
     """(scheme, host, port, path) for a request, from its target, the tunnel or its Host header."""
     target = req.target
     if "://" in target:  # absolute-form, what a client sends to a proxy
@@ -702,7 +736,7 @@ def _request_target(req: _Request, tunnel: tuple[str, int] | None) -> tuple[str,
         raise _BadRequest("malformed Host header")
     if not host:
         raise _BadRequest("malformed Host header")
-    return "http", host.rstrip("."), port or 80, target
+    return scheme, host.rstrip("."), port or (443 if scheme == "https" else 80), target
 
 
 def _error_page(status: int, reason: str) -> str:

@@ -210,3 +210,31 @@ async def test_without_the_patch_a_second_listener_is_refused():
     finally:
         for srv in servers:
             srv.close()
+
+
+def test_send_in_absolute_form_sets_where_mitmproxy_connects_and_the_request_line():
+    from mitmproxy.net.http.http1.assemble import assemble_request_head
+    f = tflow.tflow()
+    f.request.url = "http://learning.test/a?b=1"
+    f.request.headers["Host"] = "learning.test"
+    internals.send_in_absolute_form(f.request, ("10.0.0.2", 800))
+    assert (f.request.host, f.request.port) == ("10.0.0.2", 800)       # what the HTTP layer connects to
+    assert f.request.headers["Host"] == "learning.test"                 # unchanged
+    assert assemble_request_head(f.request).startswith(b"GET http://learning.test/a?b=1 HTTP/1.1\r\n")
+    import inspect as _inspect
+    from mitmproxy.proxy.layers import http as http_layer
+    # The connection is asked for by the request's host and port, after the request hook.
+    assert "(self.flow.request.host, self.flow.request.port)" in _inspect.getsource(http_layer.HttpStream)
+
+
+def test_parse_client_hello_reads_the_server_name():
+    import ssl as _ssl
+    incoming, outgoing = _ssl.MemoryBIO(), _ssl.MemoryBIO()
+    client = _ssl.create_default_context().wrap_bio(incoming, outgoing, server_hostname="bank.test")
+    with pytest.raises(_ssl.SSLWantReadError):
+        client.do_handshake()
+    hello = outgoing.read()
+    assert internals.parse_client_hello(hello[:10]) is None            # more bytes needed
+    assert internals.parse_client_hello(hello).sni == "bank.test"
+    with pytest.raises(ValueError):
+        internals.parse_client_hello(b"GET / HTTP/1.1\r\n\r\n")

@@ -81,3 +81,80 @@ def test_enormous_or_binary_input_is_bounded(lists):
 def test_gurmukhi_words_are_not_broken_at_vowel_signs(lists):
     assert tokens("ਮੈਂ ਮਰਨਾ ਚਾਹੁੰਦਾ ਹਾਂ") == ["ਮੈਂ", "ਮਰਨਾ", "ਚਾਹੁੰਦਾ", "ਹਾਂ"]
     assert top(lists, "ਮੈਂ ਮਰਨਾ ਚਾਹੁੰਦਾ ਹਾਂ")[0] == "self-harm"
+
+
+# -- normalisation, one behaviour each ----------------------------------------------------------------
+@pytest.mark.parametrize("typed,normal", [
+    ("KILL", ["kil"]),                       # case, repeated letters
+    ("kíll mysélf", ["kil", "myself"]),      # accents
+    ("k1ll $uicide", ["kil", "suicide"]),    # leetspeak inside words
+    ("year 7", ["year", "7"]),               # a number alone is not leetspeak
+    ("k i l l", ["kil"]),                    # spaced letters
+    ("s.u.i.c.i.d.e", ["suicide"]),          # punctuated letters
+    ("self-harm", ["selfharm"]),             # intra-word punctuation joined (split variant scored too)
+    ("diiiie", ["die"]),                     # repeated letters
+    ("myself!!!", ["myself"]),               # edge punctuation is not leetspeak
+    ("zabić się", ["zabic", "sie"]),         # Polish diacritics
+    ("Łódź", ["lodz"]),                      # Polish ł
+    ("اِنْتِحَار", ["انتحار"]),                   # Arabic vowel marks
+    ("আত্মহত্যা", ["আত্মহত্যা"]),               # Bengali vowel signs are part of the word
+    ("i want 🪦", ["i", "want", "🪦"]),         # an emoji is a word of its own
+])
+def test_normalisation_each_step(typed, normal):
+    assert tokens(typed) == normal
+
+
+def test_misspelling_keeps_the_typed_word_as_evidence(lists):
+    [s] = [s for s in lists.score("suicde methods") if s.theme == "self-harm"]
+    assert s.score >= 60 and "suicde" in s.matched and "suicide" not in " ".join(s.matched)
+
+
+def test_first_letter_must_agree_and_exception_words_are_never_corrected(lists):
+    assert top(lists, "putting myself first")[1] < 60
+    assert top(lists, "setting up a new ipad")[1] < 60
+
+
+def test_words_run_together(lists):
+    assert top(lists, "killmyself")[0] == "self-harm"
+
+
+def test_evidence_is_the_span_as_typed_with_its_own_case_and_spelling(lists):
+    [s] = lists.score("pls HOW 2 K1LL MYSELF??")
+    assert s.matched == ("K1LL MYSELF",)
+
+
+@pytest.mark.parametrize("lang,text,theme", [
+    ("pl", "jak się zabić", "self-harm"), ("pl", "gdzie kupić zioło", "drugs"),
+    ("ur", "خودکشی کیسے کریں", "self-harm"), ("ur", "ghar walon ko mat batana", "grooming"),
+    ("pa", "ਮੈਂ ਮਰਨਾ ਚਾਹੁੰਦਾ ਹਾਂ", "self-harm"), ("pa", "chitta kithon milda", "drugs"),
+    ("ro", "vreau sa mor", "self-harm"), ("ro", "trimite-mi nuduri", "grooming"),
+    ("bn", "আমি মরতে চাই", "self-harm"), ("bn", "ganja kothay pabo", "drugs"),
+    ("ar", "كيف انتحر", "self-harm"), ("ar", "كيف اصنع قنبلة", "extremism"),
+    ("pt", "quero me matar", "self-harm"), ("pt", "me manda nudes", "grooming"),
+    ("es", "cómo suicidarme", "self-harm"), ("es", "no se lo digas a tus padres", "grooming"),
+    ("so", "waxaan rabaa inaan dhinto", "self-harm"), ("so", "ku biir al shabaab", "extremism"),
+    ("gu", "આત્મહત્યા કેવી રીતે", "self-harm"), ("gu", "mummy papa ne na kaheto", "grooming"),
+    ("lt", "kaip nusizudyti", "self-harm"), ("lt", "nesakyk tėvams", "grooming"),
+    ("ta", "தற்கொலை செய்வது எப்படி", "self-harm"), ("ta", "ganja enga kidaikkum", "drugs"),
+])
+def test_each_language(lists, lang, text, theme):
+    got, score = top(lists, text)
+    assert (got, score >= 60) == (theme, True), (lang, lists.score(text))
+
+
+@pytest.mark.parametrize("theme", ["self-harm", "grooming", "extremism", "bullying", "pornography", "drugs", "weapons",
+                                   "hate", "violence", "circumvention", "eating-disorders"])
+def test_every_theme_has_a_list_in_every_language(theme):
+    langs = {f.stem for f in (ROOT / theme).glob("*.txt")}
+    assert {"en", "pl", "ur", "pa", "ro", "bn", "ar", "pt", "es", "so", "gu", "lt", "ta"} <= langs
+
+
+def test_content_path_finds_phrases_in_page_text_and_the_words_as_written(lists):
+    page = "Intro. " + "Volcanoes are mountains. " * 2000 + "Here is HOW TO KILL YOURSELF, step one. " + "End. " * 100
+    scores = lists.score_content(page, evidence_at=60)
+    [s] = [s for s in scores if s.theme == "self-harm"]
+    assert s.score >= 100 and "HOW TO KILL YOURSELF" in s.matched
+
+
+def test_content_path_keeps_exceptions_and_boundaries(lists):
+    assert not [s for s in lists.score_content("Scunthorpe skill kill a process killer whale " * 50) if s.score >= 60]

@@ -133,7 +133,7 @@ def test_migrations_upgrade_an_empty_and_the_previous_schema(db_url):
                           "VALUES ('A1', '2026-11-25 10:00:00', 'self-harm', 'high', 'x', 'dsl', 'new', "
                           "'2026-11-25 10:00:00')")
     upgrade(engine)
-    assert current_revision(engine) == head_revision() == "0004_i15"
+    assert current_revision(engine) == head_revision() == "0005_i15"
     assert count(engine) == 1
     with engine.connect() as c:
         assert c.exec_driver_sql("SELECT ref, repeats, rule FROM alerts").one() == ("A1", 0, "")

@@ -1,5 +1,6 @@
-// Proxy auto-config for school devices (serve as http://wpad.<school domain>/wpad.dat with
-// Content-Type application/x-ns-proxy-autoconfig, or set by GPO). Replace 10.0.0.1 with the gateway.
+// Proxy auto-config for school devices. The proxy serves its own, filled in from the config, at
+// http://<gateway>:8080/proxy.pac and /wpad.dat (docs/install.md); this static one is for serving it
+// elsewhere (Content-Type application/x-ns-proxy-autoconfig). Replace 10.0.0.1 with the gateway.
 function FindProxyForURL(url, host) {
   // Local names and private addresses go direct (no DNS lookups here: they slow every page).
   if (isPlainHostName(host) || shExpMatch(host, "*.local") || shExpMatch(host, "10.*") ||

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -72,9 +74,64 @@ class LimitSettings(_Model):
         return self
 
 
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_DOMAIN = re.compile(r"^(\*\.)?[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})*\.?$")
+
+
+class TransparentSettings(_Model):
+    """Transparent mode: the gateway's firewall sends the LAN's web traffic to the proxy (deploy/nftables/)."""
+
+    #: The port the firewall redirects the LAN's TCP 80 and 443 to (on proxy.listen_host).
+    port: int = Field(8081, ge=1, le=65535)
+    #: Interfaces facing the school's devices (e.g. [eth1, eth1.20]): web traffic arriving there is redirected.
+    lan_interfaces: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:@+-]{1,15}$")]] = []
+    #: Source networks whose web traffic is redirected wherever it arrives (e.g. [10.0.0.0/16]).
+    lan_subnets: list[ipaddress.IPv4Network] = []
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> "TransparentSettings":
+        if not self.lan_interfaces and not self.lan_subnets:
+            raise ValueError("give lan_interfaces (e.g. [eth1]) and/or lan_subnets (e.g. [10.0.0.0/16]): "
+                             "the firewall rules redirect the web traffic that arrives there")
+        return self
+
+
+class UpstreamIdentitySettings(_Model):
+    """Who is browsing, told to the upstream filter on the requests it sees (plain HTTP, and the CONNECT
+    of an HTTPS tunnel). Sent only to proxy.upstream, never to a site."""
+
+    #: Header carrying the device's address; Smoothwall reads X-Forwarded-For. null: not sent.
+    client_address_header: str | None = "X-Forwarded-For"
+    #: Header carrying the user's logon name (unknown users are not named). null: not sent.
+    username_header: str | None = "X-Authenticated-User"
+    #: How the logon name is written: "{username}", "SCHOOL\\{username}", "{username}@school.local".
+    username_format: str = "{username}"
+
+    @field_validator("client_address_header", "username_header")
+    @classmethod
+    def _header(cls, v: str | None) -> str | None:
+        if v is not None and not _HEADER_NAME.match(v):
+            raise ValueError(f"{v!r} is not an HTTP header name (letters, digits and '-')")
+        if v is not None and v.lower() in ("host", "proxy-authorization", "authorization", "cookie",
+                                           "content-length", "transfer-encoding", "connection"):
+            raise ValueError(f"{v!r} is a header HTTP itself uses: choose another name")
+        return v
+
+    @field_validator("username_format")
+    @classmethod
+    def _format(cls, v: str) -> str:
+        if "{username}" not in v or any(c in v for c in "\r\n"):
+            raise ValueError("must contain {username} (e.g. 'SCHOOL\\{username}') on one line")
+        return v
+
+
 class ProxySettings(_Model):
     listen_host: str = "127.0.0.1"
     listen_port: int = Field(8080, ge=1, le=65535)
+    #: "explicit": browsers are set to use the proxy (PAC/WPAD, Group Policy) and sign in; "transparent":
+    #: the gateway's firewall redirects the LAN's web traffic to ``transparent.port``; "both".
+    mode: Literal["explicit", "transparent", "both"] = "explicit"
+    transparent: TransparentSettings | None = None
     #: The school's upstream filter (Smoothwall / SWGfL), e.g. http://10.0.0.2:800. Every request is
     #: chained through it; schoolproxy never provides a path around it.
     upstream: str | None = None
@@ -90,6 +147,17 @@ class ProxySettings(_Model):
     #: through the proxy, e.g. an intranet served by the gateway. Everything else local is blocked.
     allow_local: list[NonEmpty] = []
 
+    #: Tell the upstream filter who is browsing (every request reaches it from the gateway's address).
+    upstream_identity: UpstreamIdentitySettings | None = None
+    #: The CA of the upstream filter's own HTTPS inspection (PEM), trusted as well as the usual public
+    #: CAs when the proxy checks sites' certificates. Verification is never turned off.
+    upstream_ca: Path | None = None
+    #: Names the proxy answers to for its own pages (PAC/WPAD file, certificate page), besides its
+    #: addresses: e.g. [wpad.school.local, proxy.school.local].
+    own_names: list[NonEmpty] = []
+    #: Reached directly, never through the proxy, says the PAC file: the school's own domains and networks.
+    pac_direct: list[NonEmpty] = []
+
     @field_validator("upstream")
     @classmethod
     def _upstream_url(cls, v: str | None) -> str | None:
@@ -99,6 +167,48 @@ class ProxySettings(_Model):
             raise ValueError("must be a proxy URL such as http://10.0.0.2:800")
         return v
 
+    @model_validator(mode="after")
+    def _consistent(self) -> "ProxySettings":
+        if self.mode != "explicit" and self.transparent is None:
+            raise ValueError(f"mode {self.mode}: needs a transparent section naming the LAN "
+                             "(transparent: {port: 8081, lan_interfaces: [eth1]})")
+        if self.mode == "both" and self.transparent is not None and self.transparent.port == self.listen_port:
+            raise ValueError("mode both: transparent.port must differ from listen_port")
+        if self.upstream_identity is not None and not self.upstream:
+            raise ValueError("upstream_identity: needs proxy.upstream — these headers are only ever sent "
+                             "to the upstream filter, never to a site")
+        for entry in self.pac_direct + self.own_names:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                if not _DOMAIN.match(entry):
+                    raise ValueError(f"{entry!r} is not a domain or network (e.g. school.local, 10.0.0.0/8)") from None
+        return self
+
+    def transparent_port(self) -> int | None:
+        """Where the transparent listener is, or None in explicit mode."""
+        return self.transparent.port if self.mode != "explicit" and self.transparent is not None else None
+
+
+class ListUpdateSettings(_Model):
+    """``schoolproxy lists update`` (daily, by the schoolproxy-lists-update timer): the UT1 lists, checked
+    before they replace the ones in use."""
+
+    #: An http(s) URL of a .tar.gz (fetched through proxy.upstream when one is set), or a file or
+    #: directory put on the gateway by hand.
+    source: NonEmpty = "https://dsi.ut-capitole.fr/blacklists/download/blacklists.tar.gz"
+    #: A checksum file published beside the download (md5sum / sha256sum format), checked if given.
+    checksum_url: str | None = None
+    #: Where the lists go (a symbolic link to the set in use): add it to lists.sources.
+    dest: Path = Path("../var/lists/ut1")
+    #: A new set with fewer entries than this share of the set in use is refused (a truncated download).
+    min_ratio: float = Field(0.8, gt=0, le=1)
+    max_download_mb: int = Field(500, ge=1, le=20_000)
+    max_unpacked_mb: int = Field(3000, ge=1, le=100_000)
+    timeout_seconds: float = Field(600, gt=0, le=7200)
+    #: A line per update attempt, kept as evidence that the lists are kept up to date.
+    history: Path | None = None
+
 
 class ListSettings(_Model):
     sources: list[Path] = [Path("../filterlists")]
@@ -106,6 +216,8 @@ class ListSettings(_Model):
     #: Where the lists are compiled to (a memory-mapped trie: a 3M-entry list opens in milliseconds
     #: and is shared by all workers). Recompiled when a list file changes. null: parse into memory.
     cache_dir: Path | None = Path("../var/lists-cache")
+    #: Daily updates of the UT1 lists (schoolproxy lists update); null: lists change only by hand.
+    update: ListUpdateSettings | None = None
 
 
 class ProxyAuthSettings(_Model):
@@ -189,6 +301,8 @@ class LogonFeedSettings(_Model):
     ttl_hours: float = Field(10.0, gt=0, le=24 * 7)
     #: Where live logons are kept across a proxy restart.
     state_file: Path = Path("../var/logons.json")
+    #: How long a sign-in on the console's sign-in page (BYOD, guest Wi-Fi) lasts on that device.
+    sign_in_hours: float = Field(8.0, gt=0, le=24 * 7)
 
     @field_validator("listen")
     @classmethod
@@ -269,6 +383,30 @@ class TlsSettings(_Model):
     passthrough_sites: list[NonEmpty] = []
 
 
+class ContentSettings(_Model):
+    """Real-time content: the text of allowed, intercepted responses scored with the phrase lists."""
+
+    #: Score pages, JSON and streamed (AI chat) replies for this profile.
+    scan: bool = False
+    #: A theme's score in one response at which an alert is raised (with the site and the words).
+    alert_score: int = Field(100, ge=1)
+    #: ... and at which the page is replaced by the block page (a streamed reply is cut off there).
+    block_score: int = Field(150, ge=1)
+    #: How much of each response's decoded body is read (the rest passes unscored).
+    max_kb: int = Field(256, ge=16, le=16 * 1024)
+
+
+class ContentExceptionSettings(_Model):
+    """A site whose content is not blocked (``no-block``: still scored and alerted) or not scored at all
+    (``no-scan``), for the listed profiles; like overrides, with rationale, author and date."""
+    site: NonEmpty
+    action: Literal["no-block", "no-scan"] = "no-block"
+    profiles: list[NonEmpty] = ["*"]
+    rationale: Annotated[str, Field(min_length=3)]
+    author: NonEmpty
+    date: dt.date
+
+
 class ProfileSettings(_Model):
     description: str = ""
     role: Role
@@ -280,6 +418,7 @@ class ProfileSettings(_Model):
     tls: TlsSettings = TlsSettings()
     #: Ports a CONNECT tunnel may go to; empty = any. Other ports are how tunnelling tools escape.
     connect_ports: list[Annotated[int, Field(ge=1, le=65535)]] = [443]
+    content: ContentSettings = ContentSettings()
 
 
 class OverrideSettings(_Model):
@@ -456,6 +595,83 @@ class PersonSettings(_Model):
     email: str | None = None
 
 
+class ConsoleSigninSettings(_Model):
+    """Slowing password guessing at the console's sign-in page."""
+    #: Failed sign-ins to one account within ``window_minutes`` before each further try must wait
+    #: (30 s, doubling, up to the window), from any computer.
+    max_failures: int = Field(5, ge=1, le=1000)
+    #: The same, for all accounts tried from one computer (address).
+    max_failures_per_address: int = Field(20, ge=1, le=100_000)
+    window_minutes: int = Field(15, ge=1, le=24 * 60)
+
+
+class ConsoleNameSettings(_Model):
+    """Where people's display names and classes come from ("Jamie Smith (Year 4)" instead of jsmith)."""
+    #: A CSV exported from the school's MIS (SIMS, Arbor, Bromcom…) with a header row: a logon column
+    #: (logon/username/login), a name (display name, or forename + surname) and a class (class/reg
+    #: group/form/tutor group/year). Wins over the directory for the logons it lists.
+    mis_csv: Path | None = None
+    #: Directory (AD) attributes read for a person's name and class.
+    name_attribute: NonEmpty = "displayName"
+    class_attribute: NonEmpty = "department"
+
+
+def _host_port(v: str, example: str) -> tuple[str, int]:
+    host, sep, port = v.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"must be host:port on the gateway's admin address, e.g. {example}")
+    if host in ("0.0.0.0", "::", "*"):
+        raise ValueError("must be a specific admin address, not every interface")
+    return host, int(port)
+
+
+class ConsoleSettings(_Model):
+    """The safeguarding console (``schoolproxy console``): a web app for the DSL, the head and others."""
+    #: host:port on the gateway's admin address (HTTPS), never a wildcard address.
+    listen: str = "127.0.0.1:8443"
+    #: Names staff type to reach the console (console.school.local); put on its certificate beside the
+    #: listen address.
+    hostnames: list[NonEmpty] = []
+    #: The console's own certificate and key (PEM). Default: issued by the proxy's CA (proxy.ca_dir),
+    #: which school devices already trust, and renewed by itself.
+    certificate: Path | None = None
+    key: Path | None = None
+    #: Where the issued certificate is kept (private to the service).
+    state_dir: Path = Path("../var/console")
+    #: Local console accounts (bcrypt, as ``schoolproxy users add NAME --file FILE`` writes), for people
+    #: without a school account. School accounts sign in through the directory or the proxy's users file.
+    users_file: Path | None = None
+    #: Signed out after this long without using the console.
+    idle_minutes: int = Field(15, ge=1, le=8 * 60)
+    #: Signed out after this long whatever the activity.
+    session_hours: float = Field(10, gt=0, le=24)
+    #: The browsing shown either side of an alert (adjustable on the page).
+    timeline_minutes: int = Field(30, ge=1, le=240)
+    signin: ConsoleSigninSettings = ConsoleSigninSettings()
+    names: ConsoleNameSettings = ConsoleNameSettings()
+
+    @field_validator("listen")
+    @classmethod
+    def _admin_address(cls, v: str) -> str:
+        _host_port(v, "10.0.0.1:8443")
+        return v
+
+    @model_validator(mode="after")
+    def _certificate_pair(self) -> "ConsoleSettings":
+        if (self.certificate is None) != (self.key is None):
+            raise ValueError("give both certificate and key, or neither (a certificate from the proxy's CA)")
+        return self
+
+    @property
+    def host(self) -> str:
+        return _host_port(self.listen, "")[0]
+
+    @property
+    def port(self) -> int:
+        return _host_port(self.listen, "")[1]
+
+
 class BlockPageSettings(_Model):
     #: Who to tell, shown on the block page ("your teacher", an email address for staff).
     report_to: str = ""
@@ -472,6 +688,8 @@ class Config(_Model):
     identity: IdentitySettings
     profiles: dict[NonEmpty, ProfileSettings]
     overrides: list[OverrideSettings] = []
+    #: Sites or profiles whose content is not blocked or not scored (real-time content), with rationale.
+    content_exceptions: list[ContentExceptionSettings] = []
     block_page: BlockPageSettings = BlockPageSettings()
     metrics: MetricsSettings = MetricsSettings()
     records: RecordSettings = RecordSettings()
@@ -480,6 +698,7 @@ class Config(_Model):
     people: dict[NonEmpty, PersonSettings] = {}
     #: Directory (AD) groups whose members hold a role, e.g. {dsl: [Safeguarding Team]}.
     role_groups: dict[StaffRole, list[NonEmpty]] = {}
+    console: ConsoleSettings = ConsoleSettings()
     tests: list[PolicyTestSettings] = []
 
     #: Directory of the config file; relative paths resolve against it. Set by :func:`load_config`.
@@ -505,6 +724,8 @@ class Config(_Model):
         refs += [(f"identity.subnets[{i}].profile", s.profile) for i, s in enumerate(self.identity.subnets)]
         refs += [(f"overrides[{i}].profiles", p) for i, o in enumerate(self.overrides) for p in o.profiles if p != "*"]
         refs += [(f"tests[{i}].profile", t.profile) for i, t in enumerate(self.tests) if t.profile]
+        refs += [(f"content_exceptions[{i}].profiles", p) for i, c in enumerate(self.content_exceptions)
+                 for p in c.profiles if p != "*"]
         for where, p in refs:
             if p not in names:
                 raise ValueError(f"{where}: unknown profile {p!r} (profiles: {', '.join(sorted(names))})")
@@ -524,8 +745,9 @@ class Config(_Model):
         return url
 
     def path(self, p: Path) -> Path:
-        """A path from the file, resolved against the file's directory."""
-        return p if p.is_absolute() else (self.base_dir / p).resolve()
+        """A path from the file, resolved against the file's directory. A symbolic link at the end is kept
+        as a link (the list updater switches one to a new set: watching the link sees the switch)."""
+        return p if p.is_absolute() else Path(os.path.normpath(self.base_dir / p))
 
 
 def load_config(path: str | Path) -> Config:

@@ -79,6 +79,9 @@ class Verdict(NamedTuple):
     decision_seconds: float = 0.0  # time spent identifying-and-deciding (for the latency histogram)
     person: str | None = None      # the real person behind a shared logon (supply register)
     search_term: str | None = None
+    #: Real-time content over a profile's alert score: (theme, score, the words as on the page,
+    #: "block" | "alert", the score that applied, "page" | "reply").
+    content: tuple[tuple[str, int, tuple[str, ...], str, int, str], ...] = ()
 
     @property
     def category(self) -> str:

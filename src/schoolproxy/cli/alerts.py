@@ -28,6 +28,7 @@ def register(sub) -> None:
     q = asub.add_parser("export", help="CSV for entering concerns on CPOMS (or any incident system)")
     q.add_argument("--since", default="7d")
     q.add_argument("--status", default="all", choices=["open", "all", "new", "acknowledged", "actioned", "closed"])
+    _register_try(asub)
     for q in asub.choices.values():
         q.add_argument("--config", default=None)
         q.add_argument("--viewer", default=None, help=argparse.SUPPRESS)
@@ -94,3 +95,45 @@ def _cpoms_csv(db, rows, tz) -> None:
     cols = ("Student", "Logon", "Date", "Time", "Category", "Severity", "Incident", "Device", "Action taken",
             "Status", "Reference")
     write_csv(out, sys.stdout, cols, tz=tz)
+
+
+# -- alerts try: what a typed text would raise ---------------------------------------------------------
+def _register_try(asub) -> None:
+    q = asub.add_parser("try", help="show the alerts a search or message would raise for a profile")
+    q.add_argument("text", help="what the person typed, in quotes")
+    q.add_argument("--profile", default=None, help="profile to judge it for (default: pupil, else the "
+                   "config's default profile)")
+    q.set_defaults(func=cmd_try)
+
+
+def cmd_try(args) -> int:
+    """One line per alert, ``theme severity score: the words as typed that matched``, or ``no alert``.
+    Runs the real alert rules on a search for the text; nothing is stored or sent."""
+    from urllib.parse import quote_plus
+
+    from schoolproxy.config import load_config
+    from schoolproxy.monitoring.phrases import PhraseError, load_phrase_lists
+    from schoolproxy.monitoring.rules import AlertRules
+    from schoolproxy.monitoring.searchterms import clean
+    from schoolproxy.verdict import Verdict, new_reference
+    cfg = load_config(args.config)
+    profile = args.profile or ("pupil" if "pupil" in cfg.profiles else cfg.identity.default_profile)
+    if profile not in cfg.profiles:
+        print(f"error: unknown profile {profile!r} (profiles: {', '.join(cfg.profiles)})", file=sys.stderr)
+        return 2
+    try:
+        phrases = load_phrase_lists(cfg.path(cfg.alerts.phrases))
+    except PhraseError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    text = clean(args.text)
+    rules = AlertRules(cfg.alerts, phrases, {}, {n: p.role for n, p in cfg.profiles.items()})
+    verdict = Verdict(new_reference(), 0.0, "127.0.0.1", "alerts-try", profile, "cli", "alerts try", "GET", "https",
+                      "www.google.com", 443, f"/search?q={quote_plus(text)}", "allow", "default", "", ())
+    words = {s.theme: s.matched for s in phrases.score(text)}
+    found = [c for c in rules.evaluate(verdict) if c.rule == "search-phrases"]
+    for c in found:
+        print(f"{c.theme} {c.severity} {c.score}: {' / '.join(words.get(c.theme, ()))}")
+    if not found:
+        print("no alert")
+    return 0

@@ -20,10 +20,17 @@ def register(sub) -> None:
     q.add_argument("--dest", default="var/lists/ut1", help="where to put it (default: var/lists/ut1)")
     q = lsub.add_parser("stats", help="entries per category in the configured lists")
     q.add_argument("--config", default=None)
+    q = lsub.add_parser("update", help="fetch the UT1 lists (lists.update), check them and put them in place")
+    q.add_argument("--config", default=None)
+    q.add_argument("--source", help="a URL, or a file or directory put here by hand (default: lists.update.source)")
+    q.add_argument("--force", action="store_true",
+                   help="accept a set that is much smaller than the one in use, or lacks some of its categories")
 
 
 
 def cmd_lists(args) -> int:
+    if args.lists_command == "update":
+        return cmd_update(args)
     if args.lists_command == "stats":
         snap = build_snapshot(args.config, run_tests=False)
         stats = snap.lists.stats
@@ -75,3 +82,22 @@ def _category_root(top: Path) -> Path | None:
         if any((c / "domains").is_file() for c in d.iterdir() if c.is_dir()):
             return d
     return None
+
+
+def cmd_update(args) -> int:
+    from schoolproxy.config import ListUpdateSettings, load_config
+    from schoolproxy.filtering.listupdate import UpdateRefused, update
+    cfg = load_config(args.config)
+    dest = cfg.path((cfg.lists.update or ListUpdateSettings()).dest)
+    try:
+        new = update(cfg, source=args.source, force=args.force)
+    except UpdateRefused as e:
+        print(f"lists NOT updated: {e}. The lists in use are unchanged.", file=sys.stderr)
+        return 1
+    print(f"lists updated: {new.total:,} entries in {len(new.entries)} categories, now in use at {dest}")
+    if dest not in [cfg.path(s) for s in cfg.lists.sources]:
+        print(f"warning: {dest} is not in lists.sources, so the proxy does not use these lists: add it there",
+              file=sys.stderr)
+    else:
+        print("the proxy picks them up by itself within seconds (it compiles them beside the running ones)")
+    return 0

@@ -6,6 +6,7 @@ import datetime as dt
 import sys
 
 from schoolproxy.filtering.decide import Stage, decide, facts_for_url
+from schoolproxy.gateway.modes import identity_warnings
 from schoolproxy.identity.profiles import Identity
 from schoolproxy.monitoring.phrases import PhraseError, load_phrase_lists
 from schoolproxy.private import exposed
@@ -39,15 +40,20 @@ def cmd_check(args) -> int:
     print(f"  lists: {len(snap.lists)} entries in {len(snap.lists.categories)} categories"
           + (f", {snap.lists.stats.invalid} invalid lines skipped" if snap.lists.stats.invalid else ""))
     print(f"  upstream filter: {cfg.proxy.upstream or 'NONE'}")
-    warnings = list(snap.policy.warnings)
+    warnings = list(snap.policy.warnings) + identity_warnings(cfg)
     if not cfg.proxy.upstream:
         warnings.append("no upstream filter (proxy.upstream) is set: traffic goes straight to the internet, "
                         "not through the school's certified filter")
-    if cfg.alerts.enabled:
+    scoring = [n for n, p in cfg.profiles.items() if p.content.scan]
+    if cfg.alerts.enabled or scoring:
         try:
             load_phrase_lists(cfg.path(cfg.alerts.phrases))
         except PhraseError as e:
-            warnings.append(f"phrase lists not loaded, search alerts would be off: {e}")
+            if cfg.alerts.enabled:
+                warnings.append(f"phrase lists not loaded, search alerts would be off: {e}")
+            if scoring:
+                warnings.append(f"phrase lists not loaded: every page for profiles that score content "
+                                f"({', '.join(scoring)}) would be blocked, to be safe: {e}")
     warnings += exposed(cfg)
     for w in warnings:
         print(f"warning: {w}")
@@ -96,4 +102,22 @@ def cmd_explain(args) -> int:
     if args.url.lower().startswith("https://") and decision.rule != "invalid-host":
         tunnel = decide(snap, ident, facts_for_url(args.url, Stage.TLS), at)
         print(f"https:    {'passed through (not decrypted)' if tunnel.passthrough else 'intercepted'}")
+    _explain_content(snap, ident.profile, args.url, decision)
     return 0
+
+
+def _explain_content(snap, profile: str, url: str, decision) -> None:
+    """The real-time content rule for this profile and site (what happens to an allowed page's text)."""
+    from urllib.parse import urlsplit
+
+    from schoolproxy.filtering.hostnames import InvalidHost, normalise_host
+    from schoolproxy.monitoring.content import content_rule
+    if decision.action != "allow":
+        return
+    try:
+        host, _ = normalise_host(urlsplit(url if "://" in url else "http://" + url).hostname or "")
+    except InvalidHost:
+        return
+    rule = content_rule(snap.config, profile, host, snap.policy.category_names(decision.mask), decision.rule)
+    what = {"off": "not scored", "scan": "scored", "no-block": "scored for alerts, never blocked"}[rule.mode]
+    print(f"content:  {what} — {rule.why}")

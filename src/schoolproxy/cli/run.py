@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from schoolproxy.gateway.modes import proxy_modes
 from schoolproxy.private import private_dir
 from schoolproxy.snapshot import build_snapshot, worker_from_env
 
@@ -63,7 +64,7 @@ def cmd_run(args) -> int:
         private_dir(ca_dir, tighten=True)  # the CA key impersonates any site to every device
         try:
             opts.update(confdir=str(ca_dir), listen_host=args.listen_host or cfg.proxy.listen_host,
-                        mode=[f"upstream:{cfg.proxy.upstream}"] if cfg.proxy.upstream else ["regular"],
+                        mode=proxy_modes(cfg, args.listen_host),
                         listen_port=args.listen_port or cfg.proxy.listen_port,
                         schoolproxy_config=str(args.config))
         except exceptions.OptionsError as e:
@@ -73,8 +74,12 @@ def cmd_run(args) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, master.shutdown)
         ca = Path(opts.confdir).expanduser() / "mitmproxy-ca-cert.pem"
-        print(f"schoolproxy{f' worker {worker}' if workers > 1 else ''}: explicit proxy on "
-              f"{opts.listen_host}:{opts.listen_port}; "
+        listeners = []
+        if cfg.proxy.mode != "transparent":
+            listeners.append(f"explicit proxy on {opts.listen_host}:{opts.listen_port}")
+        if cfg.proxy.transparent_port() is not None:
+            listeners.append(f"transparent proxy on {opts.listen_host}:{cfg.proxy.transparent_port()}")
+        print(f"schoolproxy{f' worker {worker}' if workers > 1 else ''}: {'; '.join(listeners)}; "
               f"upstream filter: {cfg.proxy.upstream or 'none (direct)'}; CA certificate for clients: {ca}",
               flush=True)
         await master.run()

@@ -7,7 +7,7 @@ the hot path and UT1 uses them for little). A full UT1 tree can be used unchange
 category names are mapped to ours through the ``aliases`` in the category metadata file.
 
 Each category is a bit; a host's categories are an ``int`` mask, so the policy tests "blocked?" with
-one AND. Lookup walks the host and its parent domains through a dict: ~1 µs whatever the list size.
+one AND. Lookup walks the host and its parent domains through a dict, whatever the list size.
 Large lists are not held in that dict: :mod:`schoolproxy.filtering.listcache` compiles them into a memory-mapped
 trie (``compiled``), and the dict holds only what is added after loading (help sites from the config).
 """

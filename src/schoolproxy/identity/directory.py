@@ -129,6 +129,30 @@ class Directory:
         self._remember(username, found)
         return found
 
+    def attributes(self, username: str, names: list[str]) -> dict[str, str] | None:
+        """The first value of each attribute in ``names`` on the user's entry (e.g. displayName,
+        department), read with the service account. None if the user is unknown, or there is no service
+        account (``bind: direct``), or the directory cannot be asked. Not cached: callers keep what they need."""
+        if self.settings.bind == "direct" or not valid_username(username):
+            return None
+        flt = self.settings.user_filter.format(username=escape_filter_chars(username))
+        try:
+            with self._service() as conn:
+                entries = self._search(conn, self.settings.user_base, flt, names)
+        except DirectoryUnavailable as e:
+            self._failed(e)
+            return None
+        self._healthy()
+        if len(entries) != 1:
+            return None
+        found = {}
+        for name, value in (entries[0].get("attributes") or {}).items():
+            if isinstance(value, list):
+                value = value[0] if value else None
+            if value not in (None, ""):
+                found[name] = str(value)
+        return found
+
     # -- the two bind styles --------------------------------------------------------------------------
     def _search_then_bind(self, username: str, password: str) -> frozenset[str] | None:
         with self._service() as conn:

@@ -25,6 +25,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 MAX_ENTRIES = 200_000
+MAX_TTL = 7 * 24 * 3600
+SOURCES = ("logon-feed", "sign-in")
 # Matched with fullmatch: "$" alone would also accept a trailing newline.
 _DEVICE = re.compile(r"[\w.-]{1,64}", re.UNICODE)
 _USER = re.compile(r"[\w.@\\-]{1,128}", re.UNICODE)
@@ -42,6 +44,8 @@ class Logon:
     since: float        # epoch seconds
     expires: float      # epoch seconds
     groups: tuple[str, ...] | None = None  # directory groups, looked up when the logon arrived
+    #: Who told us: "logon-feed" (a logon script), or "sign-in" (the user signed in on a page for this device).
+    source: str = "logon-feed"
 
 
 def normalise_ip(text: str) -> str:
@@ -89,10 +93,17 @@ class LogonTable:
         return entry
 
     def logon(self, user: str, ip: str, device: str | None = None, now: float | None = None,
-              groups: frozenset[str] | None = None) -> Logon:
+              groups: frozenset[str] | None = None, source: str = "logon-feed",
+              ttl_seconds: float | None = None) -> Logon:
+        """Attach ``user`` to ``ip`` until ``ttl_seconds`` (default: the table's TTL) have passed."""
         now = time.time() if now is None else now
-        entry = Logon(clean_user(user), normalise_ip(ip), clean_device(device), now, now + self.ttl,
-                      tuple(sorted(groups)) if groups is not None else None)
+        if source not in SOURCES:
+            raise LogonError(f"source must be one of {', '.join(SOURCES)}")
+        ttl = self.ttl if ttl_seconds is None else ttl_seconds
+        if not 0 < ttl <= MAX_TTL:
+            raise LogonError(f"a logon lasts between 1 second and {MAX_TTL // 3600} hours")
+        entry = Logon(clean_user(user), normalise_ip(ip), clean_device(device), now, now + ttl,
+                      tuple(sorted(groups)) if groups is not None else None, source)
         with self._write_lock:
             if len(self._by_ip) >= MAX_ENTRIES and entry.ip not in self._by_ip:
                 self._expire(now)

@@ -30,8 +30,8 @@ class Identity:
 
     username: str | None
     profile: str
-    #: How we know: "proxy-auth", "logon-feed", "subnet", "default", or "unverified" (directory down:
-    #: the name as given, the profile the fail-closed default).
+    #: How we know: "proxy-auth", "logon-feed", "sign-in" (a sign-in page for this device), "subnet",
+    #: "default", or "unverified" (directory down: the name as given, the profile the fail-closed default).
     source: str
     #: Why this profile: "user jsmith", "group year4", "pattern Supply*", "subnet Pupil iPads", "default".
     rule: str

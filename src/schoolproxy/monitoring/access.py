@@ -77,3 +77,55 @@ def may_see_browsing(config: Config, viewer: Viewer, subject_role: str, subject_
     if subject_username and subject_username.lower() == viewer.username:
         return False
     return bool(set(audience(config, subject_role, subject_username)) & viewer.roles)
+
+
+# -- the parts of the console --------------------------------------------------------------------------
+# Which pages a role opens; what is on them is still decided per concern and per person by the rules above.
+AUDIT_READERS = frozenset({"dsl", "head"})
+HEALTH_READERS = frozenset({"network_manager", "computing_lead"})
+REGISTER_KEEPERS = frozenset({"office", "head", "slt"})
+DECISION_MAKERS = frozenset({"network_manager", "computing_lead", "dsl", "head"})
+#: Aggregate figures only (counts by theme, category and outcome): never a name.
+FIGURE_READERS = frozenset({"governor", "chair_of_governors", "dsl", "computing_lead", "head", "slt",
+                            "network_manager"})
+
+
+def concern_roles(config: Config) -> frozenset[str]:
+    """Every role a concern can be routed to: who has an inbox."""
+    routed = {r for targets in config.alerts.routes.values() for r in targets}
+    return frozenset(routed | {"head", "chair_of_governors"})
+
+
+def has_inbox(config: Config, viewer: Viewer) -> bool:
+    return bool(viewer.roles & concern_roles(config))
+
+
+def may_read_audit(viewer: Viewer) -> bool:
+    return bool(viewer.roles & AUDIT_READERS)
+
+
+def may_see_audit_entry(config: Config, viewer: Viewer, subject_role: str | None, subject_username: str | None) -> bool:
+    """An access-audit line names whose browsing was looked at: shown to an audit reader only if they may
+    see that person's browsing themselves (the DSL never learns that the head looked into a teacher).
+    ``subject_role`` None: the line is about no one in particular (a list of alerts)."""
+    if not may_read_audit(viewer):
+        return False
+    if subject_role is None:
+        return True
+    return may_see_browsing(config, viewer, subject_role, subject_username)
+
+
+def may_see_health(viewer: Viewer) -> bool:
+    return bool(viewer.roles & HEALTH_READERS)
+
+
+def may_keep_register(viewer: Viewer) -> bool:
+    return bool(viewer.roles & REGISTER_KEEPERS)
+
+
+def may_record_decisions(viewer: Viewer) -> bool:
+    return bool(viewer.roles & DECISION_MAKERS)
+
+
+def may_see_figures(viewer: Viewer) -> bool:
+    return bool(viewer.roles & FIGURE_READERS)

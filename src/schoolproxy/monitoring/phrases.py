@@ -1,86 +1,195 @@
-"""Weighted phrase lists per safeguarding theme, and scoring what a child typed against them.
+"""Weighted phrase lists per safeguarding theme, and scoring text against them through one compiled
+Aho-Corasick automaton (pyahocorasick): every phrase of every theme and language is found in a single
+pass over the text, whatever the number of phrases.
 
 Files are E2Guardian/DansGuardian weighted phrase lists, imported unchanged::
 
     #listcategory: "Self-harm and suicide"
     < how to kill myself ><100>        spaces inside the brackets: whole words only
-    <pills>,<overdose><60>             all parts must appear
+    <pills>,<overdose><60>             all parts must appear (anywhere in the text)
     < suicide prevention ><-40>        negative: benign context lowers the score
     .Include</path/to/other/list>
 
-``filterlists/phrases/<theme>/*.txt`` (one file per language) and ``exceptions.txt`` (``< kill a
-process >``: the words it covers are taken out before scoring — "kill a process" never scores, but
-"kill a process and kill myself" still does).
+``filterlists/phrases/<theme>/<language>.txt`` and ``exceptions.txt`` (``< kill a process >``: the words
+it covers are taken out before scoring — "kill a process" never scores, but "kill a process and kill
+myself" still does).
 
-Normalisation catches what children type, applied identically to phrases and to text: case and accents
-folded; leetspeak inside words (``k1ll``, ``$uicide``); letters spaced or punctuated apart
-(``k.i.l.l``, ``s-u-i-c-i-d-e``); repeated letters (``diiie``); and one-letter misspellings of longer
-words (``suicde``). Words are matched on boundaries, so ``Scunthorpe`` and ``skill`` stay clean.
+Two ways in, one index:
+
+- :meth:`PhraseLists.score` — what a person typed (a search term, a chat message). Word by word, with the
+  normalisation children's spelling needs: case and accents folded; leetspeak inside words (``k1ll``,
+  ``$uicide``); letters spaced or punctuated apart (``k i l l``, ``s-u-i-c-i-d-e``); words run together
+  (``killmyself``); repeated letters (``diiie``); one-letter misspellings of longer words (``suicde``).
+  Each match keeps the span of the original text it came from, so the evidence is the words **as typed**,
+  never a list phrase the person did not type.
+- :meth:`PhraseLists.score_content` — a page or a reply (up to hundreds of KB): the same phrases, folded
+  for case, accents and punctuation with whole-string operations (no per-word Python), exact spelling.
+  The words shown for a theme are then recovered from the page text around the matches.
+
+Words are matched on boundaries, so ``Scunthorpe`` and ``skill`` stay clean.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 import unicodedata
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MAX_TEXT = 1000
-FUZZY_MIN = 6  # words at least this long also match with one letter wrong, missing or extra
+import ahocorasick
+
+MAX_TEXT = 1000          # what :meth:`score` reads of a typed text
+MAX_CONTENT = 512 * 1024  # what :meth:`score_content` reads of a page's text
+FUZZY_MIN = 6  # list words at least this long also match with one letter wrong, missing, extra or swapped
+GLUE_MIN = 8   # multi-word phrases this long also match run together ("killmyself")
+_EVIDENCE_WINDOW = 3000  # characters either side of a content match searched for the words as written
 
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "@": "a",
                        "$": "s", "!": "i", "|": "l", "+": "t", "€": "e", "£": "l"})
 _LINE = re.compile(r"^((?:<[^<>]+>)(?:,<[^<>]+>)*)<(-?\d+)>$")
 _PART = re.compile(r"<([^<>]+)>")
 _CATEGORY = re.compile(r'^#listcategory:\s*"?([^"]*)"?', re.IGNORECASE)
-_INTRA = re.compile(r"(?<=\w)[.\-_*'’·](?=\w)")
+
+
+def _mark_ranges() -> str:
+    """A regex class body of every combining mark (categories Mn, Mc, Me): vowel signs of Gurmukhi,
+    Devanagari-family, Bengali, Gujarati, Tamil scripts are marks, and a word must not break at them."""
+    ranges, start, prev = [], None, None
+    for cp in range(0x300, sys.maxunicode + 1):
+        if unicodedata.category(chr(cp))[0] == "M":
+            if start is None:
+                start = cp
+            elif cp != prev + 1:
+                ranges.append((start, prev))
+                start = cp
+            prev = cp
+    if start is not None:
+        ranges.append((start, prev))
+    return "".join(f"\\U{a:08x}-\\U{b:08x}" if a != b else f"\\U{a:08x}" for a, b in ranges)
+
+
+_MARKS = _mark_ranges()
+#: A raw word as typed: letters, digits, marks, and what leetspeak and intra-word punctuation use.
+_EMOJI = "\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF"
+_RAW_WORD = re.compile(rf"[\w{_MARKS}@$!|+€£.\-*'’·]+|[{_EMOJI}][{_MARKS}]*")
+_INTRA = re.compile(r"[.\-_*'’·]+")
+_EDGE = "!?.,;:'’\"*()-_·"
+_UNDERSCORE = re.compile(r"_+")
+
+
+#: Diacritics taken off after NFKD: Latin, Greek, Cyrillic, Hebrew and Arabic combining marks (accents,
+#: harakat). Spacing vowel signs of Indic scripts are letters of the word and stay.
+_DIACRITICS = re.compile("[\u0300-\u036f\u0483-\u0489\u0591-\u05c7\u0610-\u061a\u064b-\u065f\u0670"
+                         "\u06d6-\u06ed\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+")
+#: Content path: ASCII punctuation, symbols and controls become spaces (bytes.translate, at C speed).
+_BYTE_SPACES = bytes(c if (48 <= c <= 57 or 97 <= c <= 122) else (c + 32 if 65 <= c <= 90 else 32)
+                     for c in range(128)) + bytes(range(128, 256))
+_UNICODE_PUNCT = "“”‘’«»—–…،؟؛·•¡¿„‚‹›\u00a0\u200b\u2019"
 
 
 class PhraseError(ValueError):
     """A phrase list cannot be read; the message names file and line."""
 
 
-def _fold(text: str) -> str:
-    """Lower case, accents off (Polish ł kept apart: NFKD does not split it), leetspeak in words."""
-    text = unicodedata.normalize("NFKD", text.casefold())
-    text = "".join(c for c in text if not unicodedata.combining(c)).replace("ł", "l")
-    # Leetspeak only inside tokens that also have letters: "k1ll" → "kill", but "year 7" stays.
-    return " ".join(t.translate(_LEET) if any(c.isalpha() for c in t) and not t.isalpha() else t
-                    for t in text.split())
+# -- normalisation ----------------------------------------------------------------------------------
+def fold(text: str) -> str:
+    """Case and accents off: NFKD, then the diacritics go (Latin accents, Arabic vowel marks — the same on
+    both sides, so the match is unaffected); Indic vowel signs stay. Polish ł/Ł does not decompose."""
+    if text.isascii():
+        return text.lower()
+    text = _DIACRITICS.sub("", unicodedata.normalize("NFKD", text.casefold()))
+    return text.replace("ł", "l") if "ł" in text else text
 
 
-def _squeeze(word: str) -> str:
+def squeeze(word: str) -> str:
     """Runs of one letter become one letter ("diiiie" → "die", "kill" → "kil"), on both sides."""
-    out = []
-    for c in word:
-        if not out or out[-1] != c:
+    if len(word) < 2:
+        return word
+    out = [word[0]]
+    for c in word[1:]:
+        if c != out[-1]:
             out.append(c)
     return "".join(out)
 
 
-def tokens(text: str, join_intra: bool = True) -> list[str]:
-    """Normalised words of ``text``. ``join_intra``: "self-harm" → "selfharm" (else two words)."""
-    text = _fold(text[:MAX_TEXT])
-    text = _INTRA.sub("" if join_intra else " ", text)
-    # Split on anything that is not a letter, digit or combining mark: Gurmukhi, Devanagari and Urdu
-    # vowel signs are marks, and a word must not be broken at them.
-    words = "".join(c if c.isalnum() or c == "_" or unicodedata.category(c)[0] == "M" else " "
-                    for c in text).split()
+def _word(raw: str) -> str:
+    """One raw word, folded: leetspeak inside words that also have letters ("k1ll"; "year 7" stays)."""
+    w = fold(raw)
+    if not w.isalpha() and any(c.isalpha() for c in w):
+        w = w.translate(_LEET)
+    return w
+
+
+@dataclass(slots=True)
+class Token:
+    text: str    # normalised
+    start: int   # span in the original text
+    end: int
+
+
+def tokenise(text: str, join_intra: bool = True) -> list[Token]:
+    """Normalised words of ``text`` with their spans in it. ``join_intra``: "self-harm" → "selfharm"
+    (else "self", "harm"); "k.i.l.l" and "s-u-i-c-i-d-e" become one word either way."""
+    out: list[Token] = []
+    for m in _RAW_WORD.finditer(text):
+        raw, start = m.group(), m.start()
+        # Edge punctuation is not part of the word ("myself!!!", "'kill'"); a leading $, @, ! or | is leet.
+        left, right = 0, len(raw)
+        while left < right and raw[left] in _EDGE:
+            left += 1
+        while right > left and raw[right - 1] in _EDGE + "@$|+":
+            right -= 1
+        if left == right:
+            continue
+        core = raw[left:right]
+        parts = _INTRA.split(core)
+        if len(parts) > 1 and (join_intra or all(len(p) == 1 for p in parts)):
+            parts = ["".join(parts)]
+        pos = start + left
+        for p in parts:
+            if p:
+                w = _word(p)
+                w = _UNDERSCORE.sub("", w) if "_" in w else w
+                if w:
+                    out.append(Token(squeeze(w), pos, pos + len(p)))
+            pos += len(p) + 1
     # Letters spaced apart ("k i l l myself"): three or more one-letter words in a row become one word.
-    merged: list[str] = []
-    run: list[str] = []
-    for w in words + [""]:
-        if len(w) == 1 and w.isalpha():
-            run.append(w)
+    merged: list[Token] = []
+    run: list[Token] = []
+    for t in out + [None]:  # type: ignore[list-item]
+        if t is not None and len(t.text) == 1 and t.text.isalpha():
+            run.append(t)
             continue
         if len(run) >= 3:
-            merged.append("".join(run))
+            merged.append(Token(squeeze("".join(r.text for r in run)), run[0].start, run[-1].end))
         else:
             merged.extend(run)
         run = []
-        if w:
-            merged.append(w)
-    return [_squeeze(w) for w in merged]
+        if t is not None:
+            merged.append(t)
+    return merged
+
+
+def tokens(text: str, join_intra: bool = True) -> list[str]:
+    """The normalised words of ``text`` (for tests and tools)."""
+    return [t.text for t in tokenise(text[:MAX_TEXT], join_intra)]
+
+
+def content_string(text: str) -> str:
+    """The content path's normal form, built with whole-string operations only (no per-word Python):
+    folded, punctuation and symbols spaces, one space between words and at each end (the phrases' keys
+    are space-delimited)."""
+    text = fold(text)
+    if text.isascii():
+        text = text.encode().translate(_BYTE_SPACES).decode()
+    else:
+        text = text.encode("utf-8", "surrogatepass").translate(_BYTE_SPACES).decode("utf-8", "replace")
+        for p in _UNICODE_PUNCT:
+            if p in text:
+                text = text.replace(p, " ")
+    return " " + " ".join(text.split()) + " "
 
 
 def _near(a: str, b: str) -> bool:
@@ -94,22 +203,29 @@ def _near(a: str, b: str) -> bool:
     while i < min(la, lb) and a[i] == b[i]:
         i += 1
     if la == lb:
-        return a[i + 1:] == b[i + 1:] or (i + 1 < la and a[i] == b[i + 1] and a[i + 1] == b[i] and a[i + 2:] == b[i + 2:])
+        return a[i + 1:] == b[i + 1:] or (i + 1 < la and a[i] == b[i + 1] and a[i + 1] == b[i]
+                                           and a[i + 2:] == b[i + 2:])
     return a[i + 1:] == b[i:] if la > lb else a[i:] == b[i + 1:]
 
 
+def _deletions(word: str) -> set[str]:
+    return {word[:i] + word[i + 1:] for i in range(len(word))}
+
+
+# -- the lists --------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Phrase:
     text: str                    # as written in the list
-    words: tuple[str, ...]       # normalised
+    words: tuple[str, ...]       # normalised (squeezed)
     bounded: bool                # `< x >`: whole words; `<x>`: anywhere in the text
+    plain: tuple[str, ...] = ()  # folded, not squeezed (the content path's spelling)
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
     parts: tuple[Phrase, ...]    # all must match
     weight: int
-    source: str                  # file:line, for the alert's evidence
+    source: str                  # file:line
 
 
 @dataclass
@@ -123,13 +239,16 @@ class ThemeList:
 class Score:
     theme: str
     score: int
-    matched: tuple[str, ...]     # the phrases that matched, as written in the lists
+    matched: tuple[str, ...]     # the words of the text that matched, as written there
+    phrases: tuple[str, ...] = ()  # the list phrases behind them (for tools and tests; not evidence)
 
 
 def _phrase(raw: str) -> Phrase | None:
     bounded = raw.startswith(" ") or raw.endswith(" ")
-    words = tuple(tokens(raw, join_intra=False))
-    return Phrase(raw.strip(), words, bounded) if words else None
+    toks = tokenise(raw, join_intra=False)
+    words = tuple(t.text for t in toks)
+    plain = tuple(content_string(raw).split())
+    return Phrase(raw.strip(), words, bounded, plain) if words else None
 
 
 def parse_list(path: Path, theme: str, _depth: int = 0) -> ThemeList:
@@ -180,78 +299,278 @@ def parse_exceptions(path: Path) -> list[Phrase]:
     return out
 
 
+# -- the index --------------------------------------------------------------------------------------
+_EXCEPTION = -1
+
+
+@dataclass(slots=True)
+class Hit:
+    """One part of one entry found in a text: ``start:end`` is its span in the text searched."""
+    entry: int
+    part: int
+    start: int
+    end: int
+    words: str   # the text's own words for it
+
+
 class PhraseLists:
-    """All themes' lists, compiled; :meth:`score` a search term against every theme."""
+    """All themes' lists compiled into two automata (typed text, page text); see the module doc."""
 
     def __init__(self, themes: list[ThemeList], exceptions: list[Phrase]):
         self.themes = themes
         self.exceptions = exceptions
+        self.entries: list[Entry] = []
+        self.entry_theme: list[int] = []
+        for i, tl in enumerate(themes):
+            for e in tl.entries:
+                self.entries.append(e)
+                self.entry_theme.append(i)
+        self._typed = self._automaton(lambda p: p.words, glue=True)
+        self._content = self._automaton(lambda p: p.plain, glue=False)
+        # Misspelling index: every one-letter deletion of every long list word → the words it came from.
+        self.vocabulary: set[str] = {w for e in self.entries for p in e.parts for w in p.words}
+        self._protected = {w for p in exceptions for w in p.words}  # real words never "corrected"
+        self._deletes: dict[str, list[str]] = {}
+        for w in sorted(self.vocabulary):
+            if len(w) >= FUZZY_MIN and w.isalpha():
+                for d in _deletions(w) | {w}:
+                    self._deletes.setdefault(d, []).append(w)
+        self._corrections: dict[str, str] = {}
+
+    def _automaton(self, words_of, glue: bool) -> ahocorasick.Automaton:
+        keys: dict[str, list[int]] = {}
+
+        def add(key: str, ref: int) -> None:
+            refs = keys.setdefault(key, [])
+            if ref not in refs:
+                refs.append(ref)
+
+        for i, e in enumerate(self.entries):
+            for j, p in enumerate(e.parts):
+                words = words_of(p)
+                if not words:
+                    continue
+                ref = i * 16 + j
+                if p.bounded:
+                    add(" " + " ".join(words) + " ", ref)
+                    if glue and len(words) > 1 and len("".join(words)) >= GLUE_MIN:
+                        add(" " + "".join(words) + " ", ref)
+                else:
+                    add(" ".join(words), ref)
+        for p in self.exceptions:
+            words = words_of(p)
+            if words:
+                add(" " + " ".join(words) + " ", _EXCEPTION)
+        a = ahocorasick.Automaton()
+        for k, refs in keys.items():
+            a.add_word(k, (len(k), tuple(refs)))
+        if keys:
+            a.make_automaton()
+        return a
 
     @property
     def size(self) -> int:
-        return sum(len(t.entries) for t in self.themes)
+        return len(self.entries)
 
-    def score(self, text: str) -> list[Score]:
+    # -- typed text ---------------------------------------------------------------------------------
+    def score(self, text: str, fuzzy: bool = True) -> list[Score]:
         """Scores per theme (only themes with a positive score), highest first."""
-        if not text:
-            return []
-        variants = [tokens(text, join_intra=True), tokens(text, join_intra=False)]
-        variants = [self._mask(words) for words in variants]
-        # Cheap pre-check per phrase: its first word must be present (or, for a word long enough to be
-        # misspelt, some word must start with the same letter) — most entries stop here.
-        present = {w for words in variants for w in words}
-        initials = {w[0] for w in present if w}
-        results = []
-        for tl in self.themes:
-            total, matched = 0, []
-            for entry in tl.entries:
-                if all(_possible(p, present, initials) and any(_matches(p, words) for words in variants)
-                       for p in entry.parts):
-                    total += entry.weight
-                    matched.append(",".join(p.text for p in entry.parts))
-            if total > 0 and matched:
-                results.append(Score(tl.theme, total, tuple(matched)))
-        return sorted(results, key=lambda s: -s.score)
+        return self.aggregate(self.hits(text, fuzzy))
 
-    def _mask(self, words: list[str]) -> list[str]:
-        """Take out the words covered by an exception phrase (replaced by a gap no phrase can match)."""
-        out = list(words)
-        for p in self.exceptions:
-            n = len(p.words)
-            for i in range(len(out) - n + 1):
-                if all(out[i + k] == p.words[k] for k in range(n)):
-                    for k in range(n):
-                        out[i + k] = "\x00"
+    def hits(self, text: str, fuzzy: bool = True, limit: int = MAX_TEXT) -> list[Hit]:
+        """Every part of every entry found in ``text`` (with the original words), exceptions applied."""
+        if not text or not self.entries:
+            return []
+        text = text[:limit]
+        found: list[Hit] = []
+        joined = tokenise(text, join_intra=True)
+        variants = [joined]
+        if any(c in text for c in ".-_*'’·"):
+            split = tokenise(text, join_intra=False)
+            if len(split) != len(joined):
+                variants.append(split)
+        for toks in variants:
+            if fuzzy:
+                self._correct(toks)
+            found.extend(self._search_tokens(text, toks))
+        return found
+
+    def _correct(self, toks: list[Token]) -> None:
+        """One-letter misspellings of long list words ("suicde", "sucide") become the list word; the
+        token keeps its span, so the evidence still shows what was typed. The first letter must agree
+        ("putting" is not "cutting"), and words from the exception list are never corrected."""
+        vocab, cache = self.vocabulary, self._corrections
+        for t in toks:
+            w = t.text
+            if len(w) < FUZZY_MIN - 1 or w in vocab or not w.isalpha():
+                continue
+            fixed = cache.get(w)
+            if fixed is None:
+                fixed = w
+                if w not in self._protected:
+                    for d in _deletions(w) | {w}:
+                        for cand in self._deletes.get(d, ()):
+                            if cand[0] == w[0] and _near(cand, w):
+                                fixed = cand
+                                break
+                        if fixed != w:
+                            break
+                if len(cache) < 100_000:
+                    cache[w] = fixed
+            t.text = fixed
+
+    def _search_tokens(self, text: str, toks: list[Token]) -> list[Hit]:
+        if not toks:
+            return []
+        line = " " + " ".join(t.text for t in toks) + " "
+        starts, pos = [], 1
+        for t in toks:
+            starts.append(pos)
+            pos += len(t.text) + 1
+        raw: list[tuple[int, int, tuple[int, ...]]] = []
+        masked: list[tuple[int, int]] = []
+        for end, (length, refs) in self._typed.iter(line):
+            first = bisect_right(starts, end - length + 1) - 1   # the token the key starts in (or before)
+            if line[end - length + 1] == " ":
+                first += 1
+            last = bisect_right(starts, end if line[end] != " " else end - 1) - 1
+            first, last = max(first, 0), max(last, max(first, 0))
+            if _EXCEPTION in refs:
+                masked.append((first, last))
+            raw.append((first, last, refs))
+        out = []
+        for first, last, refs in raw:
+            if any(a <= last and first <= b for a, b in masked):
+                continue
+            s, e = toks[first].start, toks[last].end
+            for ref in refs:
+                if ref != _EXCEPTION:
+                    out.append(Hit(ref // 16, ref % 16, s, e, text[s:e]))
         return out
 
+    # -- page text ----------------------------------------------------------------------------------
+    def content_hits(self, text: str) -> tuple[str, list[Hit]]:
+        """Hits in page text (exact spelling after folding): (the normal form searched, hits with spans
+        in it). Bounded: at most :data:`MAX_CONTENT` characters are read."""
+        line = content_string(text[:MAX_CONTENT])
+        if not self.entries:
+            return line, []
+        raw, masked = [], []
+        for end, (length, refs) in self._content.iter(line):
+            start = end - length + 1
+            if _EXCEPTION in refs:
+                masked.append((start, end))
+            raw.append((start, end, refs))
+        # An entry counts once: only the first unmasked place of each key is kept (a common word that is
+        # part of many combinations would otherwise make thousands of hits on a long page).
+        out, seen = [], set()
+        for start, end, refs in raw:
+            if id(refs) in seen or (masked and any(a <= end and start <= b for a, b in masked)):
+                continue
+            seen.add(id(refs))
+            words = line[start:end + 1].strip()
+            for ref in refs:
+                if ref != _EXCEPTION:
+                    out.append(Hit(ref // 16, ref % 16, start, end + 1, words))
+        return line, out
 
-def _possible(p: Phrase, present: set[str], initials: set[str]) -> bool:
-    if not p.bounded:
-        return True
-    first = p.words[0]
-    return first in present or (len(first) >= FUZZY_MIN or len(p.words) > 1) and first[:1] in initials
+    def score_content(self, text: str, evidence_at: int | None = 0) -> list[Score]:
+        """Scores of a page's text. For themes scoring at least ``evidence_at`` (None: none) the matched
+        words are looked up in the text as written, which costs a little more than the score itself."""
+        text = text[:MAX_CONTENT]
+        line, found = self.content_hits(text)
+        scores = self.aggregate(found)
+        wanted = set() if evidence_at is None else {s.theme for s in scores if s.score >= evidence_at}
+        if not wanted:
+            return scores
+        out = []
+        for s in scores:
+            if s.theme in wanted:
+                s = Score(s.theme, s.score, self._as_written(text, line, found, s.theme) or s.matched, s.phrases)
+            out.append(s)
+        return out
 
+    def _as_written(self, text: str, line: str, found: list[Hit], theme: str) -> tuple[str, ...]:
+        """The page's own words for a theme's matches (at most five): a search of the text for the
+        matched words with any punctuation between them; where folding changed letters (accents), the
+        typed-text path over a window around where the match lies proportionally."""
+        idx = next((i for i, t in enumerate(self.themes) if t.theme == theme), None)
+        ratio = len(text) / max(len(line), 1)
+        low = text.lower()
+        same = len(low) == len(text)
+        words: list[str] = []
+        tried: set[str] = set()
+        for h in sorted(found, key=lambda h: -len(h.words)):  # whole phrases before single words
+            if self.entry_theme[h.entry] != idx or self.entries[h.entry].weight <= 0 or h.words in tried:
+                continue
+            tried.add(h.words)
+            got = None
+            if h.words.isascii():
+                # A pattern that starts with a literal is found at C speed; word edges checked after.
+                rx = re.compile(r"[\W_]+".join(map(re.escape, h.words.split())))
+                for m in rx.finditer(low):
+                    a, b = m.start(), m.end()
+                    if (a == 0 or not low[a - 1].isalnum()) and (b == len(low) or not low[b].isalnum()):
+                        got = text[a:b] if same else m.group()
+                        break
+            if got is None:
+                centre = int(h.start * ratio)
+                window = text[max(0, centre - 1500):centre + 1500]
+                got = next((g.words for g in self.hits(window, fuzzy=False, limit=len(window))
+                            if g.entry == h.entry and g.part == h.part), None)
+            if got and got not in words:
+                words.append(got)
+            if len(words) >= 5 or len(tried) >= 10:
+                break
+        return tuple(words)
 
-def _matches(p: Phrase, words: list[str]) -> bool:
-    n = len(p.words)
-    if not p.bounded:
-        joined = " ".join(words)
-        return " ".join(p.words) in joined or "".join(p.words) in "".join(words)
-    for i in range(len(words) - n + 1):
-        if all(_word_eq(p.words[k], words[i + k]) for k in range(n)):
-            return True
-    # Words run together ("killmyself"): the whole phrase as one word.
-    if n > 1:
-        glued = "".join(p.words)
-        return any(_word_eq(glued, w) for w in words)
-    return False
+    # -- scores -------------------------------------------------------------------------------------
+    def aggregate(self, found: list[Hit]) -> list[Score]:
+        """Hits → scores: each entry counts once, when all its parts are present; per theme the
+        weights add up; themes with a positive total, highest first."""
+        parts: dict[int, dict[int, Hit]] = {}
+        for h in found:
+            parts.setdefault(h.entry, {}).setdefault(h.part, h)
+        totals: dict[int, int] = {}
+        spans: dict[int, list[Hit]] = {}
+        phrases: dict[int, list[str]] = {}
+        # A phrase found inside a longer phrase of the same theme is not counted again: "how to kill
+        # myself" scores as itself, not plus "kill myself" — so a benign context word can outweigh it.
+        # Likewise a combination all of whose parts lie inside one such phrase.
+        singles = [(h.start, h.end, self.entry_theme[i], i) for i, got in parts.items()
+                   if len(self.entries[i].parts) == 1 and self.entries[i].weight > 0 for h in got.values()]
+        inside = set()
+        for i, got in parts.items():
+            e = self.entries[i]
+            if e.weight <= 0 or len(got) < len(e.parts):
+                continue
+            s, end, t = min(h.start for h in got.values()), max(h.end for h in got.values()), self.entry_theme[i]
+            combo = len(e.parts) > 1
+            if any(t2 == t and i2 != i and s2 <= s and end <= e2 and (combo or (e2 - s2) > (end - s))
+                   for s2, e2, t2, i2 in singles):
+                inside.add(i)
+        for i, got in parts.items():
+            e = self.entries[i]
+            if len(got) < len(e.parts) or i in inside:
+                continue
+            t = self.entry_theme[i]
+            totals[t] = totals.get(t, 0) + e.weight
+            if e.weight > 0:
+                spans.setdefault(t, []).extend(got.values())
+                phrases.setdefault(t, []).append(",".join(p.text for p in e.parts))
+        out = []
+        for t, total in totals.items():
+            if total <= 0 or t not in spans:
+                continue
+            words: list[str] = []
+            for h in sorted(spans[t], key=lambda h: (h.start, -h.end)):
+                if h.words not in words and not any(h.words in w for w in words):
+                    words.append(h.words)
+            out.append(Score(self.themes[t].theme, total, tuple(words), tuple(phrases[t])))
+        return sorted(out, key=lambda s: -s.score)
 
-
-def _word_eq(phrase_word: str, word: str) -> bool:
-    if phrase_word == word:
-        return True
-    # Misspellings keep the first letter ("suicde", "sucide"); "putting" is not "cutting".
-    return len(phrase_word) >= FUZZY_MIN and word[:1] == phrase_word[:1] and _near(phrase_word, word)
+    def label(self, theme: str) -> str:
+        return next((t.label for t in self.themes if t.theme == theme and t.label), theme)
 
 
 def load_phrase_lists(root: Path) -> PhraseLists:

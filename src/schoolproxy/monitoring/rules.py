@@ -5,6 +5,8 @@ Rules, each producing (theme, severity, evidence):
 - a search term whose phrase score for a theme reaches the subject's threshold (by role);
 - a request to a category tied to a theme (``categories.yaml``: adult → pornography …);
 - ``repeated_blocks`` blocked attempts within ``repeated_blocks_minutes``;
+- real-time content: a page or streamed reply whose text scored over the profile's content alert score
+  (the content addon puts its findings on the Verdict), with the site and the words as on the page;
 - circumvention: VPN/proxy and DNS-over-HTTPS categories (their theme), tunnels to bare IP addresses,
   and repeated refusals of TLS interception (a VPN app or a pinned client);
 - the upstream filter's block page (Smoothwall/SWGfL, possibly IWF-listed content) → critical, evidence
@@ -89,6 +91,7 @@ class AlertRules:
         term = v.search_term if v.search_term is not None else (extract(v.host, v.path) if v.path else None)
         if term:
             found.extend(self._search(v, term, role))
+        found.extend(self._content(v))
         for category in v.categories:
             if category == "ip-address" and v.layer != "http":
                 found.append(Candidate("circumvention", "medium", "bare-ip",
@@ -127,6 +130,17 @@ class AlertRules:
             out.append(Candidate(sc.theme, severity, "search-phrases",
                                  f'searched for "{term}" on {where} (matched: {", ".join(sc.matched[:5])}; '
                                  f"score {sc.score}, threshold {threshold})", v, sc.score, term))
+        return out
+
+    def _content(self, v: Verdict) -> list[Candidate]:
+        out = []
+        for theme, score, words, action, threshold, kind in v.content:
+            verb = "was stopped from reading" if action == "block" else "read"
+            what = "an AI or chat reply streamed from" if kind == "reply" else "a page on"
+            shown = " / ".join(f'"{w}"' for w in words[:5])
+            out.append(Candidate(theme, self.s.severity_of(theme), "content",
+                                 f"{verb} {what} {v.host} containing {shown} (score {score}, "
+                                 f"{'blocked' if action == 'block' else 'alert'} at {threshold})", v, score))
         return out
 
     def _count(self, table: dict[str, deque[float]], v: Verdict, minutes: int) -> int:

@@ -2,7 +2,12 @@
 
 :func:`make_addons` is the pipeline, in order: load the configuration, run the logon feed, identify the
 user, decide and enforce, reload on change, then record, alert and count each verdict. It is what
-``addons/schoolproxy_addons.py`` (``mitmdump -s``) and ``schoolproxy run`` both use.
+``addons/schoolproxy_addons.py`` (``mitmdump -s``) and ``schoolproxy run`` both use. Around identify and
+enforce: the proxy's own pages (PAC file, certificate page) are answered before anyone signs in;
+transparent-mode connections are named and chained to the upstream filter before they are decided; the
+upstream is told who is browsing once they are.
+Content sits before enforce although it acts later in a flow's life: its ``response`` hook scores the
+page and finishes the draft verdict before enforce's ``response`` publishes it.
 
 The addons share no hub. What they share is passed to them: the running snapshot, the verdict bus the
 enforce addon publishes on and the records, alerts and metrics subscribe to, the metrics registry each
@@ -15,6 +20,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from schoolproxy.proxy.alert import Alert
+from schoolproxy.proxy.content import Content
 from schoolproxy.proxy.enforce import Enforce
 from schoolproxy.proxy.headercheck import HeaderCheck
 from schoolproxy.proxy.heap import FreezeHeap
@@ -24,8 +30,11 @@ from schoolproxy.proxy.localguard import LocalGuard
 from schoolproxy.proxy.loadconfig import LoadConfig
 from schoolproxy.proxy.logonfeed import LogonFeed
 from schoolproxy.proxy.metrics import MetricsExporter
+from schoolproxy.proxy.ownpages import OwnPages
 from schoolproxy.proxy.record import Record
 from schoolproxy.proxy.reload import Reload
+from schoolproxy.proxy.transparent import PassthroughViaUpstream, Transparent
+from schoolproxy.proxy.upstreamidentity import UpstreamIdentity
 from schoolproxy.snapshot import SnapshotHolder, worker_from_env
 from schoolproxy.verdict import VerdictBus
 
@@ -39,11 +48,16 @@ def make_addons() -> list[object]:
     return [
         LoadConfig(snapshots, registry),
         logon_feed,
-        HeaderCheck(),  # ambiguous request heads are refused before a password is checked
+        HeaderCheck(),  # ambiguous request heads are refused before anything else reads them
+        OwnPages(snapshots),
+        Transparent(snapshots),
         Identify(snapshots, registry, logon_feed),
         LocalGuard(snapshots),  # without an upstream filter: what the request's host resolves to
-        Enforce(snapshots, bus.publish),
+        Content(snapshots, bus.publish),
+        Enforce(snapshots, bus.publish, logon_feed),
         Limits(snapshots, registry),  # after Enforce: a request answered here never has its body kept
+        PassthroughViaUpstream(snapshots, logon_feed),
+        UpstreamIdentity(snapshots),
         Reload(snapshots, registry),
         Record(snapshots, bus, registry, worker),
         Alert(snapshots, bus, registry, worker),

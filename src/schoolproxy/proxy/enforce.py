@@ -28,7 +28,7 @@ from mitmproxy import connection, http, tls
 from schoolproxy.filtering import blockpage, safesearch
 from schoolproxy.filtering.decide import Handling, RequestFacts, Ruling, Stage, decide
 from schoolproxy.identity.profiles import Identity
-from schoolproxy.proxy.identify import IDENTITY
+from schoolproxy.proxy.identify import EXPLICIT_MODES, IDENTITY, Logons
 from schoolproxy.proxy.internals import local_response
 from schoolproxy.proxy.localguard import RESOLVED
 from schoolproxy.snapshot import Snapshot, SnapshotHolder
@@ -86,10 +86,12 @@ def _names_carried(req: http.Request) -> tuple[str, ...]:
 
 
 class Enforce:
-    def __init__(self, snapshots: SnapshotHolder, publish: Callable[[Verdict], None]):
+    def __init__(self, snapshots: SnapshotHolder, publish: Callable[[Verdict], None], logons: Logons | None = None):
         self.snapshots = snapshots
         #: Where finished verdicts go (the verdict bus: records, alerts, metrics).
         self.publish = publish
+        #: Who is logged on where (the logon feed, a sign-in page): transparent connections sign in to nothing.
+        self.logons = logons
         self.tunnels: weakref.WeakKeyDictionary[connection.Client, _Tunnel] = weakref.WeakKeyDictionary()
 
     # -- CONNECT ----------------------------------------------------------------------------------
@@ -119,7 +121,7 @@ class Enforce:
             address = data.context.server.address
             facts = RequestFacts(Stage.TLS, client.peername[0], address[0] if address else "",
                                  address[1] if address else 443, "TLS", "https", sni=sni, transparent=True)
-            ruling = decide(snap, None, facts)
+            ruling = decide(snap, self._logon_identity(snap, client.peername[0]), facts)
             self.tunnels[client] = _Tunnel(ruling.identity, None, facts.port, sni)
         else:
             tunnel.sni = sni
@@ -147,17 +149,14 @@ class Enforce:
         started = time.perf_counter()
         snap = self._snapshot()
         req = flow.request
-        tunnel = self.tunnels.get(flow.client_conn)
-        identity = flow.metadata.get(IDENTITY)
-        names, resolved = _names_carried(req), flow.metadata.get(RESOLVED, ())
-        if tunnel is None:
-            facts = RequestFacts(Stage.REQUEST, flow.client_conn.peername[0], req.host, req.port, req.method,
-                                 req.scheme, req.path or "/", req.host_header, names=names, resolved=resolved)
-        else:
-            identity = identity or tunnel.identity
-            facts = RequestFacts(Stage.REQUEST, flow.client_conn.peername[0], req.host, req.port, req.method,
-                                 req.scheme, req.path or "/", req.host_header, tunnel.host, tunnel.sni, names=names,
-                                 resolved=resolved)
+        client = flow.client_conn
+        tunnel = self.tunnels.get(client)
+        facts = RequestFacts(
+            Stage.REQUEST, client.peername[0], req.host, req.port, req.method, req.scheme, req.path or "/",
+            authority=req.host_header, connect_host=tunnel.host if tunnel else None,
+            sni=tunnel.sni if tunnel else None, transparent=not isinstance(client.proxy_mode, EXPLICIT_MODES),
+            names=_names_carried(req), resolved=flow.metadata.get(RESOLVED, ()))
+        identity = flow.metadata.get(IDENTITY) or (tunnel.identity if tunnel else None)
         ruling = decide(snap, identity, facts)
         decided = time.perf_counter() - started
         if ruling.handling is Handling.BLOCK_PAGE:
@@ -204,6 +203,15 @@ class Enforce:
         snap = self.snapshots.snapshot
         assert snap is not None, "schoolproxy configuration not loaded"
         return snap
+
+    def _logon_identity(self, snap: Snapshot, ip: str) -> Identity | None:
+        """The user the logon feed or a sign-in page puts at this address, if any (else the subnet map
+        or the default decide)."""
+        logon = self.logons.lookup(ip) if self.logons is not None else None
+        if logon is None:
+            return None
+        groups = frozenset(logon.groups) if logon.groups is not None else None
+        return snap.resolver.identify(logon.user, logon.source, groups, logon.device)
 
     @staticmethod
     def _verdict(facts: RequestFacts, ruling: Ruling, snap: Snapshot, at: float | None, layer: str = "http",

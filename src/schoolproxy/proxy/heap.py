@@ -1,9 +1,8 @@
 """FreezeHeap addon: keeps Python's cyclic garbage collector from pausing the proxy.
 
-A running proxy holds ~150k long-lived objects (mitmproxy, SQLAlchemy, pydantic, our compiled config).
-Every full (generation 2) collection walks all of them — 50–130 ms on the development machine, during
-which no request moves: the full stack's one-connection p99 was ~50–100 ms against ~5 ms without.
-``gc.freeze()`` once everything has started moves those objects out of the collector's sight, so a
+A running proxy holds over a hundred thousand long-lived objects (mitmproxy, SQLAlchemy, pydantic, our
+compiled config). Every full (generation 2) collection walks all of them — tens of milliseconds in
+which no request moves. ``gc.freeze()`` once everything has started moves those objects out of the collector's sight, so a
 collection only walks what requests create. After a reload the heap is collected and frozen again, so
 the previous configuration's objects are still freed. (Freezing hides objects from the cycle collector
 only; reference counting frees them as usual.)

@@ -12,6 +12,14 @@ tests/test_internals.py that fails if the pinned mitmproxy (>=12.2,<13) changes 
   ``ResponseData`` and on ``Response`` keeping its state in ``.data``.
 - :func:`listen_with_reuse_port`: ``--workers N`` processes binding one port (SO_REUSEPORT). Relies on
   ``AsyncioServerInstance.listen(host, port)`` returning its asyncio servers and on ``handle_stream``.
+- :func:`send_in_absolute_form`: a transparent-mode request sent to the upstream filter as an explicit
+  proxy sends it (mitmproxy has no transparent-and-upstream mode). Relies on ``RequestData``'s ``host``,
+  ``port`` and ``authority`` (where the connection goes; the HTTP/1 request line is absolute-form when
+  ``authority`` is set) and on the HTTP layer connecting to ``(request.host, request.port)`` after the
+  ``request`` hook.
+- :func:`parse_client_hello`: the server name of a TLS handshake read off a raw connection (the relay of
+  passed-through connections). Relies on ``mitmproxy.proxy.layers.tls.parse_client_hello``. The relay
+  also relies on mitmproxy opening a server connection from ``Server.sockname`` when it is set.
 
 The bounds on what a client can make mitmproxy's HTTP/1 layers hold (head size and time, bodies of
 requests answered here, trailers) change those layers' private methods: :mod:`.mitmpatch`, tested in
@@ -128,7 +136,7 @@ class LocalResponseData(http.ResponseData):
 
 def local_response(status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...]) -> http.Response:
     """The object ``Response.make`` would build, from bytes and ready-encoded headers, without its text
-    encoding, header conversion and type check (~8x cheaper for a block page)."""
+    encoding, header conversion and type check: a block page may be served at the full request rate."""
     now = time.time()
     resp = http.Response.__new__(http.Response)
     resp.data = LocalResponseData(
@@ -153,3 +161,18 @@ def listen_with_reuse_port() -> None:
 
     listen.reuse_port = True  # type: ignore[attr-defined]
     mode_servers.AsyncioServerInstance.listen = listen
+
+
+def send_in_absolute_form(request: http.Request, proxy: tuple[str, int]) -> None:
+    """Send a plain-HTTP request to the proxy at ``proxy`` as ``GET http://site/path`` (its Host header
+    unchanged), as mitmproxy's upstream mode does: set from the ``request`` hook."""
+    authority = request.host if request.port == 80 else f"{request.host}:{request.port}"
+    request.data.authority = authority.encode("ascii", "replace")
+    request.data.host, request.data.port = proxy
+
+
+def parse_client_hello(data: bytes):
+    """The ClientHello at the start of ``data`` (``.sni``), None if more bytes are needed; ValueError if
+    ``data`` is not a TLS handshake."""
+    from mitmproxy.proxy.layers.tls import parse_client_hello as parse
+    return parse(data)

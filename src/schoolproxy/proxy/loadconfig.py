@@ -7,7 +7,8 @@ file, key path and problem. It also checks and applies what the YAML says about 
   refuses to start — a typo must never open a path around Smoothwall. (``schoolproxy run`` sets the
   mode from the YAML; with mitmdump, pass ``--mode upstream:URL``.)
 - lazy upstream connections, so a blocked, unreachable host gets the block page rather than a 502;
-- the CA directory, when mitmproxy's default is in use.
+- the CA directory, when mitmproxy's default is in use;
+- the upstream filter's inspection CA (``proxy.upstream_ca``), trusted beside the public CAs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from schoolproxy.config import ConfigError
+from schoolproxy.gateway.modes import identity_warnings
+from schoolproxy.gateway.trust import TrustError, upstream_bundle
 from schoolproxy.metrics import Scraped
 from schoolproxy.private import exposed, private_dir
 from schoolproxy.snapshot import SnapshotHolder
@@ -46,7 +49,7 @@ class LoadConfig:
             snap = self.snapshots.load(path)
         except ConfigError as e:
             raise exceptions.OptionsError(f"schoolproxy: configuration refused:\n{e}") from None
-        for warning in snap.policy.warnings + exposed(snap.config):
+        for warning in snap.policy.warnings + identity_warnings(snap.config) + exposed(snap.config):
             log.warning("schoolproxy: %s", warning)
         log.info("schoolproxy: loaded %s: %d profiles, %d list entries, %d policy tests passed",
                  path, len(snap.policy.profiles), len(snap.lists), len(snap.config.tests))
@@ -62,6 +65,12 @@ class LoadConfig:
         if ctx.options.confdir == "~/.mitmproxy":
             private_dir(Path(confdir), tighten=True)  # the CA key impersonates any site to every device
             wanted["confdir"] = confdir
+        try:
+            bundle = upstream_bundle(config)
+        except TrustError as e:
+            raise exceptions.OptionsError(f"schoolproxy: proxy.upstream_ca: {e}") from None
+        if bundle is not None and ctx.options.ssl_verify_upstream_trusted_ca in (None, str(bundle)):
+            wanted["ssl_verify_upstream_trusted_ca"] = str(bundle)  # public CAs + the upstream's inspection CA
         changed = {k: v for k, v in wanted.items() if getattr(ctx.options, k) != v}
         if changed:
             ctx.options.update(**changed)
@@ -94,7 +103,8 @@ def upstream_mismatch(upstream: str | None, modes: list[str]) -> str | None:
     if not upstream:
         return None
     want = f"upstream:{upstream}"
-    wrong = [m for m in modes if m.split("@")[0] != want]
+    # Transparent listeners are chained to the upstream by the transparent addon.
+    wrong = [m for m in modes if m.split("@")[0] not in (want, "transparent")]
     if wrong:
         return (f"the config chains to the upstream filter {upstream}, but mitmproxy runs in mode(s) "
                 f"{', '.join(wrong)} — start it with --mode {want} (schoolproxy run does this itself)")

@@ -1,6 +1,7 @@
 """LogonFeed addon: the HTTP endpoint that Windows logon/logoff scripts call (``deploy/logon-feed/``).
 
     POST /logon   {"user": "jsmith", "device": "IT-SUITE-07"}           → 200 {"ok": true, ...}
+    POST /logon   {"user": "jsmith", "ip": "...", "source": "sign-in", "hours": "8"}  (a sign-in page)
     POST /logoff  {"user": "jsmith"}                                    → 200 {"ok": true, "cleared": true}
     GET  /logons                                                        → the live logons (JSON)
     GET  /health                                                        → 200 ok (no secret needed)
@@ -113,7 +114,8 @@ class LogonFeed:
             return {"ok": True, "cleared": cleared}
         snap = self.snapshots.snapshot
         groups = snap.directory.groups(user) if snap is not None and snap.directory is not None else None
-        entry = table.logon(user, ip, fields.get("device"), groups=groups)
+        entry = table.logon(user, ip, fields.get("device"), groups=groups, source=fields.get("source", "logon-feed"),
+                            ttl_seconds=_hours(fields.get("hours")))
         self.stats["logon"] += 1
         log.info("logon feed: %s on %s%s", entry.user, entry.ip, f" ({entry.device})" if entry.device else "")
         return {"ok": True, "user": entry.user, "ip": entry.ip, "device": entry.device, "expires": entry.expires}
@@ -129,6 +131,16 @@ class LogonFeed:
             for result, n in self.stats.items():
                 calls.add_metric([result], n)
             yield calls
+
+
+def _hours(text: str | None) -> float | None:
+    """A sign-in's own duration ("hours"), in seconds; None for the feed's ttl_hours."""
+    if text is None:
+        return None
+    try:
+        return float(text) * 3600
+    except ValueError:
+        raise LogonError("'hours' must be a number") from None
 
 
 def _handler(feed: LogonFeed) -> type[BaseHTTPRequestHandler]:

@@ -131,3 +131,26 @@ access_audit = Table(
     Column("what", String(512), nullable=False),
     Index("ix_access_audit_time", "time"),
 )
+
+console_sessions = Table(
+    "console_sessions", metadata,
+    Column("id", String(64), primary_key=True),          # SHA-256 of the cookie's token, never the token
+    Column("username", String(256), nullable=False),
+    Column("groups", Text, nullable=False, server_default=""),   # directory groups at sign-in, one a line
+    Column("csrf", String(64), nullable=False),
+    Column("address", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen", DateTime(timezone=True), nullable=False),
+    Index("ix_console_sessions_last_seen", "last_seen"),
+)
+
+console_signin_attempts = Table(
+    "console_signin_attempts", metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("address", String(64), nullable=False),
+    Column("account", String(128), nullable=False),
+    Column("outcome", String(16), nullable=False),       # checking | failed
+    Index("ix_console_signin_attempts_address_time", "address", "time"),
+    Index("ix_console_signin_attempts_account_time", "account", "time"),
+)

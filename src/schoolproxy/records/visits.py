@@ -81,3 +81,17 @@ def end_visit(engine: Engine, logon: str, at: dt.datetime) -> Visit:
             raise RegisterError(f"no one is registered on {logon} at {at:%Y-%m-%d %H:%M}")
         conn.execute(update(supply_register).where(supply_register.c.id == visit.id).values(ends=at))
     return Visit(visit.logon, visit.person, visit.starts, at, visit.class_taught, visit.id, visit.created_by)
+
+
+def cancel_visit(engine: Engine, visit_id: int, now: dt.datetime) -> Visit:
+    """Remove a visit that has not started yet (booked by mistake, or the visitor is not coming). A visit
+    that has started is part of the record: end it instead."""
+    with engine.begin() as conn:
+        row = conn.execute(select(supply_register).where(supply_register.c.id == visit_id)).first()
+        if row is None:
+            raise RegisterError(f"there is no visit {visit_id}")
+        visit = _visit(row)
+        if visit.starts <= now:
+            raise RegisterError(f"visit {visit_id} has already started: end it instead")
+        conn.execute(supply_register.delete().where(supply_register.c.id == visit_id))
+    return visit

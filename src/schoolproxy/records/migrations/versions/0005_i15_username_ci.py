@@ -1,13 +1,13 @@
 """Reports find one person's records whatever case their name was typed in: an index on lower(username).
 
-Revision ID: 0004_i15
-Revises: 0003
+Revision ID: 0005_i15
+Revises: 0004_16
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_i15"
-down_revision = "0003"
+revision = "0005_i15"
+down_revision = "0004_16"
 branch_labels = None
 depends_on = None
 

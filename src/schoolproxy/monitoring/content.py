@@ -1,0 +1,304 @@
+"""Real-time content: what text a response holds, and what to do about its score. Pure (no mitmproxy);
+the ``proxy/content.py`` addon feeds it bytes and applies the outcome.
+
+- :func:`kind_of` — which responses are read: HTML, JSON, plain text, server-sent events, NDJSON (a
+  missing Content-Type is read as HTML, as a browser would sniff it). Images, video, fonts, scripts and
+  downloads are not text a person reads and are left alone.
+- :class:`Decoder` — Content-Encoding (gzip, deflate, br, zstd) undone incrementally and **bounded**: at
+  most ``limit`` bytes ever come out, so a compression bomb costs no more than a small page.
+- :func:`extract` — the text of a body: HTML without tags, scripts and styles; JSON's string values;
+  plain text as is. Invalid UTF-8 is replaced, never an error.
+- :class:`EventText` — text pieces from a server-sent event stream as it arrives (an AI chat reply's
+  tokens, concatenated as the client shows them).
+- :class:`StreamScore` — scores text that arrives in pieces: a phrase split across two pieces is found.
+- :func:`content_rule` — whether and how a profile's responses from a host are scored (help sites are
+  never blocked by content; exceptions by site and profile), shared by the addon and ``explain``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import zlib
+from dataclasses import dataclass, field
+
+from schoolproxy.config import Config, ContentSettings
+from schoolproxy.monitoring.phrases import Hit, PhraseLists, Score
+
+HELPSITES = "helpsites"
+_TEXT_TYPES = {"text/html": "html", "application/xhtml+xml": "html", "text/plain": "text",
+               "application/json": "json", "text/event-stream": "sse", "application/x-ndjson": "ndjson",
+               "application/jsonl": "ndjson", "application/json-seq": "ndjson", "text/markdown": "text",
+               "text/xml": "html", "application/xml": "html", "application/rss+xml": "html",
+               "application/atom+xml": "html"}
+_STRIP = re.compile(r"<(script|style|noscript|svg|template)\b.*?</\1\s*>|<!--.*?-->", re.S | re.I)
+_TAG = re.compile(r"<[^>]{0,2000}>")
+_CONTENT_KEYS = ("content", "text", "delta", "response", "output_text", "token", "message", "completion",
+                 "answer", "reply", "parts", "choices", "candidates", "output", "result", "data", "value")
+MAX_JSON_STRINGS = 20_000
+
+
+class ContentError(ValueError):
+    """A body cannot be decoded (corrupt compression, unknown encoding)."""
+
+
+def kind_of(content_type: str | None) -> str | None:
+    """"html", "json", "text", "sse", "ndjson" — or None for what is not read as text."""
+    if not content_type:
+        return "html"
+    mime = content_type.split(";", 1)[0].strip().lower()
+    if mime in _TEXT_TYPES:
+        return _TEXT_TYPES[mime]
+    if mime.endswith("+json"):
+        return "json"
+    return None
+
+
+def charset_of(content_type: str | None) -> str:
+    m = re.search(r"charset=\"?([\w.:-]{1,40})", content_type or "", re.I)
+    if m:
+        try:
+            "".encode(m.group(1))
+            return m.group(1)
+        except LookupError:
+            pass
+    return "utf-8"
+
+
+# -- decoding ---------------------------------------------------------------------------------------
+class Decoder:
+    """Undo a Content-Encoding chunk by chunk; never more than ``limit`` bytes out in total."""
+
+    def __init__(self, encoding: str | None, limit: int):
+        self.limit = limit
+        self.out = 0
+        self.full = False
+        enc = (encoding or "identity").strip().lower()
+        self.encoding = enc
+        if enc in ("identity", "", "none"):
+            self._step = self._identity
+        elif enc in ("gzip", "x-gzip"):
+            self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            self._step = self._zlib
+        elif enc == "deflate":
+            self._z = None  # raw or zlib-wrapped: decided on the first bytes
+            self._step = self._zlib
+        elif enc == "br":
+            import brotli
+            self._br = brotli.Decompressor()
+            self._step = self._brotli
+        elif enc == "zstd":
+            try:
+                from compression import zstd  # Python 3.14
+            except ImportError:
+                from backports import zstd  # what mitmproxy depends on before 3.14
+            self._zs = zstd.ZstdDecompressor()
+            self._step = self._zstd
+        else:
+            raise ContentError(f"unknown content encoding {encoding!r}")
+
+    def feed(self, data: bytes) -> bytes:
+        if self.full or not data:
+            return b""
+        try:
+            out = self._step(data, self.limit - self.out)
+        except ContentError:
+            raise
+        except Exception as e:  # zlib.error, brotli.error, zstd.ZstdError: corrupt or mis-declared
+            raise ContentError(f"cannot decode {self.encoding} body: {str(e)[:100]}") from None
+        out = out[: self.limit - self.out]
+        self.out += len(out)
+        if self.out >= self.limit:
+            self.full = True
+        return out
+
+    @staticmethod
+    def _identity(data: bytes, room: int) -> bytes:
+        return data[:room]
+
+    def _zlib(self, data: bytes, room: int) -> bytes:
+        if self._z is None:
+            # "deflate" is zlib-wrapped by the standard and raw by some servers: the first byte says which.
+            self._z = zlib.decompressobj(zlib.MAX_WBITS if data[:1] == b"\x78" else -zlib.MAX_WBITS)
+        out = self._z.decompress(data, room)
+        return out
+
+    def _brotli(self, data: bytes, room: int) -> bytes:
+        return self._br.process(data, output_buffer_limit=max(room, 1))
+
+    def _zstd(self, data: bytes, room: int) -> bytes:
+        return self._zs.decompress(data, max_length=room)
+
+
+# -- text -------------------------------------------------------------------------------------------
+def extract(kind: str, data: bytes, charset: str = "utf-8") -> str:
+    """The text a person would read in a body of this kind (bounded by the caller's ``data``)."""
+    text = data.decode(charset, errors="replace")
+    if kind == "html":
+        return html_text(text)
+    if kind == "json":
+        return json_text(text)
+    if kind in ("sse", "ndjson"):
+        ev = EventText(kind)
+        return "".join(ev.feed(text.encode("utf-8", "replace"))) + "".join(ev.flush())
+    return text
+
+
+def html_text(text: str) -> str:
+    text = _STRIP.sub(" ", text)
+    if "<" in text:
+        text = _TAG.sub(" ", text)
+    if "&" in text:
+        text = html.unescape(text)
+    return text
+
+
+def json_text(text: str) -> str:
+    """String values of a JSON document (a truncated or invalid one: its text with escapes undone)."""
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError):
+        return re.sub(r"\\[nrtbf\\/\"]", " ", text)
+    return " ".join(_strings(doc, all_keys=True))
+
+
+def _strings(doc: object, all_keys: bool) -> list[str]:
+    """String values, depth first, bounded; ``all_keys=False``: only under keys that carry text."""
+    out: list[str] = []
+    stack = [(doc, all_keys)]
+    while stack and len(out) < MAX_JSON_STRINGS:
+        node, take = stack.pop()
+        if isinstance(node, str):
+            if take:
+                out.append(node)
+        elif isinstance(node, dict):
+            for k, v in reversed(list(node.items())):
+                stack.append((v, take or k in _CONTENT_KEYS))
+        elif isinstance(node, list):
+            stack.extend((v, take) for v in reversed(node))
+    return out
+
+
+class EventText:
+    """Text pieces from server-sent events (``data:`` lines; JSON data's text fields, else the data
+    itself) or NDJSON lines, fed raw bytes as they arrive. Incomplete lines wait (bounded)."""
+
+    MAX_LINE = 64 * 1024
+
+    def __init__(self, kind: str = "sse"):
+        self.kind = kind
+        self._buf = b""
+
+    def feed(self, data: bytes) -> list[str]:
+        self._buf += data
+        *lines, self._buf = self._buf.split(b"\n")
+        if len(self._buf) > self.MAX_LINE:  # an endless line: read what there is, start afresh
+            lines.append(self._buf)
+            self._buf = b""
+        return [t for t in (self._line(raw) for raw in lines) if t]
+
+    def flush(self) -> list[str]:
+        rest, self._buf = self._buf, b""
+        t = self._line(rest) if rest else ""
+        return [t] if t else []
+
+    def _line(self, raw: bytes) -> str:
+        line = raw.decode("utf-8", errors="replace").rstrip("\r")
+        if self.kind == "sse":
+            if not line.startswith("data:"):
+                return ""
+            line = line[5:]
+            if line.startswith(" "):
+                line = line[1:]
+        payload = line.strip()
+        if not payload or payload == "[DONE]":
+            return ""
+        if payload[0] in "{[":
+            try:
+                doc = json.loads(payload)
+            except ValueError:
+                return line
+            return "".join(_strings(doc, all_keys=False)) or " ".join(_strings(doc, all_keys=True))
+        return line
+
+
+@dataclass
+class StreamScore:
+    """Scores of text arriving in pieces. Each new piece is searched together with the end of what came
+    before, so a phrase split across pieces is found; an entry counts once however often it recurs."""
+
+    lists: PhraseLists
+    overlap: int = 200
+    _tail: str = ""
+    _hits: dict[tuple[int, int], Hit] = field(default_factory=dict)
+    _offset: int = 0
+    chars: int = 0
+
+    def feed(self, piece: str) -> list[Score]:
+        if not piece:
+            return self.scores()
+        window = self._tail + piece
+        base = self._offset - len(self._tail)
+        for h in self.lists.hits(window, fuzzy=False, limit=len(window)):
+            key = (h.entry, h.part)
+            if key not in self._hits:
+                self._hits[key] = Hit(h.entry, h.part, base + h.start, base + h.end, h.words)
+        self._offset += len(piece)
+        self.chars += len(piece)
+        self._tail = window[-self.overlap:]
+        return self.scores()
+
+    def scores(self) -> list[Score]:
+        return self.lists.aggregate(list(self._hits.values()))
+
+
+# -- what to do -------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ContentRule:
+    mode: str          # "off" | "scan" | "no-block" (scored and alerted, never blocked)
+    why: str
+    settings: ContentSettings
+
+    @property
+    def scan(self) -> bool:
+        return self.mode != "off"
+
+    @property
+    def may_block(self) -> bool:
+        return self.mode == "scan"
+
+
+def content_rule(config: Config, profile: str, host: str, categories: tuple[str, ...] = (),
+                 decision_rule: str = "") -> ContentRule:
+    """How ``profile``'s allowed responses from ``host`` are treated (pure: used by the addon and explain)."""
+    p = config.profiles.get(profile)
+    settings = p.content if p is not None else ContentSettings()
+    if p is None or not settings.scan:
+        return ContentRule("off", f"profile {profile} does not score content", settings)
+    for i, ex in enumerate(config.content_exceptions):
+        if ("*" in ex.profiles or profile in ex.profiles) and _site_matches(ex.site, host):
+            why = f"content_exceptions[{i}] {ex.site}: {ex.rationale} ({ex.author}, {ex.date})"
+            return ContentRule("off" if ex.action == "no-scan" else "no-block", why, settings)
+    if HELPSITES in categories or decision_rule == "helpsite":
+        return ContentRule("no-block", "help site: never blocked by content (still scored for alerts)", settings)
+    return ContentRule("scan", f"profile {profile}: alert at {settings.alert_score}, block at "
+                       f"{settings.block_score}, first {settings.max_kb} KB of each response", settings)
+
+
+def _site_matches(site: str, host: str) -> bool:
+    site = site.lower().strip().rstrip(".").split("/", 1)[0]
+    return host == site or host.endswith("." + site)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    block: Score | None                    # the theme that blocks, if any
+    alerts: tuple[Score, ...]              # themes at or over the alert score (the block's included)
+
+
+def judge(scores: list[Score], rule: ContentRule) -> Outcome:
+    s = rule.settings
+    alerts = tuple(x for x in scores if x.score >= min(s.alert_score, s.block_score))
+    block = next((x for x in scores if x.score >= s.block_score), None) if rule.may_block else None
+    return Outcome(block, alerts)

@@ -1,0 +1,135 @@
+"""Health checks in plain words: the proxy's metrics endpoints, delivery, records, directory, lists and
+certificates; and when high alerts have reached no one."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from console_school import World, add_directory
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from sqlalchemy import update
+
+from schoolproxy.config import load_config
+from schoolproxy.console import certs, health
+from schoolproxy.console.state import build_state
+from schoolproxy.monitoring import store
+from schoolproxy.records.schema import alerts
+
+UTC = dt.timezone.utc
+
+
+def metrics_server(port: int, **values: float):
+    registry = CollectorRegistry()
+    for name, value in values.items():
+        Gauge(name, name, registry=registry).set(value)
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    return server
+
+
+def state_of(world):
+    return world.app.extensions["schoolproxy_console"].live.current()
+
+
+def test_proxy_workers_are_counted_on_consecutive_metrics_ports(tmp_path):
+    w = World(tmp_path)
+    port = int(w.cfg.metrics.listen.rpartition(":")[2])
+    check, _ = health.proxy_check(state_of(w))
+    assert check.ok is False and "Not answering" in check.summary
+    servers = [metrics_server(port + i, schoolproxy_active_users=3 + i, schoolproxy_directory_up=1) for i in range(2)]
+    try:
+        check, answers = health.proxy_check(state_of(w))
+        assert check.ok and len(answers) == 2
+        assert check.details[:2] == ["2 proxy processes answering", "7 people browsing in the last five minutes"]
+    finally:
+        for s in servers:
+            s.shutdown()
+
+
+def test_undelivered_high_alerts_are_counted_until_sent_or_acknowledged(tmp_path):
+    w = World(tmp_path, alerts_extra="""\
+        recipients: {dsl: [d@school.test], computing_lead: [c@school.test], head: [h@school.test], slt: [s@school.test]}
+        smtp: {host: 127.0.0.1, port: 9, security: none, from: f@school.test}
+        """)
+    st = state_of(w)
+    fresh = w.alert()
+    assert health.undelivered_high(st) == 0                             # a moment to send it first
+    w.alert(severity="medium", theme="bullying")
+    with w.db.begin() as conn:
+        conn.execute(update(alerts).values(time=dt.datetime.now(UTC) - dt.timedelta(minutes=5)))
+    assert health.undelivered_high(st) == 1                             # medium waits for the digest: not counted
+    for row in store.due(w.db):
+        store.mark_failed(w.db, row["id"], 3, "connection refused", 30)
+    check = health.delivery_check(st, dt.datetime.now(UTC))
+    assert check.ok is False and "1 high alert(s) have reached no one" in check.summary
+    assert "last error: connection refused" in check.details
+    store.transition(w.db, fresh["ref"], "ack", "Mrs D Lawrence (dsl1)", "")
+    assert health.undelivered_high(st) == 0 and health.delivery_warning(st) is None
+
+
+def test_no_channel_at_all_is_the_banner(tmp_path):
+    w = World(tmp_path)
+    assert "No email or webhook is set up" in health.delivery_warning(state_of(w))
+    assert health.delivery_check(state_of(w), dt.datetime.now(UTC)).ok is False
+
+
+def test_records_waiting_in_the_spool_need_attention(tmp_path):
+    w = World(tmp_path)
+    st = state_of(w)
+    assert health.records_check(st, dt.datetime.now(UTC)).ok
+    spool = w.cfg.path(w.cfg.records.spool_dir)
+    spool.mkdir(parents=True, exist_ok=True)
+    (spool / "records.spool").write_bytes(b"x" * 2_500_000)
+    check = health.records_check(st, dt.datetime.now(UTC))
+    assert check.ok is False and "2.5 MB of records are waiting" in check.summary
+
+
+def test_list_age_and_certificate_expiry(tmp_path):
+    w = World(tmp_path)
+    st = state_of(w)
+    now = dt.datetime.now(UTC)
+    assert health.lists_check(st, now).ok and "(0 days ago)" in health.lists_check(st, now).summary
+    old = time.time() - 200 * 86400
+    for f in (tmp_path / "lists").rglob("*"):
+        if f.name in ("domains", "urls"):
+            os.utime(f, (old, old))
+    assert health.lists_check(st, now).ok is False
+    files = certs.console_certificate(w.cfg)
+    check = health.certificate_check(st, now, files.certificate)
+    assert check.ok and any(d.startswith("this console's certificate: expires") for d in check.details)
+    assert health.certificate_check(st, now + dt.timedelta(days=380), files.certificate).ok is False
+
+
+def test_the_directory_check_asks_the_directory(own_slapd, tmp_path):
+    w = World(tmp_path)
+    add_directory(w.config, own_slapd)
+    st = build_state(load_config(w.config), w.db)
+    assert health.directory_check(st, []).ok
+    own_slapd.stop()
+    check = health.directory_check(st, [])
+    assert check.ok is False and "Not answering" in check.summary
+
+
+@pytest.mark.parametrize("text", ["not prometheus {{{", ""])
+def test_a_garbled_metrics_answer_is_not_a_crash(tmp_path, text):
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = text.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+    server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        got = health.scrape(f"http://127.0.0.1:{server.server_address[1]}/metrics")
+        assert got in (None, {})
+    finally:
+        server.shutdown()
