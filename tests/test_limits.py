@@ -171,3 +171,19 @@ def test_a_body_of_unknown_length_streams(limits):
     f.request.headers["transfer-encoding"] = "chunked"
     limits.requestheaders(f)
     assert f.request.stream is True
+
+
+def test_a_page_the_content_addon_reads_whole_is_not_streamed_by_the_budget(limits):
+    from schoolproxy.proxy.content import CONTENT
+    c = client()
+    for _ in range(3):  # the device's budget of held bodies, used up
+        f = signed_in_request(c)
+        limits.requestheaders(f)
+        f.response = tflow.tresp()
+        limits.responseheaders(f)
+    scored = signed_in_request(c)
+    limits.requestheaders(scored)
+    scored.response = tflow.tresp()
+    scored.metadata[CONTENT] = object()  # the content addon scores this page: it must be read whole
+    limits.responseheaders(scored)
+    assert not scored.response.stream

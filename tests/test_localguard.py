@@ -75,3 +75,19 @@ def test_a_response_from_the_gateways_own_address_is_dropped(guard):
     ok.server_conn.peername = ("93.184.216.34", 80)
     guard.responseheaders(ok)
     assert ok.error is None
+
+
+async def test_nothing_is_resolved_or_dropped_with_an_upstream_filter(school, monkeypatch):
+    # Transparent mode sends plain HTTP to the upstream filter without mitmproxy's "via": the config says.
+    school.write_text(school.read_text().replace("upstream: null}", "upstream: http://127.0.0.1:3128}"))
+    snapshots = SnapshotHolder()
+    snapshots.load(school)
+    guard = LocalGuard(snapshots)
+    calls = resolving(monkeypatch, {})
+    f = request_to("sneaky.example")
+    assert guard.requestheaders(f) is None and calls == []
+    r = tflow.tflow(resp=True)
+    r.server_conn.via = None
+    r.server_conn.peername = ("127.0.0.1", 3128)  # the upstream filter itself, here on loopback
+    guard.responseheaders(r)
+    assert r.error is None

@@ -34,6 +34,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from schoolproxy.metrics import Scraped
 from schoolproxy.proxy import mitmpatch
+from schoolproxy.proxy.content import CONTENT
 from schoolproxy.proxy.identify import IDENTITY
 from schoolproxy.snapshot import Snapshot, SnapshotHolder
 
@@ -195,8 +196,8 @@ class Limits:
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         resp = flow.response
-        if resp is None or resp.stream:
-            return
+        if resp is None or resp.stream or CONTENT in flow.metadata:
+            return  # streaming already, or a page the content addon reads whole (bounded by it) to score
         settings = self._settings()
         if not self._buffered.add(flow.client_conn.peername[0], flow.id, settings.buffered_bodies_per_client):
             resp.stream = True  # this device holds enough bodies in memory already

@@ -39,12 +39,18 @@ class LocalGuard:
         self.snapshots = snapshots
         self._cache: dict[str, tuple[float, tuple[str, ...]]] = {}
 
+    def _upstream(self) -> bool:
+        """Chained to an upstream filter (explicit or transparent mode): it resolves names and connects,
+        and the connection here goes to it, wherever it runs."""
+        snap = self.snapshots.snapshot
+        return snap is not None and snap.config.proxy.upstream is not None
+
     # Synchronous when the answer is cached (almost always): a coroutine only for a lookup.
     def http_connect(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         return self.requestheaders(flow)
 
     def requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
-        if flow.response or flow.error or flow.server_conn.via is not None:
+        if flow.response or flow.error or flow.server_conn.via is not None or self._upstream():
             return None  # answered already, or the upstream filter resolves and connects
         host = flow.request.host
         hit = self._cache.get(host)
@@ -74,7 +80,7 @@ class LocalGuard:
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         server = flow.server_conn
-        if server.via is not None or server.peername is None or flow.response is None:
+        if server.via is not None or server.peername is None or flow.response is None or self._upstream():
             return
         snap = self.snapshots.snapshot
         local = snap.local if snap is not None else None
