@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if hasattr(args, "config"):
             args.config = find_config(args.config)
+        if args.command == "install":  # sets the mode of every file it lays out itself
+            return args.func(args)
         with private_umask():  # the database, spool, CA and list cache are the service's alone
             return args.func(args)
     except ConfigError as e:

@@ -87,7 +87,7 @@ def cmd_explain(args) -> int:
             return 2
         if at.tzinfo is None:
             at = at.replace(tzinfo=policy.tz)
-    who = args.user or args.ip or "-"
+    who = ident.username or args.ip or "-"  # a user by the one spelling records use (JSmith → jsmith)
     print(f"who:      {who} → profile {ident.profile} ({ident.rule})")
     if at:
         print(f"at:       {at:%a %d %b %Y %H:%M}")
