@@ -33,7 +33,8 @@ def test_references_are_unique_and_readable():
     assert all(len(r) == 14 and r[4] == r[9] == "-" and set(r) <= set("0123456789ABCDEFGHJKMNPQRSTVWXYZ-") for r in refs)
 
 
-def render_with_jinja(verdict, url: str, school: str, report_to: str = "", report_email: str = "") -> str:
+def render_with_jinja(verdict, url: str, school: str, report_to: str = "", report_email: str = "", ask_href: str = "",
+                      outcome: str = "") -> str:
     """The block page as the template alone renders it (autoescape on): what render() must produce."""
     shown = url if len(url) <= blockpage.MAX_URL_SHOWN else url[:blockpage.MAX_URL_SHOWN] + "…"
     report_href = ""
@@ -47,7 +48,7 @@ def render_with_jinja(verdict, url: str, school: str, report_to: str = "", repor
         categories=", ".join(sorted(verdict.categories)) or "none", rule=verdict.rule, reason=verdict.reason,
         profile=verdict.profile, username=verdict.username,
         when=dt.datetime.fromtimestamp(verdict.time).strftime("%d/%m/%Y %H:%M:%S"),
-        school=school, report_to=report_to, report_href=report_href,
+        school=school, report_to=report_to, report_href=report_href, ask_href=ask_href, outcome=outcome,
     )
 
 
@@ -57,6 +58,8 @@ def render_with_jinja(verdict, url: str, school: str, report_to: str = "", repor
     ("http://x.test/\x00ref\x00\x00url\x00", {"username": "\x00school\x00"}, "S", ("\x00kind\x00", "a@b.test")),
     ("http://unlisted.test/", {"categories": (), "username": None, "rule": "default", "reason": "a <b>"}, "S", ("", "")),
     ("https://x.test/é/ü?q=テスト", {"categories": ("games", "adult"), "profile": "guest"}, "Ysgol Gymraeg", ("", "x@y.test")),
+    ("http://socialsite.test/", {}, "S", ("Mrs L", "", "http://schoolproxy.invalid/unblock?ref=2QVC-0000-0001",
+                                          "You asked on Tue: not allowed — \"<b>use the blog</b>\" \x00outcome\x00")),
 ])
 def test_the_fast_page_is_the_template_rendered_by_jinja(url, kw, school, report):
     # render() fills a skeleton of the template; it must be exactly what Jinja (autoescape on) renders,

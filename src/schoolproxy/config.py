@@ -26,9 +26,10 @@ Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Role = Literal["pupil", "staff", "supply", "guest"]
 #: What a person may do in the console and the incident log (SPEC 5.8). ``dsl`` includes deputies;
-#: ``chair_of_governors`` receives concerns about the head teacher; ``slt`` concerns about supply staff.
+#: ``chair_of_governors`` receives concerns about the head teacher; ``slt`` concerns about supply staff;
+#: a ``teacher`` may allow a site for their own classes for a lesson.
 StaffRole = Literal["dsl", "computing_lead", "head", "chair_of_governors", "slt", "network_manager", "governor",
-                    "office"]
+                    "office", "teacher"]
 STAFF_ROLES: tuple[str, ...] = StaffRole.__args__  # type: ignore[attr-defined]
 NonEmpty = Annotated[str, Field(min_length=1)]
 
@@ -593,6 +594,8 @@ class PersonSettings(_Model):
     name: NonEmpty
     roles: list[StaffRole] = Field(min_length=1)
     email: str | None = None
+    #: For a teacher: the classes they may allow a site for, by identity group (year4) or profile name.
+    classes: list[NonEmpty] = []
 
 
 class ConsoleSigninSettings(_Model):
@@ -676,6 +679,105 @@ class BlockPageSettings(_Model):
     #: Who to tell, shown on the block page ("your teacher", an email address for staff).
     report_to: str = ""
     report_email: str = ""
+    #: The name the proxy answers its own pages on (the unblock request form, the acceptable-use notice):
+    #: a reserved name no website can own. In transparent mode, make the school's DNS resolve it to the
+    #: gateway.
+    pages_host: NonEmpty = "schoolproxy.invalid"
+
+    @field_validator("pages_host")
+    @classmethod
+    def _hostname(cls, v: str) -> str:
+        v = v.strip().lower().rstrip(".")
+        if not v or "/" in v or ":" in v or " " in v or "." not in v:
+            raise ValueError("must be a hostname such as schoolproxy.invalid or filter.school.local")
+        return v
+
+
+class TermSettings(_Model):
+    name: NonEmpty
+    start: dt.date = Field(alias="from")
+    end: dt.date = Field(alias="to")
+
+    @model_validator(mode="after")
+    def _order(self) -> "TermSettings":
+        if self.end < self.start:
+            raise ValueError("'to' is before 'from'")
+        return self
+
+
+class UnblockSettings(_Model):
+    """Unblock requests from the block page, decided by the approvers; teachers' class allows."""
+    enabled: bool = True
+    #: Who may approve or refuse a request (roles in ``people:``).
+    approvers: list[StaffRole] = ["computing_lead", "dsl"]
+    #: Longest reason a pupil may give, in characters.
+    max_reason: int = Field(500, ge=20, le=2000)
+    #: Requests one user may make in a day (a flood of requests is refused, politely).
+    per_user_per_day: int = Field(5, ge=1, le=100)
+    #: How long "a lesson" is, for approvals and teachers' class allows.
+    lesson_minutes: int = Field(60, ge=10, le=240)
+
+
+class NoticeSettings(_Model):
+    """The acceptable-use notice: shown to each user on first use and again each term (or year), before
+    their first page; acceptance is recorded with the version of the text they saw."""
+    enabled: bool = True
+    #: Shown again each "term" (needs ``terms:``), each school "year" (from 1 September), or "once".
+    #: Default: each term if the config has term dates, else each year.
+    renew: Literal["term", "year", "once"] | None = None
+    title: NonEmpty = "Using the school internet"
+    #: The text everyone is shown (plain text; a blank line starts a new paragraph, "- " a list item).
+    text: NonEmpty = (
+        "Our school internet is for learning. To keep everyone safe:\n\n"
+        "- Everything you do on the school internet is monitored and recorded, and can be checked by staff.\n"
+        "- Only use websites your teacher has said are right for your work.\n"
+        "- Never try to get around the school's filter.\n"
+        "- Never give out your name, address, school or photos to anyone online.\n"
+        "- Be kind online. Never send or share anything hurtful.\n"
+        "- If you see something that worries or upsets you, tell a grown-up you trust straight away.\n\n"
+        "If something online has worried you, you can also call Childline free on 0800 1111.")
+    #: A different text for a role (e.g. staff: the staff code of conduct), else ``text``.
+    by_role: dict[Role, NonEmpty] = {}
+    accept_label: NonEmpty = "I understand and agree"
+
+
+class ChecksSettings(_Model):
+    """``schoolproxy checks run``: the config's policy tests plus self-tests of the running proxy, as a
+    pupil's browser meets it. Each run is recorded (the checks log); a failure raises a high alert to the
+    network manager and the DSL."""
+    #: The proxy as clients reach it, e.g. http://10.0.0.1:8080 (default: proxy.listen_host and listen_port).
+    proxy: str | None = None
+    #: A logon kept for the checks, mapped to the pupil profile, so they test what pupils get.
+    user: str | None = None
+    #: File holding that logon's password (chmod 600; never in this file).
+    password_file: Path | None = None
+    #: A page the checks' profile blocks: the proxy must answer with its block page.
+    blocked_url: NonEmpty = "http://www.facebook.com/"
+    #: A search: the proxy must enforce SafeSearch on it.
+    safesearch_url: NonEmpty = "https://www.google.com/search?q=schoolproxy+check"
+    #: A help site: it must be reachable.
+    help_url: NonEmpty = "https://www.childline.org.uk/"
+    #: An ordinary allowed page: it must come back through the upstream filter.
+    allowed_url: NonEmpty = "https://www.bbc.co.uk/"
+    #: A page the upstream filter blocks (a test page your filtering provider gives you): asked of the
+    #: upstream filter directly, its block page must come back. Unset: that check is not made.
+    upstream_test_url: str | None = None
+    timeout_seconds: float = Field(15.0, gt=0, le=120)
+    #: An alert still undelivered after this long means delivery is stuck.
+    outbox_stuck_minutes: int = Field(30, ge=1, le=24 * 60)
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_url(cls, v: str | None) -> str | None:
+        if v and not v.startswith("http://"):
+            raise ValueError("must be the proxy's address as clients use it, e.g. http://10.0.0.1:8080")
+        return v or None
+
+    @model_validator(mode="after")
+    def _password_with_user(self) -> "ChecksSettings":
+        if (self.user is None) != (self.password_file is None):
+            raise ValueError("give both user and password_file (a logon kept for the checks), or neither")
+        return self
 
 
 class Config(_Model):
@@ -700,6 +802,11 @@ class Config(_Model):
     role_groups: dict[StaffRole, list[NonEmpty]] = {}
     console: ConsoleSettings = ConsoleSettings()
     tests: list[PolicyTestSettings] = []
+    checks: ChecksSettings = ChecksSettings()
+    #: The school's terms, for "until the end of term" approvals and the once-a-term notice.
+    terms: list[TermSettings] = []
+    unblock: UnblockSettings = UnblockSettings()
+    notice: NoticeSettings = NoticeSettings()
 
     #: Directory of the config file; relative paths resolve against it. Set by :func:`load_config`.
     base_dir: Path = Path(".")
@@ -729,6 +836,14 @@ class Config(_Model):
         for where, p in refs:
             if p not in names:
                 raise ValueError(f"{where}: unknown profile {p!r} (profiles: {', '.join(sorted(names))})")
+        if self.notice.enabled and self.notice.renew == "term" and not self.terms:
+            raise ValueError("notice.renew: term needs the school's term dates (terms:), or use renew: year")
+        known = names | set(self.identity.groups)
+        for u, p in self.people.items():
+            for i, c in enumerate(p.classes):
+                if c not in known:
+                    raise ValueError(f"people.{u}.classes[{i}]: {c!r} is neither a group in identity.groups nor "
+                                     f"a profile")
         if self.profiles[self.identity.default_profile].role == "staff":
             raise ValueError("identity.default_profile: must not be a staff profile — anyone "
                              "unidentified gets it, so it must fail closed")

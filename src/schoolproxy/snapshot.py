@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from schoolproxy.config import Config, ConfigError, load_config
 from schoolproxy.filtering.decide import decide, facts_for_url
+from schoolproxy.filtering.expiring import NONE as NO_EXPIRING
+from schoolproxy.filtering.expiring import ExpiringOverrides
 from schoolproxy.filtering.listcache import LIST_FILES, cache_files, load_compiled
 from schoolproxy.filtering.local import LocalDestinations
 from schoolproxy.filtering.local import for_config as local_destinations
@@ -63,6 +65,10 @@ class Snapshot:
     logon_secret: str | None = None
     #: The gateway's own addresses and names, never reached through the proxy (filtering/local.py).
     local: LocalDestinations | None = None
+    #: Expiring allows in force (approved unblock requests, teachers' class allows), from the records:
+    #: replaced every few seconds by the pages addon, carried over by a reload. The config's own policy
+    #: tests are run without them.
+    expiring: ExpiringOverrides = NO_EXPIRING
 
     def run_tests(self) -> list[TestResult]:
         """The config's own policy tests, decided as the proxy decides a browser's request."""
@@ -213,4 +219,13 @@ class SnapshotHolder:
         return build_snapshot(self.config_path, previous=self.snapshot)
 
     def swap(self, snapshot: Snapshot) -> None:
+        running = self.snapshot
+        if running is not None and running.expiring is not snapshot.expiring:
+            snapshot = replace(snapshot, expiring=running.expiring)  # loaded while the new one was built
         self.snapshot = snapshot
+
+    def set_expiring(self, expiring: ExpiringOverrides) -> None:
+        """The expiring allows now in force, in a new snapshot otherwise the same (one reference swap)."""
+        running = self.snapshot
+        if running is not None:
+            self.snapshot = replace(running, expiring=expiring)

@@ -89,6 +89,8 @@ class Verdict(NamedTuple):
         i = self.rule.find("category:")
         if i >= 0:
             return self.rule[i + 9:]
+        if self.rule.startswith("locked:"):
+            return self.rule[7:]
         return self.categories[0] if self.categories else "none"
 
     @property

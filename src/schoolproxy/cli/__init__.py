@@ -6,14 +6,15 @@ import argparse
 import logging
 import sys
 
-from schoolproxy.cli import (admin, alerts, console, decisions, doctor, firewall, install, lists, policy, register,
-                             reports, run)
+from schoolproxy.cli import (admin, alerts, checks, console, decisions, doctor, firewall, install, lists, policy,
+                             register, reports, reviewpack, run, unblock)
 from schoolproxy.cli.common import find_config
 from schoolproxy.config import ConfigError
 from schoolproxy.private import private_umask
 
 #: The order commands are listed in ``schoolproxy --help``.
-COMMANDS = (run, policy, lists, reports, register, decisions, alerts, console, admin, firewall, doctor, install)
+COMMANDS = (run, policy, lists, reports, register, decisions, alerts, unblock, checks, reviewpack, console, admin,
+            firewall, doctor, install)
 
 
 def main(argv: list[str] | None = None) -> int:

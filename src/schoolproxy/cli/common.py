@@ -65,3 +65,22 @@ def shared_logon_test(cfg):
         p = cfg.profiles.get(profile)
         return is_shared_logon(resolver.resolve(username)[1], p.role if p else None)
     return shared
+
+
+#: Accounts that are not a person: a record stamped with one would not say who did it.
+SYSTEM_ACCOUNTS = frozenset({"root", "schoolproxy", "nobody", "daemon"})
+
+
+def actor(cfg, given: str | None) -> str:
+    """Who is doing this, as the record should name them: ``--by`` (a logon in ``people:`` becomes
+    "Mrs C Lawrence (clawrence)"), else the login name — never a system account such as root."""
+    import getpass
+    name = " ".join((given or "").split())
+    if not name:
+        name = getpass.getuser()
+        if name.lower() in SYSTEM_ACCOUNTS:
+            raise ConfigError(f"say who you are with --by NAME: the record must name a person, not {name!r}")
+    if any(ord(c) < 32 for c in name):
+        raise ConfigError("--by: control characters are not allowed")
+    person = next((p for u, p in cfg.people.items() if u.lower() == name.lower()), None)
+    return f"{person.name} ({name.lower()})" if person is not None else name[:200]

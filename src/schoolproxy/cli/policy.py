@@ -66,7 +66,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    snap = build_snapshot(args.config, run_tests=False)
+    snap = with_expiring_allows(build_snapshot(args.config, run_tests=False))
     policy = snap.policy
     if args.user:
         ident = snap.resolver.identify(args.user)
@@ -121,3 +121,23 @@ def _explain_content(snap, profile: str, url: str, decision) -> None:
     rule = content_rule(snap.config, profile, host, snap.policy.category_names(decision.mask), decision.rule)
     what = {"off": "not scored", "scan": "scored", "no-block": "scored for alerts, never blocked"}[rule.mode]
     print(f"content:  {what} — {rule.why}")
+
+
+def with_expiring_allows(snap):
+    """The snapshot with the expiring allows in force in the records (as the running proxy has them), so
+    explain answers for an approved unblock request too. Without the database, the config alone."""
+    from dataclasses import replace
+    from pathlib import Path
+    from zoneinfo import ZoneInfo
+
+    from schoolproxy.filtering.expiring import ExpiringOverrides
+    from schoolproxy.records import open_database
+    from schoolproxy.records.unblock import active_overrides
+    url = snap.config.database_url()
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        return snap  # no records yet (and explain should not create the file)
+    try:
+        rows = active_overrides(open_database(url))
+    except Exception:  # no records database yet, or not reachable from here
+        return snap
+    return replace(snap, expiring=ExpiringOverrides(rows, ZoneInfo(snap.config.timezone))) if rows else snap

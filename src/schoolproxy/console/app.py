@@ -39,10 +39,12 @@ SIGNIN_COOKIE = "__Host-schoolproxy-signin"
 MAX_QUERY = 2048              # bytes of query string: nothing the console offers needs more
 MAX_USERNAME_FIELD = 256
 MAX_PASSWORD_FIELD = 1024
-_NEXT = re.compile(r"^/(alerts/[0-9A-Za-z-]{1,20}|inbox|people|register|weekly|decisions|health|audit|export)?$")
+_NEXT = re.compile(r"^/(alerts/[0-9A-Za-z-]{1,20}|inbox|people|register|weekly|decisions|health|audit|export|unblock|"
+                   r"review)?$")
 OPEN = frozenset({"signin", "signout", "static"})   # endpoints that need no session
 #: Where each person starts: the first of these their role opens.
-HOME_ORDER = ("alerts.inbox", "office.register", "school.health_page", "school.weekly", "school.decisions")
+HOME_ORDER = ("alerts.inbox", "office.register", "school.health_page", "school.weekly", "school.decisions",
+              "standards.unblock_queue")
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
@@ -81,7 +83,7 @@ class Console:
 
 def create_app(config_path: str | Path, db: Engine, console_cert: Path | None = None,
                blueprints: Iterable[Blueprint] = (), public: Iterable[Blueprint] = ()) -> Flask:
-    from schoolproxy.console import alerts, office, people, school
+    from schoolproxy.console import alerts, office, people, school, standards
     live = Live(config_path, db)
     app = Flask(__name__, static_folder="static", template_folder="templates")
     app.config.update(MAX_CONTENT_LENGTH=64 * 1024, MAX_FORM_MEMORY_SIZE=64 * 1024, MAX_FORM_PARTS=50,
@@ -91,7 +93,7 @@ def create_app(config_path: str | Path, db: Engine, console_cert: Path | None = 
     app.jinja_env.globals.update(csrf_field=web.csrf_field)
     _filters(app)
     public = tuple(public)
-    for bp in (alerts.bp, people.bp, office.bp, school.bp, *blueprints, *public):
+    for bp in (alerts.bp, people.bp, office.bp, school.bp, standards.bp, *blueprints, *public):
         app.register_blueprint(bp)
     open_blueprints = frozenset(bp.name for bp in public)
 
@@ -127,6 +129,8 @@ def create_app(config_path: str | Path, db: Engine, console_cert: Path | None = 
     @app.after_request
     def headers(response):
         for k, v in HEADERS.items():
+            if k == "Content-Security-Policy" and k in response.headers:
+                continue  # a page with a policy of its own (the review pack: inline styles, no scripts at all)
             response.headers[k] = v
         # The path only: a query string never reaches the log (the console puts no names or searches there).
         log.info("console: %s %s %s %s", response.status_code, request.method, request.path[:200],

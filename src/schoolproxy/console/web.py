@@ -51,6 +51,9 @@ PAGES = (
     Page("office.register", "Supply register", lambda s, v: access.may_keep_register(v)),
     Page("school.decisions", "Decision log",
          lambda s, v: access.may_see_figures(v) or access.may_record_decisions(v)),
+    Page("standards.unblock_queue", "Unblock requests",
+         lambda s, v: access.may_decide_unblock(s.config, v) or access.may_allow_for_class(v)),
+    Page("standards.review_page", "Review pack", lambda s, v: access.may_make_review_pack(v)),
     Page("school.health_page", "Health", lambda s, v: access.may_see_health(v)),
     Page("school.audit_page", "Access audit", lambda s, v: access.may_read_audit(v)),
 )

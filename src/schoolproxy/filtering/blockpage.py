@@ -26,6 +26,8 @@ MAX_URL_SHOWN = 300
 
 #: Child-friendly words for a category, used in "It looks like …".
 KID_WORDS = {
+    "child-abuse": "a site with illegal content",
+    "terrorism": "a site with illegal content",
     "adult": "a grown-ups only site",
     "gambling": "a gambling site",
     "social-networking": "a social networking site",
@@ -47,11 +49,14 @@ KID_WORDS = {
 
 #: The template's variables, in the order of a page's "shape" (which of them are empty).
 FIELDS = ("ref", "url", "kind", "categories", "rule", "reason", "profile", "username", "when", "school",
-          "report_to", "report_href")
+          "report_to", "report_href", "ask_href", "outcome")
 _MARK = re.compile("\x00(" + "|".join(FIELDS) + ")\x00")
 
 
-def render(verdict: Verdict, url: str, school: str, report_to: str = "", report_email: str = "") -> str:
+def render(verdict: Verdict, url: str, school: str, report_to: str = "", report_email: str = "",
+           ask_href: str = "", outcome: str = "") -> str:
+    """The page. ``ask_href``: the unblock request form for this block, if the person may ask;
+    ``outcome``: what became of the last time they asked about this site."""
     shown = url if len(url) <= MAX_URL_SHOWN else url[:MAX_URL_SHOWN] + "…"
     kind = next((KID_WORDS[c] for c in verdict.categories if c in KID_WORDS), "")
     report_href = ""
@@ -72,6 +77,8 @@ def render(verdict: Verdict, url: str, school: str, report_to: str = "", report_
         "school": _escaped(school),
         "report_to": _escaped(report_to),
         "report_href": escape(report_href),
+        "ask_href": escape(ask_href),
+        "outcome": escape(outcome),
     }
     parts = _skeleton(tuple(map(bool, map(values.__getitem__, FIELDS))))
     page = parts.copy()

@@ -14,6 +14,9 @@ A request is decided at the stage where the proxy first sees it:
 - ``request``: an HTTP request (plain, or decrypted from a tunnel): forwarded, or answered with the
   block page.
 
+A block by the profile's category rules or default is lifted for the people an expiring allow in
+force is for (``snapshot.expiring``: an approved unblock request, a teacher's class allow).
+
 Every name a request carries must pass: the target, every Host header and HTTP/2 ``:authority``, an
 absolute URL in the request target (inside a tunnel, or as HTTP/2 ``:path``), and the tunnel's CONNECT
 name and SNI. A request that names a blocked site through an allowed tunnel (domain fronting, an
@@ -28,6 +31,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
+from collections.abc import Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlsplit
@@ -127,10 +132,17 @@ def decide(snapshot: Snapshot, identity: Identity | None, facts: RequestFacts,
     _, path = split_target(facts.path)
     paths = readings(path) if path else ("",)
     local = snapshot.local
-    host, decision = decide_name(policy, profile, names[0], paths, now, trace, local)
+    expiring = snapshot.expiring
+    lift = None
+    if expiring:  # an approved unblock request or a teacher's class allow
+        when = now.timestamp() if now is not None else time.time()
+
+        def lift(decision: Decision, name: str, lifted_path: str, steps: list[str] | None) -> Decision:
+            return expiring.apply(decision, identity, name, lifted_path or "/", when, steps)
+    host, decision = decide_name(policy, profile, names[0], paths, now, trace, local, lift)
     if decision.action == "allow":
         for other in names[1:]:
-            other_host, other_decision = decide_name(policy, profile, other, paths, now, None, local)
+            other_host, other_decision = decide_name(policy, profile, other, paths, now, None, local, lift)
             if other_decision.action == "block":
                 host, decision = other_host, other_decision
                 break
@@ -173,10 +185,12 @@ def names_of(facts: RequestFacts) -> list[str]:
 
 
 def decide_name(policy: Policy, profile: str, raw_host: str, paths: tuple[str, ...], now: dt.datetime | None = None,
-                trace: list[str] | None = None, local: LocalDestinations | None = None) -> tuple[str, Decision]:
+                trace: list[str] | None = None, local: LocalDestinations | None = None,
+                lift: Callable[[Decision, str, str, list[str] | None], Decision] | None = None) -> tuple[str, Decision]:
     """One name's decision: (normalised host, decision), for each of the ``paths`` the request may resolve
-    to (:func:`paths.readings`): a block in any of them blocks. A name that cannot be valid is blocked, as
-    is the gateway itself; an internal error blocks too (fail closed)."""
+    to (:func:`paths.readings`): a block in any of them blocks. ``lift`` may change a block (an expiring
+    allow in force). A name that cannot be valid is blocked, as is the gateway itself; an internal error
+    blocks too (fail closed)."""
     try:
         host, is_ip = normalise_host(raw_host)
     except InvalidHost as e:
@@ -188,13 +202,16 @@ def decide_name(policy: Policy, profile: str, raw_host: str, paths: tuple[str, .
             trace.append(f"0. {host} is the school gateway itself (proxy.allow_local does not list it)")
         return host, GATEWAY
     try:
-        decision = policy.decide(profile, host, paths[0], is_ip, now, trace)
-        for other in paths[1:]:  # servers read this path in more than one way: each reading must pass
+        decision = None
+        for i, path in enumerate(paths):  # servers read some paths in more than one way: each must pass
+            if i and trace is not None:
+                trace.append(f"   the path may also resolve to {path}")
+            decision = policy.decide(profile, host, path, is_ip, now, trace)
+            if decision.action == "block" and lift is not None:
+                decision = lift(decision, host, path, trace)
             if decision.action == "block":
                 break
-            if trace is not None:
-                trace.append(f"   the path may also resolve to {other}")
-            decision = policy.decide(profile, host, other, is_ip, now, trace)
+        assert decision is not None
         return host, decision
     except Exception:
         log.exception("policy decision failed for %r", host)

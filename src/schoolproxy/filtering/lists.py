@@ -41,6 +41,8 @@ class CategoryInfo:
     theme: str | None = None
     severity: str = "medium"
     child_restricted: bool = False
+    #: Illegal content (child abuse, terrorism): blocked for everyone; nothing in the config can allow it.
+    locked: bool = False
     aliases: tuple[str, ...] = ()
 
 
@@ -194,6 +196,9 @@ def load_metadata(path: Path) -> dict[str, CategoryInfo]:
         unknown = set(meta) - set(CategoryInfo.__slots__)
         if unknown:
             raise ListError(f"{path}: {name}: unknown key(s) {sorted(unknown)}")
+        for flag in ("child_restricted", "locked"):
+            if flag in meta and not isinstance(meta[flag], bool):
+                raise ListError(f"{path}: {name}.{flag}: must be true or false, not {meta[flag]!r}")
         aliases = tuple(meta.pop("aliases", None) or ())
         info[str(name)] = CategoryInfo(name=str(name), aliases=aliases, **meta)
     info.setdefault(HELPSITES, CategoryInfo(HELPSITES, "Help and support services for children."))

@@ -2,6 +2,10 @@
 
 Precedence, highest first (README "How a decision is made"):
 
+0. **Locked categories** (``locked: true`` in the category metadata: illegal content such as child
+   abuse and terrorism, from lists the school's provider supplies) are blocked for every profile, staff
+   included. Nothing can allow them: a config whose profile, time window, override or help site tries
+   is refused at load.
 1. **Help sites** (the ``helpsites`` category plus ``help_sites`` in the config) are always allowed.
    No rule can block them: a config whose override or category rule tries is refused at load.
 2. **Local overrides** (``overrides:``), each with rationale, author and date. The most specific
@@ -135,6 +139,14 @@ class Policy:
             except InvalidHost as e:
                 raise ConfigError(f"{src}: help_sites: {e}") from None
         self.help_bit = lists.bits[HELPSITES]
+        #: Every locked category's bit: blocked before anything else is asked.
+        self.locked = 0
+        for name, info in lists.info.items():
+            if info.locked and name in lists.bits:
+                self.locked |= lists.bits[name]
+        if self.locked & self.help_bit:
+            raise ConfigError(f"{src}: lists: the '{HELPSITES}' category cannot be locked")
+        self._check_help_sites_not_locked(config)
         self._severity = sorted(
             ((name, bit) for name, bit in lists.bits.items()),
             key=lambda nb: _SEVERITY_ORDER.get(lists.info[nb[0]].severity if nb[0] in lists.info else "medium", 2),
@@ -159,12 +171,39 @@ class Policy:
         if mask & self.help_bit:
             raise ConfigError(f"{self.config.source}: {where}: help sites ('{HELPSITES}') can never be blocked")
 
+    def _not_locked(self, mask: int, where: str) -> None:
+        """Refuse a config that would allow a locked category, naming it and saying why."""
+        if mask & self.locked:
+            names = ", ".join(sorted(self.lists.names(mask & self.locked)))
+            raise ConfigError(f"{self.config.source}: {where}: {names} is a locked category (illegal content): "
+                              f"it is blocked for everyone and nothing can allow it — remove it from this list")
+
+    def _check_help_sites_not_locked(self, config: Config) -> None:
+        """A help site is always allowed, so a locked one would be a way round the locked tier: a config
+        help site in a locked list is refused; a listed help site that a provider's list also locks stays
+        blocked (locked comes first) and is reported."""
+        for i, site in enumerate(config.help_sites):
+            try:
+                host, path = normalise_entry(site)
+            except InvalidHost:
+                continue  # reported when help sites are added
+            if self.lists.classify(host, path or "/") & self.locked:
+                self._not_locked(self.lists.classify(host, path or "/"), f"help_sites[{i}] ({site})")
+        if self.locked:
+            for domain in self._locked_help_domains():
+                self.warnings.append(f"help site {domain} is also in a locked list: it stays blocked (a locked "
+                                     f"category comes before help sites); ask the list's provider")
+
+    def _locked_help_domains(self) -> list[str]:
+        return sorted(d for d in self.lists.helpsite_domains() if self.lists.classify(d, "/") & self.locked)
+
     def _compile_profile(self, name: str, p: ProfileSettings,
                          overrides: dict[str, list[tuple[str, str, _Override]]]) -> CompiledProfile:
         where = f"profiles.{name}"
         block = self._mask(p.block_categories, f"{where}.block_categories")
         allow = self._mask(p.allow_categories, f"{where}.allow_categories")
         self._no_helpsites(block, f"{where}.block_categories")
+        self._not_locked(allow, f"{where}.allow_categories")
         both = block & allow
         if both:
             raise ConfigError(f"{self.config.source}: {where}: {sorted(self.lists.names(both))} both blocked "
@@ -175,6 +214,7 @@ class Policy:
             wb = self._mask(w.block_categories, f"{ww}.block_categories")
             wa = self._mask(w.allow_categories, f"{ww}.allow_categories")
             self._no_helpsites(wb, f"{ww}.block_categories")
+            self._not_locked(wa, f"{ww}.allow_categories")
             if wb & wa:
                 raise ConfigError(f"{self.config.source}: {ww}: {sorted(self.lists.names(wb & wa))} both blocked "
                                   f"and allowed in the same window")
@@ -194,7 +234,7 @@ class Policy:
         passthrough = self._mask(p.tls.passthrough_categories, f"{where}.tls.passthrough_categories")
         if p.role in ("pupil", "guest"):
             restricted = [c for c, info in self.lists.info.items() if info.child_restricted and c in self.lists.bits]
-            missing = [c for c in restricted if not block & self.lists.bits[c]]
+            missing = [c for c in restricted if not (block | self.locked) & self.lists.bits[c]]
             if missing and p.default == "allow":
                 self.warnings.append(f"profile {name} ({p.role}) does not block child-restricted categories: "
                                      f"{', '.join(missing)}")
@@ -210,6 +250,8 @@ class Policy:
                 host, path = normalise_entry(o.site)
             except InvalidHost as e:
                 raise ConfigError(f"{where}: {e}") from None
+            if o.action == "allow":
+                self._not_locked(self.lists.classify(host, path or "/"), where)
             if o.action == "block":
                 if self.lists.classify(host, path or "/") & self.help_bit:
                     raise ConfigError(f"{where}: blocks a help site — help sites can never be blocked")
@@ -235,7 +277,7 @@ class Policy:
         if prof.default_block:
             return
         restricted = [c for c, info in self.lists.info.items() if info.child_restricted and c in self.lists.bits]
-        missing = [c for c in restricted if not prof.block & self.lists.bits[c]]
+        missing = [c for c in restricted if not (prof.block | self.locked) & self.lists.bits[c]]
         if missing:
             raise ConfigError(f"{self.config.source}: identity.default_profile: profile {name!r} is given to "
                               f"anyone unidentified, so it must fail closed, but it does not block: "
@@ -251,6 +293,15 @@ class Policy:
         if trace is not None:
             trace.append(f"categories of {host}{path if path != '/' else ''}: "
                          f"{', '.join(sorted(self.lists.names(mask))) or 'none'}")
+        hit = mask & self.locked
+        if hit:
+            name = self._most_severe(hit)
+            if trace is not None:
+                trace.append(f"0. locked: {name} is a locked category (illegal content) — blocked for everyone; "
+                             f"no profile, override, time window or approval can allow it")
+            return Decision("block", f"locked:{name}", f"{name} is illegal content — blocked for everyone", mask)
+        if trace is not None:
+            trace.append("0. locked category (illegal content): no")
         if mask & self.help_bit:
             if trace is not None:
                 trace.append("1. help site: always allowed (no rule can block it)")

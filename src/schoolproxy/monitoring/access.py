@@ -129,3 +129,18 @@ def may_record_decisions(viewer: Viewer) -> bool:
 
 def may_see_figures(viewer: Viewer) -> bool:
     return bool(viewer.roles & FIGURE_READERS)
+
+
+def may_decide_unblock(config: Config, viewer: Viewer | None) -> bool:
+    """Approve or refuse unblock requests (they name the pupil and carry their words): ``unblock.approvers``."""
+    return viewer is not None and bool(viewer.roles & set(config.unblock.approvers))
+
+
+def may_allow_for_class(viewer: Viewer) -> bool:
+    """A teacher may allow a site for their own classes for a lesson (which classes: ``people:``)."""
+    return "teacher" in viewer.roles
+
+
+def may_make_review_pack(viewer: Viewer) -> bool:
+    """The annual review pack holds figures and staff names only: whoever sees figures or decides policy."""
+    return may_see_figures(viewer) or may_record_decisions(viewer)

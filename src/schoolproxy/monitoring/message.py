@@ -19,6 +19,7 @@ THEME_LABELS = {
     "drugs": "Drugs", "weapons": "Weapons and violence", "violence": "Weapons and violence", "hate": "Hate",
     "circumvention": "Getting round the filter", "gambling": "Gambling", "repeated-blocks": "Repeated blocked attempts",
     "upstream-block": "Blocked by the upstream filter (possibly illegal content)",
+    "filter-check": "The web filter failed its checks",
 }
 
 
@@ -32,6 +33,8 @@ def _one_line(text: object, limit: int = 300) -> str:
 
 def who(alert: dict) -> str:
     """'Ms Aisha Khan (logon Supply1)' / 'jsmith' / 'an unidentified user at 10.0.0.7'."""
+    if alert.get("theme") == "filter-check":
+        return "the web filter itself (schoolproxy checks)"
     user, person = alert.get("username"), alert.get("person")
     if user and person and person != NO_ONE:
         return f"{_one_line(person, 100)} (logon {_one_line(user, 100)})"

@@ -3,7 +3,9 @@
 :func:`make_addons` is the pipeline, in order: load the configuration, run the logon feed, identify the
 user, decide and enforce, reload on change, then record, alert and count each verdict. It is what
 ``addons/schoolproxy_addons.py`` (``mitmdump -s``) and ``schoolproxy run`` both use. Around identify and
-enforce: the proxy's own pages (PAC file, certificate page) are answered before anyone signs in;
+enforce: the proxy's own pages (PAC file, certificate page) are answered before anyone signs in, and
+its pages for a signed-in person (the unblock request form, the acceptable-use notice) after; a first
+page navigation goes to the notice until it is accepted;
 transparent-mode connections are named and chained to the upstream filter before they are decided; the
 upstream is told who is browsing once they are.
 Content sits before enforce although it acts later in a flow's life: its ``response`` hook scores the
@@ -30,12 +32,15 @@ from schoolproxy.proxy.localguard import LocalGuard
 from schoolproxy.proxy.loadconfig import LoadConfig
 from schoolproxy.proxy.logonfeed import LogonFeed
 from schoolproxy.proxy.metrics import MetricsExporter
+from schoolproxy.proxy.notice import Notice
 from schoolproxy.proxy.ownpages import OwnPages
+from schoolproxy.proxy.pages import Pages
 from schoolproxy.proxy.record import Record
 from schoolproxy.proxy.reload import Reload
 from schoolproxy.proxy.transparent import PassthroughViaUpstream, Transparent
 from schoolproxy.proxy.upstreamidentity import UpstreamIdentity
 from schoolproxy.snapshot import SnapshotHolder, worker_from_env
+from schoolproxy.standards.live import LiveState
 from schoolproxy.verdict import VerdictBus
 
 
@@ -45,6 +50,7 @@ def make_addons() -> list[object]:
     registry = CollectorRegistry()
     worker, _ = worker_from_env()  # this process's number among `schoolproxy run --workers N`
     logon_feed = LogonFeed(snapshots, registry, worker)
+    live = LiveState()  # unblock outcomes, notice acceptances and recent blocks, kept fresh by Pages
     return [
         LoadConfig(snapshots, registry),
         logon_feed,
@@ -53,9 +59,11 @@ def make_addons() -> list[object]:
         Transparent(snapshots),
         Identify(snapshots, registry, logon_feed),
         LocalGuard(snapshots),  # without an upstream filter: what the request's host resolves to
+        Pages(snapshots, live),
         Content(snapshots, bus.publish),
-        Enforce(snapshots, bus.publish, logon_feed),
-        Limits(snapshots, registry),  # after Enforce: a request answered here never has its body kept
+        Enforce(snapshots, bus.publish, logon_feed, live),
+        Notice(snapshots, live),
+        Limits(snapshots, registry),  # after Enforce and Notice: a request answered here never has its body kept
         PassthroughViaUpstream(snapshots, logon_feed),
         UpstreamIdentity(snapshots),
         Reload(snapshots, registry),

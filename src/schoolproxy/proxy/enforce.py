@@ -16,6 +16,7 @@ changed once published: the one kept on the flow meanwhile is a draft, replaced 
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 import weakref
@@ -31,7 +32,10 @@ from schoolproxy.identity.profiles import Identity
 from schoolproxy.proxy.identify import EXPLICIT_MODES, IDENTITY, Logons
 from schoolproxy.proxy.internals import local_response
 from schoolproxy.proxy.localguard import RESOLVED
+from schoolproxy.proxy.pages import PAGE
 from schoolproxy.snapshot import Snapshot, SnapshotHolder
+from schoolproxy.standards.live import LiveState, outcome_text
+from schoolproxy.standards.pages import Blocked, shown_url
 from schoolproxy.verdict import Verdict, new_reference
 
 log = logging.getLogger(__name__)
@@ -41,6 +45,8 @@ VERDICT = "schoolproxy.verdict"
 _BLOCK_HEADERS = ((b"content-type", b"text/html; charset=utf-8"), (b"cache-control", b"no-store"))
 _TEXT = {"Content-Type": "text/plain; charset=utf-8"}
 MAX_UPSTREAM_PAGE = 256 * 1024  # an upstream block page is small; larger responses are not read for markers
+#: Blocks no one can ask to have lifted: illegal content, and names that cannot be valid.
+_NEVER_ASK = ("locked:", "invalid-host", "error")
 
 
 @dataclass(slots=True)
@@ -86,12 +92,15 @@ def _names_carried(req: http.Request) -> tuple[str, ...]:
 
 
 class Enforce:
-    def __init__(self, snapshots: SnapshotHolder, publish: Callable[[Verdict], None], logons: Logons | None = None):
+    def __init__(self, snapshots: SnapshotHolder, publish: Callable[[Verdict], None], logons: Logons | None = None,
+                 live: LiveState | None = None):
         self.snapshots = snapshots
         #: Where finished verdicts go (the verdict bus: records, alerts, metrics).
         self.publish = publish
         #: Who is logged on where (the logon feed, a sign-in page): transparent connections sign in to nothing.
         self.logons = logons
+        #: Unblock outcomes to tell, and the blocks people may ask about (kept by the pages addon).
+        self.live = live or LiveState()
         self.tunnels: weakref.WeakKeyDictionary[connection.Client, _Tunnel] = weakref.WeakKeyDictionary()
 
     # -- CONNECT ----------------------------------------------------------------------------------
@@ -135,7 +144,7 @@ class Enforce:
 
     # -- requests ---------------------------------------------------------------------------------
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not flow.live:
+        if flow.response or flow.error or not flow.live or PAGE in flow.metadata:
             return
         try:
             self._enforce(flow)
@@ -174,6 +183,8 @@ class Enforce:
         if draft is None or resp is None:
             return
         size = len(resp.raw_content or b"")
+        if draft.safesearch:  # so a network manager (and `schoolproxy checks run`) can see it is on
+            resp.headers["X-Schoolproxy-SafeSearch"] = "enforced"
         end = resp.timestamp_end or time.time()
         duration = max(0.0, end - flow.request.timestamp_start)
         if draft.action == "allow" and resp.status_code in (403, 451) and self._upstream_block(resp, size):
@@ -226,13 +237,23 @@ class Enforce:
             categories=snap.policy.category_names(decision.mask), layer=layer, device=ident.device,
             safesearch=safesearch, status=status, decision_seconds=decision_seconds)
 
-    @staticmethod
-    def _block_page(flow: http.HTTPFlow, verdict: Verdict, snap: Snapshot) -> http.Response:
+    def _block_page(self, flow: http.HTTPFlow, verdict: Verdict, snap: Snapshot) -> http.Response:
         body = b""
         if flow.request.method != "HEAD":
-            bp = snap.config.block_page
-            body = blockpage.render(verdict, flow.request.url, snap.config.school, bp.report_to,
-                                    bp.report_email).encode()
+            config = snap.config
+            bp = config.block_page
+            ask, outcome = "", ""
+            if verdict.username and config.unblock.enabled and not verdict.rule.startswith(_NEVER_ASK):
+                # The person may ask for it to be checked: the form finds this block by its reference.
+                self.live.remember_block(Blocked(verdict.ref, verdict.username, verdict.profile, verdict.host,
+                                                 shown_url(flow.request.url), verdict.rule,
+                                                 ",".join(verdict.categories), verdict.device))
+                ask = f"http://{bp.pages_host}/unblock?ref={verdict.ref}"
+                told = self.live.outcome_for(verdict.username, verdict.host)
+                if told is not None:
+                    outcome = outcome_text(told, snap.policy.tz, dt.datetime.now(dt.timezone.utc))
+            body = blockpage.render(verdict, flow.request.url, config.school, bp.report_to, bp.report_email,
+                                    ask, outcome).encode()
         return local_response(403, body, _BLOCK_HEADERS + ((b"x-schoolproxy-reference", verdict.ref.encode()),))
 
     @staticmethod

@@ -77,6 +77,7 @@ class OwnPages:
         self._snap = None
         self._ports: frozenset[int] = frozenset()
         self._names: frozenset[str] = frozenset()
+        self._pages_host = ""
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
@@ -88,6 +89,7 @@ class OwnPages:
             proxy = snap.config.proxy
             self._ports = frozenset({proxy.listen_port, 80})
             self._names = frozenset(n.lower().rstrip(".") for n in proxy.own_names)
+            self._pages_host = snap.config.block_page.pages_host
             self._snap = snap
         if not self._for_us(flow):
             return
@@ -104,8 +106,10 @@ class OwnPages:
         client = flow.client_conn
         sockname = client.sockname
         if is_transparent(client):
-            # The firewall redirected it: sockname is where the device was going.
-            return sockname is not None and sockname[0] in self.local
+            # The firewall redirected it: sockname is where the device was going. The pages for a signed-in
+            # person (block_page.pages_host, which the school's DNS points at the gateway) are not ours.
+            return sockname is not None and sockname[0] in self.local \
+                and flow.request.host.lower().rstrip(".") != self._pages_host
         req = flow.request
         port = req.port
         if port not in self._ports and (sockname is None or port != sockname[1]):

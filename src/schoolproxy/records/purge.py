@@ -1,4 +1,5 @@
-"""Retention: records older than ``retention_days`` are deleted, alerts (and their incident-log notes)
+"""Retention: records older than ``retention_days`` are deleted (with unblock requests, acceptances of
+the notice and expiring overrides that ended that long ago), alerts (and their incident-log notes)
 after ``alert_retention_days``. Deleted in chunks so a big purge never holds a long lock."""
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ import threading
 
 from sqlalchemy import Engine, Table, delete, select
 
-from schoolproxy.records.schema import alert_notes, alerts, requests
+from schoolproxy.records.schema import (alert_notes, alerts, expiring_overrides, notice_acceptances, requests,
+                                         unblock_requests)
 
 log = logging.getLogger(__name__)
 CHUNK = 10_000
@@ -18,7 +20,11 @@ CHUNK = 10_000
 def purge(engine: Engine, retention_days: int, alert_retention_days: int,
           now: dt.datetime | None = None) -> dict[str, int]:
     now = now or dt.datetime.now(dt.timezone.utc)
-    done = {"requests": _purge(engine, requests, now - dt.timedelta(days=retention_days))}
+    old = now - dt.timedelta(days=retention_days)
+    done = {"requests": _purge(engine, requests, old)}
+    done["unblock_requests"] = _purge(engine, unblock_requests, old)
+    done["notice_acceptances"] = _purge(engine, notice_acceptances, old)
+    done["expiring_overrides"] = _purge(engine, expiring_overrides, old, expiring_overrides.c.expires_at)
     cutoff = now - dt.timedelta(days=alert_retention_days)
     with engine.begin() as conn:  # notes first: SQLite may not enforce ON DELETE CASCADE
         conn.execute(delete(alert_notes).where(alert_notes.c.alert_id.in_(
@@ -27,11 +33,12 @@ def purge(engine: Engine, retention_days: int, alert_retention_days: int,
     return done
 
 
-def _purge(engine: Engine, table: Table, cutoff: dt.datetime) -> int:
+def _purge(engine: Engine, table: Table, cutoff: dt.datetime, column=None) -> int:
+    column = table.c.time if column is None else column
     total = 0
     while True:
         with engine.begin() as conn:
-            ids = select(table.c.id).where(table.c.time < cutoff).limit(CHUNK).scalar_subquery()
+            ids = select(table.c.id).where(column < cutoff).limit(CHUNK).scalar_subquery()
             n = conn.execute(delete(table).where(table.c.id.in_(ids))).rowcount
         total += n
         if n < CHUNK:

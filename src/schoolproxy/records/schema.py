@@ -3,8 +3,8 @@ this module is what the code queries against, and must match the head revision."
 
 from __future__ import annotations
 
-from sqlalchemy import (BigInteger, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
-                        func, text)
+from sqlalchemy import (BigInteger, Boolean, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData, String,
+                        Table, Text, func, text)
 
 metadata = MetaData()
 
@@ -153,4 +153,82 @@ console_signin_attempts = Table(
     Column("outcome", String(16), nullable=False),       # checking | failed
     Index("ix_console_signin_attempts_address_time", "address", "time"),
     Index("ix_console_signin_attempts_account_time", "account", "time"),
+)
+
+check_runs = Table(
+    "check_runs", metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=False),
+    Column("run_by", String(256), nullable=False),
+    Column("passed", Boolean, nullable=False),
+    Column("tested", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Column("alert_ref", String(16)),          # the alert a failed run raised
+    Index("ix_check_runs_started_at", "started_at"),
+)
+
+check_results = Table(
+    "check_results", metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("run_id", ForeignKey("check_runs.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("name", String(64), nullable=False),
+    Column("what", String(512), nullable=False),
+    Column("outcome", String(8), nullable=False),   # pass | fail | skip
+    Column("detail", Text, nullable=False),
+)
+
+expiring_overrides = Table(
+    "expiring_overrides", metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("site", String(512), nullable=False),        # host[/path], normalised
+    Column("action", String(8), nullable=False),        # allow
+    Column("scope", String(8), nullable=False),         # profile | group | user
+    Column("scope_value", String(256), nullable=False),
+    Column("rationale", Text, nullable=False),
+    Column("author", String(256), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("source", String(16), nullable=False),       # unblock | class | cli
+    Column("revoked_at", DateTime(timezone=True)),
+    Column("revoked_by", String(256)),
+    Index("ix_expiring_overrides_expires_at", "expires_at"),
+)
+
+unblock_requests = Table(
+    "unblock_requests", metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("ref", String(16), nullable=False, unique=True),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("username", String(256), nullable=False),
+    Column("profile", String(64), nullable=False),
+    Column("client_ip", String(64), nullable=False),
+    Column("device", String(128)),
+    Column("host", String(253), nullable=False),
+    Column("url", Text, nullable=False),                # query values redacted
+    Column("block_ref", String(16)),                    # the block page's reference
+    Column("rule", String(256), nullable=False),
+    Column("categories", String(512), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("status", String(16), nullable=False),       # pending | approved | refused
+    Column("decided_by", String(256)),
+    Column("decided_at", DateTime(timezone=True)),
+    Column("note", Text),
+    Column("override_id", ForeignKey("expiring_overrides.id", ondelete="SET NULL")),
+    Column("told_at", DateTime(timezone=True)),         # the requester saw the outcome
+    Index("ix_unblock_requests_status_time", "status", "time"),
+    Index("ix_unblock_requests_username_time", "username", "time"),
+)
+
+notice_acceptances = Table(
+    "notice_acceptances", metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("subject", String(300), nullable=False),    # lower-case logon, or "ip:ADDRESS"
+    Column("username", String(256)),
+    Column("profile", String(64), nullable=False),
+    Column("client_ip", String(64), nullable=False),
+    Column("version", String(16), nullable=False),     # hash of the text shown
+    Index("ix_notice_acceptances_time", "time"),
+    Index("ix_notice_acceptances_subject", "subject", "time"),
 )

@@ -1,13 +1,13 @@
 """Reports find one person's records whatever case their name was typed in: an index on lower(username).
 
-Revision ID: 0005_i15
-Revises: 0004_16
+Revision ID: 0007_i15
+Revises: 0006_i18_notice
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_i15"
-down_revision = "0004_16"
+revision = "0007_i15"
+down_revision = "0006_i18_notice"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,105 @@
+"""``schoolproxy unblock``: the queue of unblock requests from the block page, approvals as expiring
+overrides, and teachers' class allows."""
+
+from __future__ import annotations
+
+import sys
+
+from schoolproxy.cli.common import actor, open_records, when
+
+
+def register(sub) -> None:
+    p = sub.add_parser("unblock", help="unblock requests from the block page, and expiring allows")
+    p.set_defaults(func=cmd_unblock)
+    usub = p.add_subparsers(dest="unblock_command", required=True)
+    q = usub.add_parser("list", help="requests waiting for a decision (or --status all)")
+    q.add_argument("--status", default="pending", choices=["pending", "approved", "refused", "all"])
+    q.add_argument("--since", default="90d")
+    q.add_argument("--by", help="who is looking (recorded in the access audit; default: login name)")
+    q = usub.add_parser("approve", help="allow the site, until the end of a lesson, the day, the term or a date")
+    q.add_argument("ref")
+    q.add_argument("--by", required=True, help="the approver's logon (people: with an approver role)")
+    q.add_argument("--until", required=True, help="lesson, day, term, or a date such as 2026-12-18")
+    q.add_argument("--why", required=True, help="the rationale, for the decision log")
+    q.add_argument("--for", dest="scope", default="profile", choices=["profile", "group", "user"],
+                   help="whom it is allowed for: the requester's profile (default), a class (--group), or only them")
+    q.add_argument("--group", help="with --for group: the class, e.g. year4")
+    q.add_argument("--site", help="allow this site instead of the one asked for (e.g. the whole domain)")
+    q = usub.add_parser("refuse", help="refuse a request; the requester sees why on the block page")
+    q.add_argument("ref")
+    q.add_argument("--by", required=True)
+    q.add_argument("--why", required=True)
+    q = usub.add_parser("class", help="a teacher allows a site for one of their classes for a lesson")
+    q.add_argument("site")
+    q.add_argument("--class", dest="cls", required=True, help="a class in people.<you>.classes, e.g. year4")
+    q.add_argument("--by", required=True, help="the teacher's logon")
+    q.add_argument("--until", default="lesson", choices=["lesson", "day"])
+    q.add_argument("--why", required=True, help="what the lesson needs it for")
+    q = usub.add_parser("overrides", help="expiring allows in force now")
+    q = usub.add_parser("end", help="end an expiring allow early")
+    q.add_argument("id", type=int)
+    q.add_argument("--by", required=True)
+    q.add_argument("--why", required=True)
+    for q in usub.choices.values():
+        q.add_argument("--config", default=None)
+
+
+def cmd_unblock(args) -> int:
+    from zoneinfo import ZoneInfo
+
+    from schoolproxy.records import reports
+    from schoolproxy.records import unblock as store
+    from schoolproxy.snapshot import build_snapshot
+    from schoolproxy.standards import unblock
+    cfg, db = open_records(args.config)
+    tz = ZoneInfo(cfg.timezone)
+    cmd = args.unblock_command
+
+    def local(t) -> str:
+        return f"{store.aware(t).astimezone(tz):%a %d %b %H:%M}"
+    try:
+        if cmd == "list":
+            rows = store.list_requests(db, when(args.since, tz), args.status)
+            reports.audit(db, actor(cfg, args.by), "(unblock requests)", f"unblock list {args.status} since {args.since}")
+            if not rows:
+                print(f"no {'' if args.status == 'all' else args.status + ' '}unblock requests since {args.since}")
+            for r in rows:
+                print(f"{r['ref']}  {local(r['time'])}  {r['status']:<8} {reports._text(r['username'], tz)} "
+                      f"({r['profile']}) asked for {reports._text(r['url'], tz)}\n"
+                      f"      blocked by {r['rule']}; reason: \"{reports._text(r['reason'], tz)}\""
+                      + (f"\n      {r['status']} by {r['decided_by']}: {reports._text(r['note'], tz)}"
+                         if r["status"] != "pending" else ""))
+            return 0
+        if cmd == "overrides":
+            for o in store.active_overrides(db):
+                print(f"{o['id']:>5}  {o['action']} {o['site']} for {o['scope']} {o['scope_value']} until "
+                      f"{local(o['expires_at'])}  [{o['source']}, by {o['author']}] — {o['rationale']}")
+            return 0
+        if cmd == "end":
+            by = actor(cfg, args.by)
+            o = store.revoke_override(db, args.id, by, args.why)
+            print(f"override {args.id} ({o['site']} for {o['scope']} {o['scope_value']}) ended by {by}")
+            return 0
+        snap = build_snapshot(args.config, run_tests=False)
+        if cmd == "approve":
+            scope_value = args.group if args.scope == "group" else None
+            if args.scope == "group" and not args.group:
+                print("error: --for group needs --group CLASS", file=sys.stderr)
+                return 2
+            r = unblock.approve(db, snap, args.ref, args.by, args.until, args.why, args.scope, scope_value, args.site)
+            o = next(o for o in store.active_overrides(db) if o["id"] == r["override_id"])
+            print(f"approved {r['ref']}: {o['site']} allowed for {o['scope']} {o['scope_value']} until "
+                  f"{local(o['expires_at'])} (override {o['id']}; in the decision log). The running proxy applies "
+                  f"it within a few seconds.")
+        elif cmd == "refuse":
+            r = unblock.refuse(db, snap, args.ref, args.by, args.why)
+            print(f"refused {r['ref']} ({r['host']}); the requester sees why on the block page")
+        elif cmd == "class":
+            oid, expires, site = unblock.class_allow(db, snap, args.by, args.cls, args.site, args.until, args.why)
+            print(f"{site} allowed for {args.cls} until {expires.astimezone(tz):%H:%M %a %d %b} (override {oid}; "
+                  f"in the decision log)")
+    except store.UnblockError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
