@@ -2,6 +2,7 @@
 # make test  — set up and run the whole test suite
 # make check — validate the example config and run its policy tests
 # make eval  — recall and false alerts of the safeguarding phrase lists on tests/data/, and their cost
+# make bench — throughput and latency; make soak — a few minutes of hostile load (not part of make test)
 SHELL := /bin/bash
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -19,10 +20,11 @@ PREFIX  := /opt/schoolproxy
 DESTDIR ?=
 APP     := $(DESTDIR)$(PREFIX)/venv
 
-.PHONY: run test check bench eval clean venv install
+.PHONY: run test check bench soak eval clean venv install
 
 venv: $(VENV)/.installed
 
+# Git cannot store a file's mode: the demo users file (password hashes) is made private here.
 $(VENV)/.installed: pyproject.toml
 	@if [ -z "$(PYTHON)" ]; then \
 	  echo "schoolproxy needs Python 3.12 or newer (mitmproxy 12 requires it)."; \
@@ -32,9 +34,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	@chmod 600 config/users.htpasswd
 	@touch $@
 
 run: venv
+	@chmod 600 config/users.htpasswd
 	$(VENV)/bin/schoolproxy run --config $(CONFIG)
 
 check: venv
@@ -51,6 +55,10 @@ bench: venv
 eval: venv
 	$(PY) -m schoolproxy.monitoring.evaluation --config $(CONFIG)
 	$(PY) bench/detection.py
+
+# A few minutes of hostile load (slow clients, big bodies, guessing) beside real users: memory and failures.
+soak: venv
+	$(PY) bench/soak.py
 
 clean:
 	rm -rf $(VENV) var/ .pytest_cache

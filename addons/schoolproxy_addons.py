@@ -6,6 +6,10 @@
 Not named schoolproxy.py: mitmdump puts this folder on sys.path, and that name would hide the package.
 """
 
+import os
+
+from schoolproxy.private import UMASK
 from schoolproxy.proxy import make_addons
 
+os.umask(UMASK)  # records, spool, CA and list cache private to the service (as `schoolproxy run` does)
 addons = make_addons()

@@ -105,6 +105,7 @@ def make_school(root: Path, extra: str = "", users: tuple[str, ...] = ("pupil1",
         f.write_text("# test list\n" + "\n".join(entries) + "\n")
     (root / "lists" / "categories.yaml").write_text(METADATA)
     (root / "users.htpasswd").write_text("".join(f"{u}:{hash_pw(PASSWORD)}\n" for u in users))
+    (root / "users.htpasswd").chmod(0o600)  # as `schoolproxy users add` writes it
     cfg = root / "schoolproxy.yaml"
     cfg.write_text(CONFIG.format(extra=textwrap.dedent(extra), upstream=upstream or "null", metrics_port=free_port(),
                                  database=database))

@@ -30,6 +30,14 @@ def test_invalid_yaml_names_file_and_line(school):
         load_config(school)
 
 
+def test_a_file_that_is_not_utf8_is_refused_with_the_line(school):
+    text = school.read_text().replace("school: Test Primary", "school: St Mary\u2019s Primary")
+    school.write_bytes(text.encode("cp1252"))  # saved by a Windows editor as "ANSI"
+    with pytest.raises(ConfigError, match=r"schoolproxy.yaml: not UTF-8 text: byte 0x92 on line 1 — save the file "
+                                          r"as UTF-8"):
+        load_config(school)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_config(tmp_path / "nope.yaml")

@@ -135,3 +135,58 @@ def test_facts_for_a_url_are_what_a_browser_sends(snapshot):
     tls = facts_for_url("https://example.org/", Stage.TLS)
     assert (tls.host, tls.port, tls.sni, tls.connect_host) == ("example.org", 443, "example.org", "example.org")
     assert decide(snapshot, PUPIL, facts_for_url("http://socialsite.test/x")).blocked
+
+
+@pytest.mark.parametrize("facts", [
+    request("learning.test", "https://socialsite.test/", connect_host="learning.test", sni="learning.test"),
+    request("learning.test", "/", names=("socialsite.test",)),            # the request line's authority
+    request("learning.test", "/", authority="learning.test", names=("learning.test", "socialsite.test")),
+])
+def test_every_name_a_request_carries_must_pass(snapshot, facts):
+    # An absolute target inside an allowed tunnel (curl --request-target https://www.tiktok.com/), an
+    # HTTP/2 :path naming another site, a second Host header: blocked, and recorded as the blocked site.
+    ruling = decide(snapshot, PUPIL, facts)
+    assert (ruling.handling, ruling.host) == (Handling.BLOCK_PAGE, "socialsite.test")
+
+
+@pytest.mark.parametrize("path", ["/forum", "/%66orum", "//forum//t", "/x/../forum", "/./forum", "/x/..%2Fforum",
+                                  "/FORUM/1", "/;x/forum"])
+def test_a_path_rule_holds_for_the_path_as_a_server_resolves_it(snapshot, path):
+    assert decide(snapshot, PUPIL, request("learning.test", path)).decision.rule.startswith("override[0]")
+
+
+@pytest.mark.parametrize("path, allowed", [
+    ("/bitesize", True), ("/bitesize/maths", True), ("/bitesize/../news", False), ("/bitesize/%2e%2e/news", False),
+    ("/bitesize/..%2Fnews", False), ("/bitesize%2F..%2Fnews", False), ("/bitesize\\..\\news", False),
+    ("/news", False),
+])
+def test_an_allow_list_allows_only_what_every_reading_allows(snapshot, path, allowed):
+    guest = Identity(None, "guest", "subnet", "subnet iPads")
+    assert decide(snapshot, guest, request("www.bbc.co.uk", path)).decision.action == ("allow" if allowed else "block")
+
+
+@pytest.mark.parametrize("host", ["localhost", "LocalHost.", "anything.localhost", "127.0.0.1", "127.1", "0x7f.1",
+                                  "2130706433", "017700000001", "[::1]", "[::ffff:127.0.0.1]", "0.0.0.0",
+                                  "169.254.169.254", "[fe80::1]"])
+def test_the_gateway_itself_is_blocked_for_everyone(snapshot, host):
+    for who in (PUPIL, STAFF):
+        ruling = decide(snapshot, who, request(host, "/metrics", port=9464))
+        assert (ruling.handling, ruling.decision.rule) == (Handling.BLOCK_PAGE, "gateway")
+    assert decide(snapshot, STAFF, connect(host, 9465)).decision.rule == "gateway"
+
+
+def test_a_name_resolving_to_the_gateway_is_blocked(snapshot):
+    ruling = decide(snapshot, STAFF, request("sneaky.example", resolved=("93.184.216.34", "127.0.0.1")))
+    assert (ruling.handling, ruling.decision.rule) == (Handling.BLOCK_PAGE, "gateway")
+    assert decide(snapshot, STAFF, request("fine.example", resolved=("93.184.216.34",))).handling is Handling.FORWARD
+
+
+def test_the_config_can_allow_a_local_destination(tmp_path):
+    from conftest import make_school
+
+    from schoolproxy.snapshot import build_snapshot
+    cfg = make_school(tmp_path)
+    cfg.write_text(cfg.read_text().replace("upstream: null}", "upstream: null, allow_local: [intranet.localhost]}"))
+    snap = build_snapshot(cfg)
+    assert decide(snap, STAFF, request("intranet.localhost")).handling is Handling.FORWARD
+    assert decide(snap, STAFF, request("other.localhost")).decision.rule == "gateway"

@@ -88,3 +88,13 @@ def test_config_errors_are_clear(tmp_path):
     for (url, extra), message in cases.items():
         with pytest.raises(ConfigError, match=message.replace("{", r"\{").replace("}", r"\}")):
             parse_config(base.format(url=url, extra=extra), tmp_path / "c.yaml")
+
+
+@pytest.mark.parametrize("bind", ["search", "direct"])
+def test_the_directory_spells_the_name_however_it_was_typed(slapd, tmp_path, bind):
+    d = directory_for(slapd, tmp_path, bind=bind)
+    assert d.canonical("JSmith") is None  # never asks the directory itself (it runs on the event loop)
+    assert d.check("JSmith", PASSWORD) is True
+    assert d.canonical("JSMITH") == "jsmith"  # the uid as the directory holds it
+    if bind == "search":  # a logon-feed user's groups, looked up by the service account
+        assert d.groups("BJones") == {"year6", "pupils"} and d.canonical("bjones") == "bjones"

@@ -241,10 +241,12 @@ def test_password_guessing_is_slowed_and_reported(tmp_path, slapd):
             for i in range(3):
                 assert get(proxy, "http://learning.test/", "jsmith", f"guess-{i}").status_code == 407
             assert "possible password guessing from 127.0.0.1" in proxy.log()
+            assert "possible password guessing against account jsmith" in proxy.log()
             t0 = time.monotonic()
             assert get(proxy, "http://learning.test/", "jsmith", "guess-x").status_code == 407
             text = httpx.get(metrics_url(config), timeout=5).text
-            assert 'schoolproxy_signin_problems_total{result="guessing_reports"} 1.0' in text
+            # Reported once for the address and once for the account.
+            assert 'schoolproxy_signin_problems_total{result="guessing_reports"} 2.0' in text
             assert 'schoolproxy_signin_problems_total{result="slowed"} 1.0' in text
             assert time.monotonic() - t0 >= 1.0  # it waited before answering (the slowing itself)
             assert DIR_PASSWORD not in proxy.log() and "guess-" not in proxy.log()

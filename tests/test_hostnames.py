@@ -35,6 +35,8 @@ def test_invalid_hosts_are_refused(raw):
     ("https://BBC.co.uk/Bitesize/", ("bbc.co.uk", "/bitesize/")),
     ("*.example.com", ("example.com", "")),
     (".example.com", ("example.com", "")),
+    ("example.org/%7Euser/./a//b", ("example.org", "/~user/a/b")),  # stored as requests are resolved
+    ("example.org/x/../private-page", ("example.org", "/private-page")),
 ])
 def test_normalise_entry(raw, expected):
     assert normalise_entry(raw) == expected

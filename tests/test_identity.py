@@ -23,3 +23,21 @@ def test_subnet_map(snapshot):
 def test_unidentified_gets_default(snapshot):
     ident = snapshot.resolver.unidentified()
     assert (ident.username, ident.profile, ident.source) == (None, "pupil", "default")
+
+
+def test_one_spelling_of_a_name_on_every_identity(snapshot):
+    r = snapshot.resolver
+    assert r.identify("PUPIL1").username == "pupil1"          # the users file's spelling
+    assert r.identify("supply3").username == "Supply3"
+    assert r.identify("Teacher1", "logon-feed").username == "teacher1"
+    assert r.identify("SomeOne").username == "someone"        # known nowhere: lower case
+    assert r.unverified("PUPIL1", "directory unreachable").username == "pupil1"
+
+
+def test_config_spelling_when_no_back_end_knows_the_name(tmp_path):
+    from conftest import make_school
+
+    from schoolproxy.snapshot import build_snapshot
+    cfg = make_school(tmp_path, users=("pupil1",))
+    cfg.write_text(cfg.read_text().replace("users: {teacher1: staff}", "users: {Teacher1: staff}"))
+    assert build_snapshot(cfg).resolver.identify("TEACHER1").username == "Teacher1"

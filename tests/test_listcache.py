@@ -70,6 +70,7 @@ def test_a_damaged_cache_is_rebuilt_with_a_warning(school, damage, caplog):
     src, md, cache = school
     load(school)
     (directory,) = [p for p in cache.iterdir() if not p.name.startswith(".")]
+    (directory / damage).chmod(0o600)
     (directory / damage).write_bytes(b"\x00garbage")
     with caplog.at_level(logging.WARNING):
         lists = load(school)
@@ -105,3 +106,76 @@ def test_missing_source_is_a_clear_error(school):
     src, md, cache = school
     with pytest.raises(ListError, match="not a directory"):
         load_compiled([src / "nope"], md, load_metadata(md), cache)
+
+
+def cache_dir_of(cache: Path) -> Path:
+    (directory,) = [p for p in cache.iterdir() if not p.name.startswith(".")]
+    return directory
+
+
+def test_the_cache_is_read_only_and_private(school):
+    src, md, cache = school
+    load(school)
+    directory = cache_dir_of(cache)
+    assert oct(cache.stat().st_mode & 0o777) == "0o700" and oct(directory.stat().st_mode & 0o777) == "0o700"
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in directory.iterdir()} == {
+        "domains.marisa": "0o400", "masks.u32": "0o400", "meta.json": "0o400"}
+
+
+@pytest.mark.parametrize("damage", ["truncate", "same size", "meta"])
+def test_a_cache_changed_in_place_is_not_trusted_when_opened(school, damage, caplog):
+    # Overwriting masks.u32 with other category numbers of the same size used to change verdicts silently.
+    src, md, cache = school
+    load(school)
+    directory = cache_dir_of(cache)
+    if damage == "meta":
+        target = directory / "meta.json"
+        text = target.read_text().replace('"adult"', '"adulx"')
+    else:
+        target = directory / "masks.u32"
+        data = target.read_bytes()
+        text = None
+    target.chmod(0o600)
+    if damage == "truncate":
+        target.write_bytes(data[:4])
+    elif damage == "same size":
+        target.write_bytes(bytes(len(data)))  # every domain in mask 0: no categories
+    else:
+        target.write_text(text)
+    with caplog.at_level(logging.WARNING):
+        lists = load(school)
+    assert names(lists, "www.porn.test") == {"adult", "social"}
+    assert "damaged" in caplog.text and ("checksum" in caplog.text or "bytes, written as" in caplog.text)
+
+
+def test_damage_after_opening_is_noticed_by_the_reloader_and_the_next_snapshot_is_sound(tmp_path):
+    from conftest import make_school
+
+    from schoolproxy.snapshot import SnapshotHolder
+    cfg = make_school(tmp_path)
+    cfg.write_text(cfg.read_text().replace("metadata: lists/categories.yaml}",
+                                           "metadata: lists/categories.yaml, cache_dir: cache}"))
+    engine = SnapshotHolder()
+    engine.load(cfg)
+    assert not engine.changed()
+    masks = cache_dir_of(tmp_path / "cache") / "masks.u32"
+    masks.chmod(0o600)
+    masks.write_bytes(bytes(masks.stat().st_size))  # same size: only the checksum can tell
+    assert engine.changed()  # the reloader builds a new snapshot...
+    snap = engine.build()
+    assert snap.policy.decide("pupil", "www.socialsite.test").action == "block"  # ...from a sound cache
+
+
+def test_what_an_interrupted_compile_left_is_removed_later(school):
+    src, md, cache = school
+    load(school)
+    left = cache / ".tmp-deadbeef-4242"
+    left.mkdir()
+    (left / "domains.marisa").write_bytes(b"half")
+    os.utime(left, (0, 0))
+    recent = cache / ".tmp-cafe-4343"
+    recent.mkdir()  # maybe another worker compiling right now: kept
+    (src / "adult" / "domains").write_text("porn.test\nnew.test\n")
+    os.utime(src / "adult" / "domains", ns=(10**9, 10**9))
+    load(school)
+    assert not left.exists() and recent.exists()

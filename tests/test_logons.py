@@ -35,7 +35,7 @@ def test_ipv4_mapped_addresses_are_the_same_client():
 @pytest.mark.parametrize("user,ip,device", [
     ("", "10.0.0.5", None), ("a b", "10.0.0.5", None), ("x" * 129, "10.0.0.5", None), ("j)(uid=*", "10.0.0.5", None),
     ("jsmith", "10.0.0.999", None), ("jsmith", "example.com", None), ("jsmith", "10.0.0.5", "<script>"),
-    ("jsmith", "10.0.0.5", "x" * 65),
+    ("jsmith", "10.0.0.5", "x" * 65), ("jsmith", "10.0.0.5", "IT-SUITE-07\n"), ("jsmith", "10.0.0.5", "PC\nX"),
 ])
 def test_bad_input_is_refused(user, ip, device):
     t = LogonTable(60)

@@ -123,3 +123,23 @@ def test_body_without_length_passes_unchanged_when_benign(addons):
     body = gzip.compress(b"<p>volcanoes</p>")
     f, out, _ = _stream(addons, "http://forum.test/p", [body], {"content-type": "text/html", "content-encoding": "gzip"})
     assert b"".join(c for o in out for c in (o if isinstance(o, list) else [o])) == body
+
+
+def test_a_page_mitmproxy_already_streams_is_still_held_back_and_scored(addons):
+    # A page over proxy.limits.stream_bytes (1 MB) but under the whole-read limit (2 MB) is streamed by
+    # mitmproxy before the hooks run: read whole it would have been scored as empty, and passed.
+    content, enforce, _ = addons
+    f = tflow.tflow(req=tutils.treq())
+    f.request.url = "http://forum.test/long"
+    f.metadata[IDENTITY] = PUPIL
+    with taddons.context(content, enforce):
+        enforce.requestheaders(f)
+        f.response = tutils.tresp(content=b"")
+        f.response.headers.clear()
+        f.response.headers["content-type"] = "text/html"
+        f.response.headers["content-length"] = str(1_500_000)
+        f.response.stream = True  # as mitmproxy's stream_large_bodies sets it
+        content.responseheaders(f)
+        assert callable(f.response.stream)  # held back up to max_kb, scored, then passed or blocked
+        out = f.response.stream(HARMFUL) + f.response.stream(b"")
+    assert b"This page is blocked" in b"".join(out)

@@ -202,3 +202,59 @@ def test_an_allowed_tunnel_not_yet_connected_offers_the_client_http1(addon):
         start.context.server.tls_established = False
         addon.tls_start_client(start)
     assert f.client_conn.alpn == b"http/1.1"
+
+
+def test_an_absolute_target_inside_an_allowed_tunnel_is_decided_and_recorded_by_its_own_name(addon):
+    # curl --request-target https://www.socialsite.test/ https://learning.test/: mitmproxy sets the
+    # request's host to the tunnel's, but the request line still names the other site.
+    f = request_flow("https://learning.test/")
+    f.request.authority = "www.socialsite.test"
+    with taddons.context(addon):
+        addon.requestheaders(f)
+        addon.response(f)
+    [v] = addon.published
+    assert f.response.status_code == 403 and (v.host, v.action) == ("www.socialsite.test", "block")
+
+
+def test_a_second_host_header_must_pass_too(addon):
+    f = request_flow("http://learning.test/")
+    f.request.headers.fields = ((b"Host", b"learning.test"), (b"Host", b"socialsite.test"))
+    with taddons.context(addon):
+        addon.requestheaders(f)
+    assert f.response.status_code == 403
+
+
+def test_an_address_the_name_resolved_to_is_a_fact_of_the_request(addon):
+    from schoolproxy.proxy.localguard import RESOLVED
+    f = request_flow("http://sneaky.example/metrics", STAFF)
+    f.metadata[RESOLVED] = ("127.0.0.1",)
+    with taddons.context(addon):
+        addon.requestheaders(f)
+    assert f.response.status_code == 403 and b"gateway" in f.response.content
+
+
+def test_a_compressed_403_page_is_never_unpacked_beyond_a_bound():
+    # A site's own 403 page is read for the upstream filter's block-page markers: 329 bytes of brotli
+    # unpacked to 200 MB in Response.get_text.
+    import gzip
+
+    import brotli
+    from schoolproxy.proxy.enforce import page_text
+    assert page_text(brotli.compress(b"\0" * (200 << 20)), "br", 1000) == ""
+    assert len(page_text(gzip.compress(b"a" * (50 << 20)), "gzip", 1000)) == 1000
+    marker = "This site has been blocked by your upstream filter"
+    assert marker in page_text(gzip.compress(marker.encode()), "gzip", 1000)
+    assert marker in page_text(marker.encode(), "", 1000)
+
+
+def test_an_upstream_block_page_sent_gzipped_is_still_recognised(addon):
+    import gzip
+    f = request_flow("http://learning.test/")
+    with taddons.context(addon):
+        addon.requestheaders(f)
+        f.response = tutils.tresp(status_code=403, headers=http.Headers(content_type="text/html",
+                                                                          content_encoding="gzip"))
+        f.response.raw_content = gzip.compress(b"<p>This site has been blocked by your upstream filter.</p>")
+        addon.response(f)
+    [v] = addon.published
+    assert (v.action, v.rule) == ("block", "upstream-block")

@@ -142,3 +142,87 @@ async def test_a_remembered_header_is_checked_again_once_its_answer_expires(addo
         f = flow_with(basic("pupil1", PASSWORD))
         await call(addon.requestheaders, f)
     assert f.response.status_code == 407 and IDENTITY not in f.metadata
+
+
+async def test_any_case_of_a_name_is_identified_by_its_one_spelling(addon):
+    f = flow_with(basic("PUPIL1", PASSWORD))
+    with taddons.context(addon):
+        await call(addon.requestheaders, f)
+    assert f.metadata[IDENTITY].username == "pupil1"
+
+
+def reload_without(addon, school, user: str) -> None:
+    users = school.parent / "users.htpasswd"
+    users.write_text("".join(l + "\n" for l in users.read_text().splitlines() if not l.startswith(f"{user}:")))
+    addon.snapshots.swap(addon.snapshots.build())
+
+
+async def test_a_user_removed_from_the_users_file_is_refused_at_the_reload(addon, school):
+    with taddons.context(addon):
+        first = flow_with(basic("pupil1", PASSWORD))
+        await call(addon.requestheaders, first)
+        assert first.response is None
+        reload_without(addon, school, "pupil1")
+        again = flow_with(basic("pupil1", PASSWORD))
+        await call(addon.requestheaders, again)
+        other = flow_with(basic("teacher1", PASSWORD))
+        await call(addon.requestheaders, other)
+    assert again.response.status_code == 407  # not in 300 s, when the cached answer expires
+    assert other.response is None
+
+
+async def test_a_removed_users_open_tunnel_is_closed_at_the_reload(addon, school):
+    connect = flow_with(basic("pupil1", PASSWORD))
+    connect.request.method = "CONNECT"
+    with taddons.context(addon):
+        await call(addon.http_connect, connect)
+        reload_without(addon, school, "teacher1")  # someone else: the tunnel goes on
+        inner = tflow.tflow()
+        inner.client_conn = connect.client_conn
+        await call(addon.requestheaders, inner)
+        assert inner.metadata[IDENTITY].username == "pupil1" and inner.error is None
+        reload_without(addon, school, "pupil1")
+        inner = tflow.tflow()
+        inner.client_conn = connect.client_conn
+        await call(addon.requestheaders, inner)
+    assert inner.error is not None and IDENTITY not in inner.metadata
+
+
+async def test_parallel_guesses_take_turns_and_are_bounded(addon, monkeypatch):
+    # 40 guesses sent at once used to be checked at once (the slow-down was computed as each arrived).
+    import asyncio
+    checked = []
+    real = addon.snapshots.snapshot.authenticator.check
+    monkeypatch.setattr(addon.snapshots.snapshot.authenticator, "check", lambda u, p: checked.append(p) or real(u, p))
+    monkeypatch.setattr(asyncio, "sleep", _no_sleep)  # the slow-down's waits, without waiting
+    flows = [flow_with(basic("pupil1", f"guess{i}")) for i in range(40)]
+    with taddons.context(addon):
+        await asyncio.gather(*(call(addon.requestheaders, f) for f in flows))
+    assert all(f.response.status_code == 407 for f in flows)
+    assert len(checked) <= 9  # one checking, 8 waiting; the rest refused without a check
+    assert addon.signin_problems["slowed"] >= 31
+
+
+async def test_one_accounts_guesses_from_many_addresses_are_slowed(addon, monkeypatch):
+    import asyncio
+    slept = []
+    monkeypatch.setattr(asyncio, "sleep", lambda d: slept.append(d) or _no_sleep(d))
+    with taddons.context(addon):
+        for i in range(12):  # one guess each from 12 addresses, one after another
+            await call(addon.requestheaders, flow_with(basic("pupil1", f"guess{i}"), ip=f"10.1.0.{i}"))
+    assert slept and max(slept) >= 2  # the account's failures slow the next address's attempt
+
+
+async def _no_sleep(delay):
+    return None
+
+
+async def test_a_guess_whose_client_gave_up_waiting_is_not_checked(addon, monkeypatch):
+    from mitmproxy.connection import ConnectionState
+    checked = []
+    monkeypatch.setattr(addon.snapshots.snapshot.authenticator, "check", lambda u, p: checked.append(p))
+    f = flow_with(basic("pupil1", "guess"))
+    f.client_conn.state = ConnectionState.CLOSED
+    with taddons.context(addon):
+        await call(addon.requestheaders, f)
+    assert checked == [] and f.response.status_code == 407 and IDENTITY not in f.metadata

@@ -160,6 +160,17 @@ def test_user_history_over_a_date_range(db):
     assert len(rows) == 3 and {r["username"] for r in rows} == {"jsmith"}
 
 
+def test_user_history_finds_every_case_of_the_name(db):
+    # Records made before names were recorded in one spelling: `report user jsmith` missed the JSmith rows.
+    t0 = dt.datetime(2026, 11, 20, 10, tzinfo=dt.timezone.utc).timestamp()
+    with db.begin() as c:
+        c.execute(insert(requests), [to_row(make_verdict(username=u, time=t0 + i))
+                                     for i, u in enumerate(["jsmith", "JSmith", "JSMITH", "jsmithy"])])
+    day = (dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc), dt.datetime(2026, 11, 21, tzinfo=dt.timezone.utc))
+    assert [r["username"] for r in user_history(db, "jsmith", *day)] == ["jsmith", "JSmith", "JSMITH"]
+    assert len(user_history(db, "JSmith", *day)) == 3
+
+
 @pytest.mark.parametrize("path, expected", [
     ("/search?q=how+to&sid=abc123&token=x", "/search?q=how+to&sid=%E2%80%A6&token=%E2%80%A6"),
     ("/results?search_query=minecraft", "/results?search_query=minecraft"),

@@ -32,3 +32,42 @@ def test_memory_is_bounded_under_a_flood_of_addresses():
     for i in range(30_000):
         g.failed(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", b"k", now=0)
     assert len(g._clients) <= 10_000
+
+
+async def test_turns_one_at_a_time_per_key_in_arrival_order():
+    import asyncio
+
+    from schoolproxy.identity.signin_guard import Turns
+    turns, order, inside = Turns(), [], set()
+
+    async def attempt(i, ip, user):
+        async with turns.turn(ip, "account:" + user):
+            assert not inside & {ip, user}  # nobody else holds this address or account
+            inside.update({ip, user})
+            await asyncio.sleep(0.01)
+            order.append(i)
+            inside.difference_update({ip, user})
+
+    await asyncio.gather(*(attempt(i, "10.0.0.9", f"u{i}") for i in range(4)),
+                         *(attempt(10 + i, f"10.0.1.{i}", "jsmith") for i in range(4)))
+    assert [i for i in order if i < 10] == [0, 1, 2, 3] and [i for i in order if i >= 10] == [10, 11, 12, 13]
+    assert turns._locks == {} and turns._queued == {}  # nothing kept once nobody waits
+
+
+async def test_turns_say_when_too_many_are_waiting():
+    import asyncio
+
+    from schoolproxy.identity.signin_guard import Turns
+    turns = Turns(max_waiting=2)
+    release = asyncio.Event()
+
+    async def hold():
+        async with turns.turn("10.0.0.9"):
+            await release.wait()
+
+    tasks = [asyncio.create_task(hold()) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert turns.full("10.0.0.9") and not turns.full("10.0.0.8")
+    release.set()
+    await asyncio.gather(*tasks)
+    assert not turns.full("10.0.0.9")

@@ -42,6 +42,39 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class LimitSettings(_Model):
+    """What one client can make the proxy hold, and for how long. The defaults suit a school LAN."""
+
+    #: Request line and headers, in bytes: before the client has signed in, and after (431 beyond).
+    header_bytes_before_signin: int = Field(32 * 1024, ge=4096, le=1 << 20)
+    header_bytes: int = Field(64 * 1024, ge=4096, le=1 << 20)
+    #: A request's headers must all arrive within this many seconds of their first byte (408 beyond).
+    header_timeout_seconds: float = Field(20.0, gt=0, le=600)
+    #: A connection with nothing sent either way for this long is closed (browsers reconnect).
+    idle_timeout_seconds: int = Field(300, ge=5, le=86400)
+    #: Request bodies declared larger than this, and any body or response larger than
+    #: ``stream_bytes``, go through as they arrive instead of being held in memory.
+    request_buffer_bytes: int = Field(64 * 1024, ge=0, le=64 << 20)
+    stream_bytes: int = Field(1 << 20, ge=64 * 1024, le=256 << 20)
+    #: Connections one client address may hold open; of those, connections that have not yet sent a
+    #: complete request (before sign-in). A terminal server with many users on one address needs more.
+    connections_per_client: int = Field(512, ge=16, le=1_000_000)
+    unidentified_connections_per_client: int = Field(64, ge=4, le=1_000_000)
+    #: Requests one client address may have waiting for an answer at once (HTTP/2 multiplexes many on
+    #: one connection); beyond it, 503. And of those, how many may have a body held whole in memory
+    #: (up to ``stream_bytes`` each); the others stream.
+    requests_in_flight_per_client: int = Field(512, ge=16, le=1_000_000)
+    buffered_bodies_per_client: int = Field(32, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "LimitSettings":
+        if self.header_bytes_before_signin > self.header_bytes:
+            raise ValueError("header_bytes_before_signin must not be larger than header_bytes")
+        if self.unidentified_connections_per_client > self.connections_per_client:
+            raise ValueError("unidentified_connections_per_client must not be larger than connections_per_client")
+        return self
+
+
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _DOMAIN = re.compile(r"^(\*\.)?[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})*\.?$")
 
@@ -110,6 +143,10 @@ class ProxySettings(_Model):
     upstream_block_markers: list[NonEmpty] = [
         "This site has been blocked by your upstream filter", "Smoothwall", "Internet Watch Foundation",
         "SWGfL", "blocked by your network filter"]
+    limits: LimitSettings = LimitSettings()
+    #: Destinations on the gateway itself (its addresses, loopback, its names) that clients may reach
+    #: through the proxy, e.g. an intranet served by the gateway. Everything else local is blocked.
+    allow_local: list[NonEmpty] = []
 
     #: Tell the upstream filter who is browsing (every request reaches it from the gateway's address).
     upstream_identity: UpstreamIdentitySettings | None = None
@@ -818,7 +855,7 @@ class Config(_Model):
         prefix = "sqlite:///"
         if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
             db = self.path(Path(url[len(prefix):]))
-            db.parent.mkdir(parents=True, exist_ok=True)
+            db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             return prefix + str(db)
         return url
 
@@ -832,9 +869,15 @@ def load_config(path: str | Path) -> Config:
     """Read and validate the YAML file; raise :class:`ConfigError` with file and key path."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config file: {e.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"{path}: not UTF-8 text: byte 0x{data[e.start]:02x} on line {line} — save the file "
+                          f"as UTF-8 (a Windows editor may have saved it as ANSI or UTF-16)") from None
     return parse_config(text, path)
 
 

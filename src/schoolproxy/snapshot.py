@@ -18,7 +18,9 @@ from schoolproxy.config import Config, ConfigError, load_config
 from schoolproxy.filtering.decide import decide, facts_for_url
 from schoolproxy.filtering.expiring import NONE as NO_EXPIRING
 from schoolproxy.filtering.expiring import ExpiringOverrides
-from schoolproxy.filtering.listcache import LIST_FILES, load_compiled
+from schoolproxy.filtering.listcache import LIST_FILES, cache_files, load_compiled
+from schoolproxy.filtering.local import LocalDestinations
+from schoolproxy.filtering.local import for_config as local_destinations
 from schoolproxy.filtering.lists import CategoryLists, ListError, load_metadata
 from schoolproxy.filtering.policy import Decision, Policy
 from schoolproxy.identity.directory import Directory, read_secret
@@ -61,6 +63,8 @@ class Snapshot:
     directory: Directory | None = None
     #: The logon feed's shared secret (from its secret file), if the feed is configured.
     logon_secret: str | None = None
+    #: The gateway's own addresses and names, never reached through the proxy (filtering/local.py).
+    local: LocalDestinations | None = None
     #: Expiring allows in force (approved unblock requests, teachers' class allows), from the records:
     #: replaced every few seconds by the pages addon, carried over by a reload. The config's own policy
     #: tests are run without them.
@@ -101,6 +105,9 @@ def build_snapshot(config_path: str | Path, run_tests: bool = True, previous: Sn
                               info, config.path(cache) if cache is not None else None)
     except ListError as e:
         raise ConfigError(f"{config.source}: lists: {e}") from None
+    # The compiled cache is never changed by us once written: a change is damage, and a reload opens a
+    # verified (or freshly compiled) one.
+    watched.update((p, _stamp(p)) for p in cache_files(lists))
     policy = Policy(config, lists)
     authenticator: Authenticator | None = None
     ident = config.identity
@@ -126,8 +133,9 @@ def build_snapshot(config_path: str | Path, run_tests: bool = True, previous: Sn
         logon_secret = read_secret(secret_path)
         if len(logon_secret) < 16:
             raise ConfigError(f"{secret_path}: the logon feed secret must be at least 16 characters")
-    snapshot = Snapshot(config, lists, policy, ProfileResolver(config), SubnetMap(config), authenticator,
-                        watched, directory=directory, logon_secret=logon_secret)
+    snapshot = Snapshot(config, lists, policy, ProfileResolver(config, authenticator), SubnetMap(config),
+                        authenticator, watched, directory=directory, logon_secret=logon_secret,
+                        local=local_destinations(config))
     if run_tests:
         failed = [r for r in snapshot.run_tests() if not r.passed]
         if failed:

@@ -10,6 +10,7 @@ from schoolproxy.cli import (admin, alerts, checks, console, decisions, doctor, 
                              register, reports, reviewpack, run, unblock)
 from schoolproxy.cli.common import find_config
 from schoolproxy.config import ConfigError
+from schoolproxy.private import private_umask
 
 #: The order commands are listed in ``schoolproxy --help``.
 COMMANDS = (run, policy, lists, reports, register, decisions, alerts, unblock, checks, reviewpack, console, admin,
@@ -28,7 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if hasattr(args, "config"):
             args.config = find_config(args.config)
-        return args.func(args)
+        if args.command == "install":  # sets the mode of every file it lays out itself
+            return args.func(args)
+        with private_umask():  # the database, spool, CA and list cache are the service's alone
+            return args.func(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

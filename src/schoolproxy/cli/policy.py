@@ -9,6 +9,7 @@ from schoolproxy.filtering.decide import Stage, decide, facts_for_url
 from schoolproxy.gateway.modes import identity_warnings
 from schoolproxy.identity.profiles import Identity
 from schoolproxy.monitoring.phrases import PhraseError, load_phrase_lists
+from schoolproxy.private import exposed
 from schoolproxy.snapshot import build_snapshot
 
 
@@ -53,6 +54,7 @@ def cmd_check(args) -> int:
             if scoring:
                 warnings.append(f"phrase lists not loaded: every page for profiles that score content "
                                 f"({', '.join(scoring)}) would be blocked, to be safe: {e}")
+    warnings += exposed(cfg)
     for w in warnings:
         print(f"warning: {w}")
     results = snap.run_tests()
@@ -85,7 +87,7 @@ def cmd_explain(args) -> int:
             return 2
         if at.tzinfo is None:
             at = at.replace(tzinfo=policy.tz)
-    who = args.user or args.ip or "-"
+    who = ident.username or args.ip or "-"  # a user by the one spelling records use (JSmith → jsmith)
     print(f"who:      {who} → profile {ident.profile} ({ident.rule})")
     if at:
         print(f"at:       {at:%a %d %b %Y %H:%M}")

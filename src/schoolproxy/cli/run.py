@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import signal
 import sys
 from pathlib import Path
 
 from schoolproxy.gateway.modes import proxy_modes
+from schoolproxy.private import private_dir
 from schoolproxy.snapshot import build_snapshot, worker_from_env
 
 
@@ -31,6 +33,10 @@ def cmd_run(args) -> int:
     from schoolproxy.proxy.master import lean_master
     from schoolproxy.proxy.workers import supervise
 
+    # A fatal signal (a compiled list file truncated by hand while mapped: SIGBUS) is reported on stderr
+    # with where it happened, not a silent exit; systemd or the supervisor restarts, and the damaged cache
+    # is then found when it is verified and compiled again.
+    faulthandler.enable()
     if not 1 <= args.workers <= 64:
         print("error: --workers must be between 1 and 64", file=sys.stderr)
         return 2
@@ -57,6 +63,7 @@ def cmd_run(args) -> int:
         opts = options.Options()
         master = lean_master(opts, verbose=args.verbose)
         ca_dir = cfg.path(cfg.proxy.ca_dir)
+        private_dir(ca_dir, tighten=True)  # the CA key impersonates any site to every device
         try:
             opts.update(confdir=str(ca_dir), listen_host=args.listen_host or cfg.proxy.listen_host,
                         mode=proxy_modes(cfg, args.listen_host),

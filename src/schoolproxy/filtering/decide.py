@@ -17,9 +17,14 @@ A request is decided at the stage where the proxy first sees it:
 A block by the profile's category rules or default is lifted for the people an expiring allow in
 force is for (``snapshot.expiring``: an approved unblock request, a teacher's class allow).
 
-Every name a request carries must pass: the target, the Host header (or HTTP/2 ``:authority``), and the
-tunnel's CONNECT name and SNI. A request whose Host header names a blocked site through an allowed
-tunnel (domain fronting) is blocked like the site itself.
+Every name a request carries must pass: the target, every Host header and HTTP/2 ``:authority``, an
+absolute URL in the request target (inside a tunnel, or as HTTP/2 ``:path``), and the tunnel's CONNECT
+name and SNI. A request that names a blocked site through an allowed tunnel (domain fronting, an
+absolute target) is blocked like the site itself, and recorded against the blocked name.
+
+The path is decided as servers resolve it (:mod:`.paths`): every reading must pass. A request to the
+gateway itself (loopback, link-local, its own addresses and names: :mod:`.local`) is blocked for everyone
+unless the config allows that destination.
 """
 
 from __future__ import annotations
@@ -27,12 +32,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlsplit
 
 from schoolproxy.filtering import safesearch
 from schoolproxy.filtering.hostnames import InvalidHost, normalise_host
+from schoolproxy.filtering.local import LocalDestinations
+from schoolproxy.filtering.paths import readings, split_target
 from schoolproxy.filtering.policy import INVALID_HOST, Decision, Policy
 from schoolproxy.identity.profiles import Identity
 
@@ -42,6 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONNECT_PORT = "connect-port"
+GATEWAY = Decision("block", "gateway", "the school gateway's own services are not reachable through the proxy")
 
 
 class Stage(StrEnum):
@@ -84,6 +93,11 @@ class RequestFacts(NamedTuple):
     #: True when the client did not address the proxy (transparent interception): ``host`` is then an
     #: address, and the SNI names the site.
     transparent: bool = False
+    #: Further names the request carries: the request line's authority (an absolute-form target inside
+    #: a tunnel), every Host header (HTTP/2 may send one beside ``:authority``).
+    names: tuple[str, ...] = ()
+    #: The addresses ``host`` resolved to, when the proxy connects to sites itself (no upstream filter).
+    resolved: tuple[str, ...] = ()
 
 
 class Ruling(NamedTuple):
@@ -115,19 +129,28 @@ def decide(snapshot: Snapshot, identity: Identity | None, facts: RequestFacts,
     policy = snapshot.policy
     profile = identity.profile
     names = names_of(facts)
+    _, path = split_target(facts.path)
+    paths = readings(path) if path else ("",)
+    local = snapshot.local
     expiring = snapshot.expiring
-    when = now.timestamp() if now is not None else time.time()
-    host, decision = decide_name(policy, profile, names[0], facts.path, now, trace)
-    if decision.action == "block" and expiring:  # an approved unblock request or a teacher's class allow
-        decision = expiring.apply(decision, identity, host, facts.path or "/", when, trace)
+    lift = None
+    if expiring:  # an approved unblock request or a teacher's class allow
+        when = now.timestamp() if now is not None else time.time()
+
+        def lift(decision: Decision, name: str, lifted_path: str, steps: list[str] | None) -> Decision:
+            return expiring.apply(decision, identity, name, lifted_path or "/", when, steps)
+    host, decision = decide_name(policy, profile, names[0], paths, now, trace, local, lift)
     if decision.action == "allow":
         for other in names[1:]:
-            other_host, other_decision = decide_name(policy, profile, other, facts.path, now)
-            if other_decision.action == "block" and expiring:
-                other_decision = expiring.apply(other_decision, identity, other_host, facts.path or "/", when)
+            other_host, other_decision = decide_name(policy, profile, other, paths, now, None, local, lift)
             if other_decision.action == "block":
                 host, decision = other_host, other_decision
                 break
+    if decision.action == "allow" and facts.resolved and local is not None and host not in local.allowed \
+            and any(local.forbidden_address(a) for a in facts.resolved):
+        if trace is not None:
+            trace.append(f"0. {host} resolves to the school gateway itself ({', '.join(facts.resolved)})")
+        decision = GATEWAY
     stage = facts.stage
     if stage is Stage.REQUEST:
         if decision.action == "block":
@@ -152,7 +175,8 @@ def names_of(facts: RequestFacts) -> list[str]:
     if facts.transparent and facts.stage is Stage.TLS and facts.sni:
         target = facts.sni  # the address is not a name; the ClientHello says which site
     names = [target]
-    for name in (facts.authority, facts.connect_host, facts.sni):
+    in_target, _ = split_target(facts.path)
+    for name in (facts.authority, in_target, *facts.names, facts.connect_host, facts.sni):
         if name and name not in names:
             lower, plain = name.lower(), target.lower()
             if lower != plain and lower != f"{plain}:{facts.port}":
@@ -160,18 +184,35 @@ def names_of(facts: RequestFacts) -> list[str]:
     return names
 
 
-def decide_name(policy: Policy, profile: str, raw_host: str, path: str, now: dt.datetime | None = None,
-                trace: list[str] | None = None) -> tuple[str, Decision]:
-    """One name's decision: (normalised host, decision). A name that cannot be valid is blocked; an
-    internal error blocks too (fail closed)."""
+def decide_name(policy: Policy, profile: str, raw_host: str, paths: tuple[str, ...], now: dt.datetime | None = None,
+                trace: list[str] | None = None, local: LocalDestinations | None = None,
+                lift: Callable[[Decision, str, str, list[str] | None], Decision] | None = None) -> tuple[str, Decision]:
+    """One name's decision: (normalised host, decision), for each of the ``paths`` the request may resolve
+    to (:func:`paths.readings`): a block in any of them blocks. ``lift`` may change a block (an expiring
+    allow in force). A name that cannot be valid is blocked, as is the gateway itself; an internal error
+    blocks too (fail closed)."""
     try:
         host, is_ip = normalise_host(raw_host)
     except InvalidHost as e:
         if trace is not None:
             trace.append(f"invalid host: {e}")
         return raw_host[:253], INVALID_HOST
+    if local is not None and local.forbidden(host, is_ip):
+        if trace is not None:
+            trace.append(f"0. {host} is the school gateway itself (proxy.allow_local does not list it)")
+        return host, GATEWAY
     try:
-        return host, policy.decide(profile, host, path, is_ip, now, trace)
+        decision = None
+        for i, path in enumerate(paths):  # servers read some paths in more than one way: each must pass
+            if i and trace is not None:
+                trace.append(f"   the path may also resolve to {path}")
+            decision = policy.decide(profile, host, path, is_ip, now, trace)
+            if decision.action == "block" and lift is not None:
+                decision = lift(decision, host, path, trace)
+            if decision.action == "block":
+                break
+        assert decision is not None
+        return host, decision
     except Exception:
         log.exception("policy decision failed for %r", host)
         return host, Decision("block", "error", "internal error — blocked to be safe")

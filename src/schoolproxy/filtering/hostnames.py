@@ -14,6 +14,8 @@ import re
 
 import idna
 
+from schoolproxy.filtering.paths import canonical
+
 MAX_HOST_LENGTH = 253
 
 # The common case: already-normal ASCII labels (underscores occur in real-world hostnames).
@@ -95,7 +97,8 @@ def _numeric_ipv4(host: str) -> str | None:
 def normalise_entry(raw: str) -> tuple[str, str]:
     """A list or config entry ``host[/path]`` → ``(host, path_prefix)``; path is "" for a domain entry.
 
-    Tolerates what list files contain in the wild: a scheme, a leading ``*.`` or ``.``, upper case.
+    Tolerates what list files contain in the wild: a scheme, a leading ``*.`` or ``.``, upper case. The
+    path is stored as requests are matched: resolved as a server would (:func:`paths.canonical`).
     """
     entry = raw.strip()
     if "://" in entry:
@@ -103,4 +106,4 @@ def normalise_entry(raw: str) -> tuple[str, str]:
     host, slash, path = entry.partition("/")
     host = host.lstrip("*").lstrip(".")
     name, _ = normalise_host(host)
-    return name, (slash + path).lower() if path else ""
+    return name, canonical(slash + path).lower() if path else ""

@@ -9,7 +9,13 @@ prefix of the reversed host — exactly the host and its parent domains, since k
 
 The cache lives in ``lists.cache_dir`` under a fingerprint of the sources (every list file's size and
 mtime, and the category metadata): a changed list gets a new fingerprint, hence a fresh compile, and an
-unchanged one is opened, never re-read. Big lists are compiled in a child process so the proxy's own
+unchanged one is opened, never re-read.
+
+A cache is never modified in place: it is written into a new directory and renamed into place, its files
+read-only (0400, directory 0700). ``meta.json``, written last, holds the size and SHA-256 of every file and
+a checksum of itself; they are verified each time the cache is opened (~50 ms for 3M entries), so a
+truncated or overwritten cache is compiled again rather than trusted. Damage after opening is noticed by
+the reloader (the files are watched) and the next snapshot opens a fresh compile. Big lists are compiled in a child process so the proxy's own
 heap never holds the dict; concurrent compiles (several workers) are serialised by a lock file.
 ``python -m schoolproxy.filtering.listcache`` (used by that child and by ``schoolproxy lists compile``) compiles.
 """
@@ -43,14 +49,18 @@ from schoolproxy.filtering.lists import (
     load_lists,
     load_metadata,
 )
+from schoolproxy.private import private_dir
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: sizes and checksums of the files in meta.json
 #: Sources up to this size are compiled inside the proxy process; bigger ones in a child process.
 IN_PROCESS_BYTES = 8 << 20
 KEEP = 3  # compiled versions kept (the newest few; older ones are removed after a compile)
+STALE_SECONDS = 3600  # a half-written compile this old was interrupted
 LIST_FILES = ("domains", "urls", "expressions")  # the files of one UT1 category directory
+DATA_FILES = ("domains.marisa", "masks.u32")
+CACHE_FILES = (*DATA_FILES, "meta.json")  # meta.json last: its presence marks a complete cache
 
 
 def trie_key(host: str) -> str:
@@ -87,6 +97,7 @@ class CompiledDomains:
     """The memory-mapped domain table of one compiled cache directory."""
 
     def __init__(self, directory: Path, masks: list[int]):
+        self.directory = directory
         self.trie = marisa_trie.Trie()
         self.trie.mmap(str(directory / "domains.marisa"))
         self.masks = masks
@@ -132,24 +143,18 @@ def write_cache(lists: CategoryLists, directory: Path, key: str) -> None:
         for _, mask in entries:
             distinct.setdefault(mask, len(distinct))
     help_bit = lists.bits.get(HELPSITES, 0)
-    meta = {
-        "format": FORMAT,
-        "fingerprint": key,
-        "categories": lists.categories,
-        "masks": [format(m, "x") for m in distinct],
-        "urls": {h: [[p, distinct[m]] for p, m in e] for h, e in lists._urls.items()},
-        "helpsites": sorted(d for d, m in domains.items() if m & help_bit) if help_bit else [],
-        "stats": asdict(lists.stats),
-    }
-    directory.parent.mkdir(parents=True, exist_ok=True)
+    directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = directory.parent / f".tmp-{key}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp.mkdir(mode=0o700)
     try:
         trie.save(str(tmp / "domains.marisa"))
         with open(tmp / "masks.u32", "wb") as f:
             ids.tofile(f)
+        meta = _meta(lists, key, distinct, domains, help_bit, tmp)
         (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")  # written last: marks it complete
+        for name in CACHE_FILES:
+            os.chmod(tmp / name, 0o400)  # never written again, by us or by mistake
         try:
             os.rename(tmp, directory)
         except OSError:
@@ -158,6 +163,46 @@ def write_cache(lists: CategoryLists, directory: Path, key: str) -> None:
             # Another process compiled the same lists meanwhile: theirs is as good as ours.
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _meta(lists: CategoryLists, key: str, distinct: dict[int, int], domains: dict[str, int], help_bit: int,
+          directory: Path) -> dict:
+    meta = {
+        "format": FORMAT,
+        "fingerprint": key,
+        "categories": lists.categories,
+        "masks": [format(m, "x") for m in distinct],
+        "urls": {h: [[p, distinct[m]] for p, m in e] for h, e in lists._urls.items()},
+        "helpsites": sorted(d for d, m in domains.items() if m & help_bit) if help_bit else [],
+        "stats": asdict(lists.stats),
+        "files": {name: _file_sum(directory / name) for name in DATA_FILES},
+    }
+    meta["checksum"] = _meta_sum(meta)
+    return meta
+
+
+def _file_sum(path: Path) -> list:
+    """[size, sha256] of a file, read in chunks (the trie of 3M entries is ~35 MB)."""
+    with open(path, "rb") as f:
+        return [os.fstat(f.fileno()).st_size, hashlib.file_digest(f, "sha256").hexdigest()]
+
+
+def _meta_sum(meta: dict) -> str:
+    body = {k: v for k, v in meta.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def verify(directory: Path, meta: dict) -> None:
+    """Raise ValueError unless ``meta`` and the files it describes are exactly as written."""
+    if meta.get("checksum") != _meta_sum(meta):
+        raise ValueError("meta.json does not match its checksum")
+    for name in DATA_FILES:
+        expected = meta["files"][name]
+        actual = _file_sum(directory / name)
+        if actual[0] != expected[0]:
+            raise ValueError(f"{name} is {actual[0]} bytes, written as {expected[0]}")
+        if actual[1] != expected[1]:
+            raise ValueError(f"{name} does not match its checksum (changed since it was written)")
 
 
 def compile_to(sources: list[Path], metadata: Path, cache_dir: Path) -> Path:
@@ -178,6 +223,19 @@ def _prune(cache_dir: Path, keep: Path) -> None:
                  key=lambda p: p.stat().st_mtime, reverse=True)
     for p in old[KEEP - 1:]:
         shutil.rmtree(p, ignore_errors=True)  # a process still mapping it keeps its pages (Linux)
+    # What a compile killed half-way (kill -9, power cut) left behind, once it is surely not in progress.
+    for p in [*cache_dir.glob(".tmp-*"), *cache_dir.glob(".damaged-*")]:
+        try:
+            if p.is_dir() and time.time() - p.stat().st_mtime > STALE_SECONDS:
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            continue
+
+
+def cache_files(lists: CategoryLists) -> list[Path]:
+    """The compiled files ``lists`` was opened from (watched: a change means damage), or []."""
+    compiled = lists.compiled
+    return [compiled.directory / name for name in CACHE_FILES] if compiled is not None else []
 
 
 # -- opening ------------------------------------------------------------------------------------------
@@ -185,6 +243,7 @@ def open_cache(directory: Path, info: dict[str, CategoryInfo]) -> CategoryLists:
     meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
     if meta.get("format") != FORMAT:
         raise ValueError(f"cache format {meta.get('format')}, expected {FORMAT}")
+    verify(directory, meta)
     lists = CategoryLists(info)
     bits = [lists.bit(name) for name in meta["categories"]]
 
@@ -229,12 +288,23 @@ def load_compiled(sources: list[Path], metadata: Path, info: dict[str, CategoryI
             if attempt == 2:
                 raise ListError(f"{directory}: compiled list cache unusable: {e}") from None
             log.warning("lists: compiled cache %s is damaged (%s); compiling it again", directory, e)
-            shutil.rmtree(directory, ignore_errors=True)
+            _remove(directory)
     raise AssertionError("unreachable")
 
 
+def _remove(directory: Path) -> None:
+    """Remove a damaged cache: renamed aside first, so a process mapping it keeps its (damaged) pages
+    until it swaps, and the compile that follows gets a fresh directory of the same name."""
+    aside = directory.parent / f".damaged-{directory.name}-{os.getpid()}"
+    try:
+        os.rename(directory, aside)
+    except OSError:
+        aside = directory
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def _compile_locked(sources: list[Path], metadata: Path, cache_dir: Path, directory: Path, size: int) -> None:
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(cache_dir, tighten=True)
     with open(cache_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another worker compiling the same lists: wait for it
         if (directory / "meta.json").is_file():

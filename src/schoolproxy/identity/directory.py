@@ -38,7 +38,7 @@ MAX_USERNAME = 128
 MAX_PASSWORD = 1024
 # A logon name: letters, digits and . _ - @ (UPN) and a single backslash-free form. Anything else — LDAP
 # filter metacharacters, control characters, DN separators — is refused before the directory is asked.
-_USERNAME = re.compile(r"^[\w.@-]{1,128}$", re.UNICODE)
+_USERNAME = re.compile(r"[\w.@-]{1,128}", re.UNICODE)  # fullmatch: "$" would let a trailing newline in
 _MAX_NESTING = 8
 
 
@@ -53,7 +53,7 @@ class _Cached:
 
 
 def valid_username(username: str) -> bool:
-    return bool(_USERNAME.match(username))
+    return bool(_USERNAME.fullmatch(username))
 
 
 class Directory:
@@ -72,12 +72,21 @@ class Directory:
             tls = ldap3.Tls(validate=ssl.CERT_REQUIRED if settings.verify_certificate else ssl.CERT_NONE,
                             ca_certs_file=str(ca) if ca else None, version=ssl.PROTOCOL_TLS_CLIENT)
         self._tls = tls
+        # The attribute user_filter matches the logon name against (sAMAccountName, uid): its value is
+        # the user's canonical spelling.
+        named = re.search(r"\(([A-Za-z][\w-]*)=\{username\}\)", settings.user_filter)
+        self._name_attribute = named.group(1) if named else None
+        self._spelling: dict[str, str] = {}  # lower case → as the directory spells it
         self._cache: dict[str, _Cached] = {}
         self._lock = threading.Lock()
         #: Health as last seen, for the metrics and the "directory down" log line.
         self.up = True
         self.errors = 0
         self.last_error = ""
+
+    def canonical(self, username: str) -> str | None:
+        """The name as the directory spells it, as last seen (never asks the directory: no I/O)."""
+        return self._spelling.get(username.lower())
 
     def same_as(self, other: "Directory") -> bool:
         return (self.settings, self.base_dir, self._service_password) == \
@@ -172,11 +181,20 @@ class Directory:
     # -- LDAP operations ------------------------------------------------------------------------------
     def _find(self, conn: ldap3.Connection, username: str) -> tuple[str, list[str]] | None:
         flt = self.settings.user_filter.format(username=escape_filter_chars(username))
-        entries = self._search(conn, self.settings.user_base, flt, ["memberOf"])
+        attrs = ["memberOf"] + ([self._name_attribute] if self._name_attribute else [])
+        entries = self._search(conn, self.settings.user_base, flt, attrs)
         if len(entries) != 1:  # none, or ambiguous: never guess which account is meant
             return None
         entry = entries[0]
-        member_of = entry.get("attributes", {}).get("memberOf", []) or []
+        attributes = entry.get("attributes", {})
+        member_of = attributes.get("memberOf", []) or []
+        name = attributes.get(self._name_attribute) if self._name_attribute else None
+        if isinstance(name, list):
+            name = name[0] if name else None
+        if isinstance(name, str) and name.lower() == username.lower():
+            if len(self._spelling) > 100_000:
+                self._spelling.clear()
+            self._spelling[username.lower()] = name
         return entry["dn"], [str(m) for m in member_of]
 
     def _groups_of(self, conn: ldap3.Connection, dn: str, member_of: list[str]) -> frozenset[str]:

@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 MAX_ENTRIES = 200_000
 MAX_TTL = 7 * 24 * 3600
 SOURCES = ("logon-feed", "sign-in")
-_DEVICE = re.compile(r"^[\w.-]{1,64}$", re.UNICODE)
-_USER = re.compile(r"^[\w.@\\-]{1,128}$", re.UNICODE)
+# Matched with fullmatch: "$" alone would also accept a trailing newline.
+_DEVICE = re.compile(r"[\w.-]{1,64}", re.UNICODE)
+_USER = re.compile(r"[\w.@\\-]{1,128}", re.UNICODE)
 
 
 class LogonError(ValueError):
@@ -61,7 +62,7 @@ def normalise_ip(text: str) -> str:
 def clean_user(user: str) -> str:
     """A Windows logon name (``DOMAIN\\user`` → ``user``), validated; LogonError if it is not one."""
     user = user.strip()
-    if not _USER.match(user):
+    if not _USER.fullmatch(user):
         raise LogonError("user must be a logon name (letters, digits, . _ - @), at most 128 characters")
     return user.rsplit("\\", 1)[-1]
 
@@ -69,7 +70,7 @@ def clean_user(user: str) -> str:
 def clean_device(device: str | None) -> str | None:
     if device is None or device == "":
         return None
-    if not _DEVICE.match(device):
+    if not _DEVICE.fullmatch(device):
         raise LogonError("device must be a computer name (letters, digits, . _ -), at most 64 characters")
     return device
 
@@ -168,7 +169,7 @@ class LogonTable:
         self._expire(time.time())
         data = [asdict(e) for e in self._by_ip.values()]
         try:
-            self.state_file.parent.mkdir(parents=True, exist_ok=True)
+            self.state_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.state_file.parent, prefix=".logons.")
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(data, f)

@@ -7,6 +7,10 @@ answer ``ip → username``), the static subnet map, then the fail-closed default
 A username maps to a profile by, in this order: an explicit ``identity.users`` entry, the first
 ``identity.groups`` entry (config order) the user belongs to, the first matching ``identity.patterns``
 entry (``Supply*``), else the default profile. Matching is case-insensitive, as Windows logons are.
+
+Every identity carries one canonical username per person, however it was typed (``JSmith`` signs in
+as ``jsmith`` and is recorded as ``jsmith``): the spelling of the users file or the directory, else of
+the config, else lower case — so a pupil cannot hide from their own history by changing case.
 """
 
 from __future__ import annotations
@@ -27,8 +31,7 @@ class Identity:
     username: str | None
     profile: str
     #: How we know: "proxy-auth", "logon-feed", "sign-in" (a sign-in page for this device), "subnet",
-    #: "default", or "unverified" (directory down:
-    #: the name is as typed, the profile the fail-closed default).
+    #: "default", or "unverified" (directory down: the name as given, the profile the fail-closed default).
     source: str
     #: Why this profile: "user jsmith", "group year4", "pattern Supply*", "subnet Pupil iPads", "default".
     rule: str
@@ -44,6 +47,9 @@ class Authenticator(Protocol):
     def groups(self, username: str) -> frozenset[str] | None:
         """Directory groups of the user (lower-case), None if unknown; config groups are added by the
         resolver."""
+
+    # Optional: ``canonical(username) -> str | None``, the name as the back-end spells it (without I/O:
+    # called on the event loop), and ``version(username)``, what a cached answer depends on.
 
 
 class LocalThenDirectory:
@@ -63,13 +69,26 @@ class LocalThenDirectory:
             return frozenset()
         return self.directory.groups(username)
 
+    def version(self, username: str) -> object:
+        return self.local.version(username) if username in self.local else None
+
+    def canonical(self, username: str) -> str | None:
+        if username in self.local:
+            return self.local.canonical(username)
+        return getattr(self.directory, "canonical", lambda _: None)(username)
+
 
 class ProfileResolver:
     """username (+ directory groups) → (profile, rule)."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, authenticator: Authenticator | None = None):
         ident = config.identity
         self.default = ident.default_profile
+        self._spelled_by = getattr(authenticator, "canonical", None)
+        #: Names as the config spells them (users, group members, people), by lower case.
+        self._spellings = {m.lower(): m for g in ident.groups.values() for m in g.members}
+        self._spellings.update({p.lower(): p for p in config.people})
+        self._spellings.update({u.lower(): u for u in ident.users})
         self._users = {u.lower(): p for u, p in ident.users.items()}
         self._groups = [(g.lower(), s.profile) for g, s in ident.groups.items()]
         self._members: dict[str, set[str]] = {}
@@ -78,6 +97,12 @@ class ProfileResolver:
                 self._members.setdefault(m.lower(), set()).add(g.lower())
         self._patterns = [(re.compile(fnmatch.translate(p.match.lower())), p.match, p.profile)
                           for p in ident.patterns]
+
+    def canonical(self, username: str) -> str:
+        """The one spelling of this person's name on every record: the users file's or directory's,
+        else the config's, else lower case."""
+        spelled = self._spelled_by(username) if self._spelled_by is not None else None
+        return spelled or self._spellings.get(username.lower()) or username.lower()
 
     def resolve(self, username: str, directory_groups: frozenset[str] = frozenset()) -> tuple[str, str]:
         name = username.lower()
@@ -95,12 +120,13 @@ class ProfileResolver:
 
     def identify(self, username: str, source: str = "proxy-auth",
                  directory_groups: frozenset[str] | None = frozenset(), device: str | None = None) -> Identity:
+        username = self.canonical(username)
         profile, rule = self.resolve(username, directory_groups or frozenset())
         return Identity(username, profile, source, rule, device)
 
     def unverified(self, username: str, why: str, device: str | None = None) -> Identity:
-        """A name we could not check (directory down): recorded as typed, filtered as the default profile."""
-        return Identity(username, self.default, "unverified", f"default ({why})", device)
+        """A name we could not check (directory down): filtered as the default profile."""
+        return Identity(self.canonical(username), self.default, "unverified", f"default ({why})", device)
 
     def unidentified(self) -> Identity:
         return unidentified(self.default)

@@ -5,15 +5,31 @@ A browser with a saved wrong password repeats the *same* credentials; someone gu
 address within a window. At ``max_failures`` the address is reported once and each further sign-in
 attempt from it waits 2, 4, 8 … up to 30 seconds before it is checked — the directory (and its account
 lockout policy) is not hammered, and a guesser gets a handful of tries a minute instead of thousands.
+
+Failures are counted per client address and per account (``account:jsmith``), so guessing one account
+from many addresses is slowed too. A delay computed when an attempt arrives would let guesses sent all
+at once through unslowed (40 parallel guesses were all checked within seconds): :class:`Turns` makes the
+checks of one address, and of one account, wait their turn, each delayed by the failures of the turns
+before it; more waiting than a person could type are refused without being checked.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 MAX_DELAY = 30.0
 MAX_TRACKED = 10_000
+#: Password checks waiting for their turn per address or account; beyond it they are refused unchecked.
+MAX_WAITING = 8
+
+
+def account(username: str) -> str:
+    """The guard's key for an account (never confused with an address)."""
+    return "account:" + username.lower()
 
 
 @dataclass(slots=True)
@@ -74,3 +90,40 @@ class SigninGuard:
             self._trim(c, now)
             if not c.failures:
                 del self._clients[ip]
+
+
+class Turns:
+    """One password check at a time per key (a client address, an account): a FIFO queue per key, kept
+    only while someone is in it."""
+
+    def __init__(self, max_waiting: int = MAX_WAITING):
+        self.max_waiting = max_waiting
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._queued: dict[str, int] = {}
+
+    def full(self, *keys: str) -> bool:
+        return any(self._queued.get(k, 0) > self.max_waiting for k in keys)
+
+    @asynccontextmanager
+    async def turn(self, *keys: str) -> AsyncIterator[None]:
+        """Hold the turn of every key (taken in a fixed order, so two waiters never deadlock)."""
+        keys = tuple(sorted(set(keys)))
+        for k in keys:
+            self._queued[k] = self._queued.get(k, 0) + 1
+        held: list[asyncio.Lock] = []
+        try:
+            for k in keys:
+                lock = self._locks.setdefault(k, asyncio.Lock())
+                await lock.acquire()
+                held.append(lock)
+            yield
+        finally:
+            for lock in held:
+                lock.release()
+            for k in keys:
+                n = self._queued[k] - 1
+                if n:
+                    self._queued[k] = n
+                else:
+                    del self._queued[k]
+                    self._locks.pop(k, None)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import collections
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -12,9 +14,22 @@ import bcrypt
 from schoolproxy.config import ConfigError
 
 _BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
-# Checked when the user is unknown, so a wrong username costs as long as a wrong password.
-_DUMMY_HASH = bcrypt.hashpw(b"not-a-password", bcrypt.gensalt(rounds=10))
 MAX_CREDENTIAL = 1024
+
+
+@functools.lru_cache(maxsize=8)
+def stand_in_hash(cost: int) -> bytes:
+    """Checked when the user is unknown, at the cost of the file's own hashes: a wrong username then
+    takes as long as a wrong password, and timing does not tell which usernames exist."""
+    return bcrypt.hashpw(b"not-a-password", bcrypt.gensalt(rounds=cost))
+
+
+def hash_cost(hashed: bytes) -> int:
+    """The cost factor of ``$2b$12$...``."""
+    try:
+        return min(31, max(4, int(hashed[4:6])))
+    except ValueError:
+        return 12
 
 
 class UsersFile:
@@ -23,19 +38,32 @@ class UsersFile:
     def __init__(self, path: Path):
         self.path = path
         self._hashes = read_users(path)
+        self._names = {name.lower(): name for name in self._hashes}
+        self._hashes = {name.lower(): hashed for name, hashed in self._hashes.items()}
+        costs = collections.Counter(hash_cost(h) for h in self._hashes.values())
+        self._stand_in = stand_in_hash(costs.most_common(1)[0][0] if costs else 12)
 
     def check(self, username: str, password: str) -> bool:
         if len(username) > MAX_CREDENTIAL or len(password) > MAX_CREDENTIAL:
             return False
         hashed = self._hashes.get(username.lower())
         try:
-            ok = bcrypt.checkpw(password.encode("utf-8", "surrogatepass"), hashed or _DUMMY_HASH)
+            ok = bcrypt.checkpw(password.encode("utf-8", "surrogatepass"), hashed or self._stand_in)
         except ValueError:
             return False
         return ok and hashed is not None
 
     def groups(self, username: str) -> frozenset[str]:
         return frozenset()
+
+    def version(self, username: str) -> bytes | None:
+        """What an answer for ``username`` depends on (its hash): a cached sign-in is checked again
+        when this changes at a reload, and refused if the user was removed."""
+        return self._hashes.get(username.lower())
+
+    def canonical(self, username: str) -> str | None:
+        """The name as the users file spells it (``JSmith`` signs in as ``jsmith``)."""
+        return self._names.get(username.lower())
 
     def __contains__(self, username: str) -> bool:
         return username.lower() in self._hashes
@@ -45,11 +73,13 @@ class UsersFile:
 
 
 def read_users(path: Path) -> dict[str, bytes]:
+    """``{name as written: hash}``; a name given twice (in any case) is refused."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"{path}: cannot read users file: {e.strerror}") from None
     users: dict[str, bytes] = {}
+    seen: set[str] = set()
     for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -60,7 +90,10 @@ def read_users(path: Path) -> dict[str, bytes]:
         if not hashed.startswith(_BCRYPT_PREFIXES):
             raise ConfigError(f"{path}:{n}: user {name!r}: only bcrypt hashes are accepted "
                               f"(create with 'htpasswd -B' or 'schoolproxy users add')")
-        users[name.lower()] = hashed.encode("ascii")
+        if name.lower() in seen:
+            raise ConfigError(f"{path}:{n}: user {name!r} appears twice (names are not case-sensitive)")
+        seen.add(name.lower())
+        users[name] = hashed.encode("ascii")
     return users
 
 

@@ -24,8 +24,11 @@ from prometheus_client import CollectorRegistry
 from schoolproxy.proxy.alert import Alert
 from schoolproxy.proxy.content import Content
 from schoolproxy.proxy.enforce import Enforce
+from schoolproxy.proxy.headercheck import HeaderCheck
 from schoolproxy.proxy.heap import FreezeHeap
 from schoolproxy.proxy.identify import Identify
+from schoolproxy.proxy.limits import Limits
+from schoolproxy.proxy.localguard import LocalGuard
 from schoolproxy.proxy.loadconfig import LoadConfig
 from schoolproxy.proxy.logonfeed import LogonFeed
 from schoolproxy.proxy.metrics import MetricsExporter
@@ -51,13 +54,16 @@ def make_addons() -> list[object]:
     return [
         LoadConfig(snapshots, registry),
         logon_feed,
+        HeaderCheck(),  # ambiguous request heads are refused before anything else reads them
         OwnPages(snapshots),
         Transparent(snapshots),
         Identify(snapshots, registry, logon_feed),
+        LocalGuard(snapshots),  # without an upstream filter: what the request's host resolves to
         Pages(snapshots, live),
         Content(snapshots, bus.publish),
         Enforce(snapshots, bus.publish, logon_feed, live),
         Notice(snapshots, live),
+        Limits(snapshots, registry),  # after Enforce and Notice: a request answered here never has its body kept
         PassthroughViaUpstream(snapshots, logon_feed),
         UpstreamIdentity(snapshots),
         Reload(snapshots, registry),

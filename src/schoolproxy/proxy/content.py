@@ -103,7 +103,9 @@ class Content:
             flow.response.stream = _ReplyStream(self, flow, verdict, scan, snap)
             return
         length = resp.headers.get("content-length", "")
-        if not (length.isdigit() and int(length) <= BUFFERED_MAX):
+        # resp.stream already set: mitmproxy streams a body over proxy.limits.stream_bytes, so it would
+        # never be read whole here
+        if resp.stream or not (length.isdigit() and int(length) <= BUFFERED_MAX):
             scan.streamed = True
             flow.response.stream = _HeldBack(self, flow, verdict, scan, snap)
 

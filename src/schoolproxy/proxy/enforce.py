@@ -19,6 +19,7 @@ import datetime as dt
 import logging
 import time
 import weakref
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ from schoolproxy.filtering.decide import Handling, RequestFacts, Ruling, Stage, 
 from schoolproxy.identity.profiles import Identity
 from schoolproxy.proxy.identify import EXPLICIT_MODES, IDENTITY, Logons
 from schoolproxy.proxy.internals import local_response
+from schoolproxy.proxy.localguard import RESOLVED
 from schoolproxy.proxy.pages import PAGE
 from schoolproxy.snapshot import Snapshot, SnapshotHolder
 from schoolproxy.standards.live import LiveState, outcome_text
@@ -57,6 +59,39 @@ class _Tunnel:
     allowed: bool = False
 
 
+def page_text(raw: bytes, encoding: str, most: int) -> str:
+    """At most ``most`` characters of a response body, decoded. Any site can send a 403 page, and a few
+    hundred bytes of brotli unpack to gigabytes (``Response.get_text`` unpacks it all): only identity,
+    gzip and deflate are unpacked, and never beyond ``most`` bytes."""
+    encoding = encoding.strip().lower()
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        try:
+            wbits = 31 if "gzip" in encoding else 15
+            raw = zlib.decompressobj(wbits).decompress(raw, most)
+        except zlib.error:
+            if encoding != "deflate":
+                return ""
+            try:
+                raw = zlib.decompressobj(-15).decompress(raw, most)  # deflate sent without its zlib header
+            except zlib.error:
+                return ""
+    elif encoding not in ("", "identity"):
+        return ""  # not looked into
+    return raw[:most].decode("utf-8", "replace")
+
+
+def _names_carried(req: http.Request) -> tuple[str, ...]:
+    """Names beside the target and ``host_header``: the request line's authority (an absolute URL inside
+    a tunnel, or HTTP/2's ``:authority``) and every Host header (several, or one beside ``:authority``)."""
+    found = [v for k, v in req.headers.fields if len(k) == 4 and k.lower() == b"host"]
+    authority = req.data.authority
+    if authority:
+        found.append(authority)
+    if len(found) <= 1 and (not found or found[0].decode("latin-1") == req.host_header):
+        return ()  # the usual single Host header, already in the facts as host_header
+    return tuple(v.decode("latin-1") for v in found)
+
+
 class Enforce:
     def __init__(self, snapshots: SnapshotHolder, publish: Callable[[Verdict], None], logons: Logons | None = None,
                  live: LiveState | None = None):
@@ -75,7 +110,8 @@ class Enforce:
             return
         snap = self._snapshot()
         req = flow.request
-        facts = RequestFacts(Stage.CONNECT, flow.client_conn.peername[0], req.host, req.port, req.method, req.scheme)
+        facts = RequestFacts(Stage.CONNECT, flow.client_conn.peername[0], req.host, req.port, req.method, req.scheme,
+                             resolved=flow.metadata.get(RESOLVED, ()))
         ruling = decide(snap, flow.metadata.get(IDENTITY), facts)
         self.tunnels[flow.client_conn] = _Tunnel(ruling.identity, req.host, req.port)
         if ruling.handling is Handling.REFUSE:
@@ -155,7 +191,8 @@ class Enforce:
         facts = RequestFacts(
             Stage.REQUEST, client.peername[0], req.host, req.port, req.method, req.scheme, req.path or "/",
             authority=req.host_header, connect_host=tunnel.host if tunnel else None,
-            sni=tunnel.sni if tunnel else None, transparent=not isinstance(client.proxy_mode, EXPLICIT_MODES))
+            sni=tunnel.sni if tunnel else None, transparent=not isinstance(client.proxy_mode, EXPLICIT_MODES),
+            names=_names_carried(req), resolved=flow.metadata.get(RESOLVED, ()))
         identity = flow.metadata.get(IDENTITY) or (tunnel.identity if tunnel else None)
         ruling = decide(snap, identity, facts)
         decided = time.perf_counter() - started
@@ -197,7 +234,7 @@ class Enforce:
     def _upstream_block(self, resp: http.Response, size: int) -> bool:
         if "html" not in resp.headers.get("content-type", "") or size > MAX_UPSTREAM_PAGE:
             return False
-        text = resp.get_text(strict=False) or ""
+        text = page_text(resp.raw_content or b"", resp.headers.get("content-encoding", ""), MAX_UPSTREAM_PAGE)
         return any(m in text for m in self._snapshot().config.proxy.upstream_block_markers)
 
     # -- helpers ----------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 
 from schoolproxy.identity.logons import Logon
 from schoolproxy.identity.profiles import Authenticator, Identity
-from schoolproxy.identity.signin_guard import SigninGuard
+from schoolproxy.identity.signin_guard import SigninGuard, Turns, account
 from schoolproxy.metrics import Scraped
 from schoolproxy.snapshot import Snapshot, SnapshotHolder
 
@@ -55,6 +55,13 @@ class _Checked:
     snap: Snapshot | None = None
     device: str | None = None
     ident: Identity | None = None
+    #: What the answer depended on (the users file's hash): changed at a reload, it is checked again.
+    version: object = None
+
+
+def _version(snap: Snapshot, username: str) -> object:
+    version = getattr(snap.authenticator, "version", None)
+    return version(username) if version is not None else None
 
 
 class Logons(Protocol):
@@ -71,6 +78,8 @@ class Identify:
         self.signin_problems = {"failed": 0, "unverified": 0, "slowed": 0, "guessing_reports": 0}
         #: Identity fixed by CONNECT for every request inside that tunnel.
         self.by_conn: weakref.WeakKeyDictionary[connection.Client, Identity] = weakref.WeakKeyDictionary()
+        #: The sign-in behind a tunnel's identity, so a reload that removes the user ends the tunnel's use.
+        self._signed_in: weakref.WeakKeyDictionary[connection.Client, _Checked] = weakref.WeakKeyDictionary()
         self._key = os.urandom(32)
         self._cache: dict[bytes, _Checked] = {}
         #: The same answers by an HMAC of the whole Proxy-Authorization header (its spelling as sent).
@@ -78,6 +87,7 @@ class Identify:
         self._pending: dict[bytes, asyncio.Future[_Checked]] = {}
         self._feed: dict[str, tuple[Logon, Snapshot, Identity]] = {}
         self.guard = SigninGuard()
+        self._turns = Turns()
         self._guard_settings: tuple[int, int] | None = None
         registry.register(Scraped(self._metrics))
 
@@ -93,6 +103,12 @@ class Identify:
             return None
         ident = self.by_conn.get(flow.client_conn)
         if ident is not None:
+            entry = self._signed_in.get(flow.client_conn)
+            if entry is not None and entry.snap is not self.snapshots.snapshot and not self._still_valid(entry):
+                log.info("sign-in of %s withdrawn by a reload: its open connection is closed", entry.username)
+                del self.by_conn[flow.client_conn]
+                flow.kill()
+                return None
             flow.metadata[IDENTITY] = ident
             return None
         return self.identify(flow)
@@ -112,18 +128,18 @@ class Identify:
             # itself (an HMAC of it), without decoding it again.
             header_key = hmac.digest(self._key, header.encode("utf-8", "surrogateescape"), hashlib.sha256)
             entry = self._by_header.get(header_key)
-            if entry is None or entry.expires <= time.monotonic():
+            if entry is None or not self._usable(entry, snap):
                 creds = parse_basic(header)
                 if creds is None:
                     return self._refuse(flow, snap)
                 key = self._credential_key(*creds)
                 entry = self._cache.get(key)
-                if entry is None or entry.expires <= time.monotonic():
+                if entry is None or not self._usable(entry, snap):
                     return self._check_and_apply(flow, snap, key, creds, logon, remember_connection)
                 if len(self._by_header) > 50_000:  # bounded, like the cache itself
                     self._by_header.clear()
                 self._by_header[header_key] = entry
-            return self._apply(flow, snap, self._identity(snap, entry, logon), remember_connection)
+            return self._apply(flow, snap, self._identity(snap, entry, logon), remember_connection, entry)
         if logon is not None:
             return self._apply(flow, snap, self._feed_identity(snap, logon), remember_connection)
         pa = snap.config.identity.proxy_auth
@@ -132,12 +148,27 @@ class Identify:
             return self._challenge(flow, snap)
         return self._apply(flow, snap, snap.subnets.identity_of(ip), remember_connection)
 
-    def _apply(self, flow: http.HTTPFlow, snap: Snapshot, ident: Identity | None, remember: bool) -> None:
+    @staticmethod
+    def _usable(entry: _Checked, snap: Snapshot) -> bool:
+        """Not expired, and (after a reload) the users file still says what it said when it was checked:
+        a user removed from it, or whose password changed, is checked again at once."""
+        if entry.expires <= time.monotonic():
+            return False
+        return entry.snap is snap or _version(snap, entry.username) == entry.version
+
+    def _still_valid(self, entry: _Checked) -> bool:
+        snap = self.snapshots.snapshot
+        return snap is not None and _version(snap, entry.username) == entry.version
+
+    def _apply(self, flow: http.HTTPFlow, snap: Snapshot, ident: Identity | None, remember: bool,
+               entry: _Checked | None = None) -> None:
         if ident is None:
             return self._refuse(flow, snap)
         flow.metadata[IDENTITY] = ident
         if remember:
             self.by_conn[flow.client_conn] = ident
+            if entry is not None:
+                self._signed_in[flow.client_conn] = entry
         return None
 
     def _refuse(self, flow: http.HTTPFlow, snap: Snapshot) -> None:
@@ -175,21 +206,41 @@ class Identify:
 
     async def _check_and_apply(self, flow: http.HTTPFlow, snap: Snapshot, key: bytes, creds: tuple[str, str],
                                logon: Logon | None, remember: bool) -> None:
-        ip = flow.client_conn.peername[0]
+        ip, who = flow.client_conn.peername[0], account(creds[0])
         guard = self._guard(snap)
-        delay = guard.delay(ip, time.monotonic())
-        if delay:
+        if self._turns.full(ip, who):  # more attempts waiting than anyone types: refused, not checked
             self.signin_problems["slowed"] += 1
-            await asyncio.sleep(delay)
-        entry = await self._check(snap, key, *creds)
-        if not entry.ok:
-            self.signin_problems["failed"] += 1
-            if guard.failed(ip, key, time.monotonic()):
-                self.signin_problems["guessing_reports"] += 1
-                log.warning("possible password guessing from %s: %d different wrong sign-ins in %d s; "
-                            "its sign-ins are slowed", ip, guard.failures(ip, time.monotonic()), int(guard.window))
+            return self._refuse(flow, snap)
+        # Checks from one address, and against one account, take turns: each waits for the failures of
+        # the ones before it to count, however many arrive at once.
+        async with self._turns.turn(ip, who):
+            entry = self._cache.get(key)
+            if entry is None or not self._usable(entry, snap):  # else: answered while this one waited
+                now = time.monotonic()
+                delay = max(guard.delay(ip, now), guard.delay(who, now))
+                if delay:
+                    self.signin_problems["slowed"] += 1
+                    await asyncio.sleep(delay)
+                if not flow.client_conn.connected:
+                    return self._challenge(flow, snap)  # the client gave up waiting: its guess is not checked
+                entry = await self._check(snap, key, *creds)
+                if not entry.ok:
+                    self._failed(guard, ip, who, key)
         if flow.response is None:  # the client may have gone while we waited
-            self._apply(flow, snap, self._identity(snap, entry, logon), remember)
+            self._apply(flow, snap, self._identity(snap, entry, logon), remember, entry)
+
+    def _failed(self, guard: SigninGuard, ip: str, who: str, key: bytes) -> None:
+        self.signin_problems["failed"] += 1
+        now = time.monotonic()
+        if guard.failed(ip, key, now):
+            self.signin_problems["guessing_reports"] += 1
+            log.warning("possible password guessing from %s: %d different wrong sign-ins in %d s; "
+                        "its sign-ins are slowed", ip, guard.failures(ip, now), int(guard.window))
+        if guard.failed(who, key, now):
+            self.signin_problems["guessing_reports"] += 1
+            log.warning("possible password guessing against account %s: %d different wrong passwords in %d s; "
+                        "its sign-ins are slowed", who.removeprefix("account:"), guard.failures(who, now),
+                        int(guard.window))
 
     def _guard(self, snap: Snapshot) -> SigninGuard:
         pa = snap.config.identity.proxy_auth
@@ -221,6 +272,7 @@ class Identify:
                 entry = _Checked(now + (pa.cache_seconds if pa is not None else 300), username, True, groups)
             else:
                 entry = _Checked(now + NEGATIVE_TTL, username, False)
+            entry.version = _version(snap, username)
             if len(self._cache) > 50_000:  # bounded: expire everything rather than grow without limit
                 self._cache.clear()
             self._cache[key] = entry

@@ -22,6 +22,10 @@ tests/test_internals.py that fails if the pinned mitmproxy (>=12.2,<13) changes 
 - :func:`parse_client_hello`: the server name of a TLS handshake read off a raw connection (the relay of
   passed-through connections). Relies on ``mitmproxy.proxy.layers.tls.parse_client_hello``. The relay
   also relies on mitmproxy opening a server connection from ``Server.sockname`` when it is set.
+
+The bounds on what a client can make mitmproxy's HTTP/1 layers hold (head size and time, bodies of
+requests answered here, trailers) change those layers' private methods: :mod:`.mitmpatch`, tested in
+tests/test_mitmpatch.py.
 """
 
 from __future__ import annotations

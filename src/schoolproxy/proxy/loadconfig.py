@@ -27,6 +27,7 @@ from schoolproxy.gateway.modes import identity_warnings
 from schoolproxy.gateway.trust import TrustError, upstream_bundle
 from schoolproxy.metrics import Scraped
 from schoolproxy.proxy.internals import create_ca
+from schoolproxy.private import exposed, private_dir
 from schoolproxy.snapshot import SnapshotHolder
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class LoadConfig:
             snap = self.snapshots.load(path)
         except ConfigError as e:
             raise exceptions.OptionsError(f"schoolproxy: configuration refused:\n{e}") from None
-        for warning in snap.policy.warnings + identity_warnings(snap.config):
+        for warning in snap.policy.warnings + identity_warnings(snap.config) + exposed(snap.config):
             log.warning("schoolproxy: %s", warning)
         log.info("schoolproxy: loaded %s: %d profiles, %d list entries, %d policy tests passed",
                  path, len(snap.policy.profiles), len(snap.lists), len(snap.config.tests))
@@ -63,6 +64,7 @@ class LoadConfig:
         wanted: dict[str, object] = {"connection_strategy": "lazy"}
         confdir = config.path(config.proxy.ca_dir)
         if ctx.options.confdir == "~/.mitmproxy":
+            private_dir(confdir, tighten=True)  # the CA key impersonates any site to every device
             create_ca(confdir)  # an ECDSA CA, unless the directory has one (see internals.create_ca)
             wanted["confdir"] = str(confdir)
         try:

@@ -148,6 +148,7 @@ def _handler(feed: LogonFeed) -> type[BaseHTTPRequestHandler]:
         server_version = "schoolproxy-logon-feed"
         sys_version = ""
         protocol_version = "HTTP/1.1"
+        timeout = 10  # seconds a connection may sit silent: idle or trickling ones must not hold a thread each
 
         def do_GET(self) -> None:
             path = urlsplit(self.path).path

@@ -14,12 +14,16 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+from schoolproxy.private import private_file
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def open_database(url: str) -> Engine:
     if url.startswith("sqlite"):
+        _private_sqlite(url)
         engine = create_engine(url, connect_args={"timeout": 5})
 
         @event.listens_for(engine, "connect")
@@ -32,6 +36,21 @@ def open_database(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2)
+
+
+def _private_sqlite(url: str) -> None:
+    """Create the database file 0600 before SQLite does: its -wal and -shm files take the same mode."""
+    path = make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    db = Path(path)
+    try:
+        private_file(db)
+        for extra in (Path(f"{db}-wal"), Path(f"{db}-shm")):
+            if extra.exists():
+                private_file(extra)
+    except OSError:
+        pass  # SQLite reports the real problem (missing directory, read-only disk) when it opens it
 
 
 def _alembic(engine: Engine, connection) -> AlembicConfig:

@@ -29,15 +29,12 @@ LONDON = ZoneInfo("Europe/London")
 
 
 def user_history(engine: Engine, username: str, since: dt.datetime, until: dt.datetime, limit: int = 10_000):
-    """One user's records; the logon as typed first (indexed), else case-insensitively (Windows logons)."""
-    span = (requests.c.time >= since, requests.c.time < until)
+    """One user's records in any case of the name (Windows logons are case-insensitive; records made
+    before names were recorded in one spelling may differ), through the index on lower(username)."""
+    q = (select(requests).where(func.lower(requests.c.username) == username.lower(), requests.c.time >= since,
+                                requests.c.time < until).order_by(requests.c.time).limit(limit))
     with engine.connect() as conn:
-        rows = list(conn.execute(select(requests).where(requests.c.username == username, *span)
-                                 .order_by(requests.c.time).limit(limit)).mappings())
-        if not rows:
-            rows = list(conn.execute(select(requests).where(func.lower(requests.c.username) == username.lower(), *span)
-                                     .order_by(requests.c.time).limit(limit)).mappings())
-    return rows
+        return list(conn.execute(q).mappings())
 
 
 def name_people(engine: Engine, rows: Sequence, is_shared: Callable[[str, str], bool]) -> list[dict]:

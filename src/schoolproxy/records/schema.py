@@ -3,7 +3,8 @@ this module is what the code queries against, and must match the head revision."
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import (BigInteger, Boolean, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData, String,
+                        Table, Text, func, text)
 
 metadata = MetaData()
 
@@ -38,6 +39,7 @@ requests = Table(
     Column("duration_ms", Float),
     Column("error", String(200)),
     Index("ix_requests_user_time", "username", "time"),
+    Index("ix_requests_username_ci_time", func.lower(text("username")), "time"),  # report user, any case
     Index("ix_requests_time", "time"),
     Index("ix_requests_action_time", "action", "time"),
     Index("ix_requests_category_time", "category", "time"),

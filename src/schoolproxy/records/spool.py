@@ -26,13 +26,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from schoolproxy.private import private_dir
+
 log = logging.getLogger(__name__)
 
 
 class Spool:
     def __init__(self, directory: Path, fsync: str = "batch", name: str = "records"):
         self.dir = directory
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir, tighten=True)  # records name pupils and what they looked at
         # One file per worker process (``records-w1``…): appends from two processes never interleave.
         self.name = name
         self.path = directory / f"{name}.jsonl"

@@ -1,0 +1,20 @@
+"""Reports find one person's records whatever case their name was typed in: an index on lower(username).
+
+Revision ID: 0007_i15
+Revises: 0006_i18_notice
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0007_i15"
+down_revision = "0006_i18_notice"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_index("ix_requests_username_ci_time", "requests", [sa.text("lower(username)"), "time"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_requests_username_ci_time", "requests")
