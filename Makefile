@@ -74,5 +74,7 @@ install:
 	@if [ -e $(APP) ] && ! $(APP)/bin/python -c 'import sys; sys.exit(sys.version_info < (3,12))' 2>/dev/null; \
 	  then rm -rf $(APP); fi
 	@[ -x $(APP)/bin/python ] || $(PYTHON) -m venv $(APP)
+	@# setuptools builds in build/: a stale copy there would install files this checkout no longer has.
+	rm -rf build
 	$(APP)/bin/python -m pip install -q --upgrade .
 	$(APP)/bin/schoolproxy install --root "$(if $(DESTDIR),$(DESTDIR),/)" --from "$(CURDIR)"
