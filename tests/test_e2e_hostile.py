@@ -680,11 +680,13 @@ def h2_world(tmp_path):
     config = hostile_school(tmp_path, None)
     data = yaml.safe_load(config.read_text())
     data["proxy"]["allow_local"] = ["127.0.0.1"]  # the origin runs on this machine
+    data["proxy"]["upstream_ca"] = str(origin.ca_path)  # the origin's own CA, trusted beside the public ones
     data["overrides"].append({"site": "tiktok.test", "action": "block", "profiles": ["staff"],
                               "rationale": "blocked for staff too in this test", "author": "T", "date": "2026-12-01"})
     config.write_text(yaml.safe_dump(data, sort_keys=False))
-    proxy = ProxyProcess.mitmdump(config, tmp_path, "--set", f"ssl_verify_upstream_trusted_ca={origin.ca_path}",
-                                  quiet=False)
+    # `schoolproxy run`: there an allowed tunnel connects upstream before the client's handshake, so an
+    # HTTP/2 client speaks HTTP/2 to the proxy when the site does (under mitmdump -s it is offered 1.1).
+    proxy = ProxyProcess.schoolproxy_run(config, tmp_path)
     try:
         wait_until(lambda: Path(mitm_ca(tmp_path)).exists(), what="the proxy's CA")
         yield origin, proxy, tmp_path

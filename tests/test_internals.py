@@ -9,15 +9,24 @@ import logging
 import socket
 from unittest import mock
 
+import h11
+import mitmproxy
 import pytest
 from mitmproxy import addonmanager, exceptions, hooks, http, master, options
 from mitmproxy.http import HTTPFlow
-from mitmproxy.proxy import mode_servers
-from mitmproxy.proxy.layers.http import HttpRequestHook
-from mitmproxy.test import tflow
+from mitmproxy.proxy import commands, events, mode_servers
+from mitmproxy.proxy.context import Context
+from mitmproxy.proxy.layers import http as http_layers
+from mitmproxy.proxy.layers.http import HttpRequestHook, _http1
+from mitmproxy.test import taddons, tflow
 
 from schoolproxy.proxy import internals
-from schoolproxy.proxy.internals import HookIndex, listen_with_reuse_port, local_response, master_with_hook_index
+from schoolproxy.proxy.internals import (
+    HookIndex,
+    listen_with_reuse_port,
+    local_response,
+    master_with_hook_index,
+)
 
 
 # -- HookIndex: the lean master's dispatch ------------------------------------------------------------
@@ -248,6 +257,7 @@ def test_send_in_absolute_form_sets_where_mitmproxy_connects_and_the_request_lin
     assert f.request.headers["Host"] == "learning.test"                 # unchanged
     assert assemble_request_head(f.request).startswith(b"GET http://learning.test/a?b=1 HTTP/1.1\r\n")
     import inspect as _inspect
+
     from mitmproxy.proxy.layers import http as http_layer
     # The connection is asked for by the request's host and port, after the request hook.
     assert "(self.flow.request.host, self.flow.request.port)" in _inspect.getsource(http_layer.HttpStream)
@@ -264,3 +274,94 @@ def test_parse_client_hello_reads_the_server_name():
     assert internals.parse_client_hello(hello).sni == "bank.test"
     with pytest.raises(ValueError):
         internals.parse_client_hello(b"GET / HTTP/1.1\r\n\r\n")
+
+
+# -- bounds on mitmproxy's HTTP/1 layers (driven as mitmproxy drives its layers; the same bounds are
+# tested end to end through a real mitmdump in test_e2e_hostile.py) ---------------------------------
+
+
+def test_written_against_this_mitmproxy():
+    # Before changing this pin, re-read the FIXMEs and the functions install_http1_limits wraps in the new version.
+    assert mitmproxy.version.VERSION.split(".")[0] == "12"
+    assert callable(_http1.make_body_reader) and hasattr(h11._readers, "ChunkedReader")
+    for name in ("state_consume_request_body", "start_request_stream"):
+        assert name in http_layers.HttpStream.__dict__
+    assert "_handle_event" in _http1.Http1Connection.__dict__ and "read_headers" in _http1.Http1Server.__dict__
+
+
+@pytest.fixture
+def server():
+    internals.install_http1_limits()
+    old = internals.http1_limits
+    internals.http1_limits = internals.HeadLimits(head_bytes_before_signin=1000, head_bytes=4000, header_timeout=5)
+    with taddons.context() as tctx:
+        layer = _http1.Http1Server(Context(tflow.tclient_conn(), tctx.options))
+        list(layer.handle_event(events.Start()))
+        yield layer
+    internals.http1_limits = old
+
+
+def feed(layer, data: bytes) -> list:
+    return list(layer.handle_event(events.DataReceived(layer.context.client, data)))
+
+
+def answer(cmds) -> bytes:
+    sent = [c.data for c in cmds if isinstance(c, commands.SendData)]
+    return sent[0] if sent else b""
+
+
+def test_installed_once_whatever_the_number_of_calls():
+    internals.install_http1_limits()
+    internals.install_http1_limits()
+    assert _http1.Http1Connection._handle_event is internals._handle_event
+    assert internals._original_handle_event is not internals._handle_event
+
+
+def test_a_head_over_the_limit_gets_431_and_the_connection_closes(server):
+    cmds = feed(server, b"GET http://a.test/ HTTP/1.1\r\nX-Big: " + b"a" * 1500)
+    assert answer(cmds).startswith(b"HTTP/1.1 431 Request Header Fields Too Large")
+    assert any(isinstance(c, commands.CloseConnection) for c in cmds)
+    assert len(server.buf) == 0  # nothing held after the refusal
+
+
+def test_a_signed_in_client_gets_the_larger_limit(server):
+    internals.http1_limits.signed_in = lambda client: True
+    assert feed(server, b"GET http://a.test/ HTTP/1.1\r\nX-Big: " + b"a" * 1500) == []
+    assert answer(feed(server, b"a" * 3000)).startswith(b"HTTP/1.1 431")
+
+
+def test_a_head_trickled_past_the_timeout_gets_408(server, monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(internals.time, "monotonic", lambda: now[0])
+    assert feed(server, b"GET http://a.test/ HTTP/1.1\r\n") == []
+    for _ in range(4):
+        now[0] += 1
+        assert feed(server, b"X") == []
+    now[0] += 2
+    assert answer(feed(server, b"X")).startswith(b"HTTP/1.1 408 Request Timeout")
+
+
+def test_the_head_timer_starts_again_for_each_request(server, monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(internals.time, "monotonic", lambda: now[0])
+    cmds = feed(server, b"GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n")
+    assert any(type(c).__name__ == "ReceiveHttp" for c in cmds) and not answer(cmds)
+    assert server._schoolproxy_head_since is None
+
+
+def test_bytes_sent_while_a_response_is_awaited_are_bounded(server):
+    feed(server, b"GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n")
+    assert server.state == server.wait
+    assert feed(server, b"x" * 3000) == []  # a pipelined request may wait
+    cmds = feed(server, b"x" * 2000)       # a flood may not
+    assert any(isinstance(c, commands.CloseConnection) for c in cmds) and len(server.buf) == 0
+
+
+def test_a_chunked_body_with_a_trailer_ends_without_it():
+    reader = internals.make_body_reader(None)
+    buf = h11._receivebuffer.ReceiveBuffer()
+    buf += b"5\r\nhello\r\n0\r\nX-Trailer: yes\r\n\r\n"
+    assert bytes(reader(buf).data) == b"hello"
+    end = reader(buf)
+    assert isinstance(end, h11.EndOfMessage) and list(end.headers) == []
+    assert isinstance(internals.make_body_reader(10), h11._readers.ContentLengthReader)

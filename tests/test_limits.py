@@ -11,7 +11,7 @@ from mitmproxy.test import taddons, tflow
 from prometheus_client import CollectorRegistry
 
 from schoolproxy.identity.profiles import Identity
-from schoolproxy.proxy import mitmpatch
+from schoolproxy.proxy import internals
 from schoolproxy.proxy.identify import IDENTITY
 from schoolproxy.proxy.limits import Limits
 from schoolproxy.snapshot import SnapshotHolder
@@ -47,7 +47,7 @@ def test_limits_are_applied_to_mitmproxy(limits):
     from mitmproxy import ctx
     assert ctx.options.stream_large_bodies == str(1 << 20) and ctx.options.tcp_timeout == 300
     assert ctx.options.websocket is False  # upgraded connections are relayed, not held message by message
-    assert mitmpatch.limits.head_bytes == 64 * 1024 and mitmpatch.limits.header_timeout == 20
+    assert internals.http1_limits.head_bytes == 64 * 1024 and internals.http1_limits.header_timeout == 20
 
 
 def test_connections_that_never_sign_in_are_capped_per_address(limits, registry):
@@ -82,7 +82,7 @@ def test_signed_in_connections_count_against_the_larger_cap(limits):
     over = client()
     limits.client_connected(over)
     assert "20 connections open already" in over.error
-    assert mitmpatch.limits.signed_in(client())  # the address signed in lately: larger head limit
+    assert internals.http1_limits.signed_in(client())  # the address signed in lately: larger head limit
 
 
 def test_a_large_declared_body_of_an_allowed_request_is_streamed(limits):

@@ -7,7 +7,7 @@ connections away from everyone else:
   hundred KB go through as they arrive instead of being held (mitmproxy's ``stream_large_bodies``, and
   request bodies declared larger than ``request_buffer_bytes``), bodies of requests answered here (407,
   block page) are thrown away unread, and a WebSocket or other upgraded connection is relayed without
-  keeping every message it ever carried (mitmproxy keeps them all on the flow). :mod:`.mitmpatch` holds
+  keeping every message it ever carried (mitmproxy keeps them all on the flow). :func:`.internals.install_http1_limits` holds
   the bounds mitmproxy's HTTP/1 layers need.
 - **Connections.** At most ``connections_per_client`` open per client address, and at most
   ``unidentified_connections_per_client`` of them that have not yet carried a signed-in request; a head
@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from schoolproxy.metrics import Scraped
-from schoolproxy.proxy import mitmpatch
+from schoolproxy.proxy import internals
 from schoolproxy.proxy.content import CONTENT
 from schoolproxy.proxy.identify import IDENTITY
 from schoolproxy.snapshot import Snapshot, SnapshotHolder
@@ -101,11 +101,11 @@ class Limits:
         self._last_refused_accept = 0.0
         self.descriptor_shortages = 0
         registry.register(Scraped(self._metrics))
-        mitmpatch.limits.signed_in = self._signed_in
-        mitmpatch.limits.refused = self._refused
+        internals.http1_limits.signed_in = self._signed_in
+        internals.http1_limits.refused = self._refused
 
     def load(self, loader) -> None:
-        mitmpatch.install()
+        internals.install_http1_limits()
 
     def configure(self, updated: set[str]) -> None:
         if "schoolproxy_config" in updated:
@@ -179,7 +179,7 @@ class Limits:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         self._mark_signed_in(flow)
         if flow.response is not None:
-            flow.request.stream = False  # answered here: the body is read and dropped (mitmpatch)
+            flow.request.stream = False  # answered here: the body is read and dropped (internals.install_http1_limits)
             return
         address, settings = flow.client_conn.peername[0], self._settings()
         if not self._in_flight.add(address, flow.id, settings.requests_in_flight_per_client):
@@ -234,9 +234,9 @@ class Limits:
             return
         self._snap = snap
         s = snap.config.proxy.limits
-        mitmpatch.limits.head_bytes = s.header_bytes
-        mitmpatch.limits.head_bytes_before_signin = s.header_bytes_before_signin
-        mitmpatch.limits.header_timeout = s.header_timeout_seconds
+        internals.http1_limits.head_bytes = s.header_bytes
+        internals.http1_limits.head_bytes_before_signin = s.header_bytes_before_signin
+        internals.http1_limits.header_timeout = s.header_timeout_seconds
         # WebSockets are relayed as plain TCP after the upgrade was allowed: mitmproxy's WebSocket layer
         # holds each message whole, however large, before passing it on.
         wanted = {"stream_large_bodies": str(s.stream_bytes), "tcp_timeout": s.idle_timeout_seconds,
