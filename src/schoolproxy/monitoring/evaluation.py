@@ -5,7 +5,7 @@ theme in their own phrasing, slang, misspellings and languages, and benign look-
 ``text<TAB>themes<TAB>language<TAB>split<TAB>note`` (``themes``: comma-separated, or ``none``; ``split``:
 ``dev`` is what the lists were checked against; ``seen-holdout`` and ``seen-holdout-2`` were written apart,
 their misses seen once and the lists then widened by concept; ``holdout`` was written after the lists were
-final and is never tuned to).
+final and ``holdout2`` before detection was widened beyond exact phrases; neither is ever tuned to).
 
 A concerning query counts as found when an alert is raised for one of its themes at the threshold; a
 benign query that raises any alert is a false alert. Per theme, each (query, theme) pair counts.
@@ -26,7 +26,8 @@ CORPUS = ROOT / "tests" / "data" / "detection_corpus.tsv"
 _SPLITS = {"dev": "checked while writing the lists",
            "seen-holdout": "written apart; first look 87.6% recall, then the lists were widened by concept",
            "seen-holdout-2": "written apart later; first look 72.1% recall, then widened by concept again",
-           "holdout": "written after the lists were final, never tuned to: the honest estimate"}
+           "holdout": "written after the lists were final, never tuned to: the honest estimate",
+           "holdout2": "written from the concept before the engine was widened to generalise, never tuned to"}
 
 
 @dataclass(frozen=True, slots=True)
