@@ -44,6 +44,7 @@ MAX_TEXT = 1000          # what :meth:`score` reads of a typed text
 MAX_CONTENT = 512 * 1024  # what :meth:`score_content` reads of a page's text
 FUZZY_MIN = 6  # list words at least this long also match with one letter wrong, missing, extra or swapped
 GLUE_MIN = 8   # multi-word phrases this long also match run together ("killmyself")
+COMBO_SPAN = 120  # characters within which all parts of a combination must lie
 _EVIDENCE_WINDOW = 3000  # characters either side of a content match searched for the words as written
 
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "@": "a",
@@ -214,16 +215,27 @@ def _deletions(word: str) -> set[str]:
 
 # -- the lists --------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
+class Form:
+    """One spelling a part of an entry matches."""
+    words: tuple[str, ...]       # normalised (squeezed): the typed-text path
+    plain: tuple[str, ...]       # folded, not squeezed: the content path
+    left: bool                   # starts at the start of a word
+    right: bool                  # ends at the end of a word (False: a stem, "samobój…")
+
+
+@dataclass(frozen=True, slots=True)
 class Phrase:
     text: str                    # as written in the list
-    words: tuple[str, ...]       # normalised (squeezed)
-    bounded: bool                # `< x >`: whole words; `<x>`: anywhere in the text
-    plain: tuple[str, ...] = ()  # folded, not squeezed (the content path's spelling)
+    forms: tuple[Form, ...]      # what it matches (one, or the expansion of its term sets)
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        return self.forms[0].words
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    parts: tuple[Phrase, ...]    # all must match
+    parts: tuple[Phrase, ...]    # all must match, near each other
     weight: int
     source: str                  # file:line
 
@@ -243,15 +255,111 @@ class Score:
     phrases: tuple[str, ...] = ()  # the list phrases behind them (for tools and tests; not evidence)
 
 
-def _phrase(raw: str) -> Phrase | None:
-    bounded = raw.startswith(" ") or raw.endswith(" ")
-    toks = tokenise(raw, join_intra=False)
-    words = tuple(t.text for t in toks)
-    plain = tuple(content_string(raw).split())
-    return Phrase(raw.strip(), words, bounded, plain) if words else None
+_SET_LINE = re.compile(r"^@([\w-]+)\s*=\s*(.*)$")
+_SET_REF = re.compile(r"@([\w-]+)")
+MAX_FORMS = 20_000   # one part's expansion of term sets; a larger product is a mistake in the list
+_VOWELS = set("aeiou")
 
 
-def parse_list(path: Path, theme: str, _depth: int = 0) -> ThemeList:
+def inflections(word: str) -> set[str]:
+    """An English word and its regular inflections (``cut~`` in a list): -s/-es/-ies, -ed/-d/-ied,
+    -ing with e dropped, and a doubled final consonant both ways ("cuting" is typed too)."""
+    w = word
+    out = {w}
+    if len(w) < 2 or not w.isalpha():
+        return out
+    out.add(w + "es" if w.endswith(("s", "x", "z", "ch", "sh", "o")) else w + "s")
+    if w.endswith("o"):
+        out.add(w + "s")
+    if w[-1] == "y" and w[-2] not in _VOWELS:
+        out |= {w[:-1] + "ies", w[:-1] + "ied", w + "ing"}
+    elif w.endswith("ie"):
+        out |= {w + "d", w[:-2] + "ying"}
+    elif w.endswith("e"):
+        out |= {w + "d", (w if w.endswith("ee") else w[:-1]) + "ing"}
+    else:
+        out |= {w + "ed", w + "ing"}
+        if len(w) >= 3 and w[-1] not in _VOWELS | {"w", "x", "y"} and w[-2] in _VOWELS and w[-3] not in _VOWELS:
+            out |= {w + w[-1] + "ed", w + w[-1] + "ing"}
+    return out
+
+
+def _member(raw: str) -> list[tuple[str, bool]]:
+    """A term-set member or literal template word → its spellings and whether each ends at a word end:
+    ``stem*`` a word start only; ``word~`` with its English inflections."""
+    raw = raw.strip()
+    if raw.endswith("*") and len(raw) > 1:
+        return [(raw[:-1], False)]
+    if "~" in raw:
+        words = [inflections(fold(w[:-1])) if w.endswith("~") else {w} for w in raw.split()]
+        out = [""]
+        for alts in words:
+            out = [f"{a} {b}".strip() for a in out for b in sorted(alts)]
+        return [(o, True) for o in out]
+    return [(raw, True)]
+
+
+def _expand(raw: str, sets: dict[str, list[str]], where: str, _seen: tuple[str, ...] = ()) -> list[tuple[str, bool]]:
+    """A template's spellings: every ``@set`` replaced by each of its members (recursively)."""
+    out: list[tuple[str, bool]] = [("", True)]
+    for tok in raw.split():
+        m = _SET_REF.fullmatch(tok)
+        if m:
+            name = m.group(1)
+            if name not in sets:
+                raise PhraseError(f"{where}: unknown term set @{name} (define it as '@{name} = a | b')")
+            if name in _seen:
+                raise PhraseError(f"{where}: term set @{name} refers to itself")
+            alts = [a for member in sets[name] for a in _expand(member, sets, where, _seen + (name,))]
+        else:
+            alts = _member(tok)
+        out = [(f"{a} {b}".strip(), right) for a, _ in out for b, right in alts]
+        if len(out) > MAX_FORMS:
+            raise PhraseError(f"{where}: {raw!r} expands to more than {MAX_FORMS} spellings")
+    return out
+
+
+def _phrase(raw: str, sets: dict[str, list[str]] | None = None, where: str = "") -> Phrase | None:
+    """One ``<...>`` part. Spaces inside the brackets are literal, as in E2Guardian: ``< x >`` whole
+    words, ``< x>`` a word start (a stem), ``<x>`` anywhere; a term set (``@name``) or a word written
+    ``word~`` or ``stem*`` makes the part whole-word unless the member is a stem."""
+    templated = "@" in raw or "~" in raw or raw.strip().endswith("*")
+    left = raw.startswith(" ") or templated
+    right_space = raw.endswith(" ") or templated
+    spellings = _expand(raw, sets or {}, where) if templated else [(raw.strip(), True)]
+    forms, seen = [], set()
+    for text, right in spellings:
+        toks = tokenise(text, join_intra=False)
+        words = tuple(t.text for t in toks)
+        if not words:
+            continue
+        f = Form(words, tuple(content_string(text).split()), left, right_space and right)
+        if f not in seen:
+            seen.add(f)
+            forms.append(f)
+    return Phrase(raw.strip(), tuple(forms)) if forms else None
+
+
+def read_sets(path: Path, sets: dict[str, list[str]]) -> None:
+    """``@name = a | b | c`` lines of a list file, added to ``sets`` (a name defined again is extended:
+    each language's file adds its own words to a shared set)."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as e:
+        raise PhraseError(f"{path}: cannot read phrase list: {e.strerror}") from None
+    for n, line in enumerate(lines, 1):
+        m = _SET_LINE.match(line.strip().lstrip("\ufeff"))
+        if m:
+            members = [x.strip() for x in m.group(2).split("|") if x.strip()]
+            if not members:
+                raise PhraseError(f"{path}:{n}: term set @{m.group(1)} has no members")
+            sets.setdefault(m.group(1), []).extend(x for x in members if x not in sets.get(m.group(1), ()))
+
+
+def parse_list(path: Path, theme: str, _depth: int = 0, sets: dict[str, list[str]] | None = None) -> ThemeList:
+    if sets is None:
+        sets = {}
+        read_sets(path, sets)
     tl = ThemeList(theme)
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -259,7 +367,7 @@ def parse_list(path: Path, theme: str, _depth: int = 0) -> ThemeList:
         raise PhraseError(f"{path}: cannot read phrase list: {e.strerror}") from None
     for n, line in enumerate(lines, 1):
         line = line.strip().lstrip("\ufeff")
-        if not line:
+        if not line or _SET_LINE.match(line):
             continue
         if line.startswith("#"):
             m = _CATEGORY.match(line)
@@ -270,12 +378,17 @@ def parse_list(path: Path, theme: str, _depth: int = 0) -> ThemeList:
             if _depth > 5:
                 raise PhraseError(f"{path}:{n}: .Include nested too deeply")
             inc = Path(line[9:-1])
-            tl.entries.extend(parse_list(inc if inc.is_absolute() else path.parent / inc, theme, _depth + 1).entries)
+            inc = inc if inc.is_absolute() else path.parent / inc
+            read_sets(inc, sets)
+            tl.entries.extend(parse_list(inc, theme, _depth + 1, sets).entries)
             continue
         m = _LINE.match(line)
         if not m:
             raise PhraseError(f"{path}:{n}: not a weighted phrase line (expected '< phrase ><weight>'): {line[:80]!r}")
-        parts = tuple(p for p in (_phrase(raw) for raw in _PART.findall(m.group(1))) if p is not None)
+        where = f"{path}:{n}"
+        parts = tuple(p for p in (_phrase(raw, sets, where) for raw in _PART.findall(m.group(1))) if p is not None)
+        if len(parts) > 15:
+            raise PhraseError(f"{where}: at most 15 parts in a combination")
         if parts:
             tl.entries.append(Entry(parts, int(m.group(2)), f"{path.name}:{n}"))
     return tl
@@ -293,10 +406,35 @@ def parse_exceptions(path: Path) -> list[Phrase]:
             continue
         if not (line.startswith("<") and line.endswith(">")):
             raise PhraseError(f"{path}:{n}: expected '< phrase >': {line[:80]!r}")
-        p = _phrase(line[1:-1])
+        p = _phrase(" " + line[1:-1].strip() + " ")
         if p is not None:
             out.append(p)
     return out
+
+
+def _near_together(got: dict[int, list[Hit]], span: int | None = None) -> list[Hit] | None:
+    """One occurrence of each part of a combination, all within ``span`` characters (the first such
+    window), or None: the parts of "robux … for pics" must be in one query or sentence, not anywhere
+    on a page."""
+    span = COMBO_SPAN if span is None else span
+    items = sorted((h.start, h.end, part, k) for part, hs in got.items() for k, h in enumerate(hs))
+    need, count, lo = len(got), {}, 0
+    for hi in range(len(items)):
+        part = items[hi][2]
+        count[part] = count.get(part, 0) + 1
+        while len(count) == need:
+            window = items[lo:hi + 1]
+            if max(x[1] for x in window) - window[0][0] <= span:
+                first: dict[int, Hit] = {}
+                for _, _, p, k in window:
+                    first.setdefault(p, got[p][k])
+                return list(first.values())
+            p = items[lo][2]
+            count[p] -= 1
+            if not count[p]:
+                del count[p]
+            lo += 1
+    return None
 
 
 # -- the index --------------------------------------------------------------------------------------
@@ -325,11 +463,11 @@ class PhraseLists:
             for e in tl.entries:
                 self.entries.append(e)
                 self.entry_theme.append(i)
-        self._typed = self._automaton(lambda p: p.words, glue=True)
-        self._content = self._automaton(lambda p: p.plain, glue=False)
+        self._typed = self._automaton(lambda f: f.words, glue=True)
+        self._content = self._automaton(lambda f: f.plain, glue=False)
         # Misspelling index: every one-letter deletion of every long list word → the words it came from.
-        self.vocabulary: set[str] = {w for e in self.entries for p in e.parts for w in p.words}
-        self._protected = {w for p in exceptions for w in p.words}  # real words never "corrected"
+        self.vocabulary: set[str] = {w for e in self.entries for p in e.parts for f in p.forms for w in f.words}
+        self._protected = {w for p in exceptions for f in p.forms for w in f.words}  # never "corrected"
         self._deletes: dict[str, list[str]] = {}
         for w in sorted(self.vocabulary):
             if len(w) >= FUZZY_MIN and w.isalpha():
@@ -347,20 +485,21 @@ class PhraseLists:
 
         for i, e in enumerate(self.entries):
             for j, p in enumerate(e.parts):
-                words = words_of(p)
-                if not words:
-                    continue
                 ref = i * 16 + j
-                if p.bounded:
-                    add(" " + " ".join(words) + " ", ref)
-                    if glue and len(words) > 1 and len("".join(words)) >= GLUE_MIN:
+                for f in p.forms:
+                    words = words_of(f)
+                    if not words:
+                        continue
+                    add((" " if f.left else "") + " ".join(words) + (" " if f.right else ""), ref)
+                    # Written run together ("killmyself"): only for plain phrases, not set expansions.
+                    if glue and f.left and f.right and len(p.forms) == 1 and len(words) > 1 \
+                            and len("".join(words)) >= GLUE_MIN:
                         add(" " + "".join(words) + " ", ref)
-                else:
-                    add(" ".join(words), ref)
         for p in self.exceptions:
-            words = words_of(p)
-            if words:
-                add(" " + " ".join(words) + " ", _EXCEPTION)
+            for f in p.forms:
+                words = words_of(f)
+                if words:
+                    add(" " + " ".join(words) + " ", _EXCEPTION)
         a = ahocorasick.Automaton()
         for k, refs in keys.items():
             a.add_word(k, (len(k), tuple(refs)))
@@ -526,11 +665,23 @@ class PhraseLists:
 
     # -- scores -------------------------------------------------------------------------------------
     def aggregate(self, found: list[Hit]) -> list[Score]:
-        """Hits → scores: each entry counts once, when all its parts are present; per theme the
-        weights add up; themes with a positive total, highest first."""
-        parts: dict[int, dict[int, Hit]] = {}
+        """Hits → scores: each entry counts once, when all its parts are present within
+        :data:`COMBO_SPAN` characters of each other; per theme the weights add up; themes with a positive
+        total, highest first."""
+        occurrences: dict[int, dict[int, list[Hit]]] = {}
         for h in found:
-            parts.setdefault(h.entry, {}).setdefault(h.part, h)
+            occurrences.setdefault(h.entry, {}).setdefault(h.part, []).append(h)
+        parts: dict[int, list[Hit]] = {}
+        for i, got in occurrences.items():
+            n = len(self.entries[i].parts)
+            if len(got) < n:
+                continue
+            if n == 1:
+                parts[i] = [got[0][0]]
+            else:
+                near = _near_together(got)
+                if near:
+                    parts[i] = near
         totals: dict[int, int] = {}
         spans: dict[int, list[Hit]] = {}
         phrases: dict[int, list[str]] = {}
@@ -538,25 +689,25 @@ class PhraseLists:
         # myself" scores as itself, not plus "kill myself" — so a benign context word can outweigh it.
         # Likewise a combination all of whose parts lie inside one such phrase.
         singles = [(h.start, h.end, self.entry_theme[i], i) for i, got in parts.items()
-                   if len(self.entries[i].parts) == 1 and self.entries[i].weight > 0 for h in got.values()]
+                   if len(self.entries[i].parts) == 1 and self.entries[i].weight > 0 for h in got]
         inside = set()
         for i, got in parts.items():
             e = self.entries[i]
-            if e.weight <= 0 or len(got) < len(e.parts):
+            if e.weight <= 0:
                 continue
-            s, end, t = min(h.start for h in got.values()), max(h.end for h in got.values()), self.entry_theme[i]
+            s, end, t = min(h.start for h in got), max(h.end for h in got), self.entry_theme[i]
             combo = len(e.parts) > 1
             if any(t2 == t and i2 != i and s2 <= s and end <= e2 and (combo or (e2 - s2) > (end - s))
                    for s2, e2, t2, i2 in singles):
                 inside.add(i)
         for i, got in parts.items():
-            e = self.entries[i]
-            if len(got) < len(e.parts) or i in inside:
+            if i in inside:
                 continue
+            e = self.entries[i]
             t = self.entry_theme[i]
             totals[t] = totals.get(t, 0) + e.weight
             if e.weight > 0:
-                spans.setdefault(t, []).extend(got.values())
+                spans.setdefault(t, []).extend(got)
                 phrases.setdefault(t, []).append(",".join(p.text for p in e.parts))
         out = []
         for t, total in totals.items():
@@ -574,21 +725,29 @@ class PhraseLists:
 
 
 def load_phrase_lists(root: Path) -> PhraseLists:
-    """``root/<theme>/*.txt`` and ``root/exceptions.txt``."""
+    """``root/<theme>/*.txt``, ``root/exceptions.txt`` and the term sets of ``root/sets.txt`` (sets may
+    be defined or extended in any file; every theme sees them all)."""
     if not root.is_dir():
         raise PhraseError(f"{root}: phrase list directory not found")
+    dirs = sorted(p for p in root.iterdir() if p.is_dir())
+    sets: dict[str, list[str]] = {}
+    if (root / "sets.txt").exists():
+        read_sets(root / "sets.txt", sets)
+    for d in dirs:
+        for f in sorted(d.glob("*.txt")):
+            read_sets(f, sets)
     themes = []
-    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+    for d in dirs:
         tl = ThemeList(d.name)
         for f in sorted(d.glob("*.txt")):
-            part = parse_list(f, d.name)
+            part = parse_list(f, d.name, sets=sets)
             tl.label = tl.label or part.label
             tl.entries.extend(part.entries)
         # One entry per normalised form: "zabić się" and "zabic sie" are the same phrase once folded.
         seen: set = set()
         unique = []
         for e in tl.entries:
-            key = tuple((p.words, p.bounded) for p in e.parts)
+            key = tuple(tuple((f.words, f.left, f.right) for f in p.forms) for p in e.parts)
             if key not in seen:
                 seen.add(key)
                 unique.append(e)
