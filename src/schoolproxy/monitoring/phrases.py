@@ -36,6 +36,7 @@ import sys
 import unicodedata
 from bisect import bisect_right
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import ahocorasick
@@ -239,6 +240,11 @@ class Entry:
     weight: int
     source: str                  # file:line
 
+    @property
+    def concept(self) -> bool:
+        """Written with term sets, inflections or stems: one of a tier of rules for the same idea."""
+        return any(len(p.forms) > 1 or "@" in p.text for p in self.parts)
+
 
 @dataclass
 class ThemeList:
@@ -284,24 +290,28 @@ def inflections(word: str) -> set[str]:
     return out
 
 
-def _member(raw: str) -> list[tuple[str, bool]]:
-    """A term-set member or literal template word → its spellings and whether each ends at a word end:
-    ``stem*`` a word start only; ``word~`` with its English inflections."""
-    raw = raw.strip()
+_Spelling = tuple[tuple[str, ...], tuple[str, ...], bool]   # typed words, content words, ends at a word end
+
+
+@lru_cache(maxsize=None)
+def _normal(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A piece of a phrase in both paths' spelling (cached: set members recur in many templates)."""
+    return tuple(t.text for t in tokenise(text, join_intra=False)), tuple(content_string(text).split())
+
+
+def _member(raw: str) -> list[_Spelling]:
+    """A literal template word → its spellings: ``stem*`` a word start only; ``word~`` with its English
+    inflections; else itself."""
     if raw.endswith("*") and len(raw) > 1:
-        return [(raw[:-1], False)]
-    if "~" in raw:
-        words = [inflections(fold(w[:-1])) if w.endswith("~") else {w} for w in raw.split()]
-        out = [""]
-        for alts in words:
-            out = [f"{a} {b}".strip() for a in out for b in sorted(alts)]
-        return [(o, True) for o in out]
-    return [(raw, True)]
+        return [(*_normal(raw[:-1]), False)]
+    if raw.endswith("~") and len(raw) > 1:
+        return [(*_normal(w), True) for w in sorted(inflections(fold(raw[:-1])))]
+    return [(*_normal(raw), True)]
 
 
-def _expand(raw: str, sets: dict[str, list[str]], where: str, _seen: tuple[str, ...] = ()) -> list[tuple[str, bool]]:
+def _expand(raw: str, sets: dict[str, list[str]], where: str, _seen: tuple[str, ...] = ()) -> list[_Spelling]:
     """A template's spellings: every ``@set`` replaced by each of its members (recursively)."""
-    out: list[tuple[str, bool]] = [("", True)]
+    out: list[_Spelling] = [((), (), True)]
     for tok in raw.split():
         m = _SET_REF.fullmatch(tok)
         if m:
@@ -313,7 +323,7 @@ def _expand(raw: str, sets: dict[str, list[str]], where: str, _seen: tuple[str, 
             alts = [a for member in sets[name] for a in _expand(member, sets, where, _seen + (name,))]
         else:
             alts = _member(tok)
-        out = [(f"{a} {b}".strip(), right) for a, _ in out for b, right in alts]
+        out = [(w1 + w2, p1 + p2, right) for w1, p1, _ in out for w2, p2, right in alts]
         if len(out) > MAX_FORMS:
             raise PhraseError(f"{where}: {raw!r} expands to more than {MAX_FORMS} spellings")
     return out
@@ -326,14 +336,12 @@ def _phrase(raw: str, sets: dict[str, list[str]] | None = None, where: str = "")
     templated = "@" in raw or "~" in raw or raw.strip().endswith("*")
     left = raw.startswith(" ") or templated
     right_space = raw.endswith(" ") or templated
-    spellings = _expand(raw, sets or {}, where) if templated else [(raw.strip(), True)]
+    spellings = _expand(raw, sets or {}, where) if templated else [(*_normal(raw.strip()), True)]
     forms, seen = [], set()
-    for text, right in spellings:
-        toks = tokenise(text, join_intra=False)
-        words = tuple(t.text for t in toks)
+    for words, plain, right in spellings:
         if not words:
             continue
-        f = Form(words, tuple(content_string(text).split()), left, right_space and right)
+        f = Form(words, plain, left, right_space and right)
         if f not in seen:
             seen.add(f)
             forms.append(f)
@@ -700,6 +708,24 @@ class PhraseLists:
             if any(t2 == t and i2 != i and s2 <= s and end <= e2 and (combo or (e2 - s2) > (end - s))
                    for s2, e2, t2, i2 in singles):
                 inside.add(i)
+        # Concept rules come in tiers ("make"+"bomb", then "how to"+"make"+"bomb"): one whose words all
+        # lie within the words of a larger rule of the same theme counts once, as the larger — so the
+        # tiers do not add up past what a benign context word can take back.
+        positive = [i for i in parts if self.entries[i].weight > 0 and i not in inside]
+        for i in positive:
+            e = self.entries[i]
+            if not e.concept:
+                continue
+            t, mine = self.entry_theme[i], parts[i]
+            rank = (len(e.parts), sum(h.end - h.start for h in mine), e.weight, -i)
+            for j in positive:
+                if j == i or j in inside or self.entry_theme[j] != t:
+                    continue
+                other, f = self.entries[j], parts[j]
+                if (len(other.parts), sum(h.end - h.start for h in f), other.weight, -j) > rank and \
+                        all(any(g.start <= h.start and h.end <= g.end for g in f) for h in mine):
+                    inside.add(i)
+                    break
         for i, got in parts.items():
             if i in inside:
                 continue
