@@ -708,21 +708,22 @@ class PhraseLists:
             if any(t2 == t and i2 != i and s2 <= s and end <= e2 and (combo or (e2 - s2) > (end - s))
                    for s2, e2, t2, i2 in singles):
                 inside.add(i)
-        # Concept rules come in tiers ("make"+"bomb", then "how to"+"make"+"bomb"): one whose words all
-        # lie within the words of a larger rule of the same theme counts once, as the larger — so the
+        # Concept rules come in tiers ("make"+"bomb" 70, then "how to"+"make"+"bomb" 90): one whose words
+        # all lie within the words of a weightier rule of the same theme is not counted again — so the
         # tiers do not add up past what a benign context word can take back.
+        # A plain phrase whose words a concept rule also covers counts once too (the larger of the two).
         positive = [i for i in parts if self.entries[i].weight > 0 and i not in inside]
         for i in positive:
             e = self.entries[i]
-            if not e.concept:
-                continue
             t, mine = self.entry_theme[i], parts[i]
-            rank = (len(e.parts), sum(h.end - h.start for h in mine), e.weight, -i)
+            rank = (e.weight, len(e.parts), sum(h.end - h.start for h in mine), -i)
             for j in positive:
                 if j == i or j in inside or self.entry_theme[j] != t:
                     continue
                 other, f = self.entries[j], parts[j]
-                if (len(other.parts), sum(h.end - h.start for h in f), other.weight, -j) > rank and \
+                if not (e.concept or other.concept):
+                    continue
+                if (other.weight, len(other.parts), sum(h.end - h.start for h in f), -j) > rank and \
                         all(any(g.start <= h.start and h.end <= g.end for g in f) for h in mine):
                     inside.add(i)
                     break
