@@ -46,6 +46,7 @@ MAX_CONTENT = 512 * 1024  # what :meth:`score_content` reads of a page's text
 FUZZY_MIN = 6  # list words at least this long also match with one letter wrong, missing, extra or swapped
 GLUE_MIN = 8   # multi-word phrases this long also match run together ("killmyself")
 COMBO_SPAN = 120  # characters within which all parts of a combination must lie
+_PLACES = 16      # places of one atom kept from a page
 _EVIDENCE_WINDOW = 3000  # characters either side of a content match searched for the words as written
 
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "@": "a",
@@ -105,15 +106,12 @@ def fold(text: str) -> str:
     return text.replace("ł", "l") if "ł" in text else text
 
 
+_RUN = re.compile(r"(.)\1+")
+
+
 def squeeze(word: str) -> str:
     """Runs of one letter become one letter ("diiiie" → "die", "kill" → "kil"), on both sides."""
-    if len(word) < 2:
-        return word
-    out = [word[0]]
-    for c in word[1:]:
-        if c != out[-1]:
-            out.append(c)
-    return "".join(out)
+    return _RUN.sub(r"\1", word) if len(word) > 1 else word
 
 
 def _word(raw: str) -> str:
@@ -215,13 +213,11 @@ def _deletions(word: str) -> set[str]:
 
 
 # -- the lists --------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Form:
-    """One spelling a part of an entry matches."""
-    words: tuple[str, ...]       # normalised (squeezed): the typed-text path
-    plain: tuple[str, ...]       # folded, not squeezed: the content path
-    left: bool                   # starts at the start of a word
-    right: bool                  # ends at the end of a word (False: a stem, "samobój…")
+#: One spelling a part of an entry matches: (typed words, content words, starts at a word start, ends at
+#: a word end — False for a stem). A plain tuple: tens of thousands are kept, and the cyclic garbage
+#: collector leaves tuples of strings alone (a class instance would be walked at every full collection).
+Form = tuple[tuple[str, ...], tuple[str, ...], bool, bool]
+WORDS, PLAIN, LEFT, RIGHT = range(4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +227,7 @@ class Phrase:
 
     @property
     def words(self) -> tuple[str, ...]:
-        return self.forms[0].words
+        return self.forms[0][WORDS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,10 +236,10 @@ class Entry:
     weight: int
     source: str                  # file:line
 
-    @property
-    def concept(self) -> bool:
-        """Written with term sets, inflections or stems: one of a tier of rules for the same idea."""
-        return any(len(p.forms) > 1 or "@" in p.text for p in self.parts)
+    concept: bool = field(init=False)   # written with term sets, inflections or stems: one of a tier
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "concept", any(len(p.forms) > 1 or "@" in p.text for p in self.parts))
 
 
 @dataclass
@@ -341,7 +337,7 @@ def _phrase(raw: str, sets: dict[str, list[str]] | None = None, where: str = "")
     for words, plain, right in spellings:
         if not words:
             continue
-        f = Form(words, plain, left, right_space and right)
+        f = (words, plain, left, right_space and right)
         if f not in seen:
             seen.add(f)
             forms.append(f)
@@ -420,29 +416,62 @@ def parse_exceptions(path: Path) -> list[Phrase]:
     return out
 
 
-def _near_together(got: dict[int, list[Hit]], span: int | None = None) -> list[Hit] | None:
-    """One occurrence of each part of a combination, all within ``span`` characters (the first such
-    window), or None: the parts of "robux … for pics" must be in one query or sentence, not anywhere
-    on a page."""
-    span = COMBO_SPAN if span is None else span
-    items = sorted((h.start, h.end, part, k) for part, hs in got.items() for k, h in enumerate(hs))
-    need, count, lo = len(got), {}, 0
+_Place = tuple[int, int, str]   # start, end, the words there
+
+
+def _near_places(places: list[list[_Place]], span: int = 0) -> list[_Place] | None:
+    """One place of each part of a combination, all within ``span`` (default :data:`COMBO_SPAN`)
+    characters — the first such window — or None: the parts of "robux … for pics" must be in one query
+    or sentence, not anywhere on a page."""
+    span = span or COMBO_SPAN
+    items = sorted((pl[0], pl[1], part, k) for part, ps in enumerate(places) for k, pl in enumerate(ps))
+    need, count, lo = len(places), {}, 0
     for hi in range(len(items)):
         part = items[hi][2]
         count[part] = count.get(part, 0) + 1
         while len(count) == need:
-            window = items[lo:hi + 1]
-            if max(x[1] for x in window) - window[0][0] <= span:
-                first: dict[int, Hit] = {}
-                for _, _, p, k in window:
-                    first.setdefault(p, got[p][k])
-                return list(first.values())
+            if max(x[1] for x in items[lo:hi + 1]) - items[lo][0] <= span:
+                first: dict[int, _Place] = {}
+                for _, _, p, k in items[lo:hi + 1]:
+                    first.setdefault(p, places[p][k])
+                return [first[p] for p in range(need)]
             p = items[lo][2]
             count[p] -= 1
             if not count[p]:
                 del count[p]
             lo += 1
     return None
+
+
+def _counted(matched: list[tuple[int, Entry, list[Hit]]]) -> list[tuple[int, Entry, list[Hit]]]:
+    """The entries of one theme that count. A phrase found inside a longer phrase is not counted again:
+    "how to kill myself" scores as itself, not plus "kill myself" — so a benign context word can outweigh
+    it; likewise a combination all of whose parts lie inside one such phrase. Concept rules come in tiers
+    ("make"+"bomb" 70, then "how to"+"make"+"bomb" 90): one whose words all lie within the words of a
+    weightier rule is not counted again, and a plain phrase a concept rule also covers counts once — so
+    tiers do not add up past what a benign context word can take back. Negative entries always count."""
+    info = []
+    for i, e, hits in matched:
+        if e.weight > 0:
+            s, end = min(h.start for h in hits), max(h.end for h in hits)
+            info.append((i, e, hits, s, end, (e.weight, len(e.parts), sum(h.end - h.start for h in hits), -i)))
+    singles = [(s, end, i) for i, e, _, s, end, _ in info if len(e.parts) == 1]
+    dropped = set()
+    for i, e, hits, s, end, rank in info:
+        combo = len(e.parts) > 1
+        if any(i2 != i and s2 <= s and end <= e2 and (combo or (e2 - s2) > (end - s)) for s2, e2, i2 in singles):
+            dropped.add(i)
+    for i, e, hits, s, end, rank in info:
+        if i in dropped:
+            continue
+        for j, other, f, s2, e2, rank2 in info:
+            if j == i or j in dropped or rank2 <= rank or not (e.concept or other.concept) \
+                    or s < s2 or end > e2:
+                continue
+            if all(any(g.start <= h.start and h.end <= g.end for g in f) for h in hits):
+                dropped.add(i)
+                break
+    return [m for m in matched if m[0] not in dropped]
 
 
 # -- the index --------------------------------------------------------------------------------------
@@ -471,16 +500,39 @@ class PhraseLists:
             for e in tl.entries:
                 self.entries.append(e)
                 self.entry_theme.append(i)
-        self._typed = self._automaton(lambda f: f.words, glue=True)
-        self._content = self._automaton(lambda f: f.plain, glue=False)
+        # Parts shared by many entries ("@secret" is in fifteen) are one atom, searched once; each entry
+        # is looked at only when its anchor — its atom shared by the fewest entries — is found.
+        atom_of: dict[tuple, int] = {}
+        self.atoms: list[Phrase] = []
+        self.entry_atoms: list[tuple[int, ...]] = []
+        for e in self.entries:
+            ids = []
+            for p in e.parts:
+                key = tuple((f[WORDS], f[LEFT], f[RIGHT]) for f in p.forms)
+                if key not in atom_of:
+                    atom_of[key] = len(self.atoms)
+                    self.atoms.append(p)
+                ids.append(atom_of[key])
+            self.entry_atoms.append(tuple(ids))
+        users: dict[int, int] = {}
+        for ids in self.entry_atoms:
+            for a in set(ids):
+                users[a] = users.get(a, 0) + 1
+        self._anchored: dict[int, list[int]] = {}
+        for i, ids in enumerate(self.entry_atoms):
+            anchor = min(ids, key=lambda a: (users[a], -len(self.atoms[a].forms)))
+            self._anchored.setdefault(anchor, []).append(i)
+        self._typed = self._automaton(lambda f: f[WORDS], glue=True)
+        self._content = self._automaton(lambda f: f[PLAIN], glue=False)
         # Misspelling index: every one-letter deletion of every long list word → the words it came from.
-        self.vocabulary: set[str] = {w for e in self.entries for p in e.parts for f in p.forms for w in f.words}
-        self._protected = {w for p in exceptions for f in p.forms for w in f.words}  # never "corrected"
-        self._deletes: dict[str, list[str]] = {}
+        self.vocabulary: set[str] = {w for p in self.atoms for f in p.forms for w in f[WORDS]}
+        self._protected = {w for p in exceptions for f in p.forms for w in f[WORDS]}  # never "corrected"
+        deletes: dict[str, list[str]] = {}
         for w in sorted(self.vocabulary):
             if len(w) >= FUZZY_MIN and w.isalpha():
                 for d in _deletions(w) | {w}:
-                    self._deletes.setdefault(d, []).append(w)
+                    deletes.setdefault(d, []).append(w)
+        self._deletes: dict[str, tuple[str, ...]] = {d: tuple(ws) for d, ws in deletes.items()}
         self._corrections: dict[str, str] = {}
 
     def _automaton(self, words_of, glue: bool) -> ahocorasick.Automaton:
@@ -491,18 +543,16 @@ class PhraseLists:
             if ref not in refs:
                 refs.append(ref)
 
-        for i, e in enumerate(self.entries):
-            for j, p in enumerate(e.parts):
-                ref = i * 16 + j
-                for f in p.forms:
-                    words = words_of(f)
-                    if not words:
-                        continue
-                    add((" " if f.left else "") + " ".join(words) + (" " if f.right else ""), ref)
-                    # Written run together ("killmyself"): only for plain phrases, not set expansions.
-                    if glue and f.left and f.right and len(p.forms) == 1 and len(words) > 1 \
-                            and len("".join(words)) >= GLUE_MIN:
-                        add(" " + "".join(words) + " ", ref)
+        for a, p in enumerate(self.atoms):
+            for f in p.forms:
+                words = words_of(f)
+                if not words:
+                    continue
+                add((" " if f[LEFT] else "") + " ".join(words) + (" " if f[RIGHT] else ""), a)
+                # Written run together ("killmyself"): only for plain phrases, not set expansions.
+                if glue and f[LEFT] and f[RIGHT] and len(p.forms) == 1 and len(words) > 1 \
+                        and len("".join(words)) >= GLUE_MIN:
+                    add(" " + "".join(words) + " ", a)
         for p in self.exceptions:
             for f in p.forms:
                 words = words_of(f)
@@ -515,6 +565,36 @@ class PhraseLists:
             a.make_automaton()
         return a
 
+    def _entry_hits(self, found: dict[int, list[_Place]]) -> list[Hit]:
+        """Atom places → a hit for each place of each part of each entry all of whose parts were found."""
+        out: list[Hit] = []
+        anchored, entry_atoms = self._anchored, self.entry_atoms
+        for a in found:
+            for i in anchored.get(a, ()):
+                ids = entry_atoms[i]
+                if len(ids) == 1:
+                    out.extend(Hit(i, 0, s, e, w) for s, e, w in found[a])
+                elif all(x in found for x in ids):
+                    for j, x in enumerate(ids):
+                        out.extend(Hit(i, j, s, e, w) for s, e, w in found[x])
+        return out
+
+    def _matched(self, found: dict[int, list[_Place]]) -> list[tuple[int, Entry, list[Hit]]]:
+        """Atom places → each entry whose parts are all found near each other, with one hit per part."""
+        out = []
+        anchored, entry_atoms, entries = self._anchored, self.entry_atoms, self.entries
+        for a, places in found.items():
+            for i in anchored.get(a, ()):
+                ids = entry_atoms[i]
+                if len(ids) == 1:
+                    s, e, w = places[0]
+                    out.append((i, entries[i], [Hit(i, 0, s, e, w)]))
+                elif all(x in found for x in ids):
+                    near = _near_places([found[x] for x in ids])
+                    if near:
+                        out.append((i, entries[i], [Hit(i, j, s, e, w) for j, (s, e, w) in enumerate(near)]))
+        return out
+
     @property
     def size(self) -> int:
         return len(self.entries)
@@ -522,14 +602,18 @@ class PhraseLists:
     # -- typed text ---------------------------------------------------------------------------------
     def score(self, text: str, fuzzy: bool = True) -> list[Score]:
         """Scores per theme (only themes with a positive score), highest first."""
-        return self.aggregate(self.hits(text, fuzzy))
+        if not text or not self.entries:
+            return []
+        return self._scores(self._matched(self._found(text[:MAX_TEXT], fuzzy)))
 
     def hits(self, text: str, fuzzy: bool = True, limit: int = MAX_TEXT) -> list[Hit]:
         """Every part of every entry found in ``text`` (with the original words), exceptions applied."""
         if not text or not self.entries:
             return []
-        text = text[:limit]
-        found: list[Hit] = []
+        return self._entry_hits(self._found(text[:limit], fuzzy))
+
+    def _found(self, text: str, fuzzy: bool) -> dict[int, list[_Place]]:
+        found: dict[int, list[_Place]] = {}
         joined = tokenise(text, join_intra=True)
         variants = [joined]
         if any(c in text for c in ".-_*'’·"):
@@ -539,7 +623,7 @@ class PhraseLists:
         for toks in variants:
             if fuzzy:
                 self._correct(toks)
-            found.extend(self._search_tokens(text, toks))
+            self._search_tokens(text, toks, found)
         return found
 
     def _correct(self, toks: list[Token]) -> None:
@@ -566,9 +650,9 @@ class PhraseLists:
                     cache[w] = fixed
             t.text = fixed
 
-    def _search_tokens(self, text: str, toks: list[Token]) -> list[Hit]:
+    def _search_tokens(self, text: str, toks: list[Token], found: dict[int, list[_Place]]) -> None:
         if not toks:
-            return []
+            return
         line = " " + " ".join(t.text for t in toks) + " "
         starts, pos = [], 1
         for t in toks:
@@ -585,15 +669,13 @@ class PhraseLists:
             if _EXCEPTION in refs:
                 masked.append((first, last))
             raw.append((first, last, refs))
-        out = []
         for first, last, refs in raw:
-            if any(a <= last and first <= b for a, b in masked):
+            if masked and any(a <= last and first <= b for a, b in masked):
                 continue
             s, e = toks[first].start, toks[last].end
             for ref in refs:
                 if ref != _EXCEPTION:
-                    out.append(Hit(ref // 16, ref % 16, s, e, text[s:e]))
-        return out
+                    found.setdefault(ref, []).append((s, e, text[s:e]))
 
     # -- page text ----------------------------------------------------------------------------------
     def content_hits(self, text: str) -> tuple[str, list[Hit]]:
@@ -608,18 +690,21 @@ class PhraseLists:
             if _EXCEPTION in refs:
                 masked.append((start, end))
             raw.append((start, end, refs))
-        # An entry counts once: only the first unmasked place of each key is kept (a common word that is
-        # part of many combinations would otherwise make thousands of hits on a long page).
-        out, seen = [], set()
+        # At most a few places of each atom are kept: a common word that is part of many combinations
+        # would otherwise make thousands of hits on a long page.
+        found: dict[int, list[tuple[int, int, str]]] = {}
         for start, end, refs in raw:
-            if id(refs) in seen or (masked and any(a <= end and start <= b for a, b in masked)):
+            if masked and any(a <= end and start <= b for a, b in masked):
                 continue
-            seen.add(id(refs))
-            words = line[start:end + 1].strip()
+            words = None
             for ref in refs:
                 if ref != _EXCEPTION:
-                    out.append(Hit(ref // 16, ref % 16, start, end + 1, words))
-        return line, out
+                    places = found.setdefault(ref, [])
+                    if len(places) < _PLACES:
+                        if words is None:
+                            words = line[start:end + 1].strip()
+                        places.append((start, end + 1, words))
+        return line, self._entry_hits(found)
 
     def score_content(self, text: str, evidence_at: int | None = 0) -> list[Score]:
         """Scores of a page's text. For themes scoring at least ``evidence_at`` (None: none) the matched
@@ -674,77 +759,40 @@ class PhraseLists:
     # -- scores -------------------------------------------------------------------------------------
     def aggregate(self, found: list[Hit]) -> list[Score]:
         """Hits → scores: each entry counts once, when all its parts are present within
-        :data:`COMBO_SPAN` characters of each other; per theme the weights add up; themes with a positive
-        total, highest first."""
-        occurrences: dict[int, dict[int, list[Hit]]] = {}
+        :data:`COMBO_SPAN` characters of each other; per theme the weights add up (see :func:`_counted`);
+        themes with a positive total, highest first."""
+        occurrences: dict[int, dict[int, list[_Place]]] = {}
         for h in found:
-            occurrences.setdefault(h.entry, {}).setdefault(h.part, []).append(h)
-        parts: dict[int, list[Hit]] = {}
+            occurrences.setdefault(h.entry, {}).setdefault(h.part, []).append((h.start, h.end, h.words))
+        matched = []
         for i, got in occurrences.items():
-            n = len(self.entries[i].parts)
+            e = self.entries[i]
+            n = len(e.parts)
             if len(got) < n:
                 continue
-            if n == 1:
-                parts[i] = [got[0][0]]
-            else:
-                near = _near_together(got)
-                if near:
-                    parts[i] = near
-        totals: dict[int, int] = {}
-        spans: dict[int, list[Hit]] = {}
-        phrases: dict[int, list[str]] = {}
-        # A phrase found inside a longer phrase of the same theme is not counted again: "how to kill
-        # myself" scores as itself, not plus "kill myself" — so a benign context word can outweigh it.
-        # Likewise a combination all of whose parts lie inside one such phrase.
-        singles = [(h.start, h.end, self.entry_theme[i], i) for i, got in parts.items()
-                   if len(self.entries[i].parts) == 1 and self.entries[i].weight > 0 for h in got]
-        inside = set()
-        for i, got in parts.items():
-            e = self.entries[i]
-            if e.weight <= 0:
-                continue
-            s, end, t = min(h.start for h in got), max(h.end for h in got), self.entry_theme[i]
-            combo = len(e.parts) > 1
-            if any(t2 == t and i2 != i and s2 <= s and end <= e2 and (combo or (e2 - s2) > (end - s))
-                   for s2, e2, t2, i2 in singles):
-                inside.add(i)
-        # Concept rules come in tiers ("make"+"bomb" 70, then "how to"+"make"+"bomb" 90): one whose words
-        # all lie within the words of a weightier rule of the same theme is not counted again — so the
-        # tiers do not add up past what a benign context word can take back.
-        # A plain phrase whose words a concept rule also covers counts once too (the larger of the two).
-        positive = [i for i in parts if self.entries[i].weight > 0 and i not in inside]
-        for i in positive:
-            e = self.entries[i]
-            t, mine = self.entry_theme[i], parts[i]
-            rank = (e.weight, len(e.parts), sum(h.end - h.start for h in mine), -i)
-            for j in positive:
-                if j == i or j in inside or self.entry_theme[j] != t:
-                    continue
-                other, f = self.entries[j], parts[j]
-                if not (e.concept or other.concept):
-                    continue
-                if (other.weight, len(other.parts), sum(h.end - h.start for h in f), -j) > rank and \
-                        all(any(g.start <= h.start and h.end <= g.end for g in f) for h in mine):
-                    inside.add(i)
-                    break
-        for i, got in parts.items():
-            if i in inside:
-                continue
-            e = self.entries[i]
-            t = self.entry_theme[i]
-            totals[t] = totals.get(t, 0) + e.weight
-            if e.weight > 0:
-                spans.setdefault(t, []).extend(got)
-                phrases.setdefault(t, []).append(",".join(p.text for p in e.parts))
+            near = [got[0][0]] if n == 1 else _near_places([got[j] for j in range(n)])
+            if near:
+                matched.append((i, e, [Hit(i, j, s, end, w) for j, (s, end, w) in enumerate(near)]))
+        return self._scores(matched)
+
+    def _scores(self, matched: list[tuple[int, Entry, list[Hit]]]) -> list[Score]:
+        by_theme: dict[int, list[tuple[int, Entry, list[Hit]]]] = {}
+        for m in matched:
+            by_theme.setdefault(self.entry_theme[m[0]], []).append(m)
         out = []
-        for t, total in totals.items():
-            if total <= 0 or t not in spans:
+        for t, ms in by_theme.items():
+            if len(ms) > 1:
+                ms = _counted(ms)
+            total = sum(e.weight for _, e, _ in ms)
+            spans = [h for _, e, hits in ms if e.weight > 0 for h in hits]
+            if total <= 0 or not spans:
                 continue
             words: list[str] = []
-            for h in sorted(spans[t], key=lambda h: (h.start, -h.end)):
+            for h in sorted(spans, key=lambda h: (h.start, -h.end)):
                 if h.words not in words and not any(h.words in w for w in words):
                     words.append(h.words)
-            out.append(Score(self.themes[t].theme, total, tuple(words), tuple(phrases[t])))
+            phrases = tuple(",".join(p.text for p in e.parts) for _, e, _ in ms if e.weight > 0)
+            out.append(Score(self.themes[t].theme, total, tuple(words), phrases))
         return sorted(out, key=lambda s: -s.score)
 
     def label(self, theme: str) -> str:
@@ -774,7 +822,7 @@ def load_phrase_lists(root: Path) -> PhraseLists:
         seen: set = set()
         unique = []
         for e in tl.entries:
-            key = tuple(tuple((f.words, f.left, f.right) for f in p.forms) for p in e.parts)
+            key = tuple(tuple((f[WORDS], f[LEFT], f[RIGHT]) for f in p.forms) for p in e.parts)
             if key not in seen:
                 seen.add(key)
                 unique.append(e)
