@@ -47,6 +47,7 @@ FUZZY_MIN = 6  # list words at least this long also match with one letter wrong,
 GLUE_MIN = 8   # multi-word phrases this long also match run together ("killmyself")
 COMBO_SPAN = 120  # characters within which all parts of a combination must lie
 _PLACES = 16      # places of one atom kept from a page
+_WINDOWS = 64     # stretches of a page searched again around anchors
 _EVIDENCE_WINDOW = 3000  # characters either side of a content match searched for the words as written
 
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "@": "a",
@@ -89,7 +90,31 @@ _DIACRITICS = re.compile("[\u0300-\u036f\u0483-\u0489\u0591-\u05c7\u0610-\u061a\
 #: Content path: ASCII punctuation, symbols and controls become spaces (bytes.translate, at C speed).
 _BYTE_SPACES = bytes(c if (48 <= c <= 57 or 97 <= c <= 122) else (c + 32 if 65 <= c <= 90 else 32)
                      for c in range(128)) + bytes(range(128, 256))
+_SPACES = re.compile(r"\s{2,}|[\t\n\r\f\v]")
 _UNICODE_PUNCT = "“”‘’«»—–…،؟؛·•¡¿„‚‹›\u00a0\u200b\u2019"
+
+
+#: Words common on any page, in the languages of the lists: a part made only of these is never the
+#: anchor a page is searched for (see :meth:`PhraseLists.content_hits`).
+_EVERYDAY = frozenset("""
+a about after all also am an and any are as at be because been before but by can cant could did do does
+dont down each for from get gets getting go going got had has have he her here him his how i if im in into
+is it its just know like me more most my no not now of off on one only or other our out over own people
+she should so some than that the their them then there these they this those through to too up very was we
+were what when where which who why will with would you your make made take took give want need use used
+find say said tell see look time day year way thing new old good bad best first last long little big high
+right back still even much many well really always never every everyone someone anyone nobody something
+school class lesson teacher student pupil homework work home house family friend friends mum mom dad
+parents brother sister kid kids child children boy boys girl girls man men woman women person world life
+online internet video videos photo photos picture pictures pic pics game games play phone app website
+site page free help news story read write book food money buy shop near today tomorrow night week lunch
+trip team report explain explained brought packed built
+el la los las un una de del y que en por para con se su es como pero mas muy no si yo mi me te lo le
+os as um uma do da dos das e em na com sem seu sua ser mais nao eu meu minha
+w z na do nie sie to jak ze co jest ale czy tak ja ty mnie mi go dla od po za o u
+si cu pe din nu da eu el ea ce cum sa mai dar sau
+ir ne kaip kad tai as su is
+""".split())
 
 
 class PhraseError(ValueError):
@@ -189,7 +214,7 @@ def content_string(text: str) -> str:
         for p in _UNICODE_PUNCT:
             if p in text:
                 text = text.replace(p, " ")
-    return " " + " ".join(text.split()) + " "
+    return " " + _SPACES.sub(" ", text).strip() + " "
 
 
 def _near(a: str, b: str) -> bool:
@@ -223,11 +248,12 @@ WORDS, PLAIN, LEFT, RIGHT = range(4)
 @dataclass(frozen=True, slots=True)
 class Phrase:
     text: str                    # as written in the list
-    forms: tuple[Form, ...]      # what it matches (one, or the expansion of its term sets)
+    forms: tuple[Form, ...]      # what it matches (one spelling, or the members of a term set)
+    seq: tuple["Phrase", ...] = ()  # a template ("< @i @want to @die >"): these, one after another
 
     @property
     def words(self) -> tuple[str, ...]:
-        return self.forms[0][WORDS]
+        return tuple(w for p in self.seq for w in p.forms[0][WORDS]) if self.seq else self.forms[0][WORDS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +265,7 @@ class Entry:
     concept: bool = field(init=False)   # written with term sets, inflections or stems: one of a tier
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "concept", any(len(p.forms) > 1 or "@" in p.text for p in self.parts))
+        object.__setattr__(self, "concept", any(p.seq or len(p.forms) > 1 or "@" in p.text for p in self.parts))
 
 
 @dataclass
@@ -327,21 +353,39 @@ def _expand(raw: str, sets: dict[str, list[str]], where: str, _seen: tuple[str, 
 
 def _phrase(raw: str, sets: dict[str, list[str]] | None = None, where: str = "") -> Phrase | None:
     """One ``<...>`` part. Spaces inside the brackets are literal, as in E2Guardian: ``< x >`` whole
-    words, ``< x>`` a word start (a stem), ``<x>`` anywhere; a term set (``@name``) or a word written
-    ``word~`` or ``stem*`` makes the part whole-word unless the member is a stem."""
-    templated = "@" in raw or "~" in raw or raw.strip().endswith("*")
-    left = raw.startswith(" ") or templated
-    right_space = raw.endswith(" ") or templated
-    spellings = _expand(raw, sets or {}, where) if templated else [(*_normal(raw.strip()), True)]
-    forms, seen = [], set()
-    for words, plain, right in spellings:
-        if not words:
-            continue
-        f = (words, plain, left, right_space and right)
-        if f not in seen:
-            seen.add(f)
-            forms.append(f)
-    return Phrase(raw.strip(), tuple(forms)) if forms else None
+    words, ``< x>`` a word start (a stem), ``<x>`` anywhere. A template — with a term set (``@name``)
+    or a word written ``word~`` or ``stem*`` — is whole words, a sequence of pieces each matched on its
+    own (the sets' members are not multiplied out: "< @i @want to @die >" is four pieces in a row)."""
+    if not ("@" in raw or "~" in raw or raw.strip().endswith("*")):
+        words, plain = _normal(raw.strip())
+        return Phrase(raw.strip(), ((words, plain, raw.startswith(" "), raw.endswith(" ")),)) if words else None
+    pieces: list[str] = []
+    literal: list[str] = []
+    for tok in raw.split():
+        if tok.startswith("@") or tok.endswith(("~", "*")):
+            if literal:
+                pieces.append(" ".join(literal))
+                literal = []
+            pieces.append(tok)
+        else:
+            literal.append(tok)
+    if literal:
+        pieces.append(" ".join(literal))
+    seq = []
+    for piece in pieces:
+        forms, seen = [], set()
+        for words, plain, right in _expand(piece, sets or {}, where):
+            f = (words, plain, True, right)
+            if words and f not in seen:
+                seen.add(f)
+                forms.append(f)
+        if forms:
+            seq.append(Phrase(piece, tuple(forms)))
+    if not seq:
+        return None
+    if len(seq) == 1:
+        return Phrase(raw.strip(), seq[0].forms)
+    return Phrase(raw.strip(), (), tuple(seq))
 
 
 def read_sets(path: Path, sets: dict[str, list[str]]) -> None:
@@ -416,7 +460,7 @@ def parse_exceptions(path: Path) -> list[Phrase]:
     return out
 
 
-_Place = tuple[int, int, str]   # start, end, the words there
+_Place = tuple[int, int, str, int, int]   # start, end, the words there, its first unit, the next unit
 
 
 def _near_places(places: list[list[_Place]], span: int = 0) -> list[_Place] | None:
@@ -441,6 +485,17 @@ def _near_places(places: list[list[_Place]], span: int = 0) -> list[_Place] | No
                 del count[p]
             lo += 1
     return None
+
+
+def _in_a_row(pieces: list[list[_Place]], text: str, limit: int = _PLACES) -> list[_Place]:
+    """Places where the pieces of a template follow one another, word after word (a place's fourth
+    field is where it starts, its fifth where the next word must start)."""
+    chains = [(p[0], p[1], p[3], p[4]) for p in pieces[0]]
+    for places in pieces[1:]:
+        chains = [(c[0], q[1], c[2], q[4]) for c in chains for q in places if q[3] == c[3]][:limit]
+        if not chains:
+            return []
+    return [(s, e, text[s:e], first, nxt) for s, e, first, nxt in chains]
 
 
 def _counted(matched: list[tuple[int, Entry, list[Hit]]]) -> list[tuple[int, Entry, list[Hit]]]:
@@ -504,26 +559,35 @@ class PhraseLists:
         # is looked at only when its anchor — its atom shared by the fewest entries — is found.
         atom_of: dict[tuple, int] = {}
         self.atoms: list[Phrase] = []
-        self.entry_atoms: list[tuple[int, ...]] = []
+        self.entry_parts: list[tuple[tuple[int, ...], ...]] = []   # per part, its atoms in a row
+        self.entry_atoms: list[tuple[int, ...]] = []               # every atom an entry needs
         for e in self.entries:
-            ids = []
+            parts = []
             for p in e.parts:
-                key = tuple((f[WORDS], f[LEFT], f[RIGHT]) for f in p.forms)
-                if key not in atom_of:
-                    atom_of[key] = len(self.atoms)
-                    self.atoms.append(p)
-                ids.append(atom_of[key])
-            self.entry_atoms.append(tuple(ids))
+                ids = []
+                for piece in p.seq or (p,):
+                    key = tuple((f[WORDS], f[LEFT], f[RIGHT]) for f in piece.forms)
+                    if key not in atom_of:
+                        atom_of[key] = len(self.atoms)
+                        self.atoms.append(piece)
+                    ids.append(atom_of[key])
+                parts.append(tuple(ids))
+            self.entry_parts.append(tuple(parts))
+            self.entry_atoms.append(tuple(dict.fromkeys(a for part in parts for a in part)))
         users: dict[int, int] = {}
         for ids in self.entry_atoms:
             for a in set(ids):
                 users[a] = users.get(a, 0) + 1
         self._anchored: dict[int, list[int]] = {}
         for i, ids in enumerate(self.entry_atoms):
-            anchor = min(ids, key=lambda a: (users[a], -len(self.atoms[a].forms)))
+            anchor = min(ids, key=lambda a: (self._everyday(a), users[a]))
             self._anchored.setdefault(anchor, []).append(i)
         self._typed = self._automaton(lambda f: f[WORDS], glue=True)
         self._content = self._automaton(lambda f: f[PLAIN], glue=False)
+        # Pages are searched for anchors only, then the text around each anchor for the other parts of
+        # its combinations: everyday words ("school", "how to") are parts of many rules and occur
+        # thousands of times on a long page.
+        self._page = self._automaton(lambda f: f[PLAIN], glue=False, only=set(self._anchored))
         # Misspelling index: every one-letter deletion of every long list word → the words it came from.
         self.vocabulary: set[str] = {w for p in self.atoms for f in p.forms for w in f[WORDS]}
         self._protected = {w for p in exceptions for f in p.forms for w in f[WORDS]}  # never "corrected"
@@ -535,7 +599,11 @@ class PhraseLists:
         self._deletes: dict[str, tuple[str, ...]] = {d: tuple(ws) for d, ws in deletes.items()}
         self._corrections: dict[str, str] = {}
 
-    def _automaton(self, words_of, glue: bool) -> ahocorasick.Automaton:
+    def _everyday(self, atom: int) -> int:
+        """How many of an atom's spellings are made of everyday words only (common in any page)."""
+        return sum(1 for f in self.atoms[atom].forms if all(w in _EVERYDAY or len(w) <= 2 for w in f[PLAIN]))
+
+    def _automaton(self, words_of, glue: bool, only: set[int] | None = None) -> ahocorasick.Automaton:
         keys: dict[str, list[int]] = {}
 
         def add(key: str, ref: int) -> None:
@@ -544,6 +612,8 @@ class PhraseLists:
                 refs.append(ref)
 
         for a, p in enumerate(self.atoms):
+            if only is not None and a not in only:
+                continue
             for f in p.forms:
                 words = words_of(f)
                 if not words:
@@ -565,34 +635,36 @@ class PhraseLists:
             a.make_automaton()
         return a
 
-    def _entry_hits(self, found: dict[int, list[_Place]]) -> list[Hit]:
+    def _part_places(self, atoms: tuple[int, ...], found: dict[int, list[_Place]], text: str) -> list[_Place]:
+        return found[atoms[0]] if len(atoms) == 1 else _in_a_row([found[a] for a in atoms], text)
+
+    def _entry_hits(self, found: dict[int, list[_Place]], text: str) -> list[Hit]:
         """Atom places → a hit for each place of each part of each entry all of whose parts were found."""
         out: list[Hit] = []
-        anchored, entry_atoms = self._anchored, self.entry_atoms
         for a in found:
-            for i in anchored.get(a, ()):
-                ids = entry_atoms[i]
-                if len(ids) == 1:
-                    out.extend(Hit(i, 0, s, e, w) for s, e, w in found[a])
-                elif all(x in found for x in ids):
-                    for j, x in enumerate(ids):
-                        out.extend(Hit(i, j, s, e, w) for s, e, w in found[x])
+            for i in self._anchored.get(a, ()):
+                if all(x in found for x in self.entry_atoms[i]):
+                    for j, part in enumerate(self.entry_parts[i]):
+                        out.extend(Hit(i, j, pl[0], pl[1], pl[2]) for pl in self._part_places(part, found, text))
         return out
 
-    def _matched(self, found: dict[int, list[_Place]]) -> list[tuple[int, Entry, list[Hit]]]:
+    def _matched(self, found: dict[int, list[_Place]], text: str) -> list[tuple[int, Entry, list[Hit]]]:
         """Atom places → each entry whose parts are all found near each other, with one hit per part."""
         out = []
-        anchored, entry_atoms, entries = self._anchored, self.entry_atoms, self.entries
-        for a, places in found.items():
-            for i in anchored.get(a, ()):
-                ids = entry_atoms[i]
-                if len(ids) == 1:
-                    s, e, w = places[0]
+        entries, entry_parts = self.entries, self.entry_parts
+        for a in found:
+            for i in self._anchored.get(a, ()):
+                parts = entry_parts[i]
+                if len(parts) == 1 and len(parts[0]) == 1:
+                    s, e, w = found[a][0][:3]
                     out.append((i, entries[i], [Hit(i, 0, s, e, w)]))
-                elif all(x in found for x in ids):
-                    near = _near_places([found[x] for x in ids])
+                elif all(x in found for x in self.entry_atoms[i]):
+                    places = [self._part_places(part, found, text) for part in parts]
+                    if not all(places):
+                        continue
+                    near = places[0][:1] if len(places) == 1 else _near_places(places)
                     if near:
-                        out.append((i, entries[i], [Hit(i, j, s, e, w) for j, (s, e, w) in enumerate(near)]))
+                        out.append((i, entries[i], [Hit(i, j, pl[0], pl[1], pl[2]) for j, pl in enumerate(near)]))
         return out
 
     @property
@@ -604,13 +676,15 @@ class PhraseLists:
         """Scores per theme (only themes with a positive score), highest first."""
         if not text or not self.entries:
             return []
-        return self._scores(self._matched(self._found(text[:MAX_TEXT], fuzzy)))
+        text = text[:MAX_TEXT]
+        return self._scores(self._matched(self._found(text, fuzzy), text))
 
     def hits(self, text: str, fuzzy: bool = True, limit: int = MAX_TEXT) -> list[Hit]:
         """Every part of every entry found in ``text`` (with the original words), exceptions applied."""
         if not text or not self.entries:
             return []
-        return self._entry_hits(self._found(text[:limit], fuzzy))
+        text = text[:limit]
+        return self._entry_hits(self._found(text, fuzzy), text)
 
     def _found(self, text: str, fuzzy: bool) -> dict[int, list[_Place]]:
         found: dict[int, list[_Place]] = {}
@@ -620,10 +694,10 @@ class PhraseLists:
             split = tokenise(text, join_intra=False)
             if len(split) != len(joined):
                 variants.append(split)
-        for toks in variants:
+        for n, toks in enumerate(variants):
             if fuzzy:
                 self._correct(toks)
-            self._search_tokens(text, toks, found)
+            self._search_tokens(text, toks, found, n * (MAX_TEXT + 1))
         return found
 
     def _correct(self, toks: list[Token]) -> None:
@@ -650,7 +724,9 @@ class PhraseLists:
                     cache[w] = fixed
             t.text = fixed
 
-    def _search_tokens(self, text: str, toks: list[Token], found: dict[int, list[_Place]]) -> None:
+    def _search_tokens(self, text: str, toks: list[Token], found: dict[int, list[_Place]], base: int) -> None:
+        """Atoms found in the tokens, as places (span in ``text``, the words there, and token numbers —
+        ``base`` apart for each tokenisation, so that pieces of a template only chain within one)."""
         if not toks:
             return
         line = " " + " ".join(t.text for t in toks) + " "
@@ -675,36 +751,64 @@ class PhraseLists:
             s, e = toks[first].start, toks[last].end
             for ref in refs:
                 if ref != _EXCEPTION:
-                    found.setdefault(ref, []).append((s, e, text[s:e]))
+                    found.setdefault(ref, []).append((s, e, text[s:e], base + first, base + last + 1))
 
     # -- page text ----------------------------------------------------------------------------------
     def content_hits(self, text: str) -> tuple[str, list[Hit]]:
         """Hits in page text (exact spelling after folding): (the normal form searched, hits with spans
-        in it). Bounded: at most :data:`MAX_CONTENT` characters are read."""
+        in it). Bounded: at most :data:`MAX_CONTENT` characters are read, a few places of each atom kept
+        and at most :data:`_WINDOWS` stretches around anchors searched again for combinations."""
         line = content_string(text[:MAX_CONTENT])
         if not self.entries:
             return line, []
+        found = self._page_places(self._page, line, 0)
+        # Around each anchor of a combination, the other parts.
+        stretches: list[list[int]] = []
+        for a, places in found.items():
+            if any(len(self.entry_atoms[i]) > 1 for i in self._anchored.get(a, ())):
+                for s, e, *_ in places:
+                    stretches.append([max(0, s - COMBO_SPAN), e + COMBO_SPAN])
+        if stretches:
+            stretches.sort()
+            merged = [stretches[0]]
+            for s, e in stretches[1:]:
+                if s <= merged[-1][1]:
+                    merged[-1][1] = max(merged[-1][1], e)
+                else:
+                    merged.append([s, e])
+            for s, e in merged[:_WINDOWS]:
+                for atom, places in self._page_places(self._content, line[s:e], s).items():
+                    have = found.setdefault(atom, [])
+                    for pl in places:
+                        if pl not in have and len(have) < _PLACES:
+                            have.append(pl)
+        return line, self._entry_hits(found, line)
+
+    @staticmethod
+    def _page_places(automaton: ahocorasick.Automaton, line: str, offset: int) -> dict[int, list[_Place]]:
         raw, masked = [], []
-        for end, (length, refs) in self._content.iter(line):
+        for end, (length, refs) in automaton.iter(line):
             start = end - length + 1
             if _EXCEPTION in refs:
                 masked.append((start, end))
             raw.append((start, end, refs))
-        # At most a few places of each atom are kept: a common word that is part of many combinations
-        # would otherwise make thousands of hits on a long page.
-        found: dict[int, list[tuple[int, int, str]]] = {}
+        found: dict[int, list[_Place]] = {}
         for start, end, refs in raw:
             if masked and any(a <= end and start <= b for a, b in masked):
                 continue
-            words = None
+            place = None
             for ref in refs:
                 if ref != _EXCEPTION:
                     places = found.setdefault(ref, [])
                     if len(places) < _PLACES:
-                        if words is None:
-                            words = line[start:end + 1].strip()
-                        places.append((start, end + 1, words))
-        return line, self._entry_hits(found)
+                        if place is None:
+                            s = start + 1 if line[start] == " " else start
+                            e = end if line[end] == " " else end + 1
+                            after = line.find(" ", e)
+                            place = (offset + s, offset + e, line[s:e], offset + s,
+                                     offset + (after + 1 if after >= 0 else len(line) + 1))
+                        places.append(place)
+        return found
 
     def score_content(self, text: str, evidence_at: int | None = 0) -> list[Score]:
         """Scores of a page's text. For themes scoring at least ``evidence_at`` (None: none) the matched
@@ -822,7 +926,8 @@ def load_phrase_lists(root: Path) -> PhraseLists:
         seen: set = set()
         unique = []
         for e in tl.entries:
-            key = tuple(tuple((f[WORDS], f[LEFT], f[RIGHT]) for f in p.forms) for p in e.parts)
+            key = tuple(tuple(tuple((f[WORDS], f[LEFT], f[RIGHT]) for f in x.forms) for x in p.seq or (p,))
+                        for p in e.parts)
             if key not in seen:
                 seen.add(key)
                 unique.append(e)
