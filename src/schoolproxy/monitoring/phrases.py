@@ -1,18 +1,27 @@
-"""Weighted phrase lists per safeguarding theme, and scoring text against them through one compiled
-Aho-Corasick automaton (pyahocorasick): every phrase of every theme and language is found in a single
+"""Weighted phrase lists per safeguarding theme, and scoring text against them through compiled
+Aho-Corasick automata (pyahocorasick): every phrase of every theme and language is found in a single
 pass over the text, whatever the number of phrases.
 
-Files are E2Guardian/DansGuardian weighted phrase lists, imported unchanged::
+Files are E2Guardian/DansGuardian weighted phrase lists, imported unchanged, plus concept rules::
 
     #listcategory: "Self-harm and suicide"
-    < how to kill myself ><100>        spaces inside the brackets: whole words only
-    <pills>,<overdose><60>             all parts must appear (anywhere in the text)
+    < how to kill myself ><100>        spaces inside the brackets are literal: whole words
+    <pills>,<overdose><60>             all parts must appear, near each other (one query or sentence)
     < suicide prevention ><-40>        negative: benign context lowers the score
     .Include</path/to/other/list>
+    @pills = pills | paracetamol | ibuprofen      a term set (extended wherever it is named again)
+    <@pills>,<@lethal><80>             a member of each set, near each other, in any order
+    < @i @desire @deadstate ><100>     a template: a member of each, one after another
+    < cut~ myself >  < samobój* >      English inflections; a stem (a word start)
 
-``filterlists/phrases/<theme>/<language>.txt`` and ``exceptions.txt`` (``< kill a process >``: the words
-it covers are taken out before scoring — "kill a process" never scores, but "kill a process and kill
-myself" still does).
+``filterlists/phrases/<theme>/*.txt``, ``sets.txt`` (shared term sets) and ``exceptions.txt``
+(``< kill a process >``: the words it covers are taken out before scoring — "kill a process" never
+scores, but "kill a process and kill myself" still does).
+
+The index is built from *atoms*: each distinct part (a phrase, a term set, a piece of a template) is
+one set of automaton keys, found once however many rules use it; an entry is looked at only when its
+anchor — the atom shared by the fewest rules and least made of everyday words — is found. Templates are
+never multiplied out: their pieces are atoms, chained where they follow one another.
 
 Two ways in, one index:
 
@@ -22,9 +31,10 @@ Two ways in, one index:
   (``killmyself``); repeated letters (``diiie``); one-letter misspellings of longer words (``suicde``).
   Each match keeps the span of the original text it came from, so the evidence is the words **as typed**,
   never a list phrase the person did not type.
-- :meth:`PhraseLists.score_content` — a page or a reply (up to hundreds of KB): the same phrases, folded
-  for case, accents and punctuation with whole-string operations (no per-word Python), exact spelling.
-  The words shown for a theme are then recovered from the page text around the matches.
+- :meth:`PhraseLists.score_content` — a page or a reply (up to hundreds of KB): folded for case, accents
+  and punctuation with whole-string operations, exact spelling; the page is searched for anchors only,
+  and the text around an anchor of a combination for its other parts. The words shown for a theme are
+  then recovered from the page text around the matches.
 
 Words are matched on boundaries, so ``Scunthorpe`` and ``skill`` stay clean.
 """
