@@ -218,7 +218,8 @@ def test_tiers_of_one_concept_count_once_so_benign_context_can_take_them_back(tm
 @pytest.mark.parametrize("text,theme", [
     ("i really want to stop being alive", "self-harm"), ("would my friends even notice if i disappeared", "self-harm"),
     ("how many co codamol would be fatal", "self-harm"), ("he gives me robux if i send photos", "grooming"),
-    ("older guy says i shouldnt tell my mum about our chats", "grooming"), ("nobody wants to be my partner in class", "bullying"),
+    ("older guy says i shouldnt tell my mum about our chats", "grooming"),
+    ("nobody wants to be my partner in class", "bullying"),
     ("best knife to keep in my school bag for protection", "weapons"), ("where to buy thc gummies uk", "drugs"),
     ("how to get around goguardian", "circumvention"), ("how to hide skipping meals from parents", "eating-disorders"),
     ("trans people are freaks", "hate"), ("im going to beat him up tomorrow", "violence"),

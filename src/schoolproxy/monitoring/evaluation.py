@@ -4,8 +4,10 @@ The corpus (``tests/data/detection_corpus.tsv``) holds what pupils type — conc
 theme in their own phrasing, slang, misspellings and languages, and benign look-alikes — one per line:
 ``text<TAB>themes<TAB>language<TAB>split<TAB>note`` (``themes``: comma-separated, or ``none``; ``split``:
 ``dev`` is what the lists were checked against; ``seen-holdout`` and ``seen-holdout-2`` were written apart,
-their misses seen once and the lists then widened by concept; ``holdout`` was written after the lists were
-final and ``holdout2`` before detection was widened beyond exact phrases; neither is ever tuned to).
+their misses seen once and the lists then widened by concept; ``holdout`` was written after the first
+lists were final (some of its misses were known when the concept rules were written); ``holdout2`` was
+written before the concept rules existed and is never tuned to — its misses are listed only with
+``--show-held-out``).
 
 A concerning query counts as found when an alert is raised for one of its themes at the threshold; a
 benign query that raises any alert is a false alert. Per theme, each (query, theme) pair counts.
@@ -26,8 +28,9 @@ CORPUS = ROOT / "tests" / "data" / "detection_corpus.tsv"
 _SPLITS = {"dev": "checked while writing the lists",
            "seen-holdout": "written apart; first look 87.6% recall, then the lists were widened by concept",
            "seen-holdout-2": "written apart later; first look 72.1% recall, then widened by concept again",
-           "holdout": "written after the lists were final, never tuned to: the honest estimate",
-           "holdout2": "written from the concept before the engine was widened to generalise, never tuned to"}
+           "holdout": "written after the first lists were final; some of its misses were known when concept "
+                      "rules were written, so no longer unseen",
+           "holdout2": "written before concept rules existed and never tuned to: the honest estimate"}
 
 
 @dataclass(frozen=True, slots=True)
