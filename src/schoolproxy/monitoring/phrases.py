@@ -100,7 +100,8 @@ _DIACRITICS = re.compile("[\u0300-\u036f\u0483-\u0489\u0591-\u05c7\u0610-\u061a\
 #: Content path: ASCII punctuation, symbols and controls become spaces (bytes.translate, at C speed).
 _BYTE_SPACES = bytes(c if (48 <= c <= 57 or 97 <= c <= 122) else (c + 32 if 65 <= c <= 90 else 32)
                      for c in range(128)) + bytes(range(128, 256))
-_SPACES = re.compile(r"\s{2,}|[\t\n\r\f\v]")
+_SPACE_RUNS = re.compile(" {2,}")
+_WHITESPACE = re.compile(r"\s+")
 _UNICODE_PUNCT = "“”‘’«»—–…،؟؛·•¡¿„‚‹›\u00a0\u200b\u2019"
 
 
@@ -218,13 +219,14 @@ def content_string(text: str) -> str:
     are space-delimited)."""
     text = fold(text)
     if text.isascii():
-        text = text.encode().translate(_BYTE_SPACES).decode()
+        text = _SPACE_RUNS.sub(" ", text.encode().translate(_BYTE_SPACES).decode())
     else:
         text = text.encode("utf-8", "surrogatepass").translate(_BYTE_SPACES).decode("utf-8", "replace")
         for p in _UNICODE_PUNCT:
             if p in text:
                 text = text.replace(p, " ")
-    return " " + _SPACES.sub(" ", text).strip() + " "
+        text = _WHITESPACE.sub(" ", text)
+    return " " + text.strip(" ") + " "
 
 
 def _near(a: str, b: str) -> bool:
