@@ -120,7 +120,7 @@ def test_words_run_together(lists):
 
 def test_evidence_is_the_span_as_typed_with_its_own_case_and_spelling(lists):
     [s] = lists.score("pls HOW 2 K1LL MYSELF??")
-    assert s.matched == ("K1LL MYSELF",)
+    assert s.matched == ("HOW 2 K1LL MYSELF",)
 
 
 @pytest.mark.parametrize("lang,text,theme", [
@@ -158,3 +158,83 @@ def test_content_path_finds_phrases_in_page_text_and_the_words_as_written(lists)
 
 def test_content_path_keeps_exceptions_and_boundaries(lists):
     assert not [s for s in lists.score_content("Scunthorpe skill kill a process killer whale " * 50) if s.score >= 60]
+
+
+# -- concept rules: term sets, templates, inflections, stems, nearness, tiers ------------------------------
+def concept_lists(tmp_path, rules: str, sets: str = ""):
+    root = tmp_path / "phrases"
+    (root / "t").mkdir(parents=True)
+    (root / "sets.txt").write_text(sets)
+    (root / "t" / "en.txt").write_text(rules)
+    return load_phrase_lists(root)
+
+
+def test_a_template_matches_every_phrasing_of_its_sets_and_shows_the_words_typed(tmp_path):
+    lists = concept_lists(tmp_path, "< @i @want @gone ><100>\n",
+                          "@i = i | im\n@want = want to | wanna\n@gone = die | stop existing\n")
+    for typed in ("i wanna die", "I want to stop existing", "pls im wanna DIE!!", "i wannaaa dieee"):
+        [s] = lists.score(typed)
+        assert s.score == 100, typed
+    assert lists.score("pls i WANT TO stop existing now")[0].matched == ("i WANT TO stop existing",)
+    assert lists.score("want to die") == [] and lists.score("i die want to") == []   # every piece, in order
+
+
+def test_a_set_named_again_is_extended_and_an_unknown_set_is_an_error_naming_the_line(tmp_path):
+    lists = concept_lists(tmp_path, "@gone = nie żyć\n< @gone ><60>\n", "@gone = die\n")
+    assert lists.score("die")[0].score == 60 and lists.score("nie zyc")[0].score == 60
+    with pytest.raises(PhraseError, match=r"en.txt:2: unknown term set @nope"):
+        concept_lists(tmp_path / "b", "# x\n< @nope ><60>\n")
+    with pytest.raises(PhraseError, match="refers to itself"):
+        concept_lists(tmp_path / "c", "< @a ><60>\n", "@a = x | @a\n")
+
+
+def test_inflections_and_stems(tmp_path):
+    lists = concept_lists(tmp_path, "< cut~ myself ><80>\n< samobój* ><40>\n< odblok>,< szkoł><60>\n")
+    for typed in ("cut myself", "cutting myself", "cuts myself", "cuting myself"):
+        assert lists.score(typed)[0].score == 80, typed
+    assert lists.score("cute myself") == []
+    assert lists.score("myśli samobójcze")[0].score == 40
+    assert lists.score("jak odblokować youtube w szkole")[0].score == 60       # < x> is a word start
+    assert lists.score("zodblokować szkoła") == []
+
+
+def test_a_combination_counts_only_when_its_parts_are_near_each_other(tmp_path):
+    lists = concept_lists(tmp_path, "<@gift>,<@pics><80>\n", "@gift = robux | gift card\n@pics = pics | photos\n")
+    assert lists.score("he gives me robux for pics")[0].score == 80
+    assert lists.score("photos of him. he said he'd get me a gift card")[0].score == 80   # either order
+    far = "robux " + "and then we played the game for a long time, talked about school and homework " * 3 + "pics"
+    assert lists.score(far) == []
+    assert lists.score_content(far) == [] and lists.score_content(f"<p>{far}</p> robux for pics")[0].score == 80
+
+
+def test_tiers_of_one_concept_count_once_so_benign_context_can_take_them_back(tmp_path):
+    lists = concept_lists(tmp_path, "<@make>,< bomb ><70>\n<@how>,<@make>,< bomb ><90>\n< minecraft ><-60>\n",
+                          "@make = make~ | build~\n@how = how to | how do i\n")
+    assert lists.score("how to make a bomb")[0].score == 90
+    assert lists.score("make a bomb")[0].score == 70
+    assert lists.score("how to make a bomb in minecraft")[0].score == 30
+
+
+@pytest.mark.parametrize("text,theme", [
+    ("i really want to stop being alive", "self-harm"), ("would my friends even notice if i disappeared", "self-harm"),
+    ("how many co codamol would be fatal", "self-harm"), ("he gives me robux if i send photos", "grooming"),
+    ("older guy says i shouldnt tell my mum about our chats", "grooming"),
+    ("nobody wants to be my partner in class", "bullying"),
+    ("best knife to keep in my school bag for protection", "weapons"), ("where to buy thc gummies uk", "drugs"),
+    ("how to get around goguardian", "circumvention"), ("how to hide skipping meals from parents", "eating-disorders"),
+    ("trans people are freaks", "hate"), ("im going to beat him up tomorrow", "violence"),
+    ("pocięłam się wczoraj", "self-harm"), ("cómo dejar de comer para adelgazar", "eating-disorders"),
+])
+def test_concept_rules_find_phrasings_no_list_spells_out(lists, text, theme):
+    assert any(s.theme == theme and s.score >= 60 for s in lists.score(text)), lists.score(text)
+
+
+@pytest.mark.parametrize("text", [
+    "my feet are killing me", "how to use instagram filters", "why did hitler hate the jews",
+    "how to make a bomb in minecraft", "i cut my hand cooking", "i burnt myself on the oven",
+    "how to write a goodbye card for my teacher", "how many paracetamol can i take for a headache",
+    "can dogs die from eating chocolate", "buy a knife set for my mum", "everyone hates mondays",
+    "kupić trawę z rolki do ogrodu", "why do i feel sick after eating", "the fastest train in the world",
+])
+def test_everyday_senses_of_the_concept_words_do_not(lists, text):
+    assert top(lists, text)[1] < 60, lists.score(text)

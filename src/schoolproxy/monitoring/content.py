@@ -230,8 +230,9 @@ class StreamScore:
 
     lists: PhraseLists
     overlap: int = 200
+    places: int = 4   # the latest few places of each part are kept: a combination's parts must be near
     _tail: str = ""
-    _hits: dict[tuple[int, int], Hit] = field(default_factory=dict)
+    _hits: dict[tuple[int, int], list[Hit]] = field(default_factory=dict)
     _offset: int = 0
     chars: int = 0
 
@@ -241,16 +242,18 @@ class StreamScore:
         window = self._tail + piece
         base = self._offset - len(self._tail)
         for h in self.lists.hits(window, fuzzy=False, limit=len(window)):
-            key = (h.entry, h.part)
-            if key not in self._hits:
-                self._hits[key] = Hit(h.entry, h.part, base + h.start, base + h.end, h.words)
+            kept = self._hits.setdefault((h.entry, h.part), [])
+            start = base + h.start
+            if all(k.start != start for k in kept):
+                kept.append(Hit(h.entry, h.part, start, base + h.end, h.words))
+                del kept[:-self.places]
         self._offset += len(piece)
         self.chars += len(piece)
         self._tail = window[-self.overlap:]
         return self.scores()
 
     def scores(self) -> list[Score]:
-        return self.lists.aggregate(list(self._hits.values()))
+        return self.lists.aggregate([h for kept in self._hits.values() for h in kept])
 
 
 # -- what to do -------------------------------------------------------------------------------------

@@ -4,8 +4,10 @@ The corpus (``tests/data/detection_corpus.tsv``) holds what pupils type — conc
 theme in their own phrasing, slang, misspellings and languages, and benign look-alikes — one per line:
 ``text<TAB>themes<TAB>language<TAB>split<TAB>note`` (``themes``: comma-separated, or ``none``; ``split``:
 ``dev`` is what the lists were checked against; ``seen-holdout`` and ``seen-holdout-2`` were written apart,
-their misses seen once and the lists then widened by concept; ``holdout`` was written after the lists were
-final and is never tuned to).
+their misses seen once and the lists then widened by concept; ``holdout`` was written after the first
+lists were final (some of its misses were known when the concept rules were written); ``holdout2`` was
+written before the concept rules existed and is never tuned to — its misses are listed only with
+``--show-held-out``).
 
 A concerning query counts as found when an alert is raised for one of its themes at the threshold; a
 benign query that raises any alert is a false alert. Per theme, each (query, theme) pair counts.
@@ -26,7 +28,9 @@ CORPUS = ROOT / "tests" / "data" / "detection_corpus.tsv"
 _SPLITS = {"dev": "checked while writing the lists",
            "seen-holdout": "written apart; first look 87.6% recall, then the lists were widened by concept",
            "seen-holdout-2": "written apart later; first look 72.1% recall, then widened by concept again",
-           "holdout": "written after the lists were final, never tuned to: the honest estimate"}
+           "holdout": "written after the first lists were final; some of its misses were known when concept "
+                      "rules were written, so no longer unseen",
+           "holdout2": "written before concept rules existed and never tuned to: the honest estimate"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--phrases", default=str(ROOT / "filterlists" / "phrases"))
     p.add_argument("--corpus", default=str(CORPUS))
     p.add_argument("--quiet", action="store_true", help="figures only, not each miss and false alert")
+    p.add_argument("--show-held-out", action="store_true",
+                   help="also list the misses of the held-out splits (look once, at the end: a list widened "
+                        "to fix them no longer measures anything)")
     args = p.parse_args(argv)
     threshold = pupil_threshold(Path(args.config))
     lists = load_phrase_lists(Path(args.phrases))
@@ -143,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     for split in [s for s in _SPLITS if any(q.split == s for q in queries)]:
         report(evaluate(lists, [q for q in queries if q.split == split], threshold),
                f"{split} ({_SPLITS[split]})",
-               details=not args.quiet)
+               details=not args.quiet and (args.show_held_out or not split.startswith("holdout")))
     report(evaluate(lists, queries, threshold), "whole corpus", details=False)
     return 0
 

@@ -1,18 +1,27 @@
-"""Weighted phrase lists per safeguarding theme, and scoring text against them through one compiled
-Aho-Corasick automaton (pyahocorasick): every phrase of every theme and language is found in a single
+"""Weighted phrase lists per safeguarding theme, and scoring text against them through compiled
+Aho-Corasick automata (pyahocorasick): every phrase of every theme and language is found in a single
 pass over the text, whatever the number of phrases.
 
-Files are E2Guardian/DansGuardian weighted phrase lists, imported unchanged::
+Files are E2Guardian/DansGuardian weighted phrase lists, imported unchanged, plus concept rules::
 
     #listcategory: "Self-harm and suicide"
-    < how to kill myself ><100>        spaces inside the brackets: whole words only
-    <pills>,<overdose><60>             all parts must appear (anywhere in the text)
+    < how to kill myself ><100>        spaces inside the brackets are literal: whole words
+    <pills>,<overdose><60>             all parts must appear, near each other (one query or sentence)
     < suicide prevention ><-40>        negative: benign context lowers the score
     .Include</path/to/other/list>
+    @pills = pills | paracetamol | ibuprofen      a term set (extended wherever it is named again)
+    <@pills>,<@lethal><80>             a member of each set, near each other, in any order
+    < @i @desire @deadstate ><100>     a template: a member of each, one after another
+    < cut~ myself >  < samobój* >      English inflections; a stem (a word start)
 
-``filterlists/phrases/<theme>/<language>.txt`` and ``exceptions.txt`` (``< kill a process >``: the words
-it covers are taken out before scoring — "kill a process" never scores, but "kill a process and kill
-myself" still does).
+``filterlists/phrases/<theme>/*.txt``, ``sets.txt`` (shared term sets) and ``exceptions.txt``
+(``< kill a process >``: the words it covers are taken out before scoring — "kill a process" never
+scores, but "kill a process and kill myself" still does).
+
+The index is built from *atoms*: each distinct part (a phrase, a term set, a piece of a template) is
+one set of automaton keys, found once however many rules use it; an entry is looked at only when its
+anchor — the atom shared by the fewest rules and least made of everyday words — is found. Templates are
+never multiplied out: their pieces are atoms, chained where they follow one another.
 
 Two ways in, one index:
 
@@ -22,9 +31,10 @@ Two ways in, one index:
   (``killmyself``); repeated letters (``diiie``); one-letter misspellings of longer words (``suicde``).
   Each match keeps the span of the original text it came from, so the evidence is the words **as typed**,
   never a list phrase the person did not type.
-- :meth:`PhraseLists.score_content` — a page or a reply (up to hundreds of KB): the same phrases, folded
-  for case, accents and punctuation with whole-string operations (no per-word Python), exact spelling.
-  The words shown for a theme are then recovered from the page text around the matches.
+- :meth:`PhraseLists.score_content` — a page or a reply (up to hundreds of KB): folded for case, accents
+  and punctuation with whole-string operations, exact spelling; the page is searched for anchors only,
+  and the text around an anchor of a combination for its other parts. The words shown for a theme are
+  then recovered from the page text around the matches.
 
 Words are matched on boundaries, so ``Scunthorpe`` and ``skill`` stay clean.
 """
@@ -36,6 +46,7 @@ import sys
 import unicodedata
 from bisect import bisect_right
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import ahocorasick
@@ -44,6 +55,9 @@ MAX_TEXT = 1000          # what :meth:`score` reads of a typed text
 MAX_CONTENT = 512 * 1024  # what :meth:`score_content` reads of a page's text
 FUZZY_MIN = 6  # list words at least this long also match with one letter wrong, missing, extra or swapped
 GLUE_MIN = 8   # multi-word phrases this long also match run together ("killmyself")
+COMBO_SPAN = 120  # characters within which all parts of a combination must lie
+_PLACES = 16      # places of one atom kept from a page
+_WINDOWS = 64     # stretches of a page searched again around anchors
 _EVIDENCE_WINDOW = 3000  # characters either side of a content match searched for the words as written
 
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "@": "a",
@@ -86,7 +100,32 @@ _DIACRITICS = re.compile("[\u0300-\u036f\u0483-\u0489\u0591-\u05c7\u0610-\u061a\
 #: Content path: ASCII punctuation, symbols and controls become spaces (bytes.translate, at C speed).
 _BYTE_SPACES = bytes(c if (48 <= c <= 57 or 97 <= c <= 122) else (c + 32 if 65 <= c <= 90 else 32)
                      for c in range(128)) + bytes(range(128, 256))
+_SPACE_RUNS = re.compile(" {2,}")
+_WHITESPACE = re.compile(r"\s+")
 _UNICODE_PUNCT = "“”‘’«»—–…،؟؛·•¡¿„‚‹›\u00a0\u200b\u2019"
+
+
+#: Words common on any page, in the languages of the lists: a part made only of these is never the
+#: anchor a page is searched for (see :meth:`PhraseLists.content_hits`).
+_EVERYDAY = frozenset("""
+a about after all also am an and any are as at be because been before but by can cant could did do does
+dont down each for from get gets getting go going got had has have he her here him his how i if im in into
+is it its just know like me more most my no not now of off on one only or other our out over own people
+she should so some than that the their them then there these they this those through to too up very was we
+were what when where which who why will with would you your make made take took give want need use used
+find say said tell see look time day year way thing new old good bad best first last long little big high
+right back still even much many well really always never every everyone someone anyone nobody something
+school class lesson teacher student pupil homework work home house family friend friends mum mom dad
+parents brother sister kid kids child children boy boys girl girls man men woman women person world life
+online internet video videos photo photos picture pictures pic pics game games play phone app website
+site page free help news story read write book food money buy shop near today tomorrow night week lunch
+trip team report explain explained brought packed built
+el la los las un una de del y que en por para con se su es como pero mas muy no si yo mi me te lo le
+os as um uma do da dos das e em na com sem seu sua ser mais nao eu meu minha
+w z na do nie sie to jak ze co jest ale czy tak ja ty mnie mi go dla od po za o u
+si cu pe din nu da eu el ea ce cum sa mai dar sau
+ir ne kaip kad tai as su is
+""".split())
 
 
 class PhraseError(ValueError):
@@ -103,15 +142,12 @@ def fold(text: str) -> str:
     return text.replace("ł", "l") if "ł" in text else text
 
 
+_RUN = re.compile(r"(.)\1+")
+
+
 def squeeze(word: str) -> str:
     """Runs of one letter become one letter ("diiiie" → "die", "kill" → "kil"), on both sides."""
-    if len(word) < 2:
-        return word
-    out = [word[0]]
-    for c in word[1:]:
-        if c != out[-1]:
-            out.append(c)
-    return "".join(out)
+    return _RUN.sub(r"\1", word) if len(word) > 1 else word
 
 
 def _word(raw: str) -> str:
@@ -183,13 +219,14 @@ def content_string(text: str) -> str:
     are space-delimited)."""
     text = fold(text)
     if text.isascii():
-        text = text.encode().translate(_BYTE_SPACES).decode()
+        text = _SPACE_RUNS.sub(" ", text.encode().translate(_BYTE_SPACES).decode())
     else:
         text = text.encode("utf-8", "surrogatepass").translate(_BYTE_SPACES).decode("utf-8", "replace")
         for p in _UNICODE_PUNCT:
             if p in text:
                 text = text.replace(p, " ")
-    return " " + " ".join(text.split()) + " "
+        text = _WHITESPACE.sub(" ", text)
+    return " " + text.strip(" ") + " "
 
 
 def _near(a: str, b: str) -> bool:
@@ -213,19 +250,34 @@ def _deletions(word: str) -> set[str]:
 
 
 # -- the lists --------------------------------------------------------------------------------------
+#: One spelling a part of an entry matches: (typed words, content words, starts at a word start, ends at
+#: a word end — False for a stem). A plain tuple: tens of thousands are kept, and the cyclic garbage
+#: collector leaves tuples of strings alone (a class instance would be walked at every full collection).
+Form = tuple[tuple[str, ...], tuple[str, ...], bool, bool]
+WORDS, PLAIN, LEFT, RIGHT = range(4)
+
+
 @dataclass(frozen=True, slots=True)
 class Phrase:
     text: str                    # as written in the list
-    words: tuple[str, ...]       # normalised (squeezed)
-    bounded: bool                # `< x >`: whole words; `<x>`: anywhere in the text
-    plain: tuple[str, ...] = ()  # folded, not squeezed (the content path's spelling)
+    forms: tuple[Form, ...]      # what it matches (one spelling, or the members of a term set)
+    seq: tuple["Phrase", ...] = ()  # a template ("< @i @want to @die >"): these, one after another
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        return tuple(w for p in self.seq for w in p.forms[0][WORDS]) if self.seq else self.forms[0][WORDS]
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    parts: tuple[Phrase, ...]    # all must match
+    parts: tuple[Phrase, ...]    # all must match, near each other
     weight: int
     source: str                  # file:line
+
+    concept: bool = field(init=False)   # written with term sets, inflections or stems: one of a tier
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "concept", any(p.seq or len(p.forms) > 1 or "@" in p.text for p in self.parts))
 
 
 @dataclass
@@ -243,15 +295,131 @@ class Score:
     phrases: tuple[str, ...] = ()  # the list phrases behind them (for tools and tests; not evidence)
 
 
-def _phrase(raw: str) -> Phrase | None:
-    bounded = raw.startswith(" ") or raw.endswith(" ")
-    toks = tokenise(raw, join_intra=False)
-    words = tuple(t.text for t in toks)
-    plain = tuple(content_string(raw).split())
-    return Phrase(raw.strip(), words, bounded, plain) if words else None
+_SET_LINE = re.compile(r"^@([\w-]+)\s*=\s*(.*)$")
+_SET_REF = re.compile(r"@([\w-]+)")
+MAX_FORMS = 20_000   # one part's expansion of term sets; a larger product is a mistake in the list
+_VOWELS = set("aeiou")
 
 
-def parse_list(path: Path, theme: str, _depth: int = 0) -> ThemeList:
+def inflections(word: str) -> set[str]:
+    """An English word and its regular inflections (``cut~`` in a list): -s/-es/-ies, -ed/-d/-ied,
+    -ing with e dropped, and a doubled final consonant both ways ("cuting" is typed too)."""
+    w = word
+    out = {w}
+    if len(w) < 2 or not w.isalpha():
+        return out
+    out.add(w + "es" if w.endswith(("s", "x", "z", "ch", "sh", "o")) else w + "s")
+    if w.endswith("o"):
+        out.add(w + "s")
+    if w[-1] == "y" and w[-2] not in _VOWELS:
+        out |= {w[:-1] + "ies", w[:-1] + "ied", w + "ing"}
+    elif w.endswith("ie"):
+        out |= {w + "d", w[:-2] + "ying"}
+    elif w.endswith("e"):
+        out |= {w + "d", (w if w.endswith("ee") else w[:-1]) + "ing"}
+    else:
+        out |= {w + "ed", w + "ing"}
+        if len(w) >= 3 and w[-1] not in _VOWELS | {"w", "x", "y"} and w[-2] in _VOWELS and w[-3] not in _VOWELS:
+            out |= {w + w[-1] + "ed", w + w[-1] + "ing"}
+    return out
+
+
+_Spelling = tuple[tuple[str, ...], tuple[str, ...], bool]   # typed words, content words, ends at a word end
+
+
+@lru_cache(maxsize=None)
+def _normal(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A piece of a phrase in both paths' spelling (cached: set members recur in many templates)."""
+    return tuple(t.text for t in tokenise(text, join_intra=False)), tuple(content_string(text).split())
+
+
+def _member(raw: str) -> list[_Spelling]:
+    """A literal template word → its spellings: ``stem*`` a word start only; ``word~`` with its English
+    inflections; else itself."""
+    if raw.endswith("*") and len(raw) > 1:
+        return [(*_normal(raw[:-1]), False)]
+    if raw.endswith("~") and len(raw) > 1:
+        return [(*_normal(w), True) for w in sorted(inflections(fold(raw[:-1])))]
+    return [(*_normal(raw), True)]
+
+
+def _expand(raw: str, sets: dict[str, list[str]], where: str, _seen: tuple[str, ...] = ()) -> list[_Spelling]:
+    """A template's spellings: every ``@set`` replaced by each of its members (recursively)."""
+    out: list[_Spelling] = [((), (), True)]
+    for tok in raw.split():
+        m = _SET_REF.fullmatch(tok)
+        if m:
+            name = m.group(1)
+            if name not in sets:
+                raise PhraseError(f"{where}: unknown term set @{name} (define it as '@{name} = a | b')")
+            if name in _seen:
+                raise PhraseError(f"{where}: term set @{name} refers to itself")
+            alts = [a for member in sets[name] for a in _expand(member, sets, where, _seen + (name,))]
+        else:
+            alts = _member(tok)
+        out = [(w1 + w2, p1 + p2, right) for w1, p1, _ in out for w2, p2, right in alts]
+        if len(out) > MAX_FORMS:
+            raise PhraseError(f"{where}: {raw!r} expands to more than {MAX_FORMS} spellings")
+    return out
+
+
+def _phrase(raw: str, sets: dict[str, list[str]] | None = None, where: str = "") -> Phrase | None:
+    """One ``<...>`` part. Spaces inside the brackets are literal, as in E2Guardian: ``< x >`` whole
+    words, ``< x>`` a word start (a stem), ``<x>`` anywhere. A template — with a term set (``@name``)
+    or a word written ``word~`` or ``stem*`` — is whole words, a sequence of pieces each matched on its
+    own (the sets' members are not multiplied out: "< @i @want to @die >" is four pieces in a row)."""
+    if not ("@" in raw or "~" in raw or raw.strip().endswith("*")):
+        words, plain = _normal(raw.strip())
+        return Phrase(raw.strip(), ((words, plain, raw.startswith(" "), raw.endswith(" ")),)) if words else None
+    pieces: list[str] = []
+    literal: list[str] = []
+    for tok in raw.split():
+        if tok.startswith("@") or tok.endswith(("~", "*")):
+            if literal:
+                pieces.append(" ".join(literal))
+                literal = []
+            pieces.append(tok)
+        else:
+            literal.append(tok)
+    if literal:
+        pieces.append(" ".join(literal))
+    seq = []
+    for piece in pieces:
+        forms, seen = [], set()
+        for words, plain, right in _expand(piece, sets or {}, where):
+            f = (words, plain, True, right)
+            if words and f not in seen:
+                seen.add(f)
+                forms.append(f)
+        if forms:
+            seq.append(Phrase(piece, tuple(forms)))
+    if not seq:
+        return None
+    if len(seq) == 1:
+        return Phrase(raw.strip(), seq[0].forms)
+    return Phrase(raw.strip(), (), tuple(seq))
+
+
+def read_sets(path: Path, sets: dict[str, list[str]]) -> None:
+    """``@name = a | b | c`` lines of a list file, added to ``sets`` (a name defined again is extended:
+    each language's file adds its own words to a shared set)."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as e:
+        raise PhraseError(f"{path}: cannot read phrase list: {e.strerror}") from None
+    for n, line in enumerate(lines, 1):
+        m = _SET_LINE.match(line.strip().lstrip("\ufeff"))
+        if m:
+            members = [x.strip() for x in m.group(2).split("|") if x.strip()]
+            if not members:
+                raise PhraseError(f"{path}:{n}: term set @{m.group(1)} has no members")
+            sets.setdefault(m.group(1), []).extend(x for x in members if x not in sets.get(m.group(1), ()))
+
+
+def parse_list(path: Path, theme: str, _depth: int = 0, sets: dict[str, list[str]] | None = None) -> ThemeList:
+    if sets is None:
+        sets = {}
+        read_sets(path, sets)
     tl = ThemeList(theme)
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -259,7 +427,7 @@ def parse_list(path: Path, theme: str, _depth: int = 0) -> ThemeList:
         raise PhraseError(f"{path}: cannot read phrase list: {e.strerror}") from None
     for n, line in enumerate(lines, 1):
         line = line.strip().lstrip("\ufeff")
-        if not line:
+        if not line or _SET_LINE.match(line):
             continue
         if line.startswith("#"):
             m = _CATEGORY.match(line)
@@ -270,12 +438,17 @@ def parse_list(path: Path, theme: str, _depth: int = 0) -> ThemeList:
             if _depth > 5:
                 raise PhraseError(f"{path}:{n}: .Include nested too deeply")
             inc = Path(line[9:-1])
-            tl.entries.extend(parse_list(inc if inc.is_absolute() else path.parent / inc, theme, _depth + 1).entries)
+            inc = inc if inc.is_absolute() else path.parent / inc
+            read_sets(inc, sets)
+            tl.entries.extend(parse_list(inc, theme, _depth + 1, sets).entries)
             continue
         m = _LINE.match(line)
         if not m:
             raise PhraseError(f"{path}:{n}: not a weighted phrase line (expected '< phrase ><weight>'): {line[:80]!r}")
-        parts = tuple(p for p in (_phrase(raw) for raw in _PART.findall(m.group(1))) if p is not None)
+        where = f"{path}:{n}"
+        parts = tuple(p for p in (_phrase(raw, sets, where) for raw in _PART.findall(m.group(1))) if p is not None)
+        if len(parts) > 15:
+            raise PhraseError(f"{where}: at most 15 parts in a combination")
         if parts:
             tl.entries.append(Entry(parts, int(m.group(2)), f"{path.name}:{n}"))
     return tl
@@ -293,10 +466,79 @@ def parse_exceptions(path: Path) -> list[Phrase]:
             continue
         if not (line.startswith("<") and line.endswith(">")):
             raise PhraseError(f"{path}:{n}: expected '< phrase >': {line[:80]!r}")
-        p = _phrase(line[1:-1])
+        p = _phrase(" " + line[1:-1].strip() + " ")
         if p is not None:
             out.append(p)
     return out
+
+
+_Place = tuple[int, int, str, int, int]   # start, end, the words there, its first unit, the next unit
+
+
+def _near_places(places: list[list[_Place]], span: int = 0) -> list[_Place] | None:
+    """One place of each part of a combination, all within ``span`` (default :data:`COMBO_SPAN`)
+    characters — the first such window — or None: the parts of "robux … for pics" must be in one query
+    or sentence, not anywhere on a page."""
+    span = span or COMBO_SPAN
+    items = sorted((pl[0], pl[1], part, k) for part, ps in enumerate(places) for k, pl in enumerate(ps))
+    need, count, lo = len(places), {}, 0
+    for hi in range(len(items)):
+        part = items[hi][2]
+        count[part] = count.get(part, 0) + 1
+        while len(count) == need:
+            if max(x[1] for x in items[lo:hi + 1]) - items[lo][0] <= span:
+                first: dict[int, _Place] = {}
+                for _, _, p, k in items[lo:hi + 1]:
+                    first.setdefault(p, places[p][k])
+                return [first[p] for p in range(need)]
+            p = items[lo][2]
+            count[p] -= 1
+            if not count[p]:
+                del count[p]
+            lo += 1
+    return None
+
+
+def _in_a_row(pieces: list[list[_Place]], text: str, limit: int = _PLACES) -> list[_Place]:
+    """Places where the pieces of a template follow one another, word after word (a place's fourth
+    field is where it starts, its fifth where the next word must start)."""
+    chains = [(p[0], p[1], p[3], p[4]) for p in pieces[0]]
+    for places in pieces[1:]:
+        chains = [(c[0], q[1], c[2], q[4]) for c in chains for q in places if q[3] == c[3]][:limit]
+        if not chains:
+            return []
+    return [(s, e, text[s:e], first, nxt) for s, e, first, nxt in chains]
+
+
+def _counted(matched: list[tuple[int, Entry, list[Hit]]]) -> list[tuple[int, Entry, list[Hit]]]:
+    """The entries of one theme that count. A phrase found inside a longer phrase is not counted again:
+    "how to kill myself" scores as itself, not plus "kill myself" — so a benign context word can outweigh
+    it; likewise a combination all of whose parts lie inside one such phrase. Concept rules come in tiers
+    ("make"+"bomb" 70, then "how to"+"make"+"bomb" 90): one whose words all lie within the words of a
+    weightier rule is not counted again, and a plain phrase a concept rule also covers counts once — so
+    tiers do not add up past what a benign context word can take back. Negative entries always count."""
+    info = []
+    for i, e, hits in matched:
+        if e.weight > 0:
+            s, end = min(h.start for h in hits), max(h.end for h in hits)
+            info.append((i, e, hits, s, end, (e.weight, len(e.parts), sum(h.end - h.start for h in hits), -i)))
+    singles = [(s, end, i) for i, e, _, s, end, _ in info if len(e.parts) == 1]
+    dropped = set()
+    for i, e, hits, s, end, rank in info:
+        combo = len(e.parts) > 1
+        if any(i2 != i and s2 <= s and end <= e2 and (combo or (e2 - s2) > (end - s)) for s2, e2, i2 in singles):
+            dropped.add(i)
+    for i, e, hits, s, end, rank in info:
+        if i in dropped:
+            continue
+        for j, other, f, s2, e2, rank2 in info:
+            if j == i or j in dropped or rank2 <= rank or not (e.concept or other.concept) \
+                    or s < s2 or end > e2:
+                continue
+            if all(any(g.start <= h.start and h.end <= g.end for g in f) for h in hits):
+                dropped.add(i)
+                break
+    return [m for m in matched if m[0] not in dropped]
 
 
 # -- the index --------------------------------------------------------------------------------------
@@ -325,19 +567,55 @@ class PhraseLists:
             for e in tl.entries:
                 self.entries.append(e)
                 self.entry_theme.append(i)
-        self._typed = self._automaton(lambda p: p.words, glue=True)
-        self._content = self._automaton(lambda p: p.plain, glue=False)
+        # Parts shared by many entries ("@secret" is in fifteen) are one atom, searched once; each entry
+        # is looked at only when its anchor — its atom shared by the fewest entries — is found.
+        atom_of: dict[tuple, int] = {}
+        self.atoms: list[Phrase] = []
+        self.entry_parts: list[tuple[tuple[int, ...], ...]] = []   # per part, its atoms in a row
+        self.entry_atoms: list[tuple[int, ...]] = []               # every atom an entry needs
+        for e in self.entries:
+            parts = []
+            for p in e.parts:
+                ids = []
+                for piece in p.seq or (p,):
+                    key = tuple((f[WORDS], f[LEFT], f[RIGHT]) for f in piece.forms)
+                    if key not in atom_of:
+                        atom_of[key] = len(self.atoms)
+                        self.atoms.append(piece)
+                    ids.append(atom_of[key])
+                parts.append(tuple(ids))
+            self.entry_parts.append(tuple(parts))
+            self.entry_atoms.append(tuple(dict.fromkeys(a for part in parts for a in part)))
+        users: dict[int, int] = {}
+        for ids in self.entry_atoms:
+            for a in set(ids):
+                users[a] = users.get(a, 0) + 1
+        self._anchored: dict[int, list[int]] = {}
+        for i, ids in enumerate(self.entry_atoms):
+            anchor = min(ids, key=lambda a: (self._everyday(a), users[a]))
+            self._anchored.setdefault(anchor, []).append(i)
+        self._typed = self._automaton(lambda f: f[WORDS], glue=True)
+        self._content = self._automaton(lambda f: f[PLAIN], glue=False)
+        # Pages are searched for anchors only, then the text around each anchor for the other parts of
+        # its combinations: everyday words ("school", "how to") are parts of many rules and occur
+        # thousands of times on a long page.
+        self._page = self._automaton(lambda f: f[PLAIN], glue=False, only=set(self._anchored))
         # Misspelling index: every one-letter deletion of every long list word → the words it came from.
-        self.vocabulary: set[str] = {w for e in self.entries for p in e.parts for w in p.words}
-        self._protected = {w for p in exceptions for w in p.words}  # real words never "corrected"
-        self._deletes: dict[str, list[str]] = {}
+        self.vocabulary: set[str] = {w for p in self.atoms for f in p.forms for w in f[WORDS]}
+        self._protected = {w for p in exceptions for f in p.forms for w in f[WORDS]}  # never "corrected"
+        deletes: dict[str, list[str]] = {}
         for w in sorted(self.vocabulary):
             if len(w) >= FUZZY_MIN and w.isalpha():
                 for d in _deletions(w) | {w}:
-                    self._deletes.setdefault(d, []).append(w)
+                    deletes.setdefault(d, []).append(w)
+        self._deletes: dict[str, tuple[str, ...]] = {d: tuple(ws) for d, ws in deletes.items()}
         self._corrections: dict[str, str] = {}
 
-    def _automaton(self, words_of, glue: bool) -> ahocorasick.Automaton:
+    def _everyday(self, atom: int) -> int:
+        """How many of an atom's spellings are made of everyday words only (common in any page)."""
+        return sum(1 for f in self.atoms[atom].forms if all(w in _EVERYDAY or len(w) <= 2 for w in f[PLAIN]))
+
+    def _automaton(self, words_of, glue: bool, only: set[int] | None = None) -> ahocorasick.Automaton:
         keys: dict[str, list[int]] = {}
 
         def add(key: str, ref: int) -> None:
@@ -345,28 +623,61 @@ class PhraseLists:
             if ref not in refs:
                 refs.append(ref)
 
-        for i, e in enumerate(self.entries):
-            for j, p in enumerate(e.parts):
-                words = words_of(p)
+        for a, p in enumerate(self.atoms):
+            if only is not None and a not in only:
+                continue
+            for f in p.forms:
+                words = words_of(f)
                 if not words:
                     continue
-                ref = i * 16 + j
-                if p.bounded:
-                    add(" " + " ".join(words) + " ", ref)
-                    if glue and len(words) > 1 and len("".join(words)) >= GLUE_MIN:
-                        add(" " + "".join(words) + " ", ref)
-                else:
-                    add(" ".join(words), ref)
+                add((" " if f[LEFT] else "") + " ".join(words) + (" " if f[RIGHT] else ""), a)
+                # Written run together ("killmyself"): only for plain phrases, not set expansions.
+                if glue and f[LEFT] and f[RIGHT] and len(p.forms) == 1 and len(words) > 1 \
+                        and len("".join(words)) >= GLUE_MIN:
+                    add(" " + "".join(words) + " ", a)
         for p in self.exceptions:
-            words = words_of(p)
-            if words:
-                add(" " + " ".join(words) + " ", _EXCEPTION)
+            for f in p.forms:
+                words = words_of(f)
+                if words:
+                    add(" " + " ".join(words) + " ", _EXCEPTION)
         a = ahocorasick.Automaton()
         for k, refs in keys.items():
             a.add_word(k, (len(k), tuple(refs)))
         if keys:
             a.make_automaton()
         return a
+
+    def _part_places(self, atoms: tuple[int, ...], found: dict[int, list[_Place]], text: str) -> list[_Place]:
+        return found[atoms[0]] if len(atoms) == 1 else _in_a_row([found[a] for a in atoms], text)
+
+    def _entry_hits(self, found: dict[int, list[_Place]], text: str) -> list[Hit]:
+        """Atom places → a hit for each place of each part of each entry all of whose parts were found."""
+        out: list[Hit] = []
+        for a in found:
+            for i in self._anchored.get(a, ()):
+                if all(x in found for x in self.entry_atoms[i]):
+                    for j, part in enumerate(self.entry_parts[i]):
+                        out.extend(Hit(i, j, pl[0], pl[1], pl[2]) for pl in self._part_places(part, found, text))
+        return out
+
+    def _matched(self, found: dict[int, list[_Place]], text: str) -> list[tuple[int, Entry, list[Hit]]]:
+        """Atom places → each entry whose parts are all found near each other, with one hit per part."""
+        out = []
+        entries, entry_parts = self.entries, self.entry_parts
+        for a in found:
+            for i in self._anchored.get(a, ()):
+                parts = entry_parts[i]
+                if len(parts) == 1 and len(parts[0]) == 1:
+                    s, e, w = found[a][0][:3]
+                    out.append((i, entries[i], [Hit(i, 0, s, e, w)]))
+                elif all(x in found for x in self.entry_atoms[i]):
+                    places = [self._part_places(part, found, text) for part in parts]
+                    if not all(places):
+                        continue
+                    near = places[0][:1] if len(places) == 1 else _near_places(places)
+                    if near:
+                        out.append((i, entries[i], [Hit(i, j, pl[0], pl[1], pl[2]) for j, pl in enumerate(near)]))
+        return out
 
     @property
     def size(self) -> int:
@@ -375,24 +686,30 @@ class PhraseLists:
     # -- typed text ---------------------------------------------------------------------------------
     def score(self, text: str, fuzzy: bool = True) -> list[Score]:
         """Scores per theme (only themes with a positive score), highest first."""
-        return self.aggregate(self.hits(text, fuzzy))
+        if not text or not self.entries:
+            return []
+        text = text[:MAX_TEXT]
+        return self._scores(self._matched(self._found(text, fuzzy), text))
 
     def hits(self, text: str, fuzzy: bool = True, limit: int = MAX_TEXT) -> list[Hit]:
         """Every part of every entry found in ``text`` (with the original words), exceptions applied."""
         if not text or not self.entries:
             return []
         text = text[:limit]
-        found: list[Hit] = []
+        return self._entry_hits(self._found(text, fuzzy), text)
+
+    def _found(self, text: str, fuzzy: bool) -> dict[int, list[_Place]]:
+        found: dict[int, list[_Place]] = {}
         joined = tokenise(text, join_intra=True)
         variants = [joined]
         if any(c in text for c in ".-_*'’·"):
             split = tokenise(text, join_intra=False)
             if len(split) != len(joined):
                 variants.append(split)
-        for toks in variants:
+        for n, toks in enumerate(variants):
             if fuzzy:
                 self._correct(toks)
-            found.extend(self._search_tokens(text, toks))
+            self._search_tokens(text, toks, found, n * (MAX_TEXT + 1))
         return found
 
     def _correct(self, toks: list[Token]) -> None:
@@ -419,9 +736,11 @@ class PhraseLists:
                     cache[w] = fixed
             t.text = fixed
 
-    def _search_tokens(self, text: str, toks: list[Token]) -> list[Hit]:
+    def _search_tokens(self, text: str, toks: list[Token], found: dict[int, list[_Place]], base: int) -> None:
+        """Atoms found in the tokens, as places (span in ``text``, the words there, and token numbers —
+        ``base`` apart for each tokenisation, so that pieces of a template only chain within one)."""
         if not toks:
-            return []
+            return
         line = " " + " ".join(t.text for t in toks) + " "
         starts, pos = [], 1
         for t in toks:
@@ -438,41 +757,70 @@ class PhraseLists:
             if _EXCEPTION in refs:
                 masked.append((first, last))
             raw.append((first, last, refs))
-        out = []
         for first, last, refs in raw:
-            if any(a <= last and first <= b for a, b in masked):
+            if masked and any(a <= last and first <= b for a, b in masked):
                 continue
             s, e = toks[first].start, toks[last].end
             for ref in refs:
                 if ref != _EXCEPTION:
-                    out.append(Hit(ref // 16, ref % 16, s, e, text[s:e]))
-        return out
+                    found.setdefault(ref, []).append((s, e, text[s:e], base + first, base + last + 1))
 
     # -- page text ----------------------------------------------------------------------------------
     def content_hits(self, text: str) -> tuple[str, list[Hit]]:
         """Hits in page text (exact spelling after folding): (the normal form searched, hits with spans
-        in it). Bounded: at most :data:`MAX_CONTENT` characters are read."""
+        in it). Bounded: at most :data:`MAX_CONTENT` characters are read, a few places of each atom kept
+        and at most :data:`_WINDOWS` stretches around anchors searched again for combinations."""
         line = content_string(text[:MAX_CONTENT])
         if not self.entries:
             return line, []
+        found = self._page_places(self._page, line, 0)
+        # Around each anchor of a combination, the other parts.
+        stretches: list[list[int]] = []
+        for a, places in found.items():
+            if any(len(self.entry_atoms[i]) > 1 for i in self._anchored.get(a, ())):
+                for s, e, *_ in places:
+                    stretches.append([max(0, s - COMBO_SPAN), e + COMBO_SPAN])
+        if stretches:
+            stretches.sort()
+            merged = [stretches[0]]
+            for s, e in stretches[1:]:
+                if s <= merged[-1][1]:
+                    merged[-1][1] = max(merged[-1][1], e)
+                else:
+                    merged.append([s, e])
+            for s, e in merged[:_WINDOWS]:
+                for atom, places in self._page_places(self._content, line[s:e], s).items():
+                    have = found.setdefault(atom, [])
+                    for pl in places:
+                        if pl not in have and len(have) < _PLACES:
+                            have.append(pl)
+        return line, self._entry_hits(found, line)
+
+    @staticmethod
+    def _page_places(automaton: ahocorasick.Automaton, line: str, offset: int) -> dict[int, list[_Place]]:
         raw, masked = [], []
-        for end, (length, refs) in self._content.iter(line):
+        for end, (length, refs) in automaton.iter(line):
             start = end - length + 1
             if _EXCEPTION in refs:
                 masked.append((start, end))
             raw.append((start, end, refs))
-        # An entry counts once: only the first unmasked place of each key is kept (a common word that is
-        # part of many combinations would otherwise make thousands of hits on a long page).
-        out, seen = [], set()
+        found: dict[int, list[_Place]] = {}
         for start, end, refs in raw:
-            if id(refs) in seen or (masked and any(a <= end and start <= b for a, b in masked)):
+            if masked and any(a <= end and start <= b for a, b in masked):
                 continue
-            seen.add(id(refs))
-            words = line[start:end + 1].strip()
+            place = None
             for ref in refs:
                 if ref != _EXCEPTION:
-                    out.append(Hit(ref // 16, ref % 16, start, end + 1, words))
-        return line, out
+                    places = found.setdefault(ref, [])
+                    if len(places) < _PLACES:
+                        if place is None:
+                            s = start + 1 if line[start] == " " else start
+                            e = end if line[end] == " " else end + 1
+                            after = line.find(" ", e)
+                            place = (offset + s, offset + e, line[s:e], offset + s,
+                                     offset + (after + 1 if after >= 0 else len(line) + 1))
+                        places.append(place)
+        return found
 
     def score_content(self, text: str, evidence_at: int | None = 0) -> list[Score]:
         """Scores of a page's text. For themes scoring at least ``evidence_at`` (None: none) the matched
@@ -526,47 +874,41 @@ class PhraseLists:
 
     # -- scores -------------------------------------------------------------------------------------
     def aggregate(self, found: list[Hit]) -> list[Score]:
-        """Hits → scores: each entry counts once, when all its parts are present; per theme the
-        weights add up; themes with a positive total, highest first."""
-        parts: dict[int, dict[int, Hit]] = {}
+        """Hits → scores: each entry counts once, when all its parts are present within
+        :data:`COMBO_SPAN` characters of each other; per theme the weights add up (see :func:`_counted`);
+        themes with a positive total, highest first."""
+        occurrences: dict[int, dict[int, list[_Place]]] = {}
         for h in found:
-            parts.setdefault(h.entry, {}).setdefault(h.part, h)
-        totals: dict[int, int] = {}
-        spans: dict[int, list[Hit]] = {}
-        phrases: dict[int, list[str]] = {}
-        # A phrase found inside a longer phrase of the same theme is not counted again: "how to kill
-        # myself" scores as itself, not plus "kill myself" — so a benign context word can outweigh it.
-        # Likewise a combination all of whose parts lie inside one such phrase.
-        singles = [(h.start, h.end, self.entry_theme[i], i) for i, got in parts.items()
-                   if len(self.entries[i].parts) == 1 and self.entries[i].weight > 0 for h in got.values()]
-        inside = set()
-        for i, got in parts.items():
+            occurrences.setdefault(h.entry, {}).setdefault(h.part, []).append((h.start, h.end, h.words))
+        matched = []
+        for i, got in occurrences.items():
             e = self.entries[i]
-            if e.weight <= 0 or len(got) < len(e.parts):
+            n = len(e.parts)
+            if len(got) < n:
                 continue
-            s, end, t = min(h.start for h in got.values()), max(h.end for h in got.values()), self.entry_theme[i]
-            combo = len(e.parts) > 1
-            if any(t2 == t and i2 != i and s2 <= s and end <= e2 and (combo or (e2 - s2) > (end - s))
-                   for s2, e2, t2, i2 in singles):
-                inside.add(i)
-        for i, got in parts.items():
-            e = self.entries[i]
-            if len(got) < len(e.parts) or i in inside:
-                continue
-            t = self.entry_theme[i]
-            totals[t] = totals.get(t, 0) + e.weight
-            if e.weight > 0:
-                spans.setdefault(t, []).extend(got.values())
-                phrases.setdefault(t, []).append(",".join(p.text for p in e.parts))
+            near = [got[0][0]] if n == 1 else _near_places([got[j] for j in range(n)])
+            if near:
+                matched.append((i, e, [Hit(i, j, s, end, w) for j, (s, end, w) in enumerate(near)]))
+        return self._scores(matched)
+
+    def _scores(self, matched: list[tuple[int, Entry, list[Hit]]]) -> list[Score]:
+        by_theme: dict[int, list[tuple[int, Entry, list[Hit]]]] = {}
+        for m in matched:
+            by_theme.setdefault(self.entry_theme[m[0]], []).append(m)
         out = []
-        for t, total in totals.items():
-            if total <= 0 or t not in spans:
+        for t, ms in by_theme.items():
+            if len(ms) > 1:
+                ms = _counted(ms)
+            total = sum(e.weight for _, e, _ in ms)
+            spans = [h for _, e, hits in ms if e.weight > 0 for h in hits]
+            if total <= 0 or not spans:
                 continue
             words: list[str] = []
-            for h in sorted(spans[t], key=lambda h: (h.start, -h.end)):
+            for h in sorted(spans, key=lambda h: (h.start, -h.end)):
                 if h.words not in words and not any(h.words in w for w in words):
                     words.append(h.words)
-            out.append(Score(self.themes[t].theme, total, tuple(words), tuple(phrases[t])))
+            phrases = tuple(",".join(p.text for p in e.parts) for _, e, _ in ms if e.weight > 0)
+            out.append(Score(self.themes[t].theme, total, tuple(words), phrases))
         return sorted(out, key=lambda s: -s.score)
 
     def label(self, theme: str) -> str:
@@ -574,21 +916,30 @@ class PhraseLists:
 
 
 def load_phrase_lists(root: Path) -> PhraseLists:
-    """``root/<theme>/*.txt`` and ``root/exceptions.txt``."""
+    """``root/<theme>/*.txt``, ``root/exceptions.txt`` and the term sets of ``root/sets.txt`` (sets may
+    be defined or extended in any file; every theme sees them all)."""
     if not root.is_dir():
         raise PhraseError(f"{root}: phrase list directory not found")
+    dirs = sorted(p for p in root.iterdir() if p.is_dir())
+    sets: dict[str, list[str]] = {}
+    if (root / "sets.txt").exists():
+        read_sets(root / "sets.txt", sets)
+    for d in dirs:
+        for f in sorted(d.glob("*.txt")):
+            read_sets(f, sets)
     themes = []
-    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+    for d in dirs:
         tl = ThemeList(d.name)
         for f in sorted(d.glob("*.txt")):
-            part = parse_list(f, d.name)
+            part = parse_list(f, d.name, sets=sets)
             tl.label = tl.label or part.label
             tl.entries.extend(part.entries)
         # One entry per normalised form: "zabić się" and "zabic sie" are the same phrase once folded.
         seen: set = set()
         unique = []
         for e in tl.entries:
-            key = tuple((p.words, p.bounded) for p in e.parts)
+            key = tuple(tuple(tuple((f[WORDS], f[LEFT], f[RIGHT]) for f in x.forms) for x in p.seq or (p,))
+                        for p in e.parts)
             if key not in seen:
                 seen.add(key)
                 unique.append(e)
