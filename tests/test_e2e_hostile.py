@@ -417,7 +417,10 @@ def test_running_out_of_file_descriptors_is_said_once_and_recovered_from(tmp_pat
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, preexec_fn=low_limit,
                                     start_new_session=True)
         try:
-            wait_until(lambda: _get_through(port), timeout=30, what="the proxy serving")
+            try:
+                wait_until(lambda: _get_through(port), timeout=90, what="the proxy serving")
+            except AssertionError as e:  # say why: a start-up that died, or one still busy on a loaded machine
+                raise AssertionError(f"{e}; exit status {proc.poll()}; log:\n{log.read_text(errors='replace')[-3000:]}")
             flood = []
             for i in range(limit + 40):
                 s = socket.socket()
@@ -455,7 +458,7 @@ def _listening(port: int) -> bool:
 
 def _get_through(port: int):
     try:
-        with httpx.Client(proxy=f"http://pupil1:{PASSWORD}@127.0.0.1:{port}", timeout=3) as c:
+        with httpx.Client(proxy=f"http://pupil1:{PASSWORD}@127.0.0.1:{port}", timeout=10) as c:
             return c.get("http://learning.test/after-the-flood")
     except httpx.HTTPError:
         return None
