@@ -564,6 +564,10 @@ class AlertSettings(_Model):
     digest: DigestSettings = DigestSettings()
     smtp: SmtpSettings | None = None
     webhook: WebhookSettings | None = None
+    #: A folder on the gateway (Maildir: read it with ``mutt -f FOLDER``) where a copy of every alert and
+    #: digest message is written, private to the service. A copy kept, not a way of telling anyone: without
+    #: smtp or webhook, high alerts still count as reaching no one until someone acknowledges them.
+    mailbox: Path | None = None
     #: A link to the school's online-safety / incident procedure, put at the foot of every alert.
     procedure: str = ""
 
