@@ -274,16 +274,19 @@ def failed_handshake(addon, f, error: str):
      "indicate that the client does not trust the proxy's certificate.", False),
     ("Client and mitmproxy cannot agree on a TLS version to use.", False),
 ])
-def test_a_client_refusing_the_schools_certificate_is_published_as_such(addon, error, refused):
+def test_a_client_refusing_the_schools_certificate_is_published_as_such_and_nothing_else(addon, error, refused):
     f = request_flow("https://learning.test:443/", PUPIL, method="CONNECT")
     with taddons.context(addon):
         addon.http_connect(f)
         addon.tls_clienthello(clienthello(addon, f, "learning.test"))
         failed_handshake(addon, f, error)
         failed_handshake(addon, f, error)  # published once
+    if not refused:  # not a request, and not the client refusing anything: nothing to record
+        assert addon.published == []
+        return
     [v] = addon.published
     assert (v.layer, v.method, v.host, v.username, v.error) == ("tls", "TLS", "learning.test", "pupil1", error)
-    assert v.client_refused_certificate is refused
+    assert v.client_refused_certificate is True
 
 
 def test_an_upstream_certificate_failure_is_not_the_client_refusing(addon):

@@ -69,7 +69,7 @@ class Verdict(NamedTuple):
     rule: str
     reason: str
     categories: tuple[str, ...]
-    layer: str = "http"            # http | connect | tls-passthrough | tls (an intercepted handshake that failed)
+    layer: str = "http"            # http | connect | tls-passthrough | tls (a handshake the client refused)
     device: str | None = None
     safesearch: bool = False       # SafeSearch parameters/headers were enforced
     status: int | None = None

@@ -191,17 +191,18 @@ class Enforce:
             client.alpn = b"http/1.1"
 
     def tls_failed_client(self, data: tls.TlsData) -> None:
-        """The client broke off the handshake of an intercepted connection: published (one record), marked
-        when the client refused the school's certificate. A failure on the upstream side never comes here
-        (mitmproxy calls ``tls_failed_server``, and the requests end in ``error``)."""
+        """The client refused the school's certificate on an intercepted connection: published (one record)
+        as such. Other broken-off handshakes (a closed tab, a browser racing two connections) are not a
+        request and are not published; a failure on the upstream side never comes here (mitmproxy calls
+        ``tls_failed_server``, and the requests end in ``error``)."""
         tunnel = self.tunnels.get(data.context.client)
-        if tunnel is None or tunnel.handshake is None:
+        error = data.conn.error or ""
+        if tunnel is None or tunnel.handshake is None or not refused_certificate(error):
             return
         facts, ruling = tunnel.handshake
         tunnel.handshake = None  # published once
-        error = data.conn.error or "TLS handshake failed"
         self.publish(self._verdict(facts, ruling, self._snapshot(), time.time(), layer="tls")._replace(
-            error=error[:200], client_refused_certificate=refused_certificate(error)))
+            error=error[:200], client_refused_certificate=True))
 
     # -- requests ---------------------------------------------------------------------------------
     def requestheaders(self, flow: http.HTTPFlow) -> None:
