@@ -9,6 +9,7 @@ import time
 
 import httpx
 import pytest
+import yaml
 from conftest import PASSWORD, make_school
 from internet import Internet
 from proxyproc import ROOT, ProxyProcess
@@ -56,11 +57,25 @@ def school(root, internet):
                        database=f"sqlite:///{root / 'records.db'}")
 
 
-def test_upstream_certificate_failures_are_not_a_pupil_refusing_inspection(tmp_path):
+def start(how: str, config, root, internet, trust_upstream: bool = True) -> ProxyProcess:
+    """The proxy as `mitmdump -s` runs it, or as `schoolproxy run` does (its own master); trusting the
+    stand-in internet's CA for the upstream side, or not."""
+    if how == "mitmdump":
+        trust = ("--set", f"ssl_verify_upstream_trusted_ca={internet.ca_path}") if trust_upstream else ()
+        return ProxyProcess.mitmdump(config, root, "--mode", f"upstream:{internet.proxy_url}", *trust)
+    if trust_upstream:
+        data = yaml.safe_load(config.read_text())
+        data["proxy"]["upstream_ca"] = str(internet.ca_path)
+        config.write_text(yaml.safe_dump(data, sort_keys=False))
+    return ProxyProcess.schoolproxy_run(config, root)
+
+
+@pytest.mark.parametrize("how", ["mitmdump", "schoolproxy run"])
+def test_upstream_certificate_failures_are_not_a_pupil_refusing_inspection(tmp_path, how):
     with Internet(tmp_path / "internet") as internet:
         config = school(tmp_path, internet)
         # The proxy is NOT told to trust the stand-in internet's CA: every upstream certificate fails.
-        with ProxyProcess.mitmdump(config, tmp_path, "--mode", f"upstream:{internet.proxy_url}") as proxy:
+        with start(how, config, tmp_path, internet, trust_upstream=False) as proxy:
             with httpx.Client(proxy=proxy.auth_url("pupil1", PASSWORD), verify=trusting_the_school(tmp_path),
                               timeout=15) as c:
                 for i in range(6):
@@ -72,11 +87,11 @@ def test_upstream_certificate_failures_are_not_a_pupil_refusing_inspection(tmp_p
             assert [a["rule"] for a in alerts_of(config, "pupil1") if a["theme"] == "circumvention"] == []
 
 
-def test_a_client_refusing_the_schools_certificate_five_times_is_reported(tmp_path):
+@pytest.mark.parametrize("how", ["mitmdump", "schoolproxy run"])
+def test_a_client_refusing_the_schools_certificate_five_times_is_reported(tmp_path, how):
     with Internet(tmp_path / "internet") as internet:
         config = school(tmp_path, internet)
-        with ProxyProcess.mitmdump(config, tmp_path, "--mode", f"upstream:{internet.proxy_url}",
-                                   "--set", f"ssl_verify_upstream_trusted_ca={internet.ca_path}") as proxy:
+        with start(how, config, tmp_path, internet) as proxy:
             # A client that trusts the sites' real certificates only, as a VPN app or a pinned client does.
             pinned = ssl.create_default_context(cafile=str(internet.ca_path))
             for i in range(5):
