@@ -552,7 +552,8 @@ class AlertSettings(_Model):
     #: "N blocked attempts in M minutes" (per user) → a repeated-blocks alert.
     repeated_blocks: int = Field(20, ge=2)
     repeated_blocks_minutes: int = Field(10, ge=1)
-    #: Refused TLS interceptions (a VPN app or a pinned client) per user → circumvention.
+    #: Connections whose client refused the school's certificate (a VPN app, a pinned client) per user
+    #: within 10 minutes → circumvention. An upstream site's certificate failing never counts.
     interception_refusals: int = Field(5, ge=1)
     #: Who is told: role name → email addresses.
     recipients: dict[NonEmpty, list[NonEmpty]] = {}
@@ -564,6 +565,10 @@ class AlertSettings(_Model):
     digest: DigestSettings = DigestSettings()
     smtp: SmtpSettings | None = None
     webhook: WebhookSettings | None = None
+    #: A folder on the gateway (Maildir: read it with ``mutt -f FOLDER``) where a copy of every alert and
+    #: digest message is written, private to the service. A copy kept, not a way of telling anyone: without
+    #: smtp or webhook, high alerts still count as reaching no one until someone acknowledges them.
+    mailbox: Path | None = None
     #: A link to the school's online-safety / incident procedure, put at the foot of every alert.
     procedure: str = ""
 

@@ -64,17 +64,30 @@ def cmd_report(args) -> int:
 
 
 def _weekly(cfg, db, tz, send: bool) -> int:
-    from schoolproxy.monitoring import message, store
+    from schoolproxy.monitoring import message, pending, store
     from schoolproxy.monitoring.service import digest_time
     now = dt.datetime.now(tz)
     since = now - dt.timedelta(days=7)
+    channels = pending.ways_to_tell(cfg)
     if send:
         subject, text, queued = store.queue_digest(db, cfg, since, now)
         print(text)
-        print(f"queued for {queued} recipient(s)" if queued else "nothing new to send")
+        if queued is None:
+            print("nothing new to send")
+        elif not channels:
+            print(f"NOT SENT: no email or webhook is set up (alerts.smtp, alerts.webhook). It waits in the outbox"
+                  f"{f' for {queued} recipient(s)' if queued else ''} until one is"
+                  + (f"; a copy is in {cfg.path(cfg.alerts.mailbox)}" if cfg.alerts.mailbox is not None else "")
+                  + ".")
+        else:
+            print(f"queued for {queued} recipient(s)" if queued else
+                  "NOT SENT: no recipient has an address for these alerts (alerts.recipients)")
         return 0
     rows = [a for a in store.list_alerts(db, since, "all") if a["severity"] not in cfg.alerts.immediate]
-    print(message.digest(list(reversed(rows)), cfg.school, tz, since, now)[1])
+    print(message.digest(list(reversed(rows)), cfg.school, tz, since, now, pending.undelivered(db, cfg))[1])
+    if not channels:
+        print("(not sent: no email or webhook is set up — alerts.smtp, alerts.webhook)")
+        return 0
     nxt = digest_time(now, cfg.alerts.digest.day, cfg.alerts.digest.at)
     if nxt <= now:
         nxt += dt.timedelta(days=7)

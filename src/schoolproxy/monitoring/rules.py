@@ -8,7 +8,8 @@ Rules, each producing (theme, severity, evidence):
 - real-time content: a page or streamed reply whose text scored over the profile's content alert score
   (the content addon puts its findings on the Verdict), with the site and the words as on the page;
 - circumvention: VPN/proxy and DNS-over-HTTPS categories (their theme), tunnels to bare IP addresses,
-  and repeated refusals of TLS interception (a VPN app or a pinned client);
+  and repeated refusals of TLS interception: the *client* refusing the school's certificate (a VPN app,
+  a pinned client), as the enforce addon marks it — never an upstream site's certificate failing;
 - the upstream filter's block page (Smoothwall/SWGfL, possibly IWF-listed content) → critical, evidence
   limited to the site and the record's reference — never the content.
 
@@ -28,7 +29,6 @@ from schoolproxy.verdict import Verdict
 
 SEVERITIES = ("low", "medium", "high", "critical")
 MAX_SUBJECTS = 50_000
-_TLS_REFUSAL = ("tls", "certificate", "handshake", "ssl")
 
 
 @dataclass(slots=True)
@@ -108,11 +108,11 @@ class AlertRules:
             found.append(Candidate("repeated-blocks", self.s.severity_of("repeated-blocks"), "repeated-blocks",
                                    f"{self.s.repeated_blocks} or more blocked attempts within "
                                    f"{self.s.repeated_blocks_minutes} minutes (latest: {v.host})", v))
-        if v.error and any(w in v.error.lower() for w in _TLS_REFUSAL) \
-                and self._count(self._refusals, v, 10) >= self.s.interception_refusals:
+        if v.client_refused_certificate and self._count(self._refusals, v, 10) >= self.s.interception_refusals:
             found.append(Candidate("circumvention", "medium", "interception-refused",
                                    f"{self.s.interception_refusals} or more connections refused the school's "
-                                   f"HTTPS inspection within 10 minutes (latest: {v.host}) — possibly a VPN app", v))
+                                   f"HTTPS inspection certificate within 10 minutes (latest: {v.host}) — possibly "
+                                   f"a VPN app, or a device without the school's certificate installed", v))
         return found
 
     def _search(self, v: Verdict, term: str, role: str) -> list[Candidate]:

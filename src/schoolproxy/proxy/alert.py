@@ -73,3 +73,6 @@ class Alert:
         yield deliveries
         yield GaugeMetricFamily("schoolproxy_alert_outbox_pending", "Alerts and digests waiting to be "
                                 "delivered (retried with backoff).", value=service.outbox_pending)
+        yield GaugeMetricFamily("schoolproxy_alerts_undelivered", "High and critical alerts that have reached no "
+                                "one (no email or webhook sent) and that no one has acknowledged.",
+                                value=service.undelivered)
