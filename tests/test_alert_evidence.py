@@ -137,3 +137,14 @@ def test_purge_removes_an_old_alert_with_its_evidence(school):
     assert len(evidence.of_alert(db, alert["id"])) == 3
     assert purge(db, 365, 300)["alerts"] == 1
     assert evidence.of_alert(db, alert["id"]) == []
+
+
+def test_a_page_is_kept_with_the_words_as_on_the_page(rules):
+    v = make_verdict(host="forum.test", path="/thread/9?session=x", action="block", rule="content:self-harm",
+                     categories=(), content=(("self-harm", 150, ("how to kill yourself", "painless"), "block", 100,
+                                              "page"),))
+    (c,) = [c for c in rules.evaluate(v) if c.rule == "content"]
+    row = evidence.row_of(c)
+    assert (row["kind"], row["words"], row["url"]) == ("content", '"how to kill yourself" / "painless"', None)
+    assert evidence.describe(row) == 'was stopped from reading a page on forum.test containing "how to kill ' \
+                                     'yourself" / "painless"'
