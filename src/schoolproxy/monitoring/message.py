@@ -70,8 +70,8 @@ def body(alert: dict, school: str, tz: ZoneInfo, procedure: str = "") -> str:
         f"Reference: alert {alert['ref']}" + (f", request record {alert['request_ref']}" if alert.get("request_ref") else ""),
         "",
         "What to do: follow the school's online-safety procedure. Record what you do in the incident log:",
-        f"  schoolproxy alerts ack {alert['ref']} --note \"...\"",
-        f"  schoolproxy alerts close {alert['ref']} --note \"outcome ...\"",
+        f"  schoolproxy alerts ack {alert['ref']} --note \"...\" --by YOUR-LOGON",
+        f"  schoolproxy alerts close {alert['ref']} --note \"outcome ...\" --by YOUR-LOGON",
     ]
     if procedure:
         lines.append(f"Procedure: {_one_line(procedure, 300)}")
@@ -112,5 +112,5 @@ def digest(alerts: list[dict], school: str, tz: ZoneInfo, since: dt.datetime, un
         lines.append(f"{label(theme)} ({len(items)})")
         lines += [_digest_line(a, tz) for a in items]
         lines.append("")
-    lines.append("Open an alert with: schoolproxy alerts show REF")
+    lines.append("Open an alert with: schoolproxy alerts show REF --by YOUR-LOGON")
     return subj, "\n".join(lines) + "\n"

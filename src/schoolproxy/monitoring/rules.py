@@ -42,6 +42,7 @@ class Candidate:
     score: int | None = None
     search_term: str | None = None
     repeat_of: tuple[str, str] | None = None   # (subject, theme) of the alert this repeats
+    words: tuple[str, ...] = ()   # what matched, as typed (a search) or as on the page (content): the evidence
 
 
 def _up(severity: str) -> str:
@@ -129,7 +130,8 @@ class AlertRules:
             where = engine_of(v.host) or v.host
             out.append(Candidate(sc.theme, severity, "search-phrases",
                                  f'searched for "{term}" on {where} (matched: {", ".join(sc.matched[:5])}; '
-                                 f"score {sc.score}, threshold {threshold})", v, sc.score, term))
+                                 f"score {sc.score}, threshold {threshold})", v, sc.score, term,
+                                 words=sc.matched))
         return out
 
     def _content(self, v: Verdict) -> list[Candidate]:
@@ -140,7 +142,8 @@ class AlertRules:
             shown = " / ".join(f'"{w}"' for w in words[:5])
             out.append(Candidate(theme, self.s.severity_of(theme), "content",
                                  f"{verb} {what} {v.host} containing {shown} (score {score}, "
-                                 f"{'blocked' if action == 'block' else 'alert'} at {threshold})", v, score))
+                                 f"{'blocked' if action == 'block' else 'alert'} at {threshold})", v, score,
+                                 words=tuple(words[:5])))
         return out
 
     def _count(self, table: dict[str, deque[float]], v: Verdict, minutes: int) -> int:

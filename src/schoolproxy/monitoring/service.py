@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine as DbEngine
 
 from schoolproxy.identity.register import NO_ONE, Register, is_shared_logon
-from schoolproxy.monitoring import pending, store
+from schoolproxy.monitoring import evidence, pending, store
 from schoolproxy.monitoring.delivery import DeliveryError, send_email, send_webhook, write_to_mailbox
 from schoolproxy.monitoring.phrases import PhraseError, PhraseLists, load_phrase_lists
 from schoolproxy.monitoring.rules import AlertRules, Candidate
@@ -49,6 +49,7 @@ class AlertService:
         self._queue: deque[Verdict] = deque()
         self._pending: deque[tuple[Candidate, str]] = deque()
         self._repeats: dict[tuple[str | None, str, str], int] = {}  # counted, not yet stored
+        self._repeat_evidence: dict[tuple[str | None, str, str], list[dict]] = {}  # what they were (bounded)
         self._repeats_at = 0.0
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -135,6 +136,9 @@ class AlertService:
                 if c.repeat_of is not None:
                     key = (c.verdict.username, c.verdict.client_ip, c.theme)
                     self._repeats[key] = self._repeats.get(key, 0) + 1
+                    kept = self._repeat_evidence.setdefault(key, [])
+                    if len(kept) < evidence.MAX_PER_ALERT:
+                        kept.append(evidence.row_of(c))
                     self.repeats += 1
                 else:
                     self._flush_repeats()  # onto the alert they repeat, before a newer one exists
@@ -161,8 +165,8 @@ class AlertService:
         # poll held the GIL for ~1 ms four times a second under a flood of blocked requests.
         self._repeats_at = time.monotonic() + REPEATS_EVERY
         if self._repeats:
-            store.count_repeats(self.db, self._repeats)
-            self._repeats = {}
+            store.count_repeats(self.db, self._repeats, self._repeat_evidence)
+            self._repeats, self._repeat_evidence = {}, {}
 
     def _person(self, v: Verdict, role: str) -> str | None:
         if v.person:

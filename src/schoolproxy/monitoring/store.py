@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine, and_, func, insert, select, update
 
 from schoolproxy.config import Config
-from schoolproxy.monitoring import message, pending
+from schoolproxy.monitoring import evidence, message, pending
 from schoolproxy.monitoring.access import audience
 from schoolproxy.monitoring.rules import Candidate
 from schoolproxy.records.schema import alert_notes, alert_outbox, alerts
@@ -59,8 +59,10 @@ def raise_alert(engine: Engine, config: Config, c: Candidate, role: str, person:
             _subject(v.username, v.client_ip), alerts.c.theme == row["theme"], alerts.c.time >= window)).scalar()
         if recent is not None:
             conn.execute(update(alerts).where(alerts.c.id == recent).values(repeats=alerts.c.repeats + 1))
+            evidence.add(conn, recent, [evidence.row_of(c)])
             return None
         alert_id = conn.execute(insert(alerts).values(**row).returning(alerts.c.id)).scalar_one()
+        evidence.add(conn, alert_id, [evidence.row_of(c)])
         if c.severity in s.immediate:
             subj = message.subject(row, config.school)
             text = message.body(row, config.school, tz, s.procedure)
@@ -79,17 +81,21 @@ def _subject(username: str | None, client_ip: str):
     return and_(alerts.c.username.is_(None), alerts.c.client_ip == client_ip)
 
 
-def count_repeats(engine: Engine, counts: dict[tuple[str | None, str, str], int]) -> None:
+def count_repeats(engine: Engine, counts: dict[tuple[str | None, str, str], int],
+                  found: dict[tuple[str | None, str, str], list[dict]] | None = None) -> None:
     """Add throttled repeats to each subject's latest alert of the theme, all in one transaction.
 
     ``counts`` maps (username, client IP, theme) to how many repeats; a flood of blocked requests is a
-    handful of statements per batch, not one transaction per request."""
+    handful of statements per batch, not one transaction per request. ``found``: the same keys to the
+    repeats' evidence rows (:func:`evidence.row_of`), kept on the alert with its count."""
     with engine.begin() as conn:
-        for (username, client_ip, theme), n in counts.items():
+        for key, n in counts.items():
+            username, client_ip, theme = key
             latest = conn.execute(select(func.max(alerts.c.id)).where(
                 _subject(username, client_ip), alerts.c.theme == theme)).scalar()
             if latest is not None:
                 conn.execute(update(alerts).where(alerts.c.id == latest).values(repeats=alerts.c.repeats + n))
+                evidence.add(conn, latest, (found or {}).get(key, []))
 
 
 # -- the outbox ---------------------------------------------------------------------------------------

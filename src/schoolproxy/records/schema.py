@@ -113,6 +113,23 @@ alert_notes = Table(
     Column("note", Text, nullable=False),
 )
 
+#: What raised an alert and each repeat counted on it: the searches as typed, the sites, the pages' words.
+#: The first monitoring.evidence.MAX_PER_ALERT of each alert; alerts.repeats still counts them all.
+alert_evidence = Table(
+    "alert_evidence", metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("alert_id", ForeignKey("alerts.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("kind", String(8), nullable=False),          # search | visit | content
+    Column("rule", String(64), nullable=False),         # the alert rule it matched (search-phrases, category:x…)
+    Column("words", String(512)),                       # the search as typed, or the words as on the page
+    Column("matched", String(512)),                     # the words of the search that matched, as typed
+    Column("host", String(253), nullable=False),
+    Column("url", String(320)),                         # query values redacted, cut short; none for adult sites
+    Column("action", String(8), nullable=False),        # allow | block
+    Column("request_ref", String(16)),                  # the request record
+)
+
 policy_decisions = Table(
     "policy_decisions", metadata,
     Column("id", _Id, primary_key=True, autoincrement=True),

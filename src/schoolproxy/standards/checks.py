@@ -389,7 +389,7 @@ def _failure_text(config: Config, run_id: int, run_by: str, failed: list[CheckRe
     lines += ["What to do: the network manager checks the proxy and the upstream filter, then runs",
               "  schoolproxy checks run --by NAME",
               "and records what was done in the incident log:",
-              f"  schoolproxy alerts close {ref} --note \"...\"", "",
+              f"  schoolproxy alerts close {ref} --note \"...\" --by NAME", "",
               f"Reference: alert {ref}. This message contains no browsing content."]
     return "\n".join(lines) + "\n"
 
