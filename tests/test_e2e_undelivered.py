@@ -121,7 +121,7 @@ def test_a_fresh_install_shouts_that_a_pupils_high_alert_reached_no_one(tmp_path
             assert NOWHERE in check and "alerts: 1 high or critical alert has reached no one" in check
 
             # Acknowledged: someone has it in hand, and it stops shouting.
-            cli(config, "alerts", "ack", ref, "--by", "Mrs C Lawrence")
+            cli(config, "alerts", "ack", ref, "--by", "clawrence")
             wait_until(lambda: metric(config, "schoolproxy_alerts_undelivered") == 0.0, what="gauge back to 0")
             assert "NOT SEEN" not in cli(config, "report", "weekly")
             assert "reached no one" not in cli(config, "check")
