@@ -134,3 +134,31 @@ def test_who_exists_without_a_directory_is_the_users_file_and_the_configs_names(
     assert exists("nobody") == (False, None)
     snap.config.identity.users["confignamed"] = "staff"    # named only in the config (users:)
     assert who_exists(snap.config, None, None)("ConfigNamed")[0]
+
+
+def test_check_says_when_the_feed_names_no_staff(tmp_path):
+    from conftest import make_school
+
+    from schoolproxy.config import load_config
+    from schoolproxy.gateway.modes import identity_warnings
+    config = make_school(tmp_path)
+    (tmp_path / "feed-secret").write_text("x" * 20)
+    text = config.read_text().replace("identity:\n", "identity:\n  logon_feed: {secret_file: feed-secret}\n", 1)
+    config.write_text(text)
+    assert any("names pupils only" in w for w in identity_warnings(load_config(config)))
+    config.write_text(text.replace("secret_file: feed-secret}", "secret_file: feed-secret, staff_subnets: [10.0.10.0/24]}"))
+    assert not any("names pupils only" in w for w in identity_warnings(load_config(config)))
+
+
+def test_a_directory_without_a_service_account_cannot_back_the_feed(tmp_path):
+    from conftest import make_school
+
+    from schoolproxy.config import ConfigError, load_config
+    config = make_school(tmp_path)
+    (tmp_path / "feed-secret").write_text("x" * 20)
+    config.write_text(config.read_text().replace("identity:\n", (
+        "identity:\n  logon_feed: {secret_file: feed-secret}\n"
+        "  directory: {url: 'ldap://dc1', bind: direct, direct_bind_template: '{username}@school', user_base: 'dc=s'}\n"
+    ), 1))
+    with pytest.raises(ConfigError, match="logon_feed: the feed checks that a reported user exists"):
+        load_config(config)

@@ -1,9 +1,10 @@
 """The logon table: which user is signed in at which client address, as told by the logon feed.
 
-Windows logon and logoff scripts (``deploy/logon-feed/``) call the feed endpoint; the table answers
-``ip → (user, device)`` on the request path with one dict lookup. The latest logon on an address wins; a
-logoff clears it (only the user who holds it can be logged off, so a late logoff from the previous user
-cannot clear the next one); entries expire after a TTL in case no logoff ever comes.
+A scheduled task on each Windows PC (``deploy/logon-feed/``, run as SYSTEM at logon and logoff) calls
+the feed endpoint; the table answers ``ip → (user, device)`` on the request path with one dict lookup.
+The latest logon on an address wins; a logoff clears it (only the user who holds it can be logged off,
+so a late logoff from the previous user cannot clear the next one); entries expire after a TTL in case
+no logoff ever comes.
 
 Writers (the feed's HTTP thread) replace whole entries; readers (the event loop) only ``get``: a dict
 item assignment is atomic under the GIL, so no lock is needed on the hot path.

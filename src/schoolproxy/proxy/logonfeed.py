@@ -1,4 +1,4 @@
-"""LogonFeed addon: the HTTP endpoint that Windows logon/logoff scripts call (``deploy/logon-feed/``).
+"""LogonFeed addon: the HTTP endpoint that the Windows logon task calls (``deploy/logon-feed/``).
 
     POST /logon   {"user": "jsmith", "device": "IT-SUITE-07"}           → 200 {"ok": true, ...}
     POST /logon   {"user": "jsmith", "ip": "...", "source": "sign-in", "hours": "8"}  (a sign-in page)
