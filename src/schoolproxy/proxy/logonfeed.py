@@ -89,9 +89,6 @@ class LogonFeed:
         self.logons = table
         threading.Thread(target=self.server.serve_forever, name="logon-feed", daemon=True).start()
         log.info("schoolproxy: logon feed on http://%s/ (%d live logons restored)", feed.listen, restored)
-        if not feed.staff_subnets:
-            log.info("schoolproxy: the logon feed will not name staff, supply or unfiltered accounts: "
-                     "identity.logon_feed.staff_subnets lists no staff PCs")
 
     def _follow(self, table: LogonTable) -> None:
         while not self._following.wait(FOLLOW_SECONDS):
