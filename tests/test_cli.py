@@ -1,10 +1,12 @@
 """The schoolproxy command as a network manager runs it (a real subprocess)."""
 
+import datetime as dt
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
+import pytest
 from conftest import PASSWORD, make_school
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,3 +116,83 @@ def test_decision_log_records_why_the_policy_changed(school):
     assert "why: Head asked: lesson videos" in r.stdout and "Games unblocked" not in r.stdout
     r = run("decisions", "list", "--since", "last tuesday", "--config", str(school))
     assert r.returncode != 0 and "cannot read the time" in r.stderr
+
+
+# -- everyday use on a gateway (issue 13 item 6) -------------------------------------------------------------
+def test_the_config_is_found_without_config(tmp_path, monkeypatch):
+    from schoolproxy.cli import common
+    from schoolproxy.config import ConfigError
+    etc, local = tmp_path / "etc" / "schoolproxy.yaml", tmp_path / "config" / "schoolproxy.yaml"
+    monkeypatch.setattr(common, "CONFIG_PLACES", (etc, local))
+    monkeypatch.delenv("SCHOOLPROXY_CONFIG", raising=False)
+    with pytest.raises(ConfigError, match="give --config FILE, or set SCHOOLPROXY_CONFIG"):
+        common.find_config(None)
+    local.parent.mkdir()
+    local.write_text("x")
+    assert common.find_config(None) == str(local)
+    etc.parent.mkdir()
+    etc.write_text("x")
+    assert common.find_config(None) == str(etc)                          # /etc before ./config
+    monkeypatch.setenv("SCHOOLPROXY_CONFIG", "/somewhere/else.yaml")
+    assert common.find_config(None) == "/somewhere/else.yaml"            # the environment before both
+    assert common.find_config("given.yaml") == "given.yaml"              # --config before everything
+
+
+def test_a_command_finds_the_config_from_the_environment_and_the_working_directory(tmp_path):
+    import os
+    school = make_school(tmp_path / "school")
+    env = {k: v for k, v in os.environ.items() if k != "SCHOOLPROXY_CONFIG"}
+    r = subprocess.run([str(BIN), "check"], capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                       env={**env, "SCHOOLPROXY_CONFIG": str(school)})
+    assert r.returncode == 0 and f"{school}: configuration valid" in r.stdout, r.stdout + r.stderr
+    if not Path("/etc/schoolproxy/schoolproxy.yaml").exists():  # a gateway's own would come first
+        r = subprocess.run([str(BIN), "check"], capture_output=True, text=True, cwd=ROOT, timeout=60, env=env)
+        assert r.returncode == 0 and "config/schoolproxy.yaml: configuration valid" in r.stdout, r.stdout + r.stderr
+        r = subprocess.run([str(BIN), "check"], capture_output=True, text=True, cwd=tmp_path, timeout=60, env=env)
+        assert r.returncode == 2 and "no configuration found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_uk_dates_are_read_wherever_a_time_is(school):
+    from zoneinfo import ZoneInfo
+
+    from schoolproxy.cli.common import when
+    tz = ZoneInfo("Europe/London")
+    assert when("02/12/2026 10:42", tz) == when("2026-12-02 10:42", tz) == dt.datetime(2026, 12, 2, 10, 42, tzinfo=tz)
+    assert when("2/12/2026", tz) == dt.datetime(2026, 12, 2, tzinfo=tz)   # day first, as the UK writes it
+    assert when("02/07/2026 9:05", tz) == dt.datetime(2026, 7, 2, 9, 5, tzinfo=tz)
+    r = run("explain", "--config", str(school), "--user", "pupil1", "--at", "25/11/2026 12:15", "http://gamesite.test/")
+    assert r.returncode == 0 and "time window 'lunchtime' is in force at Wed 12:15" in r.stdout, r.stdout + r.stderr
+    r = run("register", "add", "--config", str(school), "--logon", "Supply1", "--person", "Ms A Khan",
+            "--from", "25/11/2026 08:30", "--to", "25/11/2026 15:30", "--by", "office")
+    assert r.returncode == 0 and "Wed 25 Nov 08:30" in r.stdout, r.stdout + r.stderr
+    r = run("register", "who", "--config", str(school), "--logon", "Supply1", "--at", "25/11/2026 10:00")
+    assert r.returncode == 0 and "Ms A Khan" in r.stdout
+    r = run("report", "user", "pupil1", "--config", str(school), "--since", "01/11/2026", "--until", "30/11/2026 23:00")
+    assert r.returncode == 0 and "(0 records)" in r.stdout, r.stderr
+    r = run("report", "user", "pupil1", "--config", str(school), "--since", "31/02/2026")
+    assert r.returncode == 2 and "cannot read the time '31/02/2026'" in r.stderr
+
+
+def test_report_user_around_an_alert_a_record_or_a_time(school):
+    from console_school import add_alert, add_record, open_db
+    cfg, db = open_db(school)
+    t0 = dt.datetime(2026, 12, 2, 10, 42, tzinfo=dt.timezone.utc)  # 10:42 in London in December
+    alert = add_alert(db, cfg, when=t0, username="pupil1")
+    blocked = add_record(db, when=t0 - dt.timedelta(minutes=20), host="before.test", action="block")
+    add_record(db, when=t0 + dt.timedelta(minutes=25), host="after.test")
+    add_record(db, when=t0 - dt.timedelta(hours=2), host="earlier.test")
+    add_record(db, when=t0 + dt.timedelta(minutes=5), host="someone-else.test", username="pupil2")
+    r = run("report", "user", "pupil1", "--around", alert["ref"], "--config", str(school))
+    assert r.returncode == 0, r.stderr
+    assert f"pupil1: 30 minutes either side of 02/12/2026 10:42 (alert {alert['ref']})" in r.stdout
+    assert all(h in r.stdout for h in ("before.test", "www.google.com", "after.test")), r.stdout
+    assert "earlier.test" not in r.stdout and "someone-else.test" not in r.stdout
+    r = run("report", "user", "pupil1", "--around", "02/12/2026 10:42", "--minutes", "10", "--config", str(school))
+    assert r.returncode == 0 and "www.google.com" in r.stdout and "before.test" not in r.stdout, r.stdout
+    r = run("report", "user", "pupil1", "--around", blocked["ref"].lower(), "--minutes", "5", "--config", str(school))
+    assert f"(record {blocked['ref']})" in r.stdout and "before.test" in r.stdout and "after.test" not in r.stdout
+    r = run("report", "user", "pupil1", "--around", "ZZZZ-ZZZZ-ZZZZ", "--config", str(school))
+    assert r.returncode == 1 and "no alert or record has the reference 'ZZZZ-ZZZZ-ZZZZ'" in r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    r = run("report", "ref", "ZZZZ-ZZZZ-ZZZZ", "--config", str(school))
+    assert r.returncode == 1 and "no record has the reference 'ZZZZ-ZZZZ-ZZZZ'" in r.stderr
