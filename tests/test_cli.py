@@ -4,6 +4,7 @@ import datetime as dt
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,59 @@ def test_report_user_around_an_alert_a_record_or_a_time(school):
     assert "Traceback" not in r.stderr and r.stdout == ""
     r = run("report", "ref", "ZZZZ-ZZZZ-ZZZZ", "--config", str(school))
     assert r.returncode == 1 and "no record has the reference 'ZZZZ-ZZZZ-ZZZZ'" in r.stderr
+
+
+def test_users_add_list_remove_without_a_terminal_keeping_the_files_owner_and_mode(school):
+    import os
+    import pwd
+    users = school.parent / "users.htpasswd"
+    nobody = pwd.getpwnam("nobody")
+    os.chown(users, nobody.pw_uid, nobody.pw_gid)   # as a gateway has it: root:schoolproxy 0640, say
+    users.chmod(0o640)
+    r = run("users", "add", "newkid", "--file", str(users), input="")  # no terminal, no --password-stdin
+    assert r.returncode == 2 and "--password-stdin" in r.stderr and "Traceback" not in r.stderr
+    r = run("users", "add", "newkid", "--config", str(school), "--password-stdin", input="Pa55word!\n")
+    assert r.returncode == 0, r.stderr                                   # the config's users file, found by it
+    st = users.stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (nobody.pw_uid, nobody.pw_gid, 0o640)
+    r = run("users", "list", "--file", str(users))
+    assert r.returncode == 0 and r.stdout.split() == ["pupil1", "teacher1", "Supply3", "visitor", "newkid"]
+    assert "$2" not in r.stdout                                           # never a hash
+    r = run("users", "remove", "NEWKID", "--file", str(users))
+    assert r.returncode == 0 and "newkid" not in users.read_text()
+    st = users.stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (nobody.pw_uid, nobody.pw_gid, 0o640)
+    r = run("users", "remove", "newkid", "--file", str(users))
+    assert r.returncode == 1 and "has no user 'newkid'" in r.stderr
+    from schoolproxy.identity.userfile import UsersFile
+    assert UsersFile(users).check("pupil1", PASSWORD) and "newkid" not in UsersFile(users)
+
+
+def test_no_traceback_when_the_reader_goes_away(school):
+    import os
+    read, write = os.pipe()
+    os.close(read)  # as `schoolproxy ... | head -1` once head has its line
+    try:
+        r = subprocess.run([str(BIN), "report", "user", "pupil1", "--config", str(school)], stdout=write,
+                           stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=60)
+    finally:
+        os.close(write)
+    assert r.returncode == 141 and r.stderr == "", r.stderr
+
+
+def test_start_up_says_nothing_of_migrations(school):
+    from proxyproc import ProxyProcess
+    r = run("db", "upgrade", "--config", str(school))
+    assert r.returncode == 0 and r.stderr == "" and "Running upgrade" not in r.stdout
+    (school.parent / "records.db").unlink()
+    proxy = ProxyProcess.schoolproxy_run(school, school.parent)
+    try:
+        deadline = time.monotonic() + 30
+        while "records database: schema created" not in proxy.log():  # one line of ours instead
+            assert time.monotonic() < deadline, proxy.log()
+            time.sleep(0.2)
+        log = proxy.log()
+    finally:
+        proxy.stop()
+    for noise in ("Context impl", "Will assume", "Running upgrade"):
+        assert noise not in log, log
