@@ -126,9 +126,11 @@ class LogonFeed:
             cleared = table.logoff(user, ip)
             self.stats["logoff"] += 1
             return {"ok": True, "cleared": cleared}
+
+        def profile_of(name: str, groups: frozenset[str] | None):
+            return snap.config.profiles[snap.resolver.resolve(snap.resolver.canonical(name), groups or frozenset())[0]]
         groups = admit(user, ip, caller, source, sources, who_exists(snap.config, snap.directory, snap.users),
-                       lambda u, g: snap.config.profiles[snap.resolver.resolve(snap.resolver.canonical(u),
-                                                                                g or frozenset())[0]])
+                       profile_of)
         entry = table.logon(user, ip, fields.get("device"), groups=groups, source=source,
                             ttl_seconds=_hours(fields.get("hours")))
         self.stats["logon"] += 1
@@ -138,10 +140,10 @@ class LogonFeed:
     def note_refusal(self, refused: Refused, caller: str) -> None:
         """Count a refused call; log it unless this caller's last refusal was logged under a minute ago (a
         pupil's script looping must not flood the log). Never the secret, never a password."""
-        self.stats["refused"] += 1
-        self.refused[refused.reason] += 1
         now = time.monotonic()
         with self._log_lock:
+            self.stats["refused"] += 1
+            self.refused[refused.reason] += 1
             last = self._last_logged.get(caller)
             if last is not None and now - last < QUIET_SECONDS:
                 return
