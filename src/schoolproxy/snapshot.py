@@ -63,6 +63,8 @@ class Snapshot:
     directory: Directory | None = None
     #: The logon feed's shared secret (from its secret file), if the feed is configured.
     logon_secret: str | None = None
+    #: The local users file, if proxy sign-in uses one (the logon feed asks it who exists).
+    users: UsersFile | None = None
     #: The gateway's own addresses and names, never reached through the proxy (filtering/local.py).
     local: LocalDestinations | None = None
     #: Expiring allows in force (approved unblock requests, teachers' class allows), from the records:
@@ -118,8 +120,8 @@ def build_snapshot(config_path: str | Path, run_tests: bool = True, previous: Sn
         # Keep the running one (and its cache of users' groups) if nothing about it changed.
         directory = old if old is not None and old.same_as(new) else new
     pa = ident.proxy_auth
+    local = None
     if pa is not None and pa.enabled:
-        local = None
         if pa.users_file is not None:
             users_path = config.path(pa.users_file)
             local = UsersFile(users_path)
@@ -135,7 +137,7 @@ def build_snapshot(config_path: str | Path, run_tests: bool = True, previous: Sn
             raise ConfigError(f"{secret_path}: the logon feed secret must be at least 16 characters")
     snapshot = Snapshot(config, lists, policy, ProfileResolver(config, authenticator), SubnetMap(config),
                         authenticator, watched, directory=directory, logon_secret=logon_secret,
-                        local=local_destinations(config))
+                        users=local, local=local_destinations(config))
     if run_tests:
         failed = [r for r in snapshot.run_tests() if not r.passed]
         if failed:

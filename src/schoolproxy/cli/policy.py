@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 from zoneinfo import ZoneInfo
 
+from schoolproxy.cli.common import read_datetime
 from schoolproxy.filtering.decide import Stage, decide, facts_for_url
 from schoolproxy.gateway.modes import identity_warnings
 from schoolproxy.identity.profiles import Identity
@@ -28,7 +28,7 @@ def register(sub) -> None:
     who.add_argument("--user", help="logon username")
     who.add_argument("--profile", help="profile name")
     who.add_argument("--ip", help="client IP (subnet map, else the default profile)")
-    p.add_argument("--at", help="date/time to decide at, e.g. '2026-11-25 12:30' (default: now)")
+    p.add_argument("--at", help="date/time to decide at, e.g. '25/11/2026 12:30' (default: now)")
     p.add_argument("url")
 
 
@@ -112,9 +112,9 @@ def cmd_explain(args) -> int:
     at = None
     if args.at:
         try:
-            at = dt.datetime.fromisoformat(args.at)
+            at, _ = read_datetime(args.at)
         except ValueError:
-            print(f"error: --at {args.at!r}: use a date and time such as '2026-11-25 12:30'", file=sys.stderr)
+            print(f"error: --at {args.at!r}: use a date and time such as '25/11/2026 12:30'", file=sys.stderr)
             return 2
         if at.tzinfo is None:
             at = at.replace(tzinfo=policy.tz)

@@ -55,6 +55,9 @@ supply_register = Table(
     Column("ends", DateTime(timezone=True)),
     Column("created_by", String(256), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # A visit cancelled before it started: kept, with who cancelled it; no longer in the register.
+    Column("cancelled_by", String(256)),
+    Column("cancelled_at", DateTime(timezone=True)),
     Index("ix_supply_register_logon_starts", "logon", "starts"),
 )
 
