@@ -1,13 +1,13 @@
 """A cancelled visit stays in the register, stamped with who cancelled it and when, instead of vanishing.
 
-Revision ID: 0008_i13c_cancel
-Revises: 0007_i15
+Revision ID: 0010
+Revises: 0009
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_i13c_cancel"
-down_revision = "0007_i15"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

@@ -1,13 +1,13 @@
 """Evidence of an alert: every search, visit or page that raised it or repeated it (issue 13).
 
-Revision ID: 0008_i13_evidence
-Revises: 0007_i15
+Revision ID: 0009
+Revises: 0008
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_i13_evidence"
-down_revision = "0007_i15"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
