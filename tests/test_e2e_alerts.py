@@ -231,3 +231,40 @@ def test_upstream_block_page_is_critical_and_flood_is_throttled(world):
     report = subprocess.run([str(BIN / "schoolproxy"), "report", "user", "pupil1", "--csv", "--config", str(config)],
                             capture_output=True, text=True)
     assert "volcano facts" in report.stdout and "how to kill myself 0" in report.stdout
+
+
+def test_two_workers_raise_alerts_from_alert_processes_of_their_own_and_deliver_once(world):
+    # `schoolproxy run --workers 2`: each worker hands its verdicts to an alert process of its own (the
+    # rules and delivery run there, not in a thread of the proxy); worker 0's delivers.
+    internet, config, mailbox, hook, root = world
+    port = free_port()
+    proxy = ProxyProcess([str(BIN / "schoolproxy"), "run", "--config", str(config), "--listen-port", str(port),
+                          "--workers", "2"], port, root / "run.log")
+    with proxy:
+        def children(pid: str | int) -> list[str]:
+            return subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+
+        def with_alert_process() -> list[str]:
+            found = []
+            for worker in children(proxy.proc.pid):
+                for child in children(worker):
+                    try:
+                        cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                    except OSError:
+                        continue
+                    if "schoolproxy.monitoring.process" in cmdline:
+                        found.append(worker)
+            return found
+        deadline = time.monotonic() + 30
+        while len(with_alert_process()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert sorted(with_alert_process()) == sorted(children(proxy.proc.pid)) and len(with_alert_process()) == 2, \
+            proxy.log()
+        for _ in range(6):  # new connections: the kernel spreads them over both workers
+            assert search(proxy, "pupil1", "how to kill myself") == 200
+        assert mailbox.wait(lambda m: DSL in m["to"]), proxy.log()
+        time.sleep(1.5)  # anything else that was going to arrive has
+        assert len(mailbox.to(DSL)) == 1 and len(mailbox.to(LEAD)) == 1
+    assert proxy.proc.returncode == 0, proxy.log()
+    listing = cli(config, "alerts", "list")
+    assert listing.stdout.count("self-harm") == 1, listing.stdout

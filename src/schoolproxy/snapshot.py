@@ -13,6 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 from schoolproxy.config import Config, ConfigError, load_config
 from schoolproxy.filtering.decide import decide, facts_for_url
@@ -199,10 +200,21 @@ class SnapshotHolder:
     def __init__(self) -> None:
         self.snapshot: Snapshot | None = None
         self.config_path: Path | None = None
+        self._on_config: list[Callable[[Snapshot], None]] = []
+
+    def on_config(self, fn: Callable[[Snapshot], None]) -> None:
+        """Call ``fn`` with each snapshot of a newly loaded configuration (start-up and reloads), on the
+        thread that swaps it in (the event loop)."""
+        self._on_config.append(fn)
+
+    def _configured(self) -> None:
+        for fn in self._on_config:
+            fn(self.snapshot)
 
     def load(self, config_path: str | Path) -> Snapshot:
         self.config_path = Path(config_path)
         self.snapshot = build_snapshot(self.config_path)
+        self._configured()
         return self.snapshot
 
     def changed(self) -> bool:
@@ -225,6 +237,7 @@ class SnapshotHolder:
         if running is not None and running.expiring is not snapshot.expiring:
             snapshot = replace(snapshot, expiring=running.expiring)  # loaded while the new one was built
         self.snapshot = snapshot
+        self._configured()
 
     def set_expiring(self, expiring: ExpiringOverrides) -> None:
         """The expiring allows now in force, in a new snapshot otherwise the same (one reference swap)."""

@@ -78,6 +78,10 @@ class Content:
         self._lists: tuple[Path, object, PhraseLists | None] | None = None
 
     # -- hooks ------------------------------------------------------------------------------------
+    def wants(self, event: str) -> bool:
+        snap = self.snapshots.snapshot
+        return snap is None or any(p.content.scan for p in snap.config.profiles.values())
+
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if flow.error or flow.response is None or not flow.live:
             return
