@@ -94,6 +94,11 @@ class AlertProcess:
     def outbox_pending(self) -> int:
         return self._child["outbox_pending"]
 
+    @property
+    def undelivered(self) -> int:
+        """High and critical alerts that have reached no one (the alert process counts them)."""
+        return self._child["undelivered"]
+
     # -- event loop side --------------------------------------------------------------------------
     def submit(self, verdict: Verdict) -> None:
         """Bus subscriber on the request path: append and return."""
@@ -247,7 +252,7 @@ class AlertProcess:
             "raised": {(t, s): n for t, s, n in report.get("raised", ())},
             "deliveries": {(c, r): n for c, r, n in report.get("deliveries", ())},
             "repeats": report.get("repeats", 0), "skipped": report.get("skipped", 0),
-            "outbox_pending": report.get("outbox_pending", 0)}
+            "outbox_pending": report.get("outbox_pending", 0), "undelivered": report.get("undelivered", 0)}
 
     # -- shutdown ---------------------------------------------------------------------------------
     def stop(self, timeout: float = 30.0) -> None:
@@ -294,7 +299,7 @@ class AlertProcess:
 
 
 def _empty() -> dict:
-    return {"raised": {}, "deliveries": {}, "repeats": 0, "skipped": 0, "outbox_pending": 0}
+    return {"raised": {}, "deliveries": {}, "repeats": 0, "skipped": 0, "outbox_pending": 0, "undelivered": 0}
 
 
 def _merged(a: dict, b: dict) -> dict:
@@ -338,7 +343,8 @@ def main() -> int:
             line = json.dumps({
                 "ack": state["ack"], "raised": [[t, sv, n] for (t, sv), n in list(service.raised.items())],
                 "deliveries": [[c, r, n] for (c, r), n in list(service.deliveries.items())],
-                "repeats": service.repeats, "skipped": service.skipped, "outbox_pending": service.outbox_pending})
+                "repeats": service.repeats, "skipped": service.skipped, "outbox_pending": service.outbox_pending,
+                "undelivered": service.undelivered})
             if always or line != last[0]:
                 out.write(line + "\n")
                 out.flush()
