@@ -266,5 +266,5 @@ def test_two_workers_raise_alerts_from_alert_processes_of_their_own_and_deliver_
         time.sleep(1.5)  # anything else that was going to arrive has
         assert len(mailbox.to(DSL)) == 1 and len(mailbox.to(LEAD)) == 1
     assert proxy.proc.returncode == 0, proxy.log()
-    listing = cli(config, "alerts", "list")
+    listing = cli(config, "alerts", "list", "--by", "dsl1")
     assert listing.stdout.count("self-harm") == 1, listing.stdout
