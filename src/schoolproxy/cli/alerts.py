@@ -96,8 +96,12 @@ def cmd_alerts(args) -> int:
                 print(f"  {reports._text(n['time'], tz)}  {n['action']:<7} {reports._text(n['author'], tz)}: "
                       f"{reports._text(n['note'], tz)}")
             for o in sent:
-                print(f"  delivery {o['channel']} to {reports._text(o['recipient'], tz)}: {o['status']}"
-                      f" after {o['attempts']} failed attempt(s)" + (f" (last error: {o['last_error']})" if o["last_error"] else ""))
+                if o["channel"] == "mailbox":   # a copy on the gateway, never a way of telling anyone
+                    print(f"  copy in the gateway's mailbox: {o['status']}")
+                    continue
+                failed = f" after {o['attempts']} failed attempt(s)" if o["attempts"] else ""
+                print(f"  delivery {o['channel']} to {reports._text(o['recipient'], tz)}: {o['status']}{failed}"
+                      + (f" (last error: {reports._text(o['last_error'], tz)})" if o["last_error"] else ""))
         elif cmd == "export":
             from schoolproxy.monitoring.access import role_of_alert
             rows = [a for a in store.list_alerts(db, when(args.since, tz), args.status, limit=100_000)
