@@ -28,7 +28,7 @@ def at(hhmm: str, day: int = 25) -> dt.datetime:  # 2026-11-25 is a Wednesday
     ("pupil", "http://exa mple.org/", "block", "invalid-host"),
 ])
 def test_precedence(snapshot, profile, url, action, rule):
-    d = snapshot.policy.decide_url(profile, url)
+    d = snapshot.policy.decide_url(profile, url, at("10:30"))   # outside the lunchtime window
     assert (d.action, d.rule) == (action, rule)
 
 
