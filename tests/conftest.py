@@ -11,11 +11,15 @@ from pathlib import Path
 import bcrypt
 import pytest
 
+#: A help service that a list also files under a blocked category (a counselling service with a forum,
+#: filed under social networking too): it must stay reachable for pupils all the same.
+HELP_SITE_ALSO_BLOCKED = "talkhelp.test"
+
 LISTS = {
-    "social-networking/domains": ["socialsite.test", "facebook.com"],
+    "social-networking/domains": ["socialsite.test", "facebook.com", HELP_SITE_ALSO_BLOCKED],
     "education/domains": ["learning.test"],
     "education/urls": ["bbc.co.uk/bitesize"],
-    "helpsites/domains": ["helpline.test", "childline.org.uk"],
+    "helpsites/domains": ["helpline.test", "childline.org.uk", HELP_SITE_ALSO_BLOCKED],
     "games/domains": ["gamesite.test"],
     "banking/domains": ["bank.test"],
     "adult/domains": ["adultsite.test"],

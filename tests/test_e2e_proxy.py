@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import PASSWORD, make_school, metrics_url, require
+from conftest import HELP_SITE_ALSO_BLOCKED, PASSWORD, make_school, metrics_url, require
 from internet import Internet
 from proxyproc import BIN, ROOT, ProxyProcess, free_port
 from waits import wait_until
@@ -113,12 +113,25 @@ def test_wrong_password_over_https_connect_gets_407(world):
     assert "407" in r.stderr
 
 
+@pytest.mark.parametrize("host", ["www.childline.org.uk", HELP_SITE_ALSO_BLOCKED])
 @pytest.mark.parametrize("user", ["pupil1", "visitor", "teacher1"])
-def test_help_site_always_passes(world, user):
-    _, proxy, _ = world
+def test_help_site_always_passes(world, user, host):
+    # HELP_SITE_ALSO_BLOCKED is in social networking too, which pupils are blocked from: the help site wins.
+    internet, proxy, _ = world
+    path = f"/get-support/{user}"
     with client(proxy, user) as c:
-        r = c.get("http://www.childline.org.uk/get-support")
-    assert r.status_code == 200 and "origin www.childline.org.uk" in r.text
+        r = c.get(f"http://{host}{path}")
+    assert r.status_code == 200 and f"origin {host}" in r.text
+    assert internet.wait_for(lambda s: s.host == host and s.path == path)
+
+
+def test_a_help_site_also_in_a_blocked_category_passes_for_a_pupil_over_https(world):
+    internet, proxy, root = world
+    with client(proxy, "pupil1", verify=mitm_ca(root)) as c:
+        r = c.get(f"https://{HELP_SITE_ALSO_BLOCKED}/chat")
+        assert c.get("https://socialsite.test/chat").status_code == 403   # the category is blocked for pupils
+    assert r.status_code == 200 and f"origin {HELP_SITE_ALSO_BLOCKED}" in r.text
+    assert internet.wait_for(lambda s: s.host == HELP_SITE_ALSO_BLOCKED and s.path == "/chat").via_connect
 
 
 def test_intercepted_https_shows_block_page(world):

@@ -21,6 +21,7 @@ def at(hhmm: str, day: int = 25) -> dt.datetime:  # 2026-11-25 is a Wednesday
     ("pupil", "http://example.org/", "allow", "default:pupil"),
     ("pupil", "http://helpline.test/chat", "allow", "helpsite"),
     ("guest", "http://helpline.test/", "allow", "helpsite"),
+    ("pupil", "http://talkhelp.test/forum", "allow", "helpsite"),     # also in social networking, blocked for pupils
     ("guest", "http://example.org/", "block", "default:guest"),
     ("guest", "http://www.bbc.co.uk/bitesize/maths", "allow", "category:education"),
     ("staff", "http://www.facebook.com/", "allow", "default:staff"),
