@@ -82,3 +82,9 @@ def test_config_help_sites_join_the_helpsites_category(tmp_path):
     school = make_school(tmp_path, extra="help_sites: [localhelp.test]\n")
     d = build_snapshot(school).policy.decide_url("guest", "http://www.localhelp.test/")
     assert (d.action, d.rule) == ("allow", "helpsite")
+
+
+def test_a_profile_the_policy_does_not_know_is_blocked(snapshot):
+    # Cannot come from a validated config; if it ever did (a stale identity after a reload), fail closed.
+    d = snapshot.policy.decide("no-such-profile", "learning.test")
+    assert (d.action, d.rule) == ("block", "unknown-profile")
