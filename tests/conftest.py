@@ -85,6 +85,26 @@ tests:
 {extra}"""
 
 
+def pytest_collection_modifyitems(config, items):
+    """``SCHOOLPROXY_TEST_ORDER=reverse`` runs each file's tests in reverse order, ``shuffle:SEED`` in a
+    seeded random order (the files keep theirs, so a module's shared proxy still starts once): a test
+    that passes only because another test of its file ran first shows up."""
+    order = os.environ.get("SCHOOLPROXY_TEST_ORDER", "")
+    if not order:
+        return
+    import random
+    by_file: dict[str, list] = {}
+    for item in items:
+        by_file.setdefault(item.nodeid.split("::")[0], []).append(item)
+    rng = random.Random(order.partition(":")[2]) if order.startswith("shuffle") else None
+    for tests in by_file.values():
+        if rng is not None:
+            rng.shuffle(tests)
+        else:
+            tests.reverse()
+    items[:] = [item for tests in by_file.values() for item in tests]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

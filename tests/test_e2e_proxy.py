@@ -52,6 +52,7 @@ def mitm_ca(root: Path) -> ssl.SSLContext:
 
 def test_pupil_gets_block_page_on_social_network_and_upstream_never_sees_it(world):
     internet, proxy, _ = world
+    internet.clear()  # the stand-in internet is shared by this file's tests: read only what this one sent
     r = curl("-x", proxy.auth_url("pupil1", PASSWORD), "-w", "\n%{http_code}", "http://www.socialsite.test/feed")
     body, status = r.stdout.rsplit("\n", 1)
     assert status == "403"
@@ -63,11 +64,12 @@ def test_pupil_gets_block_page_on_social_network_and_upstream_never_sees_it(worl
 
 def test_pupil_gets_real_page_on_education_site(world):
     internet, proxy, _ = world
+    internet.clear()
     with client(proxy, "pupil1") as c:
         r = c.get("http://learning.test/lesson?week=3")
     assert r.status_code == 200
     assert "origin learning.test" in r.text
-    seen = internet.wait_for(lambda s: s.host == "learning.test")
+    seen = internet.wait_for(lambda s: s.host == "learning.test" and s.path.startswith("/lesson"))
     assert seen.query == {"week": ["3"]}
     # The school's credentials are never passed on to the upstream filter.
     assert seen.header("Proxy-Authorization") is None
@@ -358,7 +360,7 @@ def test_reload_under_load_fails_no_request_and_applies(own_school):
         proxy.signal()
         wait_until(lambda: "REFUSED" in proxy.log(), what="the broken config refused", detail=proxy.log)
         before = dict(statuses)
-        wait_until(lambda: statuses.get(403, 0) > before.get(403, 0) + 10, what="blocks after the refusal")
+        wait_until(lambda: statuses.get(403, 0) > before.get(403, 0) + 20, what="blocks after the refusal")
     finally:
         stop.set()
         for t in threads:
@@ -367,8 +369,7 @@ def test_reload_under_load_fails_no_request_and_applies(own_school):
     proxy.stop()
     assert not failures, failures[:3]
     assert set(statuses) <= {200, 403}
-    assert sum(statuses.values()) > 50
-    assert statuses[403] > before.get(403, 0)  # still blocking under the kept (reloaded) policy
+    assert statuses[200] > 10 and statuses[403] > before.get(403, 0) + 20  # still blocking under the kept policy
     assert "REFUSED" in log and "not valid YAML" in log
 
 
