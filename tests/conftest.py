@@ -11,11 +11,15 @@ from pathlib import Path
 import bcrypt
 import pytest
 
+#: A help service that a list also files under a blocked category (a counselling service with a forum,
+#: filed under social networking too): it must stay reachable for pupils all the same.
+HELP_SITE_ALSO_BLOCKED = "talkhelp.test"
+
 LISTS = {
-    "social-networking/domains": ["socialsite.test", "facebook.com"],
+    "social-networking/domains": ["socialsite.test", "facebook.com", HELP_SITE_ALSO_BLOCKED],
     "education/domains": ["learning.test"],
     "education/urls": ["bbc.co.uk/bitesize"],
-    "helpsites/domains": ["helpline.test", "childline.org.uk"],
+    "helpsites/domains": ["helpline.test", "childline.org.uk", HELP_SITE_ALSO_BLOCKED],
     "games/domains": ["gamesite.test"],
     "banking/domains": ["bank.test"],
     "adult/domains": ["adultsite.test"],
@@ -79,6 +83,26 @@ tests:
   - {{user: pupil1, url: "http://socialsite.test/", expect: block}}
   - {{user: teacher1, url: "http://socialsite.test/", expect: allow}}
 {extra}"""
+
+
+def pytest_collection_modifyitems(config, items):
+    """``SCHOOLPROXY_TEST_ORDER=reverse`` runs each file's tests in reverse order, ``shuffle:SEED`` in a
+    seeded random order (the files keep theirs, so a module's shared proxy still starts once): a test
+    that passes only because another test of its file ran first shows up."""
+    order = os.environ.get("SCHOOLPROXY_TEST_ORDER", "")
+    if not order:
+        return
+    import random
+    by_file: dict[str, list] = {}
+    for item in items:
+        by_file.setdefault(item.nodeid.split("::")[0], []).append(item)
+    rng = random.Random(order.partition(":")[2]) if order.startswith("shuffle") else None
+    for tests in by_file.values():
+        if rng is not None:
+            rng.shuffle(tests)
+        else:
+            tests.reverse()
+    items[:] = [item for tests in by_file.values() for item in tests]
 
 
 def free_port() -> int:

@@ -97,6 +97,12 @@ def world(tmp_path):
         hook.close()
 
 
+def outbox(config: Path) -> list[dict]:
+    db = open_database(f"sqlite:///{config.parent / 'records.db'}")
+    with db.connect() as conn:
+        return [dict(r) for r in conn.execute(select(alert_outbox)).mappings()]
+
+
 def outcomes(config: Path) -> tuple[dict, dict[str, str]]:
     db = open_database(f"sqlite:///{config.parent / 'records.db'}")
     run = list_runs(db, dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc))[0]
@@ -120,7 +126,8 @@ def test_checks_pass_on_a_working_school_and_are_recorded(world):
     assert internet.requests_for("learning.test") and internet.requests_for("www.childline.org.uk")
     assert not internet.requests_for("socialsite.test")      # the block page came from the proxy
     assert internet.requests_for(UPSTREAM_TEST)               # asked of the upstream filter directly
-    assert not mailbox.messages and not hook.received          # nothing to report
+    assert not outbox(config)                                  # nothing to report: nothing queued to send
+    assert not mailbox.messages and not hook.received
 
     listed = cli(config, "checks", "list", "--all")
     assert "passed" in listed.stdout and "by Mrs C Lawrence (clawrence)" in listed.stdout
@@ -153,6 +160,9 @@ def test_upstream_down_is_a_recorded_failure_and_a_high_alert_to_network_manager
     # Failing the same way again within the day: counted on the open alert, not sent again.
     again = cli(config, "checks", "run", "--by", "tevans")
     assert again.returncode == 1 and f"alert {run['alert_ref']} already open" in again.stdout
+    rows = outbox(config)                                     # nothing new queued, and what was is sent
+    assert sorted(r["recipient"] for r in rows if r["channel"] == "email") == [DSL, NETWORK]
+    assert {r["status"] for r in rows} == {"sent"}
     assert len(mailbox.messages) == 2
 
 

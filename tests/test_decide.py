@@ -2,6 +2,7 @@
 the config's policy tests all call."""
 
 import pytest
+from conftest import HELP_SITE_ALSO_BLOCKED
 
 from schoolproxy.filtering.decide import Handling, RequestFacts, Stage, decide, facts_for_url, names_of
 from schoolproxy.identity.profiles import Identity
@@ -190,3 +191,30 @@ def test_the_config_can_allow_a_local_destination(tmp_path):
     snap = build_snapshot(cfg)
     assert decide(snap, STAFF, request("intranet.localhost")).handling is Handling.FORWARD
     assert decide(snap, STAFF, request("other.localhost")).decision.rule == "gateway"
+
+
+@pytest.mark.parametrize("profile", ["pupil", "guest", "supply", "staff"])
+def test_a_help_site_also_in_a_blocked_category_is_allowed_for_every_profile(snapshot, profile):
+    # The help site is in social networking too, which pupils are blocked from and guests (an allow-list
+    # profile) are not allowed: the help site comes first, at every stage.
+    who = Identity("someone", profile, "proxy-auth", "given")
+    for facts in (request(HELP_SITE_ALSO_BLOCKED, authority=HELP_SITE_ALSO_BLOCKED),
+                  request("www." + HELP_SITE_ALSO_BLOCKED, "/forum/t/1", connect_host="www." + HELP_SITE_ALSO_BLOCKED)):
+        ruling = decide(snapshot, who, facts)
+        assert (ruling.handling, ruling.decision.rule) == (Handling.FORWARD, "helpsite")
+        assert {"helpsites", "social-networking"} <= set(snapshot.policy.category_names(ruling.decision.mask))
+    assert decide(snapshot, who, connect(HELP_SITE_ALSO_BLOCKED)).handling is Handling.TUNNEL
+    assert decide(snapshot, who, clienthello(HELP_SITE_ALSO_BLOCKED, HELP_SITE_ALSO_BLOCKED)).handling \
+        is Handling.INTERCEPT
+
+
+def test_a_help_site_also_in_a_blocked_category_is_allowed_for_the_unidentified_and_in_a_window(snapshot):
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+    unidentified = decide(snapshot, None, request(HELP_SITE_ALSO_BLOCKED))
+    assert (unidentified.identity.profile, unidentified.decision.rule) == ("pupil", "helpsite")
+    lunchtime = dt.datetime(2026, 11, 25, 12, 30, tzinfo=ZoneInfo("Europe/London"))
+    trace: list[str] = []
+    ruling = decide(snapshot, PUPIL, request(HELP_SITE_ALSO_BLOCKED), lunchtime, trace)
+    assert ruling.decision.rule == "helpsite"
+    assert "1. help site: always allowed (no rule can block it)" in trace

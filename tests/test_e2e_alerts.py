@@ -18,6 +18,12 @@ import yaml
 from conftest import PASSWORD, make_school, metrics_url, require
 from internet import Internet
 from proxyproc import BIN, ProxyProcess, free_port
+from sqlalchemy import select
+from waits import wait_until
+
+from schoolproxy.config import load_config
+from schoolproxy.records import open_database
+from schoolproxy.records.schema import alert_outbox, alerts
 
 pytestmark = pytest.mark.e2e
 
@@ -115,6 +121,42 @@ def search(proxy: ProxyProcess, user: str, term: str, engine: str = "http://www.
         return c.get(engine, params={"q": term}).status_code
 
 
+def outbox(config: Path) -> list[dict]:
+    """The alert outbox as the running proxy left it in the records database."""
+    db = open_database(load_config(config).database_url())
+    try:
+        with db.connect() as conn:
+            return [dict(r) for r in conn.execute(select(alert_outbox).order_by(alert_outbox.c.id)).mappings()]
+    finally:
+        db.dispose()
+
+
+def alert_repeats(config: Path) -> int:
+    """Repeats counted on all alerts so far (stored in batches by the alert processes)."""
+    db = open_database(load_config(config).database_url())
+    try:
+        with db.connect() as conn:
+            return sum(conn.execute(select(alerts.c.repeats)).scalars())
+    finally:
+        db.dispose()
+
+
+def all_sent(config: Path) -> bool:
+    """Every message in the outbox is marked sent: it has reached the mail server (a row is marked after
+    its message is accepted) and will never be sent again. "Exactly once" is checked after this, not
+    after a sleep."""
+    rows = outbox(config)
+    return bool(rows) and all(r["status"] == "sent" for r in rows)
+
+
+def metric(config: Path, series: str) -> float:
+    """The value of one series on the proxy's metrics page (0 when absent)."""
+    for line in httpx.get(metrics_url(config), timeout=5).text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "schoolproxy"), *args, "--config", str(config)], capture_output=True, text=True)
 
@@ -139,7 +181,10 @@ def test_pupil_self_harm_search_alerts_dsl_and_lead_once_staff_goes_to_head_only
         assert search(proxy, "pupil1", "how to k1ll myse1f") == 200       # leetspeak: same theme, throttled
         got = mailbox.wait(lambda m: DSL in m["to"])
         assert got, proxy.log()
-        time.sleep(1.5)  # anything else that was going to arrive has
+        # The second search has been judged (a repeat of the first), and everything raised was sent.
+        wait_until(lambda: metric(config, "schoolproxy_alert_repeats_total") == 1, what="the repeat counted",
+                   detail=proxy.log)
+        wait_until(lambda: all_sent(config), what="the outbox delivered", detail=lambda: repr(outbox(config)))
         assert len(mailbox.to(DSL)) == 1 and len(mailbox.to(LEAD)) == 1
         mail = mailbox.to(DSL)[0]
         assert "[HIGH] Self-harm and suicide — pupil1" in mail["subject"]
@@ -149,14 +194,20 @@ def test_pupil_self_harm_search_alerts_dsl_and_lead_once_staff_goes_to_head_only
 
         assert search(proxy, "teacher1", "how to kill myself") == 200
         assert mailbox.wait(lambda m: HEAD in m["to"] and "teacher1" in m["subject"])
-        time.sleep(1.0)
+        wait_until(lambda: all_sent(config), what="the outbox delivered", detail=lambda: repr(outbox(config)))
         teacher_mail = [m for m in mailbox.messages if "teacher1" in m["subject"]]
         assert [m["to"] for m in teacher_mail] == [[HEAD]]                # the head teacher and only the head
+        assert {r["recipient"] for r in outbox(config) if "teacher1" in r["subject"]} == {HEAD, hook.url}
 
         for benign in ("how to kill a process in linux", "sex education year 6", "Scunthorpe United",
                        "bath bomb recipe", "to kill a mockingbird summary"):
             assert search(proxy, "pupil1", benign) == 200
-        time.sleep(1.5)
+        # The alert rules judge requests in the order they were made: once a later visit to a VPN site has
+        # raised its alert, the benign searches before it have been judged.
+        with httpx.Client(proxy=proxy.auth_url("visitor", PASSWORD), timeout=15) as c:
+            assert c.get("http://vpnsite.test/").status_code == 403
+        wait_until(lambda: metric(config, 'schoolproxy_alerts_total{severity="high",theme="circumvention"}') == 1,
+                   what="the VPN visit judged", detail=proxy.log)
         listing = cli(config, "alerts", "list", "--by", "dsl1")
         assert listing.returncode == 0
         assert listing.stdout.count("self-harm") == 1, listing.stdout     # the pupil's (with its repeat)
@@ -172,13 +223,17 @@ def test_smtp_down_then_restart_delivers_once(world):
     mailbox.stop()
     with start(config, root, internet) as proxy:
         assert search(proxy, "pupil1", "i want to die") == 200
-        time.sleep(2.5)  # a few failed attempts
+        # Sending each email was tried (and failed) more than once; none was marked sent.
+        emails = lambda: [r for r in outbox(config) if r["channel"] == "email"]  # noqa: E731
+        wait_until(lambda: (rows := emails()) and all(r["attempts"] >= 2 for r in rows),
+                   what="failed delivery attempts", detail=lambda: repr(outbox(config)))
         assert not mailbox.messages
+        assert {r["status"] for r in emails()} == {"pending"}
     # Restart with the alert still pending in the outbox; the mail server is back.
     mailbox.start()
     with start(config, root, internet) as proxy:
         assert mailbox.wait(lambda m: DSL in m["to"], timeout=20), proxy.log()
-        time.sleep(2.0)
+        wait_until(lambda: all_sent(config), what="the outbox delivered", detail=lambda: repr(outbox(config)))
     assert len(mailbox.to(DSL)) == 1 and len(mailbox.to(LEAD)) == 1
     shown = cli(config, "alerts", "list", "--by", "dsl1")
     ref = next(line.split()[2] for line in shown.stdout.splitlines() if "self-harm" in line)
@@ -222,7 +277,10 @@ def test_upstream_block_page_is_critical_and_flood_is_throttled(world):
             assert search(proxy, "pupil1", "volcano facts") == 200
         crit = mailbox.wait(lambda m: "[CRITICAL]" in m["subject"])
         assert crit and "iwf-listed.test" in crit[0]["body"] and "/some/path" not in crit[0]["body"]
-        time.sleep(2)
+        # Every search of the flood has been judged (one alert, the rest repeats) and the outbox delivered.
+        wait_until(lambda: metric(config, 'schoolproxy_alerts_total{severity="high",theme="self-harm"}')
+                   + metric(config, "schoolproxy_alert_repeats_total") >= 60, what="the flood judged", detail=proxy.log)
+        wait_until(lambda: all_sent(config), what="the outbox delivered", detail=lambda: repr(outbox(config)))
         assert len([m for m in mailbox.to(DSL) if "Self-harm" in m["subject"]]) == 1
     # Every throttled search is counted on the one alert (stored in batches, none lost).
     export = cli(config, "alerts", "export", "--since", "1d", "--by", "dsl1").stdout
@@ -263,7 +321,10 @@ def test_two_workers_raise_alerts_from_alert_processes_of_their_own_and_deliver_
         for _ in range(6):  # new connections: the kernel spreads them over both workers
             assert search(proxy, "pupil1", "how to kill myself") == 200
         assert mailbox.wait(lambda m: DSL in m["to"]), proxy.log()
-        time.sleep(1.5)  # anything else that was going to arrive has
+        # Every search judged (one alert, five repeats counted on it, whichever worker saw them) and the
+        # outbox delivered: a second alert or a second email would have arrived by then.
+        wait_until(lambda: alert_repeats(config) == 5 and all_sent(config), timeout=30,
+                   what="all six searches judged and the outbox delivered", detail=lambda: repr(outbox(config)))
         assert len(mailbox.to(DSL)) == 1 and len(mailbox.to(LEAD)) == 1
     assert proxy.proc.returncode == 0, proxy.log()
     listing = cli(config, "alerts", "list", "--by", "dsl1")

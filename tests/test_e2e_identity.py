@@ -18,6 +18,7 @@ from directory_server import Slapd
 from internet import Internet
 from proxyproc import BIN, ProxyProcess, free_port
 from sqlalchemy import select
+from waits import wait_until
 
 from schoolproxy.records import open_database
 from schoolproxy.records.schema import requests
@@ -88,6 +89,13 @@ def record(root: Path, ref: str, timeout: float = 30.0) -> dict | None:
     return None
 
 
+def feed_answers(url: str) -> bool:
+    try:
+        return httpx.get(url + "/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def feed(url: str, path: str, body: object, secret: str = SECRET, raw: bytes | None = None) -> httpx.Response:
     headers = {"Authorization": f"Bearer {secret}"} if secret else {}
     content = raw if raw is not None else json.dumps(body).encode()
@@ -137,6 +145,8 @@ def world(tmp_path_factory, slapd):
     with Internet(root / "internet") as internet:
         config, feed_url = school_with_directory(root, slapd, internet)
         proxy = start_proxy(config, root, internet)
+        # The logon feed listens on its own port, a moment after the proxy does.
+        wait_until(lambda: feed_answers(feed_url), what="the logon feed listening", detail=proxy.log)
         try:
             yield proxy, root, feed_url, config
         finally:

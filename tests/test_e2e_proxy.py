@@ -13,9 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import PASSWORD, make_school, require
+from conftest import HELP_SITE_ALSO_BLOCKED, PASSWORD, make_school, metrics_url, require
 from internet import Internet
 from proxyproc import BIN, ROOT, ProxyProcess, free_port
+from waits import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -51,6 +52,7 @@ def mitm_ca(root: Path) -> ssl.SSLContext:
 
 def test_pupil_gets_block_page_on_social_network_and_upstream_never_sees_it(world):
     internet, proxy, _ = world
+    internet.clear()  # the stand-in internet is shared by this file's tests: read only what this one sent
     r = curl("-x", proxy.auth_url("pupil1", PASSWORD), "-w", "\n%{http_code}", "http://www.socialsite.test/feed")
     body, status = r.stdout.rsplit("\n", 1)
     assert status == "403"
@@ -62,11 +64,12 @@ def test_pupil_gets_block_page_on_social_network_and_upstream_never_sees_it(worl
 
 def test_pupil_gets_real_page_on_education_site(world):
     internet, proxy, _ = world
+    internet.clear()
     with client(proxy, "pupil1") as c:
         r = c.get("http://learning.test/lesson?week=3")
     assert r.status_code == 200
     assert "origin learning.test" in r.text
-    seen = internet.wait_for(lambda s: s.host == "learning.test")
+    seen = internet.wait_for(lambda s: s.host == "learning.test" and s.path.startswith("/lesson"))
     assert seen.query == {"week": ["3"]}
     # The school's credentials are never passed on to the upstream filter.
     assert seen.header("Proxy-Authorization") is None
@@ -112,12 +115,25 @@ def test_wrong_password_over_https_connect_gets_407(world):
     assert "407" in r.stderr
 
 
+@pytest.mark.parametrize("host", ["www.childline.org.uk", HELP_SITE_ALSO_BLOCKED])
 @pytest.mark.parametrize("user", ["pupil1", "visitor", "teacher1"])
-def test_help_site_always_passes(world, user):
-    _, proxy, _ = world
+def test_help_site_always_passes(world, user, host):
+    # HELP_SITE_ALSO_BLOCKED is in social networking too, which pupils are blocked from: the help site wins.
+    internet, proxy, _ = world
+    path = f"/get-support/{user}"
     with client(proxy, user) as c:
-        r = c.get("http://www.childline.org.uk/get-support")
-    assert r.status_code == 200 and "origin www.childline.org.uk" in r.text
+        r = c.get(f"http://{host}{path}")
+    assert r.status_code == 200 and f"origin {host}" in r.text
+    assert internet.wait_for(lambda s: s.host == host and s.path == path)
+
+
+def test_a_help_site_also_in_a_blocked_category_passes_for_a_pupil_over_https(world):
+    internet, proxy, root = world
+    with client(proxy, "pupil1", verify=mitm_ca(root)) as c:
+        r = c.get(f"https://{HELP_SITE_ALSO_BLOCKED}/chat")
+        assert c.get("https://socialsite.test/chat").status_code == 403   # the category is blocked for pupils
+    assert r.status_code == 200 and f"origin {HELP_SITE_ALSO_BLOCKED}" in r.text
+    assert internet.wait_for(lambda s: s.host == HELP_SITE_ALSO_BLOCKED and s.path == "/chat").via_connect
 
 
 def test_intercepted_https_shows_block_page(world):
@@ -281,10 +297,13 @@ def own_school(tmp_path):
 def test_missing_phrase_lists_warn_at_start_up_and_the_proxy_serves(own_school):
     # The test school has no phrase list directory. That is reported once at start-up as a warning;
     # as an error (or raced from a thread) mitmdump's start-up check stopped the proxy under load.
-    proxy, _ = own_school(quiet=False)
+    proxy, config = own_school(quiet=False)
     with client(proxy, "pupil1") as c:
         assert c.get("http://learning.test/").status_code == 200
-    time.sleep(1.0)  # past the alert rules' first poll
+        assert c.get("http://vpnsite.test/").status_code == 403   # a circumvention alert, from its category
+    # The alert rules thread has evaluated the visit (and so loaded its rules) when its alert is counted.
+    wait_until(lambda: 'theme="circumvention"' in httpx.get(metrics_url(config), timeout=5).text,
+               what="the alert rules' first evaluation", detail=proxy.log)
     assert proxy.proc.poll() is None, proxy.log()
     log = proxy.log()
     assert log.count("phrase lists not loaded, search alerts are off") == 1, log
@@ -324,7 +343,8 @@ def test_reload_under_load_fails_no_request_and_applies(own_school):
     try:
         for t in threads:
             t.start()
-        time.sleep(0.5)
+        wait_until(lambda: statuses.get(200, 0) > 10, what="the load under way",
+                   detail=lambda: f"{failures[:3]}\n{proxy.log()}")
         # 1) A valid change, picked up by the file watcher: pupils now blocked from learning.test.
         text = config.read_text()
         config.write_text(text.replace(
@@ -338,9 +358,9 @@ def test_reload_under_load_fails_no_request_and_applies(own_school):
         # 2) A broken config and SIGHUP: refused, the running policy keeps serving.
         config.write_text(text + "\nprofiles: [broken\n")
         proxy.signal()
-        time.sleep(1.5)
+        wait_until(lambda: "REFUSED" in proxy.log(), what="the broken config refused", detail=proxy.log)
         before = dict(statuses)
-        time.sleep(0.5)
+        wait_until(lambda: statuses.get(403, 0) > before.get(403, 0) + 20, what="blocks after the refusal")
     finally:
         stop.set()
         for t in threads:
@@ -349,9 +369,31 @@ def test_reload_under_load_fails_no_request_and_applies(own_school):
     proxy.stop()
     assert not failures, failures[:3]
     assert set(statuses) <= {200, 403}
-    assert sum(statuses.values()) > 50
-    assert statuses[403] > before.get(403, 0)  # still blocking under the kept (reloaded) policy
+    assert statuses[200] > 10 and statuses[403] > before.get(403, 0) + 20  # still blocking under the kept policy
     assert "REFUSED" in log and "not valid YAML" in log
+
+
+@pytest.mark.parametrize("trigger", ["file change", "SIGHUP"])
+def test_a_reload_failing_the_configs_own_policy_tests_is_refused_and_the_old_policy_applies(own_school, trigger):
+    proxy, config = own_school()
+    with client(proxy, "pupil1") as c:
+        assert c.get("http://socialsite.test/").status_code == 403
+    # Someone allows a social network for pupils; the config's test `pupil1 socialsite.test: block` fails.
+    config.write_text(config.read_text().replace(
+        "overrides:\n", "overrides:\n  - {site: socialsite.test, action: allow, profiles: [pupil], "
+                        "rationale: Class blog, author: CL, date: 2026-09-02}\n", 1))
+    if trigger == "SIGHUP":
+        proxy.signal()
+    wait_until(lambda: "REFUSED" in proxy.log(), what="the reload refused", detail=proxy.log)
+    log = proxy.log()
+    assert f"reload ({trigger}) REFUSED — still serving the previous configuration" in log
+    assert "1 of the config's own policy tests failed" in log
+    assert "FAIL tests[0] user pupil1 (pupil) http://socialsite.test/: expected block, got allow" in log
+    with client(proxy, "pupil1") as c:
+        assert c.get("http://socialsite.test/").status_code == 403
+    metrics = httpx.get(metrics_url(config), timeout=5).text
+    assert 'schoolproxy_config_reloads_total{result="refused"} 1.0' in metrics
+    assert 'schoolproxy_config_reloads_total{result="ok"} 0.0' in metrics
 
 
 @pytest.mark.parametrize("raw", [

@@ -13,6 +13,7 @@ from internet import Internet
 from proxyproc import ProxyProcess
 from relay import TcpRelay
 from sqlalchemy import select
+from waits import wait_until
 
 from schoolproxy.records import open_database
 from schoolproxy.records.schema import requests
@@ -38,6 +39,11 @@ def wait_rows(url: str, n: int, timeout: float = 20.0) -> list[dict]:
         if len(found) >= n or time.monotonic() > deadline:
             return found
         time.sleep(0.2)
+
+
+def spooled(state_dir) -> int:
+    """Records waiting in the spool (one JSON line each, in any worker's file or one being replayed)."""
+    return sum(len(f.read_bytes().splitlines()) for f in (state_dir / "spool").glob("records*.jsonl*"))
 
 
 def traffic(proxy: ProxyProcess, n: int, user: str = "pupil1") -> list[str]:
@@ -82,7 +88,7 @@ def test_postgresql_outage_mid_run_loses_and_duplicates_nothing(tmp_path, pg_url
             assert len(wait_rows(pg_url, 20)) == 20
             relay.down()                                   # the database disappears mid-run
             traffic(proxy, 30)                             # ... and the proxy keeps serving
-            time.sleep(1)
+            wait_until(lambda: spooled(tmp_path) >= 30, timeout=30, what="the 30 records spooled", detail=proxy.log)
             assert len(rows(pg_url)) == 20
             relay.up()
             found = wait_rows(pg_url, 50, timeout=60)      # replayed after the writer's backoff
@@ -101,11 +107,7 @@ def test_killed_proxy_replays_its_spool_after_restart(tmp_path, pg_url):
             assert len(wait_rows(pg_url, 4)) == 4
             relay.down()
             traffic(proxy, 16)
-            spool_file = tmp_path / "spool" / "records.jsonl"
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and not spool_file.exists():
-                time.sleep(0.2)
-            time.sleep(0.5)
+            wait_until(lambda: spooled(tmp_path) >= 16, timeout=30, what="the 16 records spooled", detail=proxy.log)
             proxy.signal(signal.SIGKILL)                   # no clean shutdown, no flush
             proxy.proc.wait(5)
             proxy.stop()

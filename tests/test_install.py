@@ -174,6 +174,17 @@ def test_units_are_valid_systemd_units(installed, tmp_path):
 @pytest.mark.e2e
 def test_an_upgrade_keeps_config_and_data_and_migrates_the_database(installed):
     root, tmp, _ = installed
+    # The other tests of this file read the same install: what this one changes is put back afterwards.
+    originals = {p: p.read_bytes() for p in (root / "etc/schoolproxy/schoolproxy.yaml",
+                                            root / "etc/schoolproxy/users.htpasswd")}
+    try:
+        upgrade_over_the_install(root)
+    finally:
+        for p, data in originals.items():
+            p.write_bytes(data)
+
+
+def upgrade_over_the_install(root: Path) -> None:
     uid, gid = user_ids(root)
     config = root / "etc/schoolproxy/schoolproxy.yaml"
     config.write_text(config.read_text().replace("listen_host: 127.0.0.1", "listen_host: 10.0.0.1") + "# my note\n")

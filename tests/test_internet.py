@@ -16,6 +16,7 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from conftest import require
 from internet import BLOCK_PAGE_MARKER, Internet, make_test_ca
 
 CURL = Path("/usr/bin/curl")
@@ -256,8 +257,9 @@ def test_ca_issues_leaves_that_openssl_accepts(tmp_path):
     server.load_cert_chain(cert_path, key_path)  # key matches
 
 
-@pytest.mark.skipif(not CURL.exists(), reason="needs /usr/bin/curl")
 def test_curl_through_the_upstream_proxy(internet):
+    if not CURL.exists():
+        require("curl is not installed at /usr/bin/curl (apt-get install curl)")
     out = subprocess.run(
         [str(CURL), "-sS", "--proxy", internet.proxy_url, "--cacert", str(internet.ca_path),
          "https://secure.test/"],

@@ -23,7 +23,7 @@ def test_requests_counted_by_profile_action_category_and_nothing_personal(school
     assert 'schoolproxy_requests_total{action="allow",category="helpsites",profile="pupil"} 1.0' in text
     assert "schoolproxy_decision_seconds_count 5.0" in text
     assert "schoolproxy_active_users 2.0" in text
-    assert 'schoolproxy_list_entries{category="social-networking"} 2.0' in text
+    assert 'schoolproxy_list_entries{category="social-networking"} 3.0' in text
     assert 'schoolproxy_config_reloads_total{result="refused"} 0.0' in text
     for personal in ("jsmith", "kid2", "10.1.2.3", "socialsite.test", "ok.test"):
         assert personal not in text

@@ -21,6 +21,7 @@ def at(hhmm: str, day: int = 25) -> dt.datetime:  # 2026-11-25 is a Wednesday
     ("pupil", "http://example.org/", "allow", "default:pupil"),
     ("pupil", "http://helpline.test/chat", "allow", "helpsite"),
     ("guest", "http://helpline.test/", "allow", "helpsite"),
+    ("pupil", "http://talkhelp.test/forum", "allow", "helpsite"),     # also in social networking, blocked for pupils
     ("guest", "http://example.org/", "block", "default:guest"),
     ("guest", "http://www.bbc.co.uk/bitesize/maths", "allow", "category:education"),
     ("staff", "http://www.facebook.com/", "allow", "default:staff"),
@@ -81,3 +82,9 @@ def test_config_help_sites_join_the_helpsites_category(tmp_path):
     school = make_school(tmp_path, extra="help_sites: [localhelp.test]\n")
     d = build_snapshot(school).policy.decide_url("guest", "http://www.localhelp.test/")
     assert (d.action, d.rule) == ("allow", "helpsite")
+
+
+def test_a_profile_the_policy_does_not_know_is_blocked(snapshot):
+    # Cannot come from a validated config; if it ever did (a stale identity after a reload), fail closed.
+    d = snapshot.policy.decide("no-such-profile", "learning.test")
+    assert (d.action, d.rule) == ("block", "unknown-profile")

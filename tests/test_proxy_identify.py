@@ -226,3 +226,25 @@ async def test_a_guess_whose_client_gave_up_waiting_is_not_checked(addon, monkey
     with taddons.context(addon):
         await call(addon.requestheaders, f)
     assert checked == [] and f.response.status_code == 407 and IDENTITY not in f.metadata
+
+
+async def test_a_new_sign_in_while_the_directory_is_down_gets_the_default_profile_never_staff(tmp_path):
+    # The directory cannot be asked, so nobody's password or groups can be checked: a name the config
+    # maps to staff still browses as the fail-closed default, marked unverified.
+    from conftest import free_port, make_school
+    config = make_school(tmp_path)
+    config.write_text(config.read_text().replace("  users: {teacher1: staff}", "  users: {teacher1: staff, head: staff}")
+                      .replace("  default_profile: pupil",
+                               f'  directory:\n    url: "ldap://127.0.0.1:{free_port()}"\n'
+                               '    user_base: "ou=people,dc=school,dc=test"\n    bind: direct\n'
+                               '    direct_bind_template: "uid={username},ou=people,dc=school,dc=test"\n'
+                               "    timeout_seconds: 1\n  default_profile: pupil"))
+    snapshots = SnapshotHolder()
+    snapshots.load(config)
+    addon = Identify(snapshots, CollectorRegistry())
+    f = flow_with(basic("head", "anything"))
+    with taddons.context(addon):
+        await call(addon.requestheaders, f)
+    ident = f.metadata[IDENTITY]
+    assert f.response is None
+    assert (ident.username, ident.profile, ident.source) == ("head", "pupil", "unverified")
