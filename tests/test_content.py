@@ -48,6 +48,13 @@ def test_html_text_without_scripts_styles_and_tags():
     assert "kill" not in text and "Hello & " in text and "welcome" in text
 
 
+def test_html_text_drops_hidden_blocks_in_any_case_and_keeps_an_unclosed_opening():
+    html = ("<p>one</p><SCRIPT type=x>kill myself</Script ><!-- kill myself --><p>two</p>"
+            "<svg><text>kill</text></svg><style>p{}</style  ><p>three</p><script>never closed <p>four</p>")
+    text = extract("html", html.encode())
+    assert "kill" not in text and all(w in text for w in ("one", "two", "three", "never closed", "four"))
+
+
 def test_invalid_utf8_and_binary_are_replaced_not_errors():
     assert "how to" in extract("html", b"\xff\xfe<p>how to</p>\x00\x80")
 

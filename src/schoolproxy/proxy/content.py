@@ -185,6 +185,7 @@ class Content:
         if cached is None or cached[0] != path or cached[1] != cfg.alerts:
             try:
                 lists = load_phrase_lists(path)
+                lists.prepare_content()
             except PhraseError as e:
                 log.error("schoolproxy: content scoring: phrase lists not loaded, pages are blocked for "
                           "profiles that score content: %s", e)
