@@ -78,6 +78,22 @@ def test_stream_score_finds_a_phrase_split_across_pieces():
     assert any(s.theme == "self-harm" and s.score >= 100 for s in scores)
 
 
+def test_stream_score_finds_plain_phrases_at_once_and_leetspeak_when_the_sentence_ends():
+    """Each piece goes through the page path as it comes (the cut must not wait); the typed-text path,
+    which knows leetspeak and spacing tricks, over each sentence as it completes."""
+    sc = StreamScore(LISTS)
+    sc.feed("Some ask how to kill ")
+    assert not [s for s in sc.scores() if s.score >= 100]
+    assert any(s.theme == "self-harm" and s.score >= 100 for s in sc.feed("yourself"))
+    sc = StreamScore(LISTS)
+    for piece in ["well ", "how to ", "k1ll ", "mys", "elf"]:
+        assert not [s for s in sc.feed(piece) if s.theme == "self-harm" and s.score >= 100]
+    assert any(s.theme == "self-harm" and s.score >= 100 for s in sc.feed(". Anyway"))
+    sc = StreamScore(LISTS)
+    sc.feed("i want to d i e")
+    assert any(s.theme == "self-harm" for s in sc.feed("", end=True))      # the end of the reply
+
+
 def test_stream_score_memory_is_bounded():
     sc = StreamScore(LISTS)
     for _ in range(2000):

@@ -161,6 +161,19 @@ def fold(text: str) -> str:
     return text.replace("ł", "l") if "ł" in text else text
 
 
+def _fold_markers() -> frozenset[str]:
+    return frozenset(c for lo, hi in _FOLD_MARKER_BLOCKS for c in map(chr, range(lo, hi + 1))
+                     if fold(c) != c.casefold())
+
+
+_FOLD_MARKERS = _fold_markers()
+
+
+def _wordish(c: str) -> bool:
+    """A character that is part of a word: a letter, a digit, or a mark (Indic vowel signs)."""
+    return bool(c) and (c.isalnum() or unicodedata.category(c)[0] == "M")
+
+
 _RUN = re.compile(r"(.)\1+")
 
 
@@ -739,10 +752,8 @@ class PhraseLists:
                     for spelling in _spellings(words, spell):
                         add(" " + " ".join(spelling) + " ", _EXCEPTION)
         if markers:
-            for lo, hi in _FOLD_MARKER_BLOCKS:
-                for c in map(chr, range(lo, hi + 1)):
-                    if c not in keys and fold(c) != c.casefold():
-                        keys[c] = []
+            for c in sorted(_FOLD_MARKERS - keys.keys()):
+                keys[c] = []
         return _Automaton({k: tuple(refs) for k, refs in keys.items()}, ascii=markers)
 
     def _page_automata(self) -> tuple[_Automaton, _Automaton, int]:
@@ -891,11 +902,34 @@ class PhraseLists:
         line = page_string(text)
         if not self.entries:
             return line, []
-        page, content, first_marker = self._page_automata()
+        page, _, first_marker = self._page_automata()
         matches = page.find(line)
         if matches and not line.isascii() and max(matches)[0] >= first_marker:
             line = content_string(text)  # combining marks or compatibility letters: folded whole
             matches = page.find(line)
+        return line, self._line_hits(line, matches)
+
+    def line_hits(self, line: str) -> list[Hit]:
+        """Hits in text already in the content path's normal form (see :meth:`stream_form`), with spans
+        in it; a streamed reply is searched so, piece by piece."""
+        if not self.entries:
+            return []
+        return self._line_hits(line, self._page_automata()[0].find(line))
+
+    def stream_form(self, piece: str) -> str:
+        """A piece of a streamed text in the content path's normal form, without the spaces that pad a
+        whole text: pieces so normalised join into the normal form of the whole (but for a run of
+        spaces across two pieces, which the caller makes one). Folded whole if it holds a character
+        that folding changes and no key is written in (pieces are short: a check per character)."""
+        folded = not piece.isascii() and not _FOLD_MARKERS.isdisjoint(piece)
+        spaced = content_string(piece) if folded else _spaced(piece.casefold())
+        if not spaced.strip(" "):
+            return " "
+        # " words ": a pad stays only where the piece ends in a separator (else a word goes on)
+        return spaced[1 if _wordish(piece[:1]) else 0:-1 if _wordish(piece[-1:]) else None]
+
+    def _line_hits(self, line: str, matches: list[tuple[int, int, int]]) -> list[Hit]:
+        page, content, _ = self._page_automata()
         found = self._page_places(page, matches, line, 0)
         # Around each anchor of a combination, the other parts (only the atoms of combinations whose
         # anchor was found: everyday words of other rules are left alone).
@@ -922,7 +956,7 @@ class PhraseLists:
                     for pl in places:
                         if pl not in have and len(have) < _PLACES:
                             have.append(pl)
-        return line, self._entry_hits(found, line)
+        return self._entry_hits(found, line)
 
     @staticmethod
     def _page_places(automaton: _Automaton, matches: list[tuple[int, int, int]], line: str,
