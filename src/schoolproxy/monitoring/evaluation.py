@@ -32,7 +32,8 @@ _SPLITS = {"dev": "checked while writing the lists",
            "holdout": "written after the first lists were final; some of its misses were known when concept "
                       "rules were written, so no longer unseen",
            "holdout2": "written before concept rules existed and never tuned to: the honest estimate",
-           "holdout3": "written later by another hand, before that hand changed any rule, never tuned to"}
+           "holdout3": "written before the languages' concept rules, by the hand that then wrote them; its "
+                       "misses never looked at"}
 
 
 @dataclass(frozen=True, slots=True)
