@@ -629,7 +629,7 @@ class _Automaton:
     (accented spellings, the fold markers), where pyahocorasick's search slows ~10x. ``ascii`` (the page
     automaton): ASCII text is searched as bytes by a full DFA of the ASCII keys only, ~2x faster again
     (a str is searched as UTF-8 and its offsets mapped back to characters; a 100 KB page's pass goes
-    from ~0.5 to ~0.25 ms for ~7 MB more than an NFA)."""
+    from ~0.5 to ~0.25 ms for ~13 MB more than an NFA)."""
 
     __slots__ = ("refs", "_ac", "_ascii")
 
