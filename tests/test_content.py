@@ -98,7 +98,8 @@ def test_stream_score_memory_is_bounded():
     sc = StreamScore(LISTS)
     for _ in range(2000):
         sc.feed("lava is molten rock and volcanoes erupt ")
-    assert len(sc._tail) <= sc.overlap and not sc.scores()
+    assert len(sc._page._tail) <= sc.overlap and len(sc._typed._tail) <= 2 * sc.overlap
+    assert len(sc._pending) < sc.batch and not sc.scores()
 
 
 @pytest.fixture(scope="module")

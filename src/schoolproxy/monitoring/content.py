@@ -314,10 +314,6 @@ class StreamScore:
         self._page = _PageStream(self.lists, self.overlap, self.places)
         self._typed = _TypedStream(self.lists, 2 * self.overlap, self.places)
 
-    @property
-    def _tail(self) -> str:
-        return self._page._tail
-
     def feed(self, piece: str, end: bool = False) -> list[Score]:
         """Scores so far with ``piece``; ``end``: the text is complete (what waits for the typed path is
         scored now)."""
