@@ -40,6 +40,14 @@ doh: {description: DNS over HTTPS., theme: circumvention, severity: high, child_
 
 PASSWORD = "s3cret-pass"
 
+#: Games for pupils at lunchtime, Monday to Friday. Only in a school made with ``lunchtime=True``, and
+#: tests of it give the time: a window in force changes every pupil decision's rule, and the suite must
+#: not depend on the time of day it runs at.
+LUNCHTIME = """\
+    windows:
+      - {name: lunchtime, from: "12:00", to: "13:00", allow_categories: [games]}
+"""
+
 CONFIG = """\
 school: Test Primary
 timezone: Europe/London
@@ -62,9 +70,7 @@ profiles:
     role: pupil
     block_categories: [adult, social-networking, games, vpn-proxy, doh, ip-address]
     allow_categories: [education]
-    windows:
-      - {{name: lunchtime, from: "12:00", to: "13:00", allow_categories: [games]}}
-  staff:
+{windows}  staff:
     role: staff
     safesearch: {{search_engines: false, youtube: "off"}}
     tls: {{intercept: true, passthrough_categories: [banking]}}
@@ -121,8 +127,9 @@ def hash_pw(password: str) -> str:
 
 
 def make_school(root: Path, extra: str = "", users: tuple[str, ...] = ("pupil1", "teacher1", "Supply3", "visitor"),
-                upstream: str | None = None, database: str = "sqlite:///records.db") -> Path:
-    """Write the test school into ``root``; return the config path."""
+                upstream: str | None = None, database: str = "sqlite:///records.db", lunchtime: bool = False) -> Path:
+    """Write the test school into ``root``; return the config path. ``lunchtime``: with the pupils'
+    lunchtime window (LUNCHTIME)."""
     for rel, entries in LISTS.items():
         f = root / "lists" / rel
         f.parent.mkdir(parents=True, exist_ok=True)
@@ -132,13 +139,19 @@ def make_school(root: Path, extra: str = "", users: tuple[str, ...] = ("pupil1",
     (root / "users.htpasswd").chmod(0o600)  # as `schoolproxy users add` writes it
     cfg = root / "schoolproxy.yaml"
     cfg.write_text(CONFIG.format(extra=textwrap.dedent(extra), upstream=upstream or "null", metrics_port=free_port(),
-                                 database=database))
+                                 database=database, windows=LUNCHTIME if lunchtime else ""))
     return cfg
 
 
 @pytest.fixture
 def school(tmp_path: Path) -> Path:
     return make_school(tmp_path)
+
+
+@pytest.fixture
+def lunchtime_school(tmp_path: Path) -> Path:
+    """The test school with the pupils' lunchtime window (games allowed, weekdays 12:00-13:00)."""
+    return make_school(tmp_path, lunchtime=True)
 
 
 @pytest.fixture

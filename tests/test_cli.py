@@ -58,7 +58,8 @@ def test_explain_prints_trace_and_verdict(school):
     assert "https:    intercepted" in r.stdout
 
 
-def test_explain_at_time_and_passthrough(school):
+def test_explain_at_time_and_passthrough(lunchtime_school):
+    school = lunchtime_school
     r = run("explain", "--config", str(school), "--user", "pupil1", "--at", "2026-11-25 12:15", "http://gamesite.test/")
     assert "time window 'lunchtime' is in force at Wed 12:15" in r.stdout and "ALLOW" in r.stdout
     r = run("explain", "--config", str(school), "--user", "teacher1", "https://bank.test/")

@@ -208,9 +208,12 @@ def test_a_help_site_also_in_a_blocked_category_is_allowed_for_every_profile(sna
         is Handling.INTERCEPT
 
 
-def test_a_help_site_also_in_a_blocked_category_is_allowed_for_the_unidentified_and_in_a_window(snapshot):
+def test_a_help_site_also_in_a_blocked_category_is_allowed_for_the_unidentified_and_in_a_window(lunchtime_school):
     import datetime as dt
     from zoneinfo import ZoneInfo
+
+    from schoolproxy.snapshot import build_snapshot
+    snapshot = build_snapshot(lunchtime_school)
     unidentified = decide(snapshot, None, request(HELP_SITE_ALSO_BLOCKED))
     assert (unidentified.identity.profile, unidentified.decision.rule) == ("pupil", "helpsite")
     lunchtime = dt.datetime(2026, 11, 25, 12, 30, tzinfo=ZoneInfo("Europe/London"))

@@ -49,7 +49,7 @@ def edit(config: Path, old: str, new: str) -> None:
 
 @pytest.fixture
 def policy(tmp_path):
-    return build_snapshot(locked_school(tmp_path)).policy
+    return build_snapshot(locked_school(tmp_path, lunchtime=True)).policy
 
 
 @pytest.mark.parametrize("profile", ["pupil", "staff", "supply", "guest"])
@@ -76,7 +76,7 @@ def test_rest_of_an_allowed_site_is_unaffected(policy):
 
 def test_profile_allowing_a_locked_category_is_refused(tmp_path):
     config = locked_school(tmp_path)
-    edit(config, "allow_categories: [education]\n    windows", "allow_categories: [education, child-abuse]\n    windows")
+    edit(config, "allow_categories: [education]\n  staff", "allow_categories: [education, child-abuse]\n  staff")
     with pytest.raises(ConfigError) as e:
         build_snapshot(config)
     msg = str(e.value)
@@ -85,7 +85,7 @@ def test_profile_allowing_a_locked_category_is_refused(tmp_path):
 
 
 def test_time_window_allowing_a_locked_category_is_refused(tmp_path):
-    config = locked_school(tmp_path)
+    config = locked_school(tmp_path, lunchtime=True)
     edit(config, "allow_categories: [games]}", "allow_categories: [games, terrorism]}")
     with pytest.raises(ConfigError, match=r"profiles\.pupil\.windows\[0\]\.allow_categories: terrorism is a "
                                           r"locked category"):

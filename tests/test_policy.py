@@ -40,8 +40,8 @@ def test_blocked_category_wins_over_allowed(tmp_path):
     assert d.action == "block"
 
 
-def test_time_window_allows_games_at_lunchtime_only(snapshot):
-    p = snapshot.policy
+def test_time_window_allows_games_at_lunchtime_only(lunchtime_school):
+    p = build_snapshot(lunchtime_school).policy
     assert p.decide_url("pupil", "http://gamesite.test/", at("10:30")).action == "block"
     lunch = p.decide_url("pupil", "http://gamesite.test/", at("12:30"))
     assert (lunch.action, lunch.rule) == ("allow", "window:lunchtime:category:games")
@@ -58,7 +58,7 @@ def test_a_window_is_named_only_where_it_made_the_difference(snapshot):
 
 
 def test_window_across_midnight(tmp_path):
-    school = make_school(tmp_path)
+    school = make_school(tmp_path, lunchtime=True)
     school.write_text(school.read_text().replace(
         '{name: lunchtime, from: "12:00", to: "13:00", allow_categories: [games]}',
         '{name: late, days: [fri], from: "22:00", to: "02:00", allow_categories: [games]}'))

@@ -34,7 +34,7 @@ SECRETS = ("pupil-logon-jsmith", "secret search about my family", "my private re
 
 
 def school(root: Path) -> Path:
-    config = locked_school(root, database=f"sqlite:///{root / 'records.db'}")
+    config = locked_school(root, database=f"sqlite:///{root / 'records.db'}", lunchtime=True)
     data = yaml.safe_load(config.read_text())
     data["people"] = {
         "clawrence": {"name": "Mrs C Lawrence", "roles": ["dsl", "computing_lead"]},
