@@ -87,7 +87,8 @@ def gateway_config(root: Path, internet: Internet, upstream: bool = False, proxy
         f"proxy: {{listen_host: {GATEWAY_LAN_IP}, listen_port: 8080, ca_dir: ca, mode: transparent, "
         f"transparent: {{port: 8081, lan_interfaces: [lan0]}}, upstream_ca: {internet.ca_path},{proxy_extra}")
     text = text.replace("identity:\n", "identity:\n"
-                        f"  logon_feed: {{listen: \"{GATEWAY_LAN_IP}:9465\", secret_file: feed-secret}}\n", 1)
+                        f"  logon_feed: {{listen: \"{GATEWAY_LAN_IP}:9465\", secret_file: feed-secret, "
+                        "state_file: logons.json}\n", 1)  # its own: the default (../var) is shared by every test
     config.write_text(text)
     return config
 
