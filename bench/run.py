@@ -13,7 +13,8 @@ proxies measured in alternating rounds so drift on the machine hits them all ali
 Each round measures, per proxy:
 
 - plain HTTP: wrk, 16 keep-alive connections, a mix of allowed, blocked and search requests from
-  several signed-in pupils, each naming its host in Host as a browser behind an explicit proxy does;
+  several signed-in pupils, each naming its host in Host as a browser behind an explicit proxy does
+  (after two seconds of the same to warm up: sign-ins, caches);
 - latency: the same over one connection, one request at a time (no queueing);
 - HTTPS as pupils' browsers use it (mitmdump, core and full): 16 curl processes at a time, each a
   browser session visiting several sites in turn with a few requests each over a new tunnel and TLS
@@ -21,8 +22,12 @@ Each round measures, per proxy:
   site every profile passes through undecrypted (mitmdump and the core are told to ignore it too).
   Upstream connections are counted at the stand-in.
 
-BENCH_ROUNDS, BENCH_SECONDS and BENCH_ENTRIES size the run; BENCH_ONLY=plain or https runs one part.
-The last line is machine-readable.
+- real-time content (full stack only, see content_bench): a mix of allowed pages of realistic sizes
+  (HTML, JSON, plain text, a streamed AI-chat reply) for signed-in pupils, with content scoring on and
+  off, in alternating rounds.
+
+BENCH_ROUNDS, BENCH_SECONDS and BENCH_ENTRIES size the run; BENCH_ONLY=plain, https or content runs one
+part. The last line is machine-readable.
 """
 
 from __future__ import annotations
@@ -139,6 +144,18 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
         except OSError:
             time.sleep(0.1)
     raise RuntimeError("proxy did not start")
+
+
+def wait_idle(pid: int, timeout: float = 60) -> None:
+    """Until a proxy and its children have finished starting (imports, the alert process's phrase lists,
+    the record writer's database): under 10 % of a CPU over half a second. Start-up is not what a school's
+    gateway spends its days on, and on a loaded machine it spilled into the measured seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = tree_cpu_s(pid)
+        time.sleep(0.5)
+        if tree_cpu_s(pid) - before < 0.05:
+            return
 
 
 def rss_mb(pid: int) -> float:
@@ -332,7 +349,11 @@ def main() -> int:
                     wait_port(port, proc)
                     if name == "full-2w":
                         time.sleep(2)  # both workers listening
+                    wait_idle(proc.pid)
                     if ONLY != "https":
+                        # Warm, as the HTTPS part is: the pupils sign in (checked one at a time from one
+                        # address), certificates and caches fill; then the steady state is measured.
+                        wrk(port, script, seconds=2)
                         r = wrk(port, script)
                         # One connection, one request at a time: latency without queueing, which is what
                         # a pupil's browser sees on a gateway that is not saturated.
@@ -418,9 +439,217 @@ def report(results: dict[str, list[dict]], rss: dict[str, float], tree: dict[str
                    f"https_cpu_ratio={med('mitmdump', 'https_cpu_ms') / med('full', 'https_cpu_ms'):.2f}",
                    f"https_upstream_per_request={med('full', 'https_upstream_per_request'):.3f}",
                    f"https_upstream_per_request_mitmdump={med('mitmdump', 'https_upstream_per_request'):.3f}"]
-    print("bench: " + " ".join(fields))
+    print("bench: " + " ".join(fields + CONTENT_FIELDS))
+    return 0
+
+
+# -- real-time content: the same allowed mix with content scoring on and off -------------------------------
+#: key=value figures of the content part, added to the last line (filled by content_bench()).
+CONTENT_FIELDS: list[str] = []
+
+CONTENT_CONFIG = """
+school: Bench Primary
+proxy: {{listen_host: 127.0.0.1, listen_port: {port}, upstream: "{upstream}", ca_dir: ca-content}}
+lists: {{sources: [lists], metadata: lists/categories.yaml, cache_dir: cache}}
+metrics: {{listen: "127.0.0.1:{metrics_port}"}}
+records: {{enabled: true, database: "sqlite:///records-content.db", spool_dir: spool-content}}
+identity:
+  proxy_auth: {{users_file: users.htpasswd}}
+  groups: {{year4: {{profile: pupil, members: [{members}]}}}}
+  default_profile: pupil
+profiles:
+  pupil:
+    role: pupil
+    block_categories: [adult, social-networking, games]
+    content: {{scan: {scan}, alert_score: 100, block_score: 150, max_kb: 256}}
+alerts: {{phrases: "{phrases}"}}
+"""
+
+#: The mix a pupil's browser fetches, each through the proxy as http://HOST/PATH: pages compressed as
+#: servers send them, API JSON, plain text and a streamed reply.
+CONTENT_MIX = (("news.test", "/article"), ("api.test", "/feed"), ("news.test", "/story"), ("notes.test", "/notes"),
+               ("chat.test", "/chat"), ("api.test", "/feed"), ("news.test", "/article"), ("wiki.test", "/text"))
+
+
+CONTENT_WRK = """
+local paths = { %s }
+local hosts = { %s }
+local auths = { %s }
+local i = 0
+request = function()
+  i = i + 1
+  local k = (i %% #paths) + 1
+  local headers = { ["Host"] = hosts[k], ["Proxy-Authorization"] = auths[(i %% #auths) + 1] }
+  return wrk.format("GET", paths[k], headers)
+end
+"""
+
+
+def content_responses() -> dict[str, tuple[bytes, int]]:
+    """Whole HTTP responses by path: an article of 120 KB HTML with scripts and markup (gzip), a 30 KB
+    story that is nearly all text (gzip), 16 KB of JSON, 8 KB of plain text, a 10 KB page (gzip), and a
+    reply of 150 server-sent events (chunked, ~9 KB) — benign text, so nothing is blocked. Each with
+    the length of its decoded body."""
+    import gzip
+    import json
+    import random
+    from detection import WORDS, page
+
+    rnd = random.Random(3)
+
+    def sentence(n: int) -> str:
+        return " ".join(rnd.choice(WORDS) for _ in range(n)).capitalize() + "."
+
+    def response(body: bytes, ctype: str, gz: bool = False) -> tuple[bytes, int]:
+        size = len(body)
+        if gz:
+            body = gzip.compress(body, 6)
+        head = (f"HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                + ("Content-Encoding: gzip\r\n" if gz else "") + "Cache-Control: no-store\r\n\r\n")
+        return head.encode() + body, size
+
+    feed = json.dumps({"posts": [{"id": i, "title": sentence(8), "body": sentence(40), "tags": ["school"]}
+                                 for i in range(45)]}).encode()
+    chunks = []
+    for i in range(150):
+        event = f"data: {json.dumps({'choices': [{'delta': {'content': rnd.choice(WORDS) + ' '}}]})}\n\n".encode()
+        chunks.append(f"{len(event):x}\r\n".encode() + event + b"\r\n")
+    chat = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + b"".join(chunks) + b"0\r\n\r\n", sum(map(len, chunks)))
+    html = "text/html; charset=utf-8"
+    return {"/article": response(page(120 * 1024, list(WORDS), markup=0.7).encode(), html, gz=True),
+            "/story": response(page(30 * 1024, list(WORDS), seed=2).encode(), html, gz=True),
+            "/text": response(page(10 * 1024, list(WORDS), seed=3).encode(), html, gz=True),
+            "/feed": response(feed, "application/json"),
+            "/notes": response("\n".join(sentence(25) for _ in range(55)).encode()[:8 * 1024], "text/plain; charset=utf-8"),
+            "/chat": chat}
+
+
+class ContentOrigin:
+    """The stand-in upstream filter and origin for the content mix: answers mitmproxy's absolute-form
+    GETs on keep-alive connections with the prepared response for the path (an asyncio server in a
+    thread, so that the origin costs little beside the proxy)."""
+
+    def __init__(self, responses: dict[str, tuple[bytes, int]]):
+        import asyncio
+        self.responses = responses
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def serve(reader, writer) -> None:
+            try:
+                while True:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    target = head.split(b" ", 2)[1].decode("latin-1")
+                    path = "/" + target.split("://", 1)[-1].split("/", 1)[-1].split("?", 1)[0]
+                    writer.write(self.responses.get(path, self.responses["/text"])[0])
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, IndexError):
+                pass
+            finally:
+                writer.close()
+
+        async def start() -> None:
+            self.server = await asyncio.start_server(serve, "127.0.0.1", 0)
+            self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+            ready.set()
+
+        self.thread = threading.Thread(target=lambda: (self.loop.run_until_complete(start()), self.loop.run_forever()),
+                                       daemon=True)
+        self.thread.start()
+        ready.wait(10)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def wait_serving(port: int, url: str, timeout: float = 120) -> None:
+    """Until a pupil's request through the proxy is answered 200 (the port opens before the records
+    database, the lists and the phrase lists are ready)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "10", "-x",
+                               f"http://{USERS[0]}:{PASSWORD}@127.0.0.1:{port}", url],
+                              capture_output=True, text=True).stdout
+        if code == "200":
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"the proxy did not serve {url} within {timeout:.0f} s")
+
+
+def content_bench() -> int:
+    """The full stack (records on, small lists) serving CONTENT_MIX to eight signed-in pupils over 16
+    keep-alive connections, with content scoring on and off in alternating rounds: req/s, latency and
+    the proxy's CPU time a request. Fills CONTENT_FIELDS; content_ratio = on / off in req/s."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    with tempfile.TemporaryDirectory(prefix="schoolproxy-bench-content-") as tmp:
+        root = Path(tmp)
+        (root / "lists" / "social-networking").mkdir(parents=True)
+        (root / "lists" / "social-networking" / "domains").write_text("socialsite.test\n")
+        (root / "lists" / "categories.yaml").write_text("adult: {child_restricted: true}\nsocial-networking: {}\n"
+                                                        "games: {}\n")
+        (root / "users.htpasswd").write_text("".join(f"{u}:{hash_pw(PASSWORD)}\n" for u in USERS))
+        auths = ", ".join('"Basic ' + base64.b64encode(f"{u}:{PASSWORD}".encode()).decode() + '"' for u in USERS)
+        paths = ", ".join(f'"http://{h}{p}"' for h, p in CONTENT_MIX)
+        hosts = ", ".join(f'"{h}"' for h, _ in CONTENT_MIX)
+        script = root / "content.lua"
+        script.write_text(CONTENT_WRK % (paths, hosts, auths))
+        responses = content_responses()
+        origin = ContentOrigin(responses)
+        try:
+            setups = {}
+            for name, scan in (("content-off", "false"), ("content-on", "true")):
+                port = free_port()
+                cfg = root / f"{name}.yaml"
+                cfg.write_text(CONTENT_CONFIG.format(port=port, upstream=origin.url, metrics_port=free_port(),
+                                                     members=", ".join(USERS), scan=scan,
+                                                     phrases=ROOT / "filterlists" / "phrases"))
+                setups[name] = (port, [str(BIN / "schoolproxy"), "run", "--config", str(cfg)])
+            results: dict[str, list[dict]] = {k: [] for k in setups}
+            for rnd in range(ROUNDS):
+                for name, (port, argv) in setups.items():
+                    proc = subprocess.Popen(argv, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    try:
+                        wait_port(port, proc)
+                        wait_serving(port, f"http://{CONTENT_MIX[0][0]}{CONTENT_MIX[0][1]}")
+                        wrk(port, script, seconds=2)  # warm: every pupil signed in
+                        cpu = tree_cpu_s(proc.pid)
+                        r = wrk(port, script)
+                        r["cpu_ms"] = (tree_cpu_s(proc.pid) - cpu) * 1000 / max(1.0, r["rps"] * DURATION)
+                        r["rss"] = rss_mb(proc.pid)
+                    finally:
+                        proc.terminate()
+                        proc.wait(30)
+                    results[name].append(r)
+                    print(f"round {rnd + 1} {name:<11} {r['rps']:8.0f} req/s  p50 {r['p50']:6.2f} ms  "
+                          f"p99 {r['p99']:6.2f} ms  {r['cpu_ms']:.2f} ms CPU a request  non-2xx {r['non2xx']}  "
+                          f"RSS {r['rss']:.0f} MB", flush=True)
+        finally:
+            origin.close()
+
+    def med(name: str, metric: str) -> float:
+        return statistics.median(r[metric] for r in results[name])
+
+    print()
+    print(f"{'content mix':<12}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU ms/request':>16}{'RSS MB':>10}")
+    for k in results:
+        print(f"{k:<12}{med(k, 'rps'):>10.0f}{med(k, 'p50'):>10.2f}{med(k, 'p99'):>10.2f}{med(k, 'cpu_ms'):>16.2f}"
+              f"{med(k, 'rss'):>10.0f}")
+    print("content mix: " + ", ".join(f"{h}{p} ({responses[p][1] / 1024:.0f} KB)" for h, p in dict.fromkeys(CONTENT_MIX))
+          + f"; 16 connections, {len(USERS)} pupils (medians over rounds)")
+    ratio = med("content-on", "rps") / med("content-off", "rps")
+    CONTENT_FIELDS[:] = [f"content_rps={med('content-on', 'rps'):.0f}",
+                         f"content_off_rps={med('content-off', 'rps'):.0f}", f"content_ratio={ratio:.2f}",
+                         f"content_cpu_ratio={med('content-off', 'cpu_ms') / med('content-on', 'cpu_ms'):.2f}"]
     return 0
 
 
 if __name__ == "__main__":
+    if ONLY == "content":
+        content_bench()
+        print("bench: " + " ".join(CONTENT_FIELDS))
+        sys.exit(0)
+    if not ONLY:
+        content_bench()
     sys.exit(main())

@@ -167,3 +167,23 @@ def add_directory(config: Path, server) -> Path:
     text = config.read_text().replace("  default_profile: pupil", server.yaml() + "  default_profile: pupil")
     config.write_text(text)
     return config
+
+
+def search(term: str, t: float, user: str = "pupil1", host: str = "www.google.com"):
+    """The Verdict of a search as the proxy publishes it."""
+    from urllib.parse import quote_plus
+    return make_verdict(username=user, time=t, host=host, path=f"/search?q={quote_plus(term)}", search_term=term,
+                        action="allow", rule="default", categories=(), scheme="https", port=443)
+
+
+def run_service(config: Path, db, verdicts) -> None:
+    """The alert service as the proxy runs it: verdicts submitted, its rules thread stores the alerts;
+    stopping it stores the repeats it has counted (with their evidence)."""
+    from schoolproxy.monitoring.service import AlertService
+    from schoolproxy.snapshot import SnapshotHolder
+    holder = SnapshotHolder()
+    holder.load(config)
+    service = AlertService(holder, db, poll_seconds=0.05, deliver=False).start()
+    for v in verdicts:
+        service.submit(v)
+    service.stop()

@@ -53,7 +53,8 @@ class ProxyProcess:
         return f"http://{user}:{password}@127.0.0.1:{self.port}"
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def _wait_listening(self, timeout: float = 20.0) -> None:
@@ -76,7 +77,9 @@ class ProxyProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
-                self.proc.wait(5)
+                # A clean stop lets the record writer and the alert process finish what they were handed
+                # (the proxy gives them up to 30 s); on a loaded machine that is more than a moment.
+                self.proc.wait(40)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)

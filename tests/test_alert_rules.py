@@ -69,3 +69,17 @@ def test_a_flood_stays_bounded(rules):
     for i in range(2_000):
         rules.evaluate(search("how to kill myself", t=5000 + i, username=f"u{i % 100}"))
     assert len(rules._until) <= 200
+
+
+def test_only_a_client_refusing_the_schools_certificate_counts_as_refusing_inspection(rules):
+    upstream = [make_verdict(host=f"site{i}.test", time=3000 + i, action="allow", rule="default", categories=(),
+                             error="Certificate verify failed: unable to get local issuer certificate (SSL "
+                                   "handshake with the upstream server, TLS)") for i in range(10)]
+    assert [c for v in upstream for c in rules.evaluate(v)] == []
+    refused = [make_verdict(host="vpn-app.test", time=4000 + i, action="allow", rule="default", categories=(),
+                            layer="tls", method="TLS", path="", client_refused_certificate=True,
+                            error="The client does not trust the proxy's certificate for vpn-app.test "
+                                  "(tlsv1 alert unknown ca)") for i in range(5)]
+    found = [c for v in refused for c in rules.evaluate(v)]
+    assert [(c.theme, c.rule) for c in found] == [("circumvention", "interception-refused")]
+    assert found[0].verdict is refused[4] and "vpn-app.test" in found[0].evidence

@@ -6,9 +6,10 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+from zoneinfo import ZoneInfo
 
 import pytest
-from console_school import World, add_record
+from console_school import World, add_record, run_service, search
 
 from schoolproxy.monitoring import store
 
@@ -216,3 +217,22 @@ def test_a_concern_about_an_unidentified_device_names_its_address(world):
     assert "an unidentified computer (10.0.20.15) searched &#39;how to kill myself&#39;" in b.last
     b.get(f"/alerts/{a['ref']}")
     assert "www.roblox.com" in b.last and "someone-else.test" not in b.last
+
+
+def test_the_alert_lists_every_search_that_raised_or_repeated_it(world):
+    t0 = dt.datetime.now(UTC).timestamp() - 300
+    searches = ("how to kill myself", "how to k1ll myself", "i want to die")
+    run_service(world.config, world.db, [search(s, t0 + 60 * i) for i, s in enumerate(searches)])
+    (a,) = store.list_alerts(world.db, dt.datetime.now(UTC) - dt.timedelta(days=1))
+    b = world.browser("dsl1")
+    b.get(f"/alerts/{a['ref']}")
+    listed = b.last[b.last.index('<ol class="evidence">'):]
+    listed = listed[:listed.index("</ol>")]
+    assert listed.count("<li") == 3 and listed.count("raised the alert") == 1
+    for i, s in enumerate(searches):
+        t = dt.datetime.fromtimestamp(t0 + 60 * i, UTC).astimezone(ZoneInfo(world.cfg.timezone))
+        assert f'{t:%d/%m/%Y %H:%M:%S}</span>\n        Searched for <q class="term">{s}</q> on Google' in listed
+    summary = b.last[b.last.index('id="summary-text"'):]
+    assert "Searches and visits:" in summary and "searched &#34;i want to die&#34; on Google" in summary
+    (row,) = _download(b, "pupil")
+    assert row["Evidence"].count("searched") == 3 and '"how to k1ll myself"' in row["Evidence"]

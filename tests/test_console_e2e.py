@@ -34,7 +34,7 @@ from internet import Internet
 from proxyproc import BIN, ProxyProcess
 from sqlalchemy import select
 
-from schoolproxy.monitoring import store
+from schoolproxy.monitoring import evidence, store
 from schoolproxy.records.schema import alerts
 from schoolproxy.records.visits import add_visit
 
@@ -150,7 +150,8 @@ def test_the_dsl_finds_acts_on_and_exports_a_pupils_concern_in_chromium(school):
     with ProxyProcess.mitmdump(config, tmp_path, "--mode", f"upstream:{internet.proxy_url}") as proxy:
         browse(proxy, "jsmith", DIR_PASSWORD, "http://www.bbc.co.uk/bitesize/topics/volcanoes",
                "http://www.google.com/search?q=volcano+facts", "http://www.youtube.com/watch?v=abc",
-               "http://www.google.com/search?q=how+to+kill+myself", "http://www.childline.org.uk/")
+               "http://www.google.com/search?q=how+to+kill+myself", "http://www.childline.org.uk/",
+               "http://www.bing.com/search?q=i+want+to+die")      # counted on the same alert, kept as evidence
         browse(proxy, "bjones", DIR_PASSWORD, "http://www.bing.com/search?" + str(httpx.QueryParams({"q": HOSTILE})))
         browse(proxy, "teacher1", PASSWORD, "http://www.google.com/search?q=how+to+kill+myself")
 
@@ -159,6 +160,8 @@ def test_the_dsl_finds_acts_on_and_exports_a_pupils_concern_in_chromium(school):
                 rows = conn.execute(select(alerts.c.ref, alerts.c.username)).all()
             return {u: r for r, u in rows} if len(rows) >= 3 else None
         refs = wait_for(raised, what="three alerts")
+        jsmith = store.get_alert(db, refs["jsmith"])[0]
+        wait_for(lambda: len(evidence.of_alert(db, jsmith["id"])) == 2, what="the repeat's evidence")
         add_record(db, username="jsmith", host="www.bbc.co.uk", path=ESCAPES)   # raw escapes in a stored URL
         console = ConsoleProcess(config, cfg.console.port, tmp_path / "console.log")
         try:
@@ -200,13 +203,16 @@ def _as_the_dsl(context, base: str, refs: dict, db, tmp_path: Path) -> None:
 
     line.locator("a").click()
     page.wait_for_url(f"**/alerts/{refs['jsmith']}")
+    found = page.locator("ol.evidence li").all_inner_texts()            # every search behind the alert
+    assert len(found) == 2 and "how to kill myself" in found[0] and "raised the alert" in found[0].lower()
+    assert "i want to die" in found[1] and "on Bing" in found[1] and "raised" not in found[1].lower()
     searches = page.locator("ol.timeline li.kind-search").all_inner_texts()
     assert any("volcano facts" in s for s in searches) and any("this raised the alert" in s for s in searches)
     timeline = page.locator("ol.timeline").inner_text()
     assert "www.bbc.co.uk" in timeline and "www.childline.org.uk" in timeline
     assert "?[31mred" in timeline and "\x1b" not in page.content()                 # escapes made visible
     assert page.locator("ol.timeline a").count() == 0                               # no live links
-    page.click("text=60 minutes")
+    page.click(".choices a:has-text('60 minutes')")            # (the reasons mention 60 minutes too)
     page.wait_for_url("**minutes=60**")
     page.goto(f"{base}/alerts/{refs['jsmith']}")
     screenshot(page, tmp_path, "alert.png")

@@ -133,3 +133,32 @@ def test_a_garbled_metrics_answer_is_not_a_crash(tmp_path, text):
         assert got in (None, {})
     finally:
         server.shutdown()
+
+
+def test_the_banner_the_health_page_and_who_was_told_agree_with_the_cli(tmp_path):
+    from schoolproxy.monitoring import pending
+    from schoolproxy.monitoring.service import AlertService
+    from schoolproxy.snapshot import SnapshotHolder
+    w = World(tmp_path, alerts_extra="""\
+        recipients: {dsl: [d@school.test], computing_lead: [c@school.test], head: [h@school.test], slt: [s@school.test]}
+        mailbox: state/alert-mailbox
+        """)
+    st = state_of(w)
+    a = w.alert()
+    holder = SnapshotHolder()
+    holder.load(w.config)
+    AlertService(holder, w.db, retry_seconds=60).deliver()               # the delivery thread's first go
+    assert health.undelivered_high(st) == pending.count_undelivered(w.db, w.cfg) == 1
+    assert [u["ref"] for u in pending.undelivered(w.db, w.cfg)] == [a["ref"]]
+    b = w.browser("dsl1")
+    page = b.get(f"/alerts/{a['ref']}").get_data(as_text=True)
+    assert "1 high or critical alert has reached no one but this console" in page      # the red banner
+    assert "Email to d@school.test: NOT sent yet (1 failed attempt: no email server is set up (alerts.smtp))" in page
+    assert "A copy in the mailbox folder on the gateway: kept (this tells no one)" in page
+    check = health.delivery_check(st, dt.datetime.now(UTC))
+    assert check.ok is False and "(1 waiting for someone now)" in check.summary
+    store.transition(w.db, a["ref"], "ack", "Mrs D Lawrence (dsl1)", "")
+    assert health.undelivered_high(st) == 0
+    inbox = b.get("/inbox")
+    assert inbox.status_code == 200 and "No email or webhook is set up" in inbox.get_data(as_text=True)
+    assert "reached no one" not in inbox.get_data(as_text=True)

@@ -48,6 +48,13 @@ def test_html_text_without_scripts_styles_and_tags():
     assert "kill" not in text and "Hello & " in text and "welcome" in text
 
 
+def test_html_text_drops_hidden_blocks_in_any_case_and_keeps_an_unclosed_opening():
+    html = ("<p>one</p><SCRIPT type=x>kill myself</Script ><!-- kill myself --><p>two</p>"
+            "<svg><text>kill</text></svg><style>p{}</style  ><p>three</p><script>never closed <p>four</p>")
+    text = extract("html", html.encode())
+    assert "kill" not in text and all(w in text for w in ("one", "two", "three", "never closed", "four"))
+
+
 def test_invalid_utf8_and_binary_are_replaced_not_errors():
     assert "how to" in extract("html", b"\xff\xfe<p>how to</p>\x00\x80")
 
@@ -71,11 +78,28 @@ def test_stream_score_finds_a_phrase_split_across_pieces():
     assert any(s.theme == "self-harm" and s.score >= 100 for s in scores)
 
 
+def test_stream_score_finds_plain_phrases_at_once_and_leetspeak_when_the_sentence_ends():
+    """Each piece goes through the page path as it comes (the cut must not wait); the typed-text path,
+    which knows leetspeak and spacing tricks, over each sentence as it completes."""
+    sc = StreamScore(LISTS)
+    sc.feed("Some ask how to kill ")
+    assert not [s for s in sc.scores() if s.score >= 100]
+    assert any(s.theme == "self-harm" and s.score >= 100 for s in sc.feed("yourself"))
+    sc = StreamScore(LISTS)
+    for piece in ["well ", "how to ", "k1ll ", "mys", "elf"]:
+        assert not [s for s in sc.feed(piece) if s.theme == "self-harm" and s.score >= 100]
+    assert any(s.theme == "self-harm" and s.score >= 100 for s in sc.feed(". Anyway"))
+    sc = StreamScore(LISTS)
+    sc.feed("i want to d i e")
+    assert any(s.theme == "self-harm" for s in sc.feed("", end=True))      # the end of the reply
+
+
 def test_stream_score_memory_is_bounded():
     sc = StreamScore(LISTS)
     for _ in range(2000):
         sc.feed("lava is molten rock and volcanoes erupt ")
-    assert len(sc._tail) <= sc.overlap and not sc.scores()
+    assert len(sc._page._tail) <= sc.overlap and len(sc._typed._tail) <= 2 * sc.overlap
+    assert len(sc._pending) < sc.batch and not sc.scores()
 
 
 @pytest.fixture(scope="module")

@@ -98,3 +98,14 @@ def test_the_directory_spells_the_name_however_it_was_typed(slapd, tmp_path, bin
     assert d.canonical("JSMITH") == "jsmith"  # the uid as the directory holds it
     if bind == "search":  # a logon-feed user's groups, looked up by the service account
         assert d.groups("BJones") == {"year6", "pupils"} and d.canonical("bjones") == "bjones"
+
+
+def test_whether_a_user_exists_is_asked_with_the_service_account(slapd, tmp_path):
+    # The logon feed believes only users the directory has (identity.logons.admit).
+    d = directory_for(slapd, tmp_path)
+    assert d.known("bjones") == (True, frozenset({"year6", "pupils"}))
+    for user in ("nobody", "oldpupil", "*", "jsmith)(uid=*"):  # unknown, disabled, not a logon name
+        assert d.known(user) == (False, None), user
+    direct = directory_for(slapd, tmp_path, bind="direct")
+    assert direct.known("bjones") == (None, None)  # no service account: it cannot say…
+    assert direct.check("bjones", PASSWORD) and direct.known("bjones")[0] is True  # …until they sign in

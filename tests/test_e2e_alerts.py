@@ -23,7 +23,7 @@ from waits import wait_until
 
 from schoolproxy.config import load_config
 from schoolproxy.records import open_database
-from schoolproxy.records.schema import alert_outbox
+from schoolproxy.records.schema import alert_outbox, alerts
 
 pytestmark = pytest.mark.e2e
 
@@ -106,6 +106,7 @@ def school_with_alerts(root: Path, internet: Internet, smtp_port: int, webhook_u
         "smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none", "from": "filter@school.test"},
         "webhook": {"url": webhook_url},
     }
+    data["people"] = {"dsl1": {"name": "Mrs D Jones", "roles": ["dsl"]}, "head1": {"name": "Mr R Patel", "roles": ["head"]}}
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     return config
 
@@ -126,6 +127,16 @@ def outbox(config: Path) -> list[dict]:
     try:
         with db.connect() as conn:
             return [dict(r) for r in conn.execute(select(alert_outbox).order_by(alert_outbox.c.id)).mappings()]
+    finally:
+        db.dispose()
+
+
+def alert_repeats(config: Path) -> int:
+    """Repeats counted on all alerts so far (stored in batches by the alert processes)."""
+    db = open_database(load_config(config).database_url())
+    try:
+        with db.connect() as conn:
+            return sum(conn.execute(select(alerts.c.repeats)).scalars())
     finally:
         db.dispose()
 
@@ -197,9 +208,10 @@ def test_pupil_self_harm_search_alerts_dsl_and_lead_once_staff_goes_to_head_only
             assert c.get("http://vpnsite.test/").status_code == 403
         wait_until(lambda: metric(config, 'schoolproxy_alerts_total{severity="high",theme="circumvention"}') == 1,
                    what="the VPN visit judged", detail=proxy.log)
-        listing = cli(config, "alerts", "list")
+        listing = cli(config, "alerts", "list", "--by", "dsl1")
         assert listing.returncode == 0
-        assert listing.stdout.count("self-harm") == 2, listing.stdout     # pupil's (with its repeat) and staff's
+        assert listing.stdout.count("self-harm") == 1, listing.stdout     # the pupil's (with its repeat)
+        assert cli(config, "alerts", "list", "--by", "head1").stdout.count("self-harm") == 1   # the teacher's
         assert "process" not in listing.stdout and "mockingbird" not in listing.stdout
         text = httpx.get(metrics_url(config), timeout=5).text
         assert 'schoolproxy_alerts_total{severity="high",theme="self-harm"} 2.0' in text
@@ -223,9 +235,9 @@ def test_smtp_down_then_restart_delivers_once(world):
         assert mailbox.wait(lambda m: DSL in m["to"], timeout=20), proxy.log()
         wait_until(lambda: all_sent(config), what="the outbox delivered", detail=lambda: repr(outbox(config)))
     assert len(mailbox.to(DSL)) == 1 and len(mailbox.to(LEAD)) == 1
-    shown = cli(config, "alerts", "list")
+    shown = cli(config, "alerts", "list", "--by", "dsl1")
     ref = next(line.split()[2] for line in shown.stdout.splitlines() if "self-harm" in line)
-    show = cli(config, "alerts", "show", ref)
+    show = cli(config, "alerts", "show", ref, "--by", "dsl1")
     assert "delivery email to dsl@school.test: sent" in show.stdout, show.stdout
 
 
@@ -234,21 +246,21 @@ def test_incident_log_lifecycle_and_cpoms_export(world):
     with start(config, root, internet) as proxy:
         assert search(proxy, "pupil1", "send me nudes", "http://www.youtube.com/results") == 200
         mailbox.wait(lambda m: DSL in m["to"])
-    listing = cli(config, "alerts", "list")
+    listing = cli(config, "alerts", "list", "--by", "dsl1")
     ref = next(line.split()[2] for line in listing.stdout.splitlines() if "grooming" in line)
-    assert cli(config, "alerts", "close", ref).returncode == 2               # closing needs the outcome
-    assert cli(config, "alerts", "ack", ref, "--by", "DSL Jones").returncode == 0
-    assert cli(config, "alerts", "action", ref, "--note", "Spoke to pupil; parents informed", "--by", "DSL Jones").returncode == 0
-    r = cli(config, "alerts", "close", ref, "--note", "Referred to CEOP; =HYPERLINK(evil)", "--by", "DSL Jones")
+    assert cli(config, "alerts", "close", ref, "--by", "dsl1").returncode == 2   # closing needs the outcome
+    assert cli(config, "alerts", "ack", ref, "--by", "dsl1").returncode == 0
+    assert cli(config, "alerts", "action", ref, "--note", "Spoke to pupil; parents informed", "--by", "dsl1").returncode == 0
+    r = cli(config, "alerts", "close", ref, "--note", "Referred to CEOP; =HYPERLINK(evil)", "--by", "dsl1")
     assert r.returncode == 0 and "closed" in r.stdout
-    assert cli(config, "alerts", "ack", ref).returncode == 2                 # already closed
-    show = cli(config, "alerts", "show", ref).stdout
+    assert cli(config, "alerts", "ack", ref, "--by", "dsl1").returncode == 2     # already closed
+    show = cli(config, "alerts", "show", ref, "--by", "dsl1").stdout
     assert "Spoke to pupil" in show and "Status:    closed" in show
-    export = cli(config, "alerts", "export", "--since", "1d").stdout
+    export = cli(config, "alerts", "export", "--since", "1d", "--by", "dsl1").stdout
     header, row = export.splitlines()[0], next(line for line in export.splitlines() if ref in line)
-    assert header.startswith("Student,Logon,Date,Time,Category")
+    assert header.startswith("Student,Class,Logon,Date,Time,Category")
     assert "Online safety - Grooming and sexual exploitation" in row and "Referred to CEOP" in row
-    assert cli(config, "alerts", "list").stdout.count(ref) == 0             # closed: not in the open list
+    assert cli(config, "alerts", "list", "--by", "dsl1").stdout.count(ref) == 0   # closed: not in the open list
 
 
 def test_upstream_block_page_is_critical_and_flood_is_throttled(world):
@@ -271,9 +283,49 @@ def test_upstream_block_page_is_critical_and_flood_is_throttled(world):
         wait_until(lambda: all_sent(config), what="the outbox delivered", detail=lambda: repr(outbox(config)))
         assert len([m for m in mailbox.to(DSL) if "Self-harm" in m["subject"]]) == 1
     # Every throttled search is counted on the one alert (stored in batches, none lost).
-    export = cli(config, "alerts", "export", "--since", "1d").stdout
-    assert re.search(r"\(\+(59|60) repeats\)", export), export
+    export = cli(config, "alerts", "export", "--since", "1d", "--by", "dsl1").stdout
+    assert re.search(r"Repeated (59|60) more time\(s\) soon after", export), export
     # The search term is on the request record too (what the DSL sees in `report user`).
     report = subprocess.run([str(BIN / "schoolproxy"), "report", "user", "pupil1", "--csv", "--config", str(config)],
                             capture_output=True, text=True)
     assert "volcano facts" in report.stdout and "how to kill myself 0" in report.stdout
+
+
+def test_two_workers_raise_alerts_from_alert_processes_of_their_own_and_deliver_once(world):
+    # `schoolproxy run --workers 2`: each worker hands its verdicts to an alert process of its own (the
+    # rules and delivery run there, not in a thread of the proxy); worker 0's delivers.
+    internet, config, mailbox, hook, root = world
+    port = free_port()
+    proxy = ProxyProcess([str(BIN / "schoolproxy"), "run", "--config", str(config), "--listen-port", str(port),
+                          "--workers", "2"], port, root / "run.log")
+    with proxy:
+        def children(pid: str | int) -> list[str]:
+            return subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+
+        def with_alert_process() -> list[str]:
+            found = []
+            for worker in children(proxy.proc.pid):
+                for child in children(worker):
+                    try:
+                        cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                    except OSError:
+                        continue
+                    if "schoolproxy.monitoring.process" in cmdline:
+                        found.append(worker)
+            return found
+        deadline = time.monotonic() + 30
+        while len(with_alert_process()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert sorted(with_alert_process()) == sorted(children(proxy.proc.pid)) and len(with_alert_process()) == 2, \
+            proxy.log()
+        for _ in range(6):  # new connections: the kernel spreads them over both workers
+            assert search(proxy, "pupil1", "how to kill myself") == 200
+        assert mailbox.wait(lambda m: DSL in m["to"]), proxy.log()
+        # Every search judged (one alert, five repeats counted on it, whichever worker saw them) and the
+        # outbox delivered: a second alert or a second email would have arrived by then.
+        wait_until(lambda: alert_repeats(config) == 5 and all_sent(config), timeout=30,
+                   what="all six searches judged and the outbox delivered", detail=lambda: repr(outbox(config)))
+        assert len(mailbox.to(DSL)) == 1 and len(mailbox.to(LEAD)) == 1
+    assert proxy.proc.returncode == 0, proxy.log()
+    listing = cli(config, "alerts", "list", "--by", "dsl1")
+    assert listing.stdout.count("self-harm") == 1, listing.stdout

@@ -106,6 +106,7 @@ def world(tmp_path):
     data = yaml.safe_load(config.read_text())
     data["profiles"]["pupil"]["content"] = {"scan": True, "alert_score": 100, "block_score": 150}
     data["alerts"] = {"phrases": str(ROOT / "filterlists" / "phrases")}
+    data["people"] = {"dsl1": {"name": "Mrs D Lawrence", "roles": ["dsl"]}}
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     proxy = ProxyProcess.mitmdump(config, tmp_path, "--mode", f"upstream:{origin.url}")
     try:
@@ -121,7 +122,7 @@ def get(proxy, user, url):
 
 
 def alerts_list(config: Path) -> str:
-    r = subprocess.run([str(BIN / "schoolproxy"), "alerts", "list", "--config", str(config)],
+    r = subprocess.run([str(BIN / "schoolproxy"), "alerts", "list", "--by", "dsl1", "--config", str(config)],
                        capture_output=True, text=True)
     return r.stdout
 

@@ -38,7 +38,8 @@ def school_with_directory(root: Path, server: Slapd, internet: Internet, cache_s
     feed_port = free_port()
     data["identity"].update({
         "directory": directory,
-        "logon_feed": {"listen": f"127.0.0.1:{feed_port}", "secret_file": "feed-secret", "state_file": "logons.json"},
+        "logon_feed": {"listen": f"127.0.0.1:{feed_port}", "secret_file": "feed-secret", "state_file": "logons.json",
+                       "staff_subnets": ["127.0.0.1/32"]},  # these tests' own address stands for a staff PC
         "groups": {"pupils": {"profile": "pupil"}, "staff": {"profile": "staff"}},
     })
     data["identity"]["patterns"].append({"match": "Student*", "profile": "supply"})
@@ -100,6 +101,35 @@ def feed(url: str, path: str, body: object, secret: str = SECRET, raw: bytes | N
     content = raw if raw is not None else json.dumps(body).encode()
     return httpx.post(url + path, content=content, headers={**headers, "Content-Type": "application/json"},
                       timeout=5)
+
+
+def feed_from(source: str, url: str, path: str, body: object) -> httpx.Response:
+    """A logon-feed call with the right secret from another PC on the LAN (``source``: 127.x.y.z)."""
+    with httpx.Client(transport=httpx.HTTPTransport(local_address=source), timeout=5) as c:
+        return c.post(url + path, json=body, headers={"Authorization": f"Bearer {SECRET}"})
+
+
+def get_from(source: str, proxy: ProxyProcess, url: str) -> httpx.Response:
+    """Browsing without a proxy sign-in from the PC at ``source`` (curl: httpx cannot choose the source
+    address of a proxied connection). Only the status and headers are kept."""
+    out = subprocess.run(["curl", "-sS", "--max-time", "15", "-o", "/dev/null", "-D", "-", "--interface", source,
+                          "-x", proxy.url, url], capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    head = out.stdout.strip().split("\n\n")[-1].splitlines()  # text mode: the CRLFs are already \n
+    headers = dict(line.split(": ", 1) for line in head[1:] if ": " in line)
+    return httpx.Response(int(head[0].split()[1]), headers=headers)
+
+
+def wait_for_feed(url: str) -> None:
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "the logon feed never answered"
+        time.sleep(0.1)
 
 
 def metric(config: Path, name: str) -> float | None:
@@ -207,13 +237,29 @@ def test_bad_logon_feed_calls_are_rejected_and_change_nothing(world, secret, raw
     assert get(proxy, "http://learning.test/").status_code == 407  # no one was signed in by it
 
 
+def test_the_feed_names_only_accounts_the_directory_has_and_staff_only_at_staff_pcs(world):
+    proxy, root, feed_url, config = world
+    pc = "127.0.3.30"  # a PC outside the staff subnets
+    for user in ("nobody", "oldpupil", "amiller"):  # not in the directory; disabled there; staff
+        r = feed_from(pc, feed_url, "/logon", {"user": user, "device": "IT-SUITE-09"})
+        assert r.status_code == 403, (user, r.text)
+    assert get_from(pc, proxy, "http://learning.test/").status_code == 407  # so no one is known at that PC
+    assert feed_from(pc, feed_url, "/logon", {"user": "bjones", "device": "IT-SUITE-09"}).status_code == 200
+    r = get_from(pc, proxy, "http://socialsite.test/")
+    assert r.status_code == 403
+    row = record(root, r.headers["X-Schoolproxy-Reference"])
+    assert (row["username"], row["profile"], row["identity_source"]) == ("bjones", "pupil", "logon-feed")
+    assert metric(config, 'schoolproxy_logon_feed_refused_total{reason="unknown-user"}') >= 2
+    assert metric(config, 'schoolproxy_logon_feed_refused_total{reason="staff-elsewhere"}') >= 1
+
+
 def test_logon_feed_lists_live_logons_only_with_the_secret(world):
     _, _, feed_url, _ = world
     assert httpx.get(feed_url + "/logons", timeout=5).status_code == 401
     assert httpx.get(feed_url + "/health", timeout=5).json() == {"ok": True}
-    feed(feed_url, "/logon", {"user": "head", "ip": "10.1.2.3", "device": "HEAD-PC"})
+    assert feed(feed_url, "/logon", {"user": "jsmith", "ip": "10.1.2.3", "device": "IT-SUITE-03"}).status_code == 200
     live = httpx.get(feed_url + "/logons", headers={"Authorization": f"Bearer {SECRET}"}, timeout=5).json()["logons"]
-    assert {"user": "head", "ip": "10.1.2.3", "device": "HEAD-PC"}.items() <= next(
+    assert {"user": "jsmith", "ip": "10.1.2.3", "device": "IT-SUITE-03"}.items() <= next(
         e for e in live if e["ip"] == "10.1.2.3").items()
 
 
@@ -222,11 +268,14 @@ def test_directory_down_mid_run(tmp_path, own_slapd):
     staff), the network manager sees it in the log and the metrics; when it is back, all is normal."""
     server = own_slapd
     with Internet(tmp_path / "internet") as internet:
-        config, _ = school_with_directory(tmp_path, server, internet, cache_seconds=1)
+        config, feed_url = school_with_directory(tmp_path, server, internet, cache_seconds=1)
         with start_proxy(config, tmp_path, internet) as proxy:
             assert get(proxy, "http://socialsite.test/", "amiller").status_code == 200   # staff, cached
             server.stop()
             time.sleep(1.5)                                                              # cache expired
+            # A logon for someone the directory cannot vouch for now is not believed (the PC fails closed).
+            r = feed(feed_url, "/logon", {"user": "bjones"})
+            assert r.status_code == 503 and "not answering" in r.json()["error"]
             assert get(proxy, "http://socialsite.test/", "amiller").status_code == 200   # still staff
             r = get(proxy, "http://socialsite.test/", "head")                            # new: staff in AD…
             assert r.status_code == 403                                                  # …but default profile
@@ -260,3 +309,54 @@ def test_password_guessing_is_slowed_and_reported(tmp_path, slapd):
             assert 'schoolproxy_signin_problems_total{result="slowed"} 1.0' in text
             assert time.monotonic() - t0 >= 1.0  # it waited before answering (the slowing itself)
             assert DIR_PASSWORD not in proxy.log() and "guess-" not in proxy.log()
+
+
+def test_a_pupil_with_the_feed_secret_cannot_browse_as_a_teacher(tmp_path):
+    """Issue 13: the feed's secret reached a pupil (the old logon script read it from a share every pupil
+    could read). From a pupil's PC they claim a teacher's logon, then browse. The feed refuses: the PC stays
+    a pupil PC, nothing is recorded under the teacher's name, and the network manager sees the attempt."""
+    pupil_pc, next_pupil_pc, staff_pc = "127.0.2.20", "127.0.2.21", "127.0.1.10"
+    with Internet(tmp_path / "internet") as internet:
+        config = make_school(tmp_path, upstream=internet.proxy_url, database=f"sqlite:///{tmp_path / 'records.db'}")
+        (tmp_path / "feed-secret").write_text(SECRET + "\n")
+        (tmp_path / "feed-secret").chmod(0o600)
+        data = yaml.safe_load(config.read_text())
+        feed_url = f"http://127.0.0.1:{free_port()}"
+        data["identity"]["groups"]["staff"] = {"profile": "staff", "members": ["mbrown"]}
+        data["identity"]["subnets"].append({"cidr": "127.0.2.0/24", "profile": "pupil", "name": "ICT suite"})
+        data["identity"]["logon_feed"] = {"listen": feed_url[7:], "secret_file": "feed-secret",
+                                          "state_file": "logons.json", "staff_subnets": ["127.0.1.0/24"]}
+        config.write_text(yaml.safe_dump(data, sort_keys=False))
+        with start_proxy(config, tmp_path, internet) as proxy:
+            wait_for_feed(feed_url)
+            r = feed_from(pupil_pc, feed_url, "/logon", {"user": "mbrown", "device": "ICT-07"})
+            assert r.status_code == 403 and "mbrown" not in r.text and "staff" not in r.text, r.text
+            r = get_from(pupil_pc, proxy, "http://socialsite.test/")
+            assert r.status_code == 403                                   # still filtered as the ICT suite
+            row = record(tmp_path, r.headers["X-Schoolproxy-Reference"])
+            assert (row["username"], row["profile"], row["identity_source"]) == (None, "pupil", "subnet")
+            # Nor by naming the staff PC's address, posing as the console's sign-in page, or making a name up.
+            for body in ({"user": "mbrown", "ip": staff_pc}, {"user": "mbrown", "source": "sign-in"},
+                         {"user": "mbrown2"}):
+                assert feed_from(pupil_pc, feed_url, "/logon", body).status_code == 403, body
+            assert get_from(pupil_pc, proxy, "http://socialsite.test/").status_code == 403
+            # The teacher at a staff PC is named, and browses as staff.
+            assert feed_from(staff_pc, feed_url, "/logon", {"user": "mbrown", "device": "STAFFROOM-1"}).status_code == 200
+            r = get_from(staff_pc, proxy, "http://socialsite.test/")
+            assert r.status_code == 200
+            # Pupils are still named at their own PCs.
+            assert feed_from(next_pupil_pc, feed_url, "/logon", {"user": "pupil1", "device": "ICT-08"}).status_code == 200
+            r = get_from(next_pupil_pc, proxy, "http://socialsite.test/")
+            assert r.status_code == 403
+            assert record(tmp_path, r.headers["X-Schoolproxy-Reference"])["username"] == "pupil1"
+            rows = records(tmp_path, 4)
+            assert [(r["client_ip"], r["profile"]) for r in rows if r["username"] == "mbrown"] == [(staff_pc, "staff")]
+            # Four refusals from the pupil's PC: logged once (no secret), counted by reason with no user or address.
+            log = proxy.log()
+            assert log.count(f"logon feed: refused a call from {pupil_pc}") == 1, log
+            assert SECRET not in log
+            text = httpx.get(metrics_url(config), timeout=5).text
+            for reason, n in (("staff-elsewhere", 1), ("not-own-address", 1), ("sign-in-not-from-gateway", 1),
+                              ("unknown-user", 1)):
+                assert f'schoolproxy_logon_feed_refused_total{{reason="{reason}"}} {n}.0' in text, reason
+            assert pupil_pc not in text and "mbrown" not in text

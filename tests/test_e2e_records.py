@@ -138,7 +138,7 @@ def test_reports_find_records_by_user_blocked_and_reference_and_are_audited(tmp_
     lines = r.stdout.strip().splitlines()
     assert lines[0].startswith("time,ref,username") and len(lines) == 1 + len(refs)
     r = subprocess.run(cli + ["ref", "NOPE-NOPE-NOPE", *cfg], capture_output=True, text=True)
-    assert r.returncode == 1 and "(0 records)" in r.stdout
+    assert r.returncode == 1 and "no record has the reference 'NOPE-NOPE-NOPE'" in r.stderr and r.stdout == ""
     r = subprocess.run(cli + ["user", "pupil1", "--since", "yesterday-ish", *cfg], capture_output=True, text=True)
     assert r.returncode == 2 and "cannot read the time" in r.stderr
     from schoolproxy.records.schema import access_audit

@@ -86,8 +86,10 @@ def gateway_config(root: Path, internet: Internet, upstream: bool = False, proxy
         "proxy: {listen_host: 127.0.0.1, listen_port: 8080, ca_dir: ca,",
         f"proxy: {{listen_host: {GATEWAY_LAN_IP}, listen_port: 8080, ca_dir: ca, mode: transparent, "
         f"transparent: {{port: 8081, lan_interfaces: [lan0]}}, upstream_ca: {internet.ca_path},{proxy_extra}")
+    # The LAN's one PC stands for a staff PC too (teacher1 logs on there): it is in the staff subnets.
     text = text.replace("identity:\n", "identity:\n"
                         f"  logon_feed: {{listen: \"{GATEWAY_LAN_IP}:9465\", secret_file: feed-secret, "
+                        f"staff_subnets: [{PUPIL_IP}/32], "
                         "state_file: logons.json}\n", 1)  # its own: the default (../var) is shared by every test
     config.write_text(text)
     return config

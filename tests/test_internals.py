@@ -365,3 +365,32 @@ def test_a_chunked_body_with_a_trailer_ends_without_it():
     end = reader(buf)
     assert isinstance(end, h11.EndOfMessage) and list(end.headers) == []
     assert isinstance(internals.make_body_reader(10), h11._readers.ContentLengthReader)
+
+
+class Switchable(Recorder):
+    """An addon whose feature can be off: ``wants`` keeps its flow hooks out of the index."""
+
+    def __init__(self, name, calls):
+        super().__init__(name, calls)
+        self.on = False
+
+    def wants(self, event: str) -> bool:
+        return self.on
+
+    def running(self) -> None:
+        self.calls.append(f"{self.name} running")
+
+
+async def test_an_addon_that_does_not_want_an_event_is_not_called_until_reindexed():
+    calls = []
+    switch = Switchable("s", calls)
+    m = await dispatch(switch, Recorder("b", calls))
+    assert calls == ["b"]
+    await m.addons.handle_lifecycle(hooks.RunningHook())  # lifecycle events always arrive
+    assert calls == ["b", "s running"]
+    switch.on = True
+    await m.addons.handle_lifecycle(HttpRequestHook(tflow.tflow()))
+    assert calls == ["b", "s running", "b"]  # the index is kept until asked again
+    m.addons.reindex()
+    await m.addons.handle_lifecycle(HttpRequestHook(tflow.tflow()))
+    assert calls == ["b", "s running", "b", "s", "b"]

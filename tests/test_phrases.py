@@ -160,6 +160,44 @@ def test_content_path_keeps_exceptions_and_boundaries(lists):
     assert not [s for s in lists.score_content("Scunthorpe skill kill a process killer whale " * 50) if s.score >= 60]
 
 
+# -- page text: accents kept on the page, the lists' accented spellings in the keys -------------------------
+@pytest.mark.parametrize("page", [
+    "Nie chcę już żyć.",                      # as the list writes it
+    "NIE CHCĘ JUŻ ŻYĆ",                       # capitals
+    "nie chce juz zyc",                       # typed without accents
+    "nie chcę juz żyć",                       # some words with, some without
+    "Nie chce\u0328 juz\u0307 z\u0307yc\u0301",  # accents as separate combining marks (NFD)
+    "nie\u00a0chcę\u2009już \n  żyć",        # a no-break space, a thin space, a line break
+])
+def test_a_page_is_matched_with_or_without_its_accents(lists, page):
+    [s] = [s for s in lists.score_content(f"Wstęp. {page} Koniec.") if s.theme == "self-harm"]
+    assert s.score >= 100, page
+
+
+def test_marks_and_styled_letters_on_a_page_are_folded_before_it_is_searched(lists):
+    # أريد أن أموت with its vowel marks (harakat)
+    vocalised = "\u0623\u064f\u0631\u0650\u064a\u062f\u064f \u0623\u064e\u0646\u0652 \u0623\u064e\u0645\u064f\u0648\u062a\u064e"
+    fullwidth = "ｈｏｗ ｔｏ ｋｉｌｌ ｍｙｓｅｌｆ"
+    zalgo = "h\u0334o\u0334w\u0334 to k\u0334i\u0334l\u0334l\u0334 myself"
+    for page in (vocalised, fullwidth, zalgo):
+        assert any(s.theme == "self-harm" and s.score >= 100 for s in lists.score_content(page)), page
+
+
+def test_page_words_keep_their_accents_even_without_the_look_up_of_the_words_as_written(lists):
+    """Below ``evidence_at`` the words are those of the normal form searched: now the page's own, case
+    folded (a folded page gave "videos porno", words that were not on the page)."""
+    [s] = lists.score_content("Ver Vídeos Pornô.", evidence_at=None)
+    assert s.theme == "pornography" and s.matched == ("vídeos pornô",)
+    [s] = lists.score_content("Ver Vídeos Pornô.", evidence_at=0)
+    assert s.matched[0] == "Vídeos Pornô"
+
+
+def test_page_string_is_case_folded_and_spaced_but_keeps_accents():
+    from schoolproxy.monitoring.phrases import content_string, page_string
+    assert page_string("Żółć, <p>JAK\u00a0się   MASZ?!</p>\n\t“Dobrze”…") == " żółć p jak się masz p dobrze "
+    assert content_string("Żółć  się") == " zolc sie "
+
+
 # -- concept rules: term sets, templates, inflections, stems, nearness, tiers ------------------------------
 def concept_lists(tmp_path, rules: str, sets: str = ""):
     root = tmp_path / "phrases"

@@ -29,7 +29,7 @@ def at(hhmm: str, day: int = 25) -> dt.datetime:  # 2026-11-25 is a Wednesday
     ("pupil", "http://exa mple.org/", "block", "invalid-host"),
 ])
 def test_precedence(snapshot, profile, url, action, rule):
-    d = snapshot.policy.decide_url(profile, url)
+    d = snapshot.policy.decide_url(profile, url, at("10:30"))   # outside the lunchtime window
     assert (d.action, d.rule) == (action, rule)
 
 
@@ -47,6 +47,14 @@ def test_time_window_allows_games_at_lunchtime_only(lunchtime_school):
     assert (lunch.action, lunch.rule) == ("allow", "window:lunchtime:category:games")
     assert p.decide_url("pupil", "http://gamesite.test/", at("13:00")).action == "block"
     assert p.decide_url("pupil", "http://gamesite.test/", at("12:30", day=28)).action == "block"  # Saturday
+
+
+def test_a_window_is_named_only_where_it_made_the_difference(snapshot):
+    """At lunchtime a social network is blocked as it is all day, not "by lunchtime"."""
+    p = snapshot.policy
+    assert p.decide_url("pupil", "http://www.facebook.com/", at("12:30")).rule == "category:social-networking"
+    assert p.decide_url("pupil", "http://learning.test/", at("12:30")).rule == "category:education"
+    assert p.decide_url("pupil", "http://gamesite.test/", at("12:30")).rule == "window:lunchtime:category:games"
 
 
 def test_window_across_midnight(tmp_path):

@@ -3,7 +3,7 @@
 from unittest import mock
 
 import pytest
-from mitmproxy import connection, http, tls
+from mitmproxy import connection, flow, http, tls
 from mitmproxy.test import taddons, tflow, tutils
 
 from schoolproxy.identity.profiles import Identity
@@ -42,8 +42,9 @@ def test_blocked_request_gets_block_page_and_one_verdict(addon):
         addon.response(f)
     assert b"<script>" not in f.response.content and b"&lt;script&gt;" in f.response.content
     [v] = addon.published
-    assert (v.action, v.rule, v.username, v.profile, v.status) == ("block", "category:social-networking",
-                                                                  "pupil1", "pupil", 403)
+    assert (v.action, v.username, v.profile, v.status) == ("block", "pupil1", "pupil", 403)
+    # Named "window:lunchtime:category:..." when the suite runs in the test school's lunchtime window.
+    assert v.rule.endswith("category:social-networking")
     assert v.ref.encode() in f.response.content and v.categories == ("social-networking",)
 
 
@@ -258,3 +259,47 @@ def test_an_upstream_block_page_sent_gzipped_is_still_recognised(addon):
         addon.response(f)
     [v] = addon.published
     assert (v.action, v.rule) == ("block", "upstream-block")
+
+
+def failed_handshake(addon, f, error: str):
+    data = tls.TlsData(f.client_conn, mock.Mock(client=f.client_conn))
+    f.client_conn.error = error
+    addon.tls_failed_client(data)
+
+
+@pytest.mark.parametrize("error, refused", [
+    ("The client does not trust the proxy's certificate for learning.test (tlsv1 alert unknown ca)", True),
+    ("The client may not trust the proxy's certificate for learning.test (sslv3 alert certificate unknown)", True),
+    ("The client does not trust the proxy's certificate for learning.test (sslv3 alert bad certificate)", True),
+    ("The client disconnected during the handshake. If this happens consistently for learning.test, this may "
+     "indicate that the client does not trust the proxy's certificate.", False),
+    ("Client and mitmproxy cannot agree on a TLS version to use.", False),
+])
+def test_a_client_refusing_the_schools_certificate_is_published_as_such_and_nothing_else(addon, error, refused):
+    f = request_flow("https://learning.test:443/", PUPIL, method="CONNECT")
+    with taddons.context(addon):
+        addon.http_connect(f)
+        addon.tls_clienthello(clienthello(addon, f, "learning.test"))
+        failed_handshake(addon, f, error)
+        failed_handshake(addon, f, error)  # published once
+    if not refused:  # not a request, and not the client refusing anything: nothing to record
+        assert addon.published == []
+        return
+    [v] = addon.published
+    assert (v.layer, v.method, v.host, v.username, v.error) == ("tls", "TLS", "learning.test", "pupil1", error)
+    assert v.client_refused_certificate is True
+
+
+def test_an_upstream_certificate_failure_is_not_the_client_refusing(addon):
+    f = request_flow("https://learning.test:443/", PUPIL, method="CONNECT")
+    inner = request_flow("https://learning.test/", PUPIL)
+    inner.client_conn = f.client_conn
+    with taddons.context(addon):
+        addon.http_connect(f)
+        addon.tls_clienthello(clienthello(addon, f, "learning.test"))
+        addon.requestheaders(inner)
+        inner.error = flow.Error("TLS handshake failed: certificate verify failed (unable to get local issuer "
+                                 "certificate) — SSL error")
+        addon.error(inner)
+    [v] = addon.published
+    assert "certificate verify failed" in v.error and v.client_refused_certificate is False

@@ -304,6 +304,14 @@ class LogonFeedSettings(_Model):
     state_file: Path = Path("../var/logons.json")
     #: How long a sign-in on the console's sign-in page (BYOD, guest Wi-Fi) lasts on that device.
     sign_in_hours: float = Field(8.0, gt=0, le=24 * 7)
+    #: Staff PCs' subnets. A logon for an account whose profile is staff, supply or unfiltered is accepted
+    #: only for an address in one of these, reported from that address: whoever learns the secret cannot
+    #: name a teacher from a pupil's PC. Empty: the feed never names such an account (the console's
+    #: sign-in page, which checks the password, still can).
+    staff_subnets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    #: Login servers that report logons for other addresses (an "ip" in the call, for thin clients). The
+    #: gateway itself always may; any other caller may only report its own address.
+    relays: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
 
     @field_validator("listen")
     @classmethod
@@ -350,6 +358,9 @@ class IdentitySettings(_Model):
         pa = self.proxy_auth
         if pa is not None and pa.enabled and pa.users_file is None and self.directory is None:
             raise ValueError("proxy_auth: needs a users_file, an identity.directory, or both")
+        if self.logon_feed is not None and self.directory is not None and self.directory.bind == "direct":
+            raise ValueError("logon_feed: the feed checks that a reported user exists in the directory, which "
+                             "needs its service account: use directory.bind: search with service_dn")
         return self
 
 
@@ -552,7 +563,8 @@ class AlertSettings(_Model):
     #: "N blocked attempts in M minutes" (per user) → a repeated-blocks alert.
     repeated_blocks: int = Field(20, ge=2)
     repeated_blocks_minutes: int = Field(10, ge=1)
-    #: Refused TLS interceptions (a VPN app or a pinned client) per user → circumvention.
+    #: Connections whose client refused the school's certificate (a VPN app, a pinned client) per user
+    #: within 10 minutes → circumvention. An upstream site's certificate failing never counts.
     interception_refusals: int = Field(5, ge=1)
     #: Who is told: role name → email addresses.
     recipients: dict[NonEmpty, list[NonEmpty]] = {}
@@ -564,6 +576,10 @@ class AlertSettings(_Model):
     digest: DigestSettings = DigestSettings()
     smtp: SmtpSettings | None = None
     webhook: WebhookSettings | None = None
+    #: A folder on the gateway (Maildir: read it with ``mutt -f FOLDER``) where a copy of every alert and
+    #: digest message is written, private to the service. A copy kept, not a way of telling anyone: without
+    #: smtp or webhook, high alerts still count as reaching no one until someone acknowledges them.
+    mailbox: Path | None = None
     #: A link to the school's online-safety / incident procedure, put at the foot of every alert.
     procedure: str = ""
 

@@ -88,6 +88,8 @@ def exposed(config) -> list[str]:
         secrets.append(("SMTP password", config.path(smtp.password_file)))
     if hook is not None and hook.secret_file is not None:
         secrets.append(("webhook secret", config.path(hook.secret_file)))
+    if config.alerts.mailbox is not None:
+        secrets.append(("alert mailbox", config.path(config.alerts.mailbox)))
     ca = config.path(config.proxy.ca_dir)
     secrets += [("CA private key", ca / "mitmproxy-ca.pem"), ("CA private key", ca / "mitmproxy-ca.p12"),
                 ("CA directory", ca)]

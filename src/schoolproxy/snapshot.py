@@ -13,6 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 from schoolproxy.config import Config, ConfigError, load_config
 from schoolproxy.filtering.decide import decide, facts_for_url
@@ -63,6 +64,8 @@ class Snapshot:
     directory: Directory | None = None
     #: The logon feed's shared secret (from its secret file), if the feed is configured.
     logon_secret: str | None = None
+    #: The local users file, if proxy sign-in uses one (the logon feed asks it who exists).
+    users: UsersFile | None = None
     #: The gateway's own addresses and names, never reached through the proxy (filtering/local.py).
     local: LocalDestinations | None = None
     #: Expiring allows in force (approved unblock requests, teachers' class allows), from the records:
@@ -118,8 +121,8 @@ def build_snapshot(config_path: str | Path, run_tests: bool = True, previous: Sn
         # Keep the running one (and its cache of users' groups) if nothing about it changed.
         directory = old if old is not None and old.same_as(new) else new
     pa = ident.proxy_auth
+    local = None
     if pa is not None and pa.enabled:
-        local = None
         if pa.users_file is not None:
             users_path = config.path(pa.users_file)
             local = UsersFile(users_path)
@@ -135,7 +138,7 @@ def build_snapshot(config_path: str | Path, run_tests: bool = True, previous: Sn
             raise ConfigError(f"{secret_path}: the logon feed secret must be at least 16 characters")
     snapshot = Snapshot(config, lists, policy, ProfileResolver(config, authenticator), SubnetMap(config),
                         authenticator, watched, directory=directory, logon_secret=logon_secret,
-                        local=local_destinations(config))
+                        users=local, local=local_destinations(config))
     if run_tests:
         failed = [r for r in snapshot.run_tests() if not r.passed]
         if failed:
@@ -197,10 +200,21 @@ class SnapshotHolder:
     def __init__(self) -> None:
         self.snapshot: Snapshot | None = None
         self.config_path: Path | None = None
+        self._on_config: list[Callable[[Snapshot], None]] = []
+
+    def on_config(self, fn: Callable[[Snapshot], None]) -> None:
+        """Call ``fn`` with each snapshot of a newly loaded configuration (start-up and reloads), on the
+        thread that swaps it in (the event loop)."""
+        self._on_config.append(fn)
+
+    def _configured(self) -> None:
+        for fn in self._on_config:
+            fn(self.snapshot)
 
     def load(self, config_path: str | Path) -> Snapshot:
         self.config_path = Path(config_path)
         self.snapshot = build_snapshot(self.config_path)
+        self._configured()
         return self.snapshot
 
     def changed(self) -> bool:
@@ -223,6 +237,7 @@ class SnapshotHolder:
         if running is not None and running.expiring is not snapshot.expiring:
             snapshot = replace(snapshot, expiring=running.expiring)  # loaded while the new one was built
         self.snapshot = snapshot
+        self._configured()
 
     def set_expiring(self, expiring: ExpiringOverrides) -> None:
         """The expiring allows now in force, in a new snapshot otherwise the same (one reference swap)."""

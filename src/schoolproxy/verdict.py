@@ -69,7 +69,7 @@ class Verdict(NamedTuple):
     rule: str
     reason: str
     categories: tuple[str, ...]
-    layer: str = "http"            # http | connect | tls-passthrough
+    layer: str = "http"            # http | connect | tls-passthrough | tls (a handshake the client refused)
     device: str | None = None
     safesearch: bool = False       # SafeSearch parameters/headers were enforced
     status: int | None = None
@@ -82,6 +82,10 @@ class Verdict(NamedTuple):
     #: Real-time content over a profile's alert score: (theme, score, the words as on the page,
     #: "block" | "alert", the score that applied, "page" | "reply").
     content: tuple[tuple[str, int, tuple[str, ...], str, int, str], ...] = ()
+    #: The client itself refused the school's certificate in the TLS handshake with the proxy (a VPN app,
+    #: a pinned client, a device without the school's CA). Never set for a failure on the upstream side
+    #: (a site whose certificate the proxy does not trust): that is not something the person did.
+    client_refused_certificate: bool = False
 
     @property
     def category(self) -> str:

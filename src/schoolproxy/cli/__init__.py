@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 
 from schoolproxy.cli import (admin, alerts, checks, console, decisions, doctor, firewall, install, lists, policy,
@@ -32,10 +34,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "install":  # sets the mode of every file it lays out itself
             return args.func(args)
         with private_umask():  # the database, spool, CA and list cache are the service's alone
-            return args.func(args)
+            status = args.func(args)
+        sys.stdout.flush()  # here, so that a reader gone away (| head -1) is met below, not at exit
+        return status
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader stopped reading (| head): nothing is wrong. Point stdout at /dev/null so Python's own
+        # flush at exit does not complain either, and exit as a command killed by SIGPIPE does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -1,100 +1,161 @@
-"""``schoolproxy alerts``: the incident log (list, show, acknowledge, action, close, export)."""
+"""``schoolproxy alerts``: the incident log (list, show, acknowledge, action, close, export).
+
+Whoever runs it says who they are with ``--by`` (their logon in the config's ``people:``): the command
+then shows only the concerns that person may see (:mod:`schoolproxy.monitoring.access` — staff concerns
+to the head alone), and every look and every change is recorded against their name, never ``root``."""
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import getpass
 import sys
 
 from schoolproxy.cli.common import open_records, when
+from schoolproxy.config import ConfigError
+
+STATUSES = ["open", "all", "new", "acknowledged", "actioned", "closed"]
+GROUPS = ("pupil", "staff", "supply", "guest")
+BY_HELP = "who you are: your logon in the config's people: (required; the record names you)"
 
 
 def register(sub) -> None:
     p = sub.add_parser("alerts", help="online-safety alerts: the incident log")
     p.set_defaults(func=cmd_alerts)
     asub = p.add_subparsers(dest="alerts_command", required=True)
-    q = asub.add_parser("list", help="alerts, newest first (default: not yet closed, last 30 days)")
-    q.add_argument("--status", default="open", choices=["open", "all", "new", "acknowledged", "actioned", "closed"])
+    q = asub.add_parser("list", help="alerts you may see, newest first (default: not yet closed, last 30 days)")
+    q.add_argument("--status", default="open", choices=STATUSES)
     q.add_argument("--since", default="30d")
-    q = asub.add_parser("show", help="one alert, its notes and its deliveries")
+    q = asub.add_parser("show", help="one alert: every search and visit behind it, its notes and deliveries")
     q.add_argument("ref")
     for name, helptext in (("ack", "acknowledge: you have seen it"), ("action", "record what was done"),
                            ("close", "close with the outcome"), ("note", "add a note"), ("reopen", "reopen")):
         q = asub.add_parser(name, help=helptext)
         q.add_argument("ref")
         q.add_argument("--note", default="")
-        q.add_argument("--by", help="who (default: login name)")
-    q = asub.add_parser("export", help="CSV for entering concerns on CPOMS (or any incident system)")
+    q = asub.add_parser("export", help="CSV of concerns: pupils' for CPOMS (the default), or staff, supply or "
+                        "visitors' separately")
     q.add_argument("--since", default="7d")
-    q.add_argument("--status", default="all", choices=["open", "all", "new", "acknowledged", "actioned", "closed"])
+    q.add_argument("--status", default="all", choices=STATUSES)
+    q.add_argument("--group", default="pupil", choices=GROUPS,
+                   help="whose concerns: pupil (for CPOMS), staff (the head's, for the LADO), supply, guest")
     _register_try(asub)
-    for q in asub.choices.values():
+    for name, q in asub.choices.items():
         q.add_argument("--config", default=None)
-        q.add_argument("--viewer", default=None, help=argparse.SUPPRESS)
+        if name != "try":
+            q.add_argument("--by", default=None, help=BY_HELP)
+            q.add_argument("--viewer", default=None, help=argparse.SUPPRESS)   # the older name of --by
 
+
+def viewer_of(cfg, given: str | None):
+    """The person running the command, from ``--by``: a logon in ``people:`` with a role. There is no
+    signed-in identity at a shell, and the login name (often root) names no one."""
+    from schoolproxy.monitoring.access import viewer_for
+    name = " ".join((given or "").split())
+    if not name:
+        raise ConfigError("say who you are with --by NAME (your logon in the config's people:): what you see "
+                          "and what you change is recorded against a named person")
+    if any(ord(c) < 32 or c == "\x7f" for c in name):
+        raise ConfigError("--by: control characters are not allowed")
+    known = any(u.lower() == name.lower() for u in cfg.people)
+    viewer = viewer_for(cfg, name) if known else None
+    if viewer is None:
+        raise ConfigError(f"--by {name[:64]!r} is not a person in the config's people: with a role: give your own "
+                          f"logon as it is written there (whoever keeps the config adds people and their roles)")
+    return viewer
 
 
 def cmd_alerts(args) -> int:
     from zoneinfo import ZoneInfo
 
-    from schoolproxy.monitoring import message, store
+    from schoolproxy.monitoring import evidence, message, store
+    from schoolproxy.monitoring.access import may_see_alert
     from schoolproxy.records import reports
     cfg, db = open_records(args.config)
     tz = ZoneInfo(cfg.timezone)
-    viewer = getattr(args, "by", None) or args.viewer or getpass.getuser()
+    viewer = viewer_of(cfg, args.by or args.viewer)
+    who = str(viewer)
     cmd = args.alerts_command
     try:
         if cmd == "list":
-            rows = store.list_alerts(db, when(args.since, tz), args.status)
-            reports.audit(db, viewer, "(alerts)", f"alerts list {args.status} since {args.since}")
+            rows = [a for a in store.list_alerts(db, when(args.since, tz), args.status) if may_see_alert(viewer, a)]
+            reports.audit(db, who, "(alerts)", f"alerts list {args.status} since {args.since}")
             print(reports.format_table(rows, ("time", "ref", "severity", "theme", "status", "username", "person",
                                               "profile", "evidence"), tz=tz))
         elif cmd == "show":
-            alert, notes, sent = store.get_alert(db, args.ref)
-            reports.audit(db, viewer, alert["username"] or alert["client_ip"] or "", f"alert {alert['ref']}")
+            alert, notes, sent = _open(db, viewer, args.ref)
+            reports.audit(db, who, alert["username"] or alert["client_ip"] or "", f"alert {alert['ref']}")
             print(message.body(alert, cfg.school, tz, cfg.alerts.procedure))
+            found = evidence.of_alert(db, alert["id"])
+            if found:
+                print(f"Every search and visit behind this alert ({len(found) + evidence.not_listed(alert, found)}, "
+                      f"UK time):")
+                for line in evidence.lines(alert, found, tz):
+                    print(f"  {reports._text(line, tz)}")
+                print()
             print(f"Status:    {alert['status']}")
             for n in notes:
                 print(f"  {reports._text(n['time'], tz)}  {n['action']:<7} {reports._text(n['author'], tz)}: "
                       f"{reports._text(n['note'], tz)}")
             for o in sent:
-                print(f"  delivery {o['channel']} to {reports._text(o['recipient'], tz)}: {o['status']}"
-                      f" after {o['attempts']} failed attempt(s)" + (f" (last error: {o['last_error']})" if o["last_error"] else ""))
+                if o["channel"] == "mailbox":   # a copy on the gateway, never a way of telling anyone
+                    print(f"  copy in the gateway's mailbox: {o['status']}")
+                    continue
+                failed = f" after {o['attempts']} failed attempt(s)" if o["attempts"] else ""
+                print(f"  delivery {o['channel']} to {reports._text(o['recipient'], tz)}: {o['status']}{failed}"
+                      + (f" (last error: {reports._text(o['last_error'], tz)})" if o["last_error"] else ""))
         elif cmd == "export":
-            rows = store.list_alerts(db, when(args.since, tz), args.status, limit=100_000)
-            reports.audit(db, viewer, "(alerts)", f"alerts export since {args.since}")
-            _cpoms_csv(db, list(reversed(rows)), tz)
+            from schoolproxy.monitoring.access import role_of_alert
+            rows = [a for a in store.list_alerts(db, when(args.since, tz), args.status, limit=100_000)
+                    if may_see_alert(viewer, a) and role_of_alert(cfg, a) == args.group]
+            reports.audit(db, who, f"({args.group} concerns)", f"alerts export {args.group} since {args.since}")
+            _export_csv(cfg, db, list(reversed(rows)), args.group, tz)
         else:
-            alert = store.transition(db, args.ref, cmd, viewer, args.note)
-            print(f"alert {alert['ref']}: {alert['status']} ({cmd} by {viewer})")
+            alert, _, _ = _open(db, viewer, args.ref)
+            alert = store.transition(db, alert["ref"], cmd, who, args.note)
+            print(f"alert {alert['ref']}: {alert['status']} ({cmd} by {who})")
     except store.AlertError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
 
 
-def _cpoms_csv(db, rows, tz) -> None:
-    """One row per alert, laid out as a CPOMS concern is entered: the pupil, when, category, the
-    incident in words, action taken and status."""
-    from schoolproxy.monitoring import message, store
-    from schoolproxy.records.reports import write_csv
-    out = []
+def _open(db, viewer, ref: str):
+    """The alert, if ``viewer`` is in its audience; the same refusal whether it exists or not."""
+    from schoolproxy.monitoring import store
+    from schoolproxy.monitoring.access import may_see_alert
+    from schoolproxy.records import reports
+    try:
+        found = store.get_alert(db, ref)
+    except store.AlertError:
+        found = None
+    if found is None or not may_see_alert(viewer, found[0]):
+        subject = (found[0]["username"] or found[0]["client_ip"] or "") if found else "(no such alert)"
+        reports.audit(db, str(viewer), subject, f"REFUSED: alert {ref.strip().upper()[:16]} (not in their audience)")
+        raise store.AlertError(f"no alert {ref.strip()[:16]!r} that you can see: either there is none, or it is "
+                               f"about someone whose concerns go to other people")
+    return found
+
+
+def _export_csv(cfg, db, rows, group: str, tz) -> None:
+    """The console's layout (console/exports.py): pupils under ``Student`` for CPOMS; adults under ``Name``."""
+    from schoolproxy.console import exports, words
+    from schoolproxy.identity.names import NameBook, read_mis_csv
+    from schoolproxy.monitoring import evidence, store
+    names_cfg = cfg.console.names
+    names = NameBook(read_mis_csv(cfg.path(names_cfg.mis_csv)) if names_cfg.mis_csv is not None else {})
+    items = []
     for a in rows:
         _, notes, _ = store.get_alert(db, a["ref"])
-        t = a["time"] if a["time"].tzinfo else a["time"].replace(tzinfo=dt.timezone.utc)
-        out.append({
-            "Student": a["person"] or a["username"] or f"unidentified ({a['client_ip']})",
-            "Logon": a["username"] or "", "Date": f"{t.astimezone(tz):%d/%m/%Y}", "Time": f"{t.astimezone(tz):%H:%M}",
-            "Category": f"Online safety - {message.label(a['theme'])}", "Severity": a["severity"],
-            "Incident": f"Web filter alert: {a['evidence']}" + (f" (+{a['repeats']} repeats)" if a["repeats"] else ""),
-            "Device": a["device"] or a["client_ip"] or "", "Action taken": " | ".join(
-                f"{n['action']} by {n['author']}: {n['note']}" for n in notes),
-            "Status": a["status"], "Reference": a["ref"],
-        })
-    cols = ("Student", "Logon", "Date", "Time", "Category", "Severity", "Incident", "Device", "Action taken",
-            "Status", "Reference")
-    write_csv(out, sys.stdout, cols, tz=tz)
+        name = names.name(a.get("username"))
+        if a.get("person") and not a["person"].startswith("("):
+            display, who = a["person"], f"{a['person']} (on the shared logon {a['username']})"
+        elif name is not None:
+            display, who = name.display, name.label
+        else:
+            display = who = f"an unidentified computer ({a.get('client_ip') or 'address not known'})"
+        found = evidence.of_alert(db, a["id"])
+        line = words.alert_sentence(a, who, {"host": found[0]["host"]} if found else None, tz, None)
+        items.append((a, display, (name.group or "") if name else "", line, notes, evidence.lines(a, found, tz)))
+    sys.stdout.write(exports.concerns_csv(items, group, tz))
 
 
 # -- alerts try: what a typed text would raise ---------------------------------------------------------

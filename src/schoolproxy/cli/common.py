@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from pathlib import Path
 
 from schoolproxy.config import ConfigError
@@ -36,9 +37,27 @@ def open_records(config_path: str):
     return cfg, db
 
 
+def read_datetime(text: str) -> tuple[dt.datetime, bool]:
+    """A date and perhaps a time as people write them: '02/12/2026 10:42' or '02/12/2026' (day first, as
+    UK dates are), or ISO ('2026-12-02 10:42', '2026-12-02'). (the moment, whether a time was given);
+    naive unless the ISO text gave a zone. ValueError if it is neither."""
+    from schoolproxy.console.words import parse_uk_date
+    text = " ".join(text.split())
+    if re.match(r"\d{4}-", text):
+        return dt.datetime.fromisoformat(text), len(text) > 10
+    day_text, _, time_text = text.partition(" ")
+    day = parse_uk_date(day_text)
+    if not time_text:
+        return dt.datetime.combine(day, dt.time()), False
+    if not re.fullmatch(r"\d{1,2}:\d{2}(:\d{2})?", time_text):
+        raise ValueError(f"not a time: {time_text!r}")
+    hour, minute, *second = (int(n) for n in time_text.split(":"))
+    return dt.datetime.combine(day, dt.time(hour, minute, *second)), True
+
+
 def when(text: str, tz, day: dt.datetime | None = None) -> dt.datetime:
-    """'2026-11-25', '2026-11-25 08:30', '24h'/'7d' ago, or '08:30' on ``day``'s date (default today),
-    in the school's time zone."""
+    """'02/12/2026', '02/12/2026 08:30' (or ISO: '2026-12-02 08:30'), '24h'/'7d' ago, or '08:30' on
+    ``day``'s date (default today), in the school's time zone."""
     text = text.strip()
     units = {"h": 3600, "d": 86400, "w": 7 * 86400}
     if text[:-1].isdigit() and text[-1:] in units:
@@ -48,9 +67,9 @@ def when(text: str, tz, day: dt.datetime | None = None) -> dt.datetime:
             t = dt.time.fromisoformat(text.zfill(5))
             day = day or dt.datetime.now(tz)
             return day.astimezone(tz).replace(hour=t.hour, minute=t.minute, second=0, microsecond=0)
-        moment = dt.datetime.fromisoformat(text)
+        moment, _ = read_datetime(text)
     except ValueError:
-        raise ConfigError(f"cannot read the time {text!r}: use e.g. 08:30, 2026-11-25, '2026-11-25 08:30', "
+        raise ConfigError(f"cannot read the time {text!r}: use e.g. 08:30, 02/12/2026, '02/12/2026 08:30', "
                           f"24h or 7d") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=tz)
 

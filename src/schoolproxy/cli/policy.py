@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from zoneinfo import ZoneInfo
 
+from schoolproxy.cli.common import read_datetime
 from schoolproxy.filtering.decide import Stage, decide, facts_for_url
 from schoolproxy.gateway.modes import identity_warnings
 from schoolproxy.identity.profiles import Identity
+from schoolproxy.monitoring.pending import nowhere_to_go
 from schoolproxy.monitoring.phrases import PhraseError, load_phrase_lists
 from schoolproxy.private import exposed
 from schoolproxy.snapshot import build_snapshot
@@ -26,7 +29,7 @@ def register(sub) -> None:
     who.add_argument("--user", help="logon username")
     who.add_argument("--profile", help="profile name")
     who.add_argument("--ip", help="client IP (subnet map, else the default profile)")
-    p.add_argument("--at", help="date/time to decide at, e.g. '2026-11-25 12:30' (default: now)")
+    p.add_argument("--at", help="date/time to decide at, e.g. '25/11/2026 12:30' (default: now)")
     p.add_argument("url")
 
 
@@ -54,7 +57,7 @@ def cmd_check(args) -> int:
             if scoring:
                 warnings.append(f"phrase lists not loaded: every page for profiles that score content "
                                 f"({', '.join(scoring)}) would be blocked, to be safe: {e}")
-    warnings += exposed(cfg)
+    warnings += exposed(cfg) + nowhere_to_go(cfg) + undelivered_now(cfg)
     for w in warnings:
         print(f"warning: {w}")
     results = snap.run_tests()
@@ -63,6 +66,35 @@ def cmd_check(args) -> int:
     failed = sum(not r.passed for r in results)
     print(f"{len(results) - failed} passed, {failed} failed")
     return 1 if failed else 0
+
+
+def undelivered_now(cfg) -> list[str]:
+    """High alerts in the records that have reached no one, in one line (none if there are no records yet)."""
+    from pathlib import Path
+
+    from schoolproxy.monitoring.pending import undelivered
+    from schoolproxy.records import open_database
+    if not cfg.alerts.enabled:
+        return []
+    url = cfg.database_url()
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        return []  # no records yet (and check should not create the file)
+    try:
+        db = open_database(url)
+        try:
+            found = undelivered(db, cfg)
+        finally:
+            db.dispose()
+    except Exception as e:
+        return [f"alerts: cannot read the records database to see whether high alerts have reached anyone: "
+                f"{str(e).splitlines()[0][:200]}"]
+    if not found:
+        return []
+    tz = ZoneInfo(cfg.timezone)
+    oldest = found[0]["time"] if found[0]["time"].tzinfo else found[0]["time"].replace(tzinfo=dt.timezone.utc)
+    return [f"alerts: {len(found)} high or critical alert{'s have' if len(found) != 1 else ' has'} reached no one "
+            f"(the oldest from {oldest.astimezone(tz):%d/%m/%Y %H:%M}; {found[-1]['why']}): see them with "
+            f"'schoolproxy report weekly' and acknowledge each once someone has it in hand"]
 
 
 def cmd_explain(args) -> int:
@@ -81,9 +113,9 @@ def cmd_explain(args) -> int:
     at = None
     if args.at:
         try:
-            at = dt.datetime.fromisoformat(args.at)
+            at, _ = read_datetime(args.at)
         except ValueError:
-            print(f"error: --at {args.at!r}: use a date and time such as '2026-11-25 12:30'", file=sys.stderr)
+            print(f"error: --at {args.at!r}: use a date and time such as '25/11/2026 12:30'", file=sys.stderr)
             return 2
         if at.tzinfo is None:
             at = at.replace(tzinfo=policy.tz)

@@ -17,12 +17,18 @@ def register(sub) -> None:
     q.add_argument("--logon", required=True, help="the shared logon, e.g. Supply1")
     q.add_argument("--person", required=True, help="the visitor's full name")
     q.add_argument("--class", dest="class_taught", help="the class they are covering")
-    q.add_argument("--from", dest="start", help="start: 08:30 (today) or '2026-11-25 08:30' (default: now)")
-    q.add_argument("--to", dest="end", help="end: 15:30 or '2026-11-26 15:30' (default: end of the day)")
+    q.add_argument("--from", dest="start", help="start: 08:30 (today) or '25/11/2026 08:30' (default: now)")
+    q.add_argument("--to", dest="end", help="end: 15:30 or '26/11/2026 15:30' (default: end of the day)")
     q.add_argument("--by", help="who is registering (default: login name)")
     q = gsub.add_parser("end", help="end the visit on a logon now (or --at)")
     q.add_argument("--logon", required=True)
     q.add_argument("--at")
+    q = gsub.add_parser("cancel", help="cancel a visit that has not started (booked by mistake, or not coming)")
+    which = q.add_mutually_exclusive_group(required=True)
+    which.add_argument("--visit", type=int, help="the visit's number (register list shows it)")
+    which.add_argument("--logon", help="the next visit on this logon that has not started")
+    q.add_argument("--on", help="with --logon: the visit starting on this day (02/12/2026)")
+    q.add_argument("--by", required=True, help="who is cancelling: their logon in the config's people:")
     q = gsub.add_parser("who", help="who held a logon at a moment")
     q.add_argument("--logon", required=True)
     q.add_argument("--at")
@@ -38,7 +44,8 @@ def cmd_register(args) -> int:
     from zoneinfo import ZoneInfo
 
     from schoolproxy.identity.register import NO_ONE
-    from schoolproxy.records.visits import RegisterError, add_visit, end_visit, list_visits, load_register
+    from schoolproxy.records.visits import (RegisterError, add_visit, cancel_visit, end_visit, list_visits,
+                                            load_register)
     cfg, db = open_records(args.config)
     tz = ZoneInfo(cfg.timezone)
     now = dt.datetime.now(tz)
@@ -56,6 +63,12 @@ def cmd_register(args) -> int:
             at = when(args.at, tz, now) if args.at else now
             v = end_visit(db, args.logon, at)
             print(f"ended: {v.logon} held by {v.person} until {at:%a %d %b %H:%M} (visit {v.id})")
+        elif args.register_command == "cancel":
+            by = _person(cfg, args.by)
+            visit_id = args.visit if args.visit is not None else _next_visit(db, args.logon, args.on, tz, now)
+            v = cancel_visit(db, visit_id, now, by)
+            print(f"cancelled: {v.person} on {v.logon}, {v.starts.astimezone(tz):%d/%m/%Y %H:%M} (visit {v.id}), "
+                  f"by {by}")
         elif args.register_command == "who":
             at = when(args.at, tz, now) if args.at else now
             v = load_register(db).who(args.logon, at)
@@ -75,3 +88,30 @@ def cmd_register(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _person(cfg, given: str) -> str:
+    """--by for a change to the register: a logon in the config's people:, stamped as 'Name (logon)'."""
+    from schoolproxy.records.visits import RegisterError
+    logon = given.strip()
+    person = next((p for u, p in cfg.people.items() if u.lower() == logon.lower()), None)
+    if person is None:
+        raise RegisterError(f"--by {given!r} is not in the config's people: say who you are with your logon "
+                            f"there ({', '.join(sorted(cfg.people)) or 'people: is empty'})")
+    return f"{person.name} ({logon.lower()})"
+
+
+def _next_visit(db, logon: str, on: str | None, tz, now: dt.datetime) -> int:
+    """The one visit on ``logon`` not yet started (starting on the day ``on``, if given)."""
+    from schoolproxy.records.visits import RegisterError, load_register
+    upcoming = [v for v in load_register(db, now).visits(logon) if v.starts > now]
+    if on:
+        day = when(on, tz, now).astimezone(tz).date()
+        upcoming = [v for v in upcoming if v.starts.astimezone(tz).date() == day]
+    if not upcoming:
+        raise RegisterError(f"no visit on {logon} that has not started{f' on {on}' if on else ''}")
+    if len(upcoming) > 1:
+        listed = "; ".join(f"visit {v.id}: {v.person} {v.starts.astimezone(tz):%d/%m/%Y %H:%M}" for v in upcoming)
+        raise RegisterError(f"{len(upcoming)} visits on {logon} have not started ({listed}): say which with "
+                            f"--visit")
+    return upcoming[0].id

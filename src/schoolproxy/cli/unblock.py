@@ -19,7 +19,7 @@ def register(sub) -> None:
     q = usub.add_parser("approve", help="allow the site, until the end of a lesson, the day, the term or a date")
     q.add_argument("ref")
     q.add_argument("--by", required=True, help="the approver's logon (people: with an approver role)")
-    q.add_argument("--until", required=True, help="lesson, day, term, or a date such as 2026-12-18")
+    q.add_argument("--until", required=True, help="lesson, day, term, or a date such as 18/12/2026")
     q.add_argument("--why", required=True, help="the rationale, for the decision log")
     q.add_argument("--for", dest="scope", default="profile", choices=["profile", "group", "user"],
                    help="whom it is allowed for: the requester's profile (default), a class (--group), or only them")
@@ -86,7 +86,8 @@ def cmd_unblock(args) -> int:
             if args.scope == "group" and not args.group:
                 print("error: --for group needs --group CLASS", file=sys.stderr)
                 return 2
-            r = unblock.approve(db, snap, args.ref, args.by, args.until, args.why, args.scope, scope_value, args.site)
+            r = unblock.approve(db, snap, args.ref, args.by, _until(args.until), args.why, args.scope, scope_value,
+                                args.site)
             o = next(o for o in store.active_overrides(db) if o["id"] == r["override_id"])
             print(f"approved {r['ref']}: {o['site']} allowed for {o['scope']} {o['scope_value']} until "
                   f"{local(o['expires_at'])} (override {o['id']}; in the decision log). The running proxy applies "
@@ -103,3 +104,16 @@ def cmd_unblock(args) -> int:
         return 2
     return 0
 
+
+
+def _until(text: str) -> str:
+    """A UK date ('18/12/2026', '18/12/2026 15:30') as the ISO text the approval reads; lesson, day, term
+    and ISO dates as given."""
+    from schoolproxy.cli.common import read_datetime
+    if "/" not in text:
+        return text
+    try:
+        moment, timed = read_datetime(text)
+    except ValueError:
+        return text  # the approval says plainly what it cannot read
+    return moment.isoformat(sep=" ", timespec="minutes") if timed else moment.date().isoformat()

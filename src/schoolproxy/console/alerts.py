@@ -9,8 +9,9 @@ from flask import Blueprint, Response, redirect, request, url_for
 
 from schoolproxy.console import data, exports, web, words
 from schoolproxy.console.web import Refused, audit, needs, render
+from schoolproxy.monitoring import evidence as alert_evidence
 from schoolproxy.monitoring import store
-from schoolproxy.monitoring.access import may_see_alert
+from schoolproxy.monitoring.access import may_see_alert, role_of_alert
 
 bp = Blueprint("alerts", __name__)
 MAX_NOTE = 4000
@@ -25,12 +26,8 @@ MAX_EXPORT_DAYS = 3660
 
 
 def alert_role(state, alert: dict) -> str:
-    """The subject's role when the alert was raised: by its profile, else by where it was routed."""
-    role = state.role_of_profile(alert.get("profile"))
-    if role is not None:
-        return role
-    route = set((alert.get("route") or "").split(","))
-    return "staff" if route & {"head", "chair_of_governors"} else "pupil"
+    """The subject's role when the alert was raised (the rule the CLI's exports follow too)."""
+    return role_of_alert(state.config, alert)
 
 
 def _line(state, alert: dict, record: dict | None) -> tuple[str, str]:
@@ -91,13 +88,13 @@ def _detail(ref: str, error: str = "", status: int = 200):
     role = alert_role(st, alert)
     threshold = s.thresholds.get(alert.get("profile") or "") or s.thresholds.get(role)
     reasons = words.why(alert, threshold, s.throttle_minutes, alert["severity"] in s.immediate)
-    found_evidence = data.evidence(st, alert, record)
+    found_evidence, not_listed = data.evidence(st, alert, record)
     summary = exports.cpoms_summary(alert, who, words.alert_sentence(alert, who, record, web.tz(), None), notes,
-                                    web.tz(), st.config.school)
+                                    web.tz(), st.config.school, _evidence_lines(st, alert))
     audit(alert.get("username") or alert.get("client_ip") or "",
           f"alert {alert['ref']}" + (f" with browsing {minutes} minutes either side" if may_see else ""))
     return render("alert.html", status, alert=alert, who=who, line=line, notes=notes, sent=sent, minutes=minutes,
-                  entries=entries, may_see=may_see, reasons=reasons, evidence=found_evidence,
+                  entries=entries, may_see=may_see, reasons=reasons, evidence=found_evidence, not_listed=not_listed,
                   summary=summary, role=role, group_title=exports.GROUPS.get(role, ""), error=error,
                   choices=(15, 30, 60, 120), record=record, immediate=s.immediate,
                   no_channel=s.smtp is None and s.webhook is None)
@@ -128,6 +125,12 @@ def change(ref: str, action: str):
                        f"{ACTION_WORDS[action].lower()}. Nothing was saved.", 409)
     app_console().notices.add(web.session().id, f"{ACTION_WORDS[action]} — recorded as {v.name}.")
     return redirect(url_for("alerts.alert", ref=alert_row["ref"]) + "#log", 303)
+
+
+def _evidence_lines(st, alert: dict) -> list[str]:
+    """Every search and visit behind the alert, one a line with its UK time (for summaries and exports);
+    adult and possibly illegal sites by host only."""
+    return alert_evidence.lines(alert, data.evidence_rows(st, alert), web.tz())
 
 
 def app_console():
@@ -192,7 +195,7 @@ def export():
         name = st.names.name(a.get("username")) if a.get("username") else None
         display = a["person"] if a.get("person") and not a["person"].startswith("(") else \
             (name.display if name else who)
-        items.append((a, display, (name.group or "") if name else "", line, notes))
+        items.append((a, display, (name.group or "") if name else "", line, notes, _evidence_lines(st, a)))
     audit(f"({exports.GROUPS[role]})", f"export of {len(items)} concerns {words.uk_date(start, web.tz())} to "
           f"{words.uk_date(end, web.tz())}")
     body = exports.concerns_csv(items, role, web.tz())

@@ -2,8 +2,8 @@
 sees it — the session, the person's roles, CSRF on every change, and the security headers.
 
 Pages are blueprints (alerts, people, office, school). A page for people who are not console users —
-a Wi-Fi / BYOD sign-in that ties a person to a device's address — is passed to :func:`create_app` in
-``public``: its endpoints need no console session (they keep the security headers and the limits), and it
+the Wi-Fi / BYOD sign-in that ties a person to a device's address (``console/device.py``), or one passed
+to :func:`create_app` in ``public`` — needs no console session (they keep the security headers and the limits), and it
 checks passwords with ``state.accounts`` (``live.current()``) and the same ``throttle``, both on
 ``current_app.extensions["schoolproxy_console"]``.
 """
@@ -83,7 +83,7 @@ class Console:
 
 def create_app(config_path: str | Path, db: Engine, console_cert: Path | None = None,
                blueprints: Iterable[Blueprint] = (), public: Iterable[Blueprint] = ()) -> Flask:
-    from schoolproxy.console import alerts, office, people, school, standards
+    from schoolproxy.console import alerts, device, office, people, school, standards
     live = Live(config_path, db)
     app = Flask(__name__, static_folder="static", template_folder="templates")
     app.config.update(MAX_CONTENT_LENGTH=64 * 1024, MAX_FORM_MEMORY_SIZE=64 * 1024, MAX_FORM_PARTS=50,
@@ -92,7 +92,7 @@ def create_app(config_path: str | Path, db: Engine, console_cert: Path | None = 
     app.extensions["schoolproxy_console"] = console
     app.jinja_env.globals.update(csrf_field=web.csrf_field)
     _filters(app)
-    public = tuple(public)
+    public = (device.bp, *public)   # signing a device in needs no console session
     for bp in (alerts.bp, people.bp, office.bp, school.bp, standards.bp, *blueprints, *public):
         app.register_blueprint(bp)
     open_blueprints = frozenset(bp.name for bp in public)

@@ -16,6 +16,7 @@ from sqlalchemy import and_, func, select
 
 from schoolproxy.console import words
 from schoolproxy.console.state import State
+from schoolproxy.monitoring import evidence as alert_evidence
 from schoolproxy.monitoring import store
 from schoolproxy.monitoring.access import Viewer, may_see_alert, may_see_browsing
 from schoolproxy.records.reports import name_people
@@ -89,15 +90,31 @@ def records_by_refs(state: State, refs: list[str]) -> dict[str, dict]:
     return out
 
 
-def evidence(state: State, alert: dict, record: dict | None) -> list[dict]:
-    """Everything that raised or repeated the alert: the request that raised it (its own evidence), with
-    the number of repeats counted on it."""
-    host = (record or {}).get("host")
-    term = alert.get("search_term") if alert.get("rule") == "search-phrases" else None
-    # A search is shown as what the person typed; the rule's own evidence text (which names the phrases
-    # matched, not all of them typed) only for the other rules.
-    return [{"time": alert["time"], "search_term": term, "engine": words.engine_name(host) or host,
-             "text": None if term else alert["evidence"], "ref": alert.get("request_ref"), "raised": True}]
+def evidence_rows(state: State, alert: dict) -> list[dict]:
+    """The alert's evidence rows (monitoring.evidence), oldest first; adult sites by their host alone."""
+    hidden = {f"category:{c}" for c in state.hidden_categories}
+    return [{**r, "url": None} if r["rule"] in hidden else r for r in alert_evidence.of_alert(state.db, alert["id"])]
+
+
+def evidence(state: State, alert: dict, record: dict | None) -> tuple[list[dict], int]:
+    """Everything that raised or repeated the alert, oldest first, and how many more were counted on it
+    than were kept. A search is what the person typed; a site its address, or the host alone for adult and
+    possibly illegal content."""
+    rows = evidence_rows(state, alert)
+    if not rows:  # raised before evidence was kept, or by the filter's own checks
+        host = (record or {}).get("host")
+        term = alert.get("search_term") if alert.get("rule") == "search-phrases" else None
+        # A search is shown as what the person typed; the rule's own evidence text (which names the phrases
+        # matched, not all of them typed) only for the other rules.
+        return [{"time": alert["time"], "search_term": term, "engine": words.engine_name(host) or host,
+                 "text": None if term else alert["evidence"], "ref": alert.get("request_ref"), "raised": True}], 0
+    items = []
+    for i, r in enumerate(rows):
+        term = r["words"] if r["kind"] == "search" else None
+        items.append({"time": r["time"], "search_term": term, "engine": words.engine_name(r["host"]) or r["host"],
+                      "matched": alert_evidence.shown_matched(r), "text": None if term else alert_evidence.describe(r),
+                      "ref": r["request_ref"], "raised": i == 0})
+    return items, alert_evidence.not_listed(alert, rows)
 
 
 def around(state: State, alert: dict, minutes: int) -> list[dict]:

@@ -20,10 +20,11 @@ GROUPS = {"pupil": "Pupils (for CPOMS)", "guest": "Visitors and unidentified dev
           "supply": "Supply and student teachers", "staff": "Staff (for the head teacher: LADO)"}
 ACTIONS = {"ack": "Acknowledged", "action": "Action taken", "close": "Closed", "note": "Note", "reopen": "Reopened"}
 
-PUPIL_COLUMNS = ("Student", "Class", "Logon", "Date", "Time", "Category", "Severity", "Incident", "Device",
+PUPIL_COLUMNS = ("Student", "Class", "Logon", "Date", "Time", "Category", "Severity", "Incident", "Evidence",
+                 "Device", "Action taken", "Outcome", "Status", "Reference")
+ADULT_COLUMNS = ("Name", "Logon", "Date", "Time", "Concern", "Severity", "What happened", "Evidence", "Device",
                  "Action taken", "Outcome", "Status", "Reference")
-ADULT_COLUMNS = ("Name", "Logon", "Date", "Time", "Concern", "Severity", "What happened", "Device",
-                 "Action taken", "Outcome", "Status", "Reference")
+MAX_EVIDENCE_CELL = 30_000   # a spreadsheet cell holds 32,767 characters
 
 
 def note_line(n: dict, tz: ZoneInfo) -> str:
@@ -38,9 +39,11 @@ def outcome(alert: dict, notes: list[dict], tz: ZoneInfo) -> str:
     return plain(closing[-1]["note"], 1000)
 
 
-def cpoms_summary(alert: dict, who: str, line: str, notes: list[dict], tz: ZoneInfo, school: str) -> str:
+def cpoms_summary(alert: dict, who: str, line: str, notes: list[dict], tz: ZoneInfo, school: str,
+                  evidence: list[str] = ()) -> str:
     """The concern as text to paste into a CPOMS incident (category: online safety). ``line``: what
-    happened, as a sentence (words.alert_sentence)."""
+    happened, as a sentence (words.alert_sentence); ``evidence``: every search and visit behind it, one a
+    line (monitoring.evidence.lines)."""
     t = aware(alert["time"])
     actions = [note_line(n, tz) for n in notes if n["action"] != "close"]
     lines = [
@@ -49,6 +52,10 @@ def cpoms_summary(alert: dict, who: str, line: str, notes: list[dict], tz: ZoneI
         f"Category: Online safety - {label(alert['theme'])} (severity: {alert['severity']})",
         f"What happened: {line}."
         + (f" Repeated {alert['repeats']} more time(s) soon after." if alert.get("repeats") else ""),
+    ]
+    if evidence:
+        lines.append("Searches and visits:" + "".join(f"\n  {plain(e, 400)}" for e in evidence))
+    lines += [
         "Action taken:" + ("".join(f"\n  {a}" for a in actions) if actions else " none recorded yet"),
         f"Outcome: {outcome(alert, notes, tz)}",
         f"Source: {school} web filter (schoolproxy), alert {alert['ref']}"
@@ -57,14 +64,21 @@ def cpoms_summary(alert: dict, who: str, line: str, notes: list[dict], tz: ZoneI
     return "\n".join(lines) + "\n"
 
 
-def concerns_csv(items: list[tuple[dict, str, str, str, list[dict]]], role: str, tz: ZoneInfo) -> str:
-    """``items``: (alert, display name, class, what happened as a sentence, notes), oldest first."""
+def concerns_csv(items: list[tuple[dict, str, str, str, list[dict], list[str]]], role: str, tz: ZoneInfo) -> str:
+    """``items``: (alert, display name, class, what happened as a sentence, notes, evidence lines), oldest
+    first — all of the one ``role``."""
     out = io.StringIO()
     rows = []
-    for a, name, group, line, notes in items:
+    for a, name, group, line, notes, evidence in items:
         t = aware(a["time"])
         actions = " | ".join(note_line(n, tz) for n in notes if n["action"] != "close")
+        if a.get("repeats"):
+            line = f"{line}. Repeated {a['repeats']} more time(s) soon after"
+        found = " | ".join(plain(e, 400) for e in evidence)
+        if len(found) > MAX_EVIDENCE_CELL:
+            found = found[:MAX_EVIDENCE_CELL - 1] + "…"
         common = {"Logon": a.get("username") or "", "Date": uk_date(t, tz), "Time": uk_time(t, tz),
+                  "Evidence": found,
                   "Severity": a["severity"], "Device": a.get("device") or a.get("client_ip") or "",
                   "Action taken": actions, "Outcome": outcome(a, notes, tz), "Status": a["status"],
                   "Reference": a["ref"]}

@@ -16,16 +16,15 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import and_, exists, func, select
+from sqlalchemy import func, select
 
 from schoolproxy.console import certs
 from schoolproxy.console.state import State
 from schoolproxy.console.words import aware
-from schoolproxy.records.schema import alert_outbox, alerts, requests
+from schoolproxy.monitoring import pending
+from schoolproxy.records.schema import alert_outbox, requests
 
 UTC = dt.timezone.utc
-DELIVERY_GRACE = dt.timedelta(minutes=2)   # a new alert is normally sent within seconds
-LOOK_BACK = dt.timedelta(days=30)
 CERT_WARN = dt.timedelta(days=30)
 LIST_WARN = dt.timedelta(days=90)
 MAX_WORKERS = 64
@@ -41,15 +40,9 @@ class Check:
 
 
 def undelivered_high(state: State, now: dt.datetime | None = None) -> int:
-    """Open, unacknowledged alerts sent at once (high, critical) that have reached no one: no outbox row
-    was ever sent for them, a couple of minutes after they were raised."""
-    now = now or dt.datetime.now(UTC)
-    s = state.config.alerts
-    sent = exists().where(and_(alert_outbox.c.alert_id == alerts.c.id, alert_outbox.c.status == "sent"))
-    with state.db.connect() as conn:
-        return conn.execute(select(func.count()).select_from(alerts).where(
-            alerts.c.status == "new", alerts.c.severity.in_(list(s.immediate)),
-            alerts.c.time >= now - LOOK_BACK, alerts.c.time <= now - DELIVERY_GRACE, ~sent)).scalar_one()
+    """Open, unacknowledged alerts sent at once (high, critical) that have reached no one — counted as the
+    CLI, the digest and the metrics count them (monitoring/pending.py)."""
+    return pending.count_undelivered(state.db, state.config, now)
 
 
 def delivery_warning(state: State, now: dt.datetime | None = None) -> str | None:
@@ -57,11 +50,13 @@ def delivery_warning(state: State, now: dt.datetime | None = None) -> str | None
     s = state.config.alerts
     if not s.enabled or not s.immediate:
         return None
-    if s.smtp is None and s.webhook is None:
-        return ("No email or webhook is set up, so high alerts are only in this console. Until the network "
-                "manager sets one up (alerts: smtp in the configuration), check the inbox yourself several times "
-                "a day.")
     n = undelivered_high(state, now)
+    if not pending.ways_to_tell(state.config):
+        waiting = (f" {n} high or critical alert{'s have' if n != 1 else ' has'} reached no one but this console."
+                   if n else "")
+        return ("No email or webhook is set up, so high alerts are only in this console." + waiting + " Until the "
+                "network manager sets one up (alerts: smtp in the configuration), check the inbox yourself several "
+                "times a day.")
     if n:
         return (f"{n} high or critical alert{'s have' if n != 1 else ' has'} not reached anyone: sending "
                 f"{'them' if n != 1 else 'it'} failed. Check the inbox now; the network manager can see why on "
@@ -127,17 +122,18 @@ def records_check(state: State, now: dt.datetime) -> Check:
 
 def delivery_check(state: State, now: dt.datetime) -> Check:
     s = state.config.alerts
-    channels = [name for name, on in (("email", s.smtp is not None), ("webhook", s.webhook is not None)) if on]
+    channels = pending.ways_to_tell(state.config)
     o = alert_outbox.c
     with state.db.connect() as conn:
-        pending = conn.execute(select(func.count()).where(o.status == "pending")).scalar_one()
+        waiting = conn.execute(select(func.count()).where(o.status == "pending")).scalar_one()
         failing = conn.execute(select(func.count()).where(o.status == "pending", o.attempts > 0)).scalar_one()
-        last_sent = conn.execute(select(func.max(o.sent_at))).scalar()
+        last_sent = conn.execute(select(func.max(o.sent_at)).where(o.channel.in_(pending.TELLING))).scalar()
         last_error = conn.execute(select(o.last_error).where(o.status == "pending", o.last_error.is_not(None))
                                   .order_by(o.id.desc()).limit(1)).scalar()
     unsent = undelivered_high(state, now)
-    details = [f"ways of sending: {', '.join(channels) or 'none set up'}",
-               f"waiting to be sent: {pending}" + (f" ({failing} after failed attempts)" if failing else ""),
+    details = [f"ways of sending: {', '.join(channels) or 'none set up'}"
+               + (f" (a copy of each alert is kept in {state.config.path(s.mailbox)})" if s.mailbox else ""),
+               f"waiting to be sent: {waiting}" + (f" ({failing} after failed attempts)" if failing else ""),
                f"last sent: {_local(state, last_sent)}" if last_sent else "nothing sent yet"]
     if last_error:
         details.append(f"last error: {last_error[:200]}")
@@ -146,7 +142,7 @@ def delivery_check(state: State, now: dt.datetime) -> Check:
         details.append(f"no email addresses for: {', '.join(missing)} (alerts: recipients)")
     if not channels:
         return Check("Alert delivery", False, "No email or webhook is set up: high alerts reach no one unless they "
-                     "open this console.", details)
+                     f"open this console ({unsent} waiting for someone now).", details)
     if unsent or failing:
         return Check("Alert delivery", False, f"Failing: {unsent} high alert(s) have reached no one.", details)
     return Check("Alert delivery", True, "Working.", details)

@@ -90,7 +90,7 @@ def end(visit_id: str):
 @needs("office.register")
 def cancel(visit_id: str):
     try:
-        visit = cancel_visit(web.state().db, _visit_id(visit_id), web.now())
+        visit = cancel_visit(web.state().db, _visit_id(visit_id), web.now(), str(web.viewer()))
     except RegisterError as e:
         return _page(str(e).capitalize() + ".", 409)
     current_app.extensions["schoolproxy_console"].notices.add(

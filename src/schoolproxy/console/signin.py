@@ -65,11 +65,13 @@ class Accounts:
         d = config.identity.directory
         self.directory = Directory(d, config.base_dir) if d is not None else None
 
-    def check(self, username: str, password: str) -> Checked:
+    def check(self, username: str, password: str, school_only: bool = False) -> Checked:
+        """``school_only``: a school account only (the device sign-in page), never a local console account,
+        which the proxy would not know."""
         name = account_key(username)
         if not valid_username(name) or not password or len(password) > MAX_PASSWORD:
             return Checked("wrong")
-        for users in (self.console_users, self.proxy_users):
+        for users in ((self.proxy_users,) if school_only else (self.console_users, self.proxy_users)):
             if users is not None and name in users:
                 return Checked("ok", name) if users.check(name, password) else Checked("wrong")
         if self.directory is not None:

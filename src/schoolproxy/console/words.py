@@ -161,8 +161,12 @@ def why(alert: dict, threshold: int | None, throttle_minutes: int, sent_at_once:
     elif rule == "repeated-blocks":
         out.append("Many blocked attempts in a short time: someone may be trying to get round the filter, or "
                    "looking hard for something.")
-    elif rule in ("bare-ip", "interception-refused"):
+    elif rule == "bare-ip":
         out.append("This is how VPN apps and proxy tools get round the school's filter and monitoring.")
+    elif rule == "interception-refused":
+        out.append("The device itself refused the school's security certificate, again and again. VPN apps and "
+                   "proxy tools do this to get round the filter and monitoring; so does a device the school's "
+                   "certificate was never installed on. Check the device before drawing conclusions.")
     elif rule == "upstream-block":
         out.append("The school's certified upstream filter (Smoothwall / SWGfL) refused the site with its own "
                    "block page. That filter carries the IWF and police lists of illegal content, so the site may "

@@ -326,18 +326,21 @@ class Policy:
                     if trace is not None:
                         trace.append(f"   time window {w.name!r} is in force at {local:%a %H:%M}")
                     break
-        prefix = f"window:{window.name}:" if window else ""
         hit = mask & block
         if hit:
             name = self._most_severe(hit)
             if trace is not None:
                 trace.append(f"3. category rule: {name} is blocked for {profile}")
+            # The window is named only where it made the difference (a site blocked all day is not blocked
+            # "by lunchtime").
+            prefix = f"window:{window.name}:" if window and not hit & prof.block else ""
             return Decision("block", f"{prefix}category:{name}", f"{name} is blocked for {profile}", mask)
         hit = mask & allow
         if hit:
             name = self._most_severe(hit)
             if trace is not None:
                 trace.append(f"3. category rule: {name} is allowed for {profile}")
+            prefix = f"window:{window.name}:" if window and (mask & prof.block or not hit & prof.allow) else ""
             return Decision("allow", f"{prefix}category:{name}", f"{name} is allowed for {profile}", mask)
         action: Action = "block" if prof.default_block else "allow"
         if trace is not None:

@@ -78,7 +78,9 @@ def _configuration(cfg: Config, path) -> Iterator[Check]:
         return
     yield ok("configuration", f"valid; {len(cfg.tests)} policy tests pass; {len(snap.lists):,} list entries")
     for warning in identity_warnings(cfg):
-        yield problem("who is browsing", warning, "set identity.logon_feed or identity.subnets")
+        fix = "list the staff PCs in identity.logon_feed.staff_subnets" if "staff_subnets" in warning \
+            else "set identity.logon_feed or identity.subnets"
+        yield problem("who is browsing", warning, fix)
 
 
 # -- ports ----------------------------------------------------------------------------------------------

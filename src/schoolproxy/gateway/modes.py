@@ -37,4 +37,9 @@ def identity_warnings(config: Config) -> list[str]:
             f"identity.subnets, so every redirected device gets the default profile "
             f"({ident.default_profile}) and records name no one. Filtering stays on. Set up the logon "
             f"feed (deploy/logon-feed/) or map device subnets to profiles (identity.subnets).")
+    if ident.logon_feed is not None and not ident.logon_feed.staff_subnets:
+        warnings.append(
+            "the logon feed names pupils only: identity.logon_feed.staff_subnets lists no staff PCs, so a "
+            "logon for a staff, supply or unfiltered account is refused (they sign in to the proxy instead). "
+            "List the staff PCs' subnets to have the feed name staff there.")
     return warnings

@@ -113,21 +113,30 @@ class Directory:
 
     def groups(self, username: str) -> frozenset[str] | None:
         """Cached group names; looked up with the service account when not cached. None if unknown."""
+        return self.known(username)[1]
+
+    def known(self, username: str) -> tuple[bool | None, frozenset[str] | None]:
+        """(True, groups) for an enabled user, (False, None) when there is no such (enabled) user, and
+        (None, None) when the directory cannot say (down, or no service account to search with)."""
+        if not valid_username(username):
+            return False, None
         hit = self._cache.get(username.lower())
         if hit is not None and hit.expires > time.monotonic():
-            return hit.groups
-        if self.settings.bind == "direct" or not valid_username(username):
-            return hit.groups if hit else None  # nothing to search with: only what a login told us
+            return hit.groups is not None, hit.groups
+        if self.settings.bind == "direct":  # nothing to search with: only what a login told us
+            return (True, hit.groups) if hit and hit.groups is not None else (None, None)
         try:
             with self._service() as conn:
                 dn = self._find(conn, username)
                 found = None if dn is None else self._groups_of(conn, dn[0], dn[1])
         except DirectoryUnavailable as e:
             self._failed(e)
-            return hit.groups if hit else None  # stale beats nothing while the directory is down
+            if hit is not None:  # stale beats nothing while the directory is down
+                return hit.groups is not None, hit.groups
+            return None, None
         self._healthy()
         self._remember(username, found)
-        return found
+        return found is not None, found
 
     def attributes(self, username: str, names: list[str]) -> dict[str, str] | None:
         """The first value of each attribute in ``names`` on the user's entry (e.g. displayName,

@@ -1,12 +1,18 @@
 """The logon table: which user is signed in at which client address, as told by the logon feed.
 
-Windows logon and logoff scripts (``deploy/logon-feed/``) call the feed endpoint; the table answers
-``ip → (user, device)`` on the request path with one dict lookup. The latest logon on an address wins; a
-logoff clears it (only the user who holds it can be logged off, so a late logoff from the previous user
-cannot clear the next one); entries expire after a TTL in case no logoff ever comes.
+A scheduled task on each Windows PC (``deploy/logon-feed/``, run as SYSTEM at logon and logoff) calls
+the feed endpoint; the table answers ``ip → (user, device)`` on the request path with one dict lookup.
+The latest logon on an address wins; a logoff clears it (only the user who holds it can be logged off,
+so a late logoff from the previous user cannot clear the next one); entries expire after a TTL in case
+no logoff ever comes.
 
 Writers (the feed's HTTP thread) replace whole entries; readers (the event loop) only ``get``: a dict
 item assignment is atomic under the GIL, so no lock is needed on the hot path.
+
+:func:`admit` decides whether a logon the feed was told about may be believed. The secret alone is not
+enough (it may leak to a pupil): a caller may only report its own address (the gateway and configured
+relays excepted), the user must exist, and a staff, supply or unfiltered account is accepted only for an
+address in ``staff_subnets`` — so a pupil who learns the secret cannot browse as a teacher.
 """
 
 from __future__ import annotations
@@ -19,8 +25,11 @@ import re
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from schoolproxy.config import Config, LogonFeedSettings, ProfileSettings
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +43,21 @@ _USER = re.compile(r"[\w.@\\-]{1,128}", re.UNICODE)
 
 class LogonError(ValueError):
     """A logon-feed call that cannot be applied; the message is safe to send back to the caller."""
+
+
+#: Why the feed refused a call it could read: the label of its refusal metric (never a user or address).
+REFUSALS = ("not-own-address", "sign-in-not-from-gateway", "unknown-user", "staff-elsewhere", "directory-down")
+
+
+class Refused(LogonError):
+    """A well-formed call the feed will not believe. ``str()`` is what the caller is told (nothing that
+    would tell a pupil which accounts exist or are staff); ``why`` is for the gateway's log."""
+
+    def __init__(self, reason: str, why: str, answer: str = "refused (the gateway's log says why)",
+                 status: int = 403):
+        super().__init__(answer)
+        assert reason in REFUSALS
+        self.reason, self.why, self.status = reason, why, status
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,3 +215,96 @@ class LogonTable:
                 if e.expires > now:
                     self._by_ip[e.ip] = e
         return len(self._by_ip)
+
+
+# -- who may report what (the logon feed's rules) -------------------------------------------------------
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSources:
+    """Where logons may come from: the gateway's own addresses, relays that report for other addresses,
+    and the staff PCs' subnets."""
+
+    gateway: frozenset[str]
+    relays: tuple[IPNetwork, ...] = ()
+    staff: tuple[IPNetwork, ...] = ()
+
+    @classmethod
+    def of(cls, feed: LogonFeedSettings) -> "FeedSources":
+        host = feed.listen.rpartition(":")[0].strip("[]")
+        return cls(frozenset({normalise_ip(host), "127.0.0.1", "::1"}), tuple(feed.relays), tuple(feed.staff_subnets))
+
+    def is_gateway(self, ip: str) -> bool:
+        """The gateway itself (the console's sign-in page calls from the feed's own address): a pupil's PC
+        cannot send from it."""
+        return ip in self.gateway
+
+    def is_relay(self, ip: str) -> bool:
+        return self.is_gateway(ip) or _within(ip, self.relays)
+
+    def is_staff_pc(self, ip: str) -> bool:
+        return _within(ip, self.staff)
+
+
+def _within(ip: str, nets: Iterable[IPNetwork]) -> bool:
+    addr = ipaddress.ip_address(ip)
+    return any(addr.version == n.version and addr in n for n in nets)
+
+
+def needs_staff_pc(profile: ProfileSettings) -> bool:
+    """A profile worth impersonating: staff, supply (a supply teacher's name on the records), or one that
+    blocks nothing."""
+    return profile.role in ("staff", "supply") or (profile.default == "allow" and not profile.block_categories)
+
+
+#: ``known(user)`` → (exists: True/False/None when it cannot be told, directory groups or None).
+Known = Callable[[str], tuple[bool | None, frozenset[str] | None]]
+
+
+def admit(user: str, ip: str, caller: str, source: str, sources: FeedSources, known: Known,
+          profile_of: Callable[[str, frozenset[str] | None], ProfileSettings]) -> frozenset[str] | None:
+    """Check a logon of ``user`` at ``ip`` reported by ``caller`` (the call's own address); the user's
+    directory groups if it may be believed, else :class:`Refused`. ``user`` and both addresses are
+    already clean (:func:`clean_user`, :func:`normalise_ip`). Blocking (``known`` may ask the directory)."""
+    check_address(ip, caller, source, sources)
+    exists, groups = known(user)
+    if exists is None:
+        raise Refused("directory-down", f"cannot check that {user} exists: the directory is not answering",
+                      "the directory is not answering: try again later", status=503)
+    if not exists:
+        raise Refused("unknown-user", f"there is no account {user}")
+    if needs_staff_pc(profile_of(user, groups)) and not (source == "sign-in" and sources.is_gateway(caller)):
+        # A sign-in from the gateway's console page had its password checked; anything else is only as
+        # good as the secret, so a staff account is believed only at a staff PC, reported from itself.
+        if not sources.is_staff_pc(ip) or not (caller == ip or sources.is_relay(caller)):
+            raise Refused("staff-elsewhere", f"{user} is a staff, supply or unfiltered account and {ip} is not "
+                          f"in identity.logon_feed.staff_subnets")
+    return groups
+
+
+def check_address(ip: str, caller: str, source: str, sources: FeedSources) -> None:
+    """A caller reports its own address only, unless it is the gateway or a relay; sign-ins come only
+    from the gateway (the console's sign-in page)."""
+    if source == "sign-in" and not sources.is_gateway(caller):
+        raise Refused("sign-in-not-from-gateway", "a sign-in must come from the gateway's console",
+                      "sign-ins come only from the gateway's console")
+    if ip != caller and not sources.is_relay(caller):
+        raise Refused("not-own-address", f"it named another address ({ip}) and {caller} is not a relay "
+                      f"(identity.logon_feed.relays)", "a PC may report only its own address")
+
+
+def who_exists(config: Config, directory, users) -> Known:
+    """``known`` for :func:`admit`: the local users file, then the directory when there is one, else the
+    names the config gives profiles to (identity.users, group members, people)."""
+    ident = config.identity
+    named = {u.lower() for u in ident.users} | {m.lower() for g in ident.groups.values() for m in g.members} \
+        | {p.lower() for p in config.people}
+
+    def known(user: str) -> tuple[bool | None, frozenset[str] | None]:
+        if users is not None and user in users:
+            return True, frozenset()
+        if directory is not None:
+            return directory.known(user)
+        return user.lower() in named, None
+    return known

@@ -38,6 +38,10 @@ class Register:
     def __contains__(self, logon: str) -> bool:
         return logon.lower() in self._by_logon
 
+    def visits(self, logon: str) -> list[Visit]:
+        """The visits on ``logon``, earliest first."""
+        return list(self._by_logon.get(logon.lower(), []))
+
     def who(self, logon: str | None, at: dt.datetime) -> Visit | None:
         """The visit covering ``at`` (the latest-starting one, if an earlier one was left open)."""
         if logon is None:

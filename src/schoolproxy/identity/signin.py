@@ -100,5 +100,19 @@ def post_sign_in(feed_url: str, secret: str, user: str, ip: str, hours: float = 
     return SignedIn(answer["user"], answer["ip"], float(answer["expires"]))
 
 
+def sign_out_remote(feed_url: str, secret: str, user: str, ip: str, timeout: float = 5.0) -> bool:
+    """:func:`sign_out` from another process (the console): True if ``user`` was signed in on ``ip``."""
+    body = json.dumps({"user": user, "ip": ip}).encode()
+    req = urllib.request.Request(feed_url.rstrip("/") + "/logoff", data=body, method="POST",
+                                 headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"})
+    try:
+        with _OPENER.open(req, timeout=timeout) as resp:
+            return bool(json.loads(resp.read(4096)).get("cleared"))
+    except urllib.error.HTTPError as e:
+        raise SignInError(f"the proxy refused the sign-out ({e.code})") from None
+    except (OSError, ValueError) as e:
+        raise SignInError(f"the proxy's logon feed is not answering at {feed_url}: {e}") from None
+
+
 # Straight to the gateway's own feed, never through a proxy named in the environment.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))

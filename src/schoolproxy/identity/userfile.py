@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import functools
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -98,17 +99,56 @@ def read_users(path: Path) -> dict[str, bytes]:
 
 
 def set_password(path: Path, username: str, password: str, rounds: int = 12) -> None:
-    """Add or replace a user's hash; the file is replaced atomically and kept private (0600)."""
+    """Add or replace a user's hash. The file is replaced atomically, keeping its owner and mode (0600 for
+    a new file)."""
     if not username or ":" in username or any(c.isspace() for c in username):
         raise ValueError("username must be non-empty, without ':' or spaces")
     if not password:
         raise ValueError("empty password")
     hashed = bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(rounds=rounds)).decode("ascii")
+    path = Path(os.path.realpath(path))  # a link (from /etc, say) stays a link to the file it names
     lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
     out = [l for l in lines if l.partition(":")[0].lower() != username.lower()]
     out.append(f"{username}:{hashed}")
+    _replace(path, out)
+
+
+def remove_user(path: Path, username: str) -> bool:
+    """Take a user out of the file (any case of the name); False if they were not in it."""
+    path = Path(os.path.realpath(path))
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read users file: {e.strerror}") from None
+    out = [l for l in lines if l.partition(":")[0].strip().lower() != username.strip().lower()]
+    if len(out) == len(lines):
+        return False
+    _replace(path, out)
+    return True
+
+
+def _replace(path: Path, lines: list[str]) -> None:
+    """Write the file anew beside itself and move it into place, with the old file's owner, group and mode:
+    the proxy's service account may read it through its group, and must still be able to."""
+    try:
+        old = path.stat()
+    except FileNotFoundError:
+        old = None
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".users.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write("\n".join(out) + "\n")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in lines))
+            if old is not None and (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+                try:
+                    os.fchown(f.fileno(), old.st_uid, old.st_gid)
+                except PermissionError:
+                    raise ValueError(f"{path} belongs to another account: run this as root or as its owner, "
+                                     f"so that it keeps its owner") from None
+            os.fchmod(f.fileno(), stat.S_IMODE(old.st_mode) if old is not None else 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

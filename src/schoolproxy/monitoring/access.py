@@ -63,6 +63,16 @@ def audience(config: Config, subject_role: str, subject_username: str | None) ->
     return tuple(routes.get(subject_role, routes.get("pupil", ("dsl", "computing_lead"))))
 
 
+def role_of_alert(config: Config, alert: Mapping) -> str:
+    """The subject's role when the alert was raised: by its profile, else by where it was routed (a
+    profile since renamed). Exports are split by it: a pupils' file never holds a member of staff."""
+    profile = config.profiles.get(alert.get("profile") or "")
+    if profile is not None:
+        return profile.role
+    route = set((alert.get("route") or "").split(","))
+    return "staff" if route & {"head", "chair_of_governors"} else "pupil"
+
+
 def may_see_alert(viewer: Viewer, alert: Mapping) -> bool:
     """An alert (a row with ``route`` and ``username``) is seen by its audience, never by its subject."""
     subject = (alert.get("username") or "").lower()

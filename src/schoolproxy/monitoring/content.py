@@ -32,7 +32,9 @@ _TEXT_TYPES = {"text/html": "html", "application/xhtml+xml": "html", "text/plain
                "application/jsonl": "ndjson", "application/json-seq": "ndjson", "text/markdown": "text",
                "text/xml": "html", "application/xml": "html", "application/rss+xml": "html",
                "application/atom+xml": "html"}
-_STRIP = re.compile(r"<(script|style|noscript|svg|template)\b.*?</\1\s*>|<!--.*?-->", re.S | re.I)
+_HIDDEN = ("script", "style", "noscript", "svg", "template")
+_HIDDEN_OPEN = re.compile(rf"<({'|'.join(_HIDDEN)})\b|<!--", re.I)
+_HIDDEN_CLOSE = {**{name: re.compile(rf"</{name}\s*>", re.I) for name in _HIDDEN}, "": re.compile("-->")}
 _TAG = re.compile(r"<[^>]{0,2000}>")
 _CONTENT_KEYS = ("content", "text", "delta", "response", "output_text", "token", "message", "completion",
                  "answer", "reply", "parts", "choices", "candidates", "output", "result", "data", "value")
@@ -146,12 +148,31 @@ def extract(kind: str, data: bytes, charset: str = "utf-8") -> str:
 
 
 def html_text(text: str) -> str:
-    text = _STRIP.sub(" ", text)
+    text = _visible(text)
     if "<" in text:
         text = _TAG.sub(" ", text)
     if "&" in text:
         text = html.unescape(text)
     return text
+
+
+def _visible(html_doc: str) -> str:
+    """The document without scripts, styles, SVG, templates and comments. Each is found with two regex
+    searches, its opening and its closing (a lazy ``<script>.*?</script>`` walks the regex engine through
+    every character of the script: 0.5 ms for a page with 70 KB of scripts, against ~0.05 ms)."""
+    out: list[str] = []
+    keep = pos = 0
+    while (m := _HIDDEN_OPEN.search(html_doc, pos)) is not None:
+        close = _HIDDEN_CLOSE[(m.group(1) or "").lower()].search(html_doc, m.end())
+        if close is None:  # never closed: the opening is left as it is, as the lazy regex did
+            pos = m.end()
+            continue
+        out.append(html_doc[keep:m.start()])
+        keep = pos = close.end()
+    if not out:
+        return html_doc
+    out.append(html_doc[keep:])
+    return " ".join(out)
 
 
 def json_text(text: str) -> str:
@@ -224,36 +245,96 @@ class EventText:
 
 
 @dataclass
-class StreamScore:
-    """Scores of text arriving in pieces. Each new piece is searched together with the end of what came
-    before, so a phrase split across pieces is found; an entry counts once however often it recurs."""
+class _Stream:
+    """Hits of one scoring path in text arriving in pieces, each piece searched together with the end of
+    what came before (a phrase split across pieces is found); each place of a part is kept once."""
 
     lists: PhraseLists
-    overlap: int = 200
-    places: int = 4   # the latest few places of each part are kept: a combination's parts must be near
+    overlap: int
+    places: int   # the latest few places of each part are kept: a combination's parts must be near
     _tail: str = ""
+    _tail_at: int = 0   # where the tail starts in the whole text (as this path sees it)
     _hits: dict[tuple[int, int], list[Hit]] = field(default_factory=dict)
-    _offset: int = 0
-    chars: int = 0
 
-    def feed(self, piece: str) -> list[Score]:
-        if not piece:
-            return self.scores()
-        window = self._tail + piece
-        base = self._offset - len(self._tail)
-        for h in self.lists.hits(window, fuzzy=False, limit=len(window)):
+    def keep(self, found: list[Hit], base: int) -> None:
+        for h in found:
             kept = self._hits.setdefault((h.entry, h.part), [])
             start = base + h.start
             if all(k.start != start for k in kept):
                 kept.append(Hit(h.entry, h.part, start, base + h.end, h.words))
                 del kept[:-self.places]
-        self._offset += len(piece)
-        self.chars += len(piece)
-        self._tail = window[-self.overlap:]
-        return self.scores()
 
     def scores(self) -> list[Score]:
         return self.lists.aggregate([h for kept in self._hits.values() for h in kept])
+
+
+class _PageStream(_Stream):
+    """The page path: each piece in the content path's normal form, the tail cut at a word start."""
+
+    def feed(self, piece: str) -> None:
+        form = self.lists.stream_form(piece)
+        if form[:1] == " " and self._tail[-1:] == " ":
+            form = form[1:]          # a run of spaces across pieces is one space
+        window = self._tail + form
+        self.keep(self.lists.line_hits(" " + window + " "), self._tail_at - 1)   # searched padded
+        cut = window.find(" ", len(window) - self.overlap) if len(window) > self.overlap else 0
+        cut = cut if cut >= 0 else len(window) - self.overlap
+        self._tail, self._tail_at = window[cut:], self._tail_at + cut
+
+
+class _TypedStream(_Stream):
+    """The typed-text path (leetspeak, letters spaced apart, words run together): the text as written."""
+
+    def feed(self, text: str) -> None:
+        window = self._tail + text
+        self.keep(self.lists.hits(window, fuzzy=False, limit=len(window)), self._tail_at)
+        self._tail_at += len(window) - len(window[-self.overlap:])
+        self._tail = window[-self.overlap:]
+
+
+@dataclass
+class StreamScore:
+    """Scores of text arriving in pieces (a streamed reply): every piece with the page path, as it comes,
+    for the cut; the typed-text path, which also knows leetspeak and spacing tricks but costs ~10x as
+    much a piece, over each sentence (or :attr:`batch` characters) as it completes. Per theme the higher
+    of the two; an entry counts once however often it recurs."""
+
+    lists: PhraseLists
+    #: What of the text before is searched again with each piece: more than the longest part of any rule
+    #: (60 characters normalised), with room for punctuation and spacing.
+    overlap: int = 120
+    places: int = 4
+    batch: int = 200
+    chars: int = 0
+    _pending: str = ""
+    _page: _PageStream = field(init=False)
+    _typed: _TypedStream = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._page = _PageStream(self.lists, self.overlap, self.places)
+        self._typed = _TypedStream(self.lists, 2 * self.overlap, self.places)
+
+    def feed(self, piece: str, end: bool = False) -> list[Score]:
+        """Scores so far with ``piece``; ``end``: the text is complete (what waits for the typed path is
+        scored now)."""
+        if piece:
+            self.chars += len(piece)
+            self._page.feed(piece)
+            self._pending += piece
+        if self._pending and (end or len(self._pending) >= self.batch or _SENTENCE_END.search(piece)):
+            self._typed.feed(self._pending)
+            self._pending = ""
+        return self.scores()
+
+    def scores(self) -> list[Score]:
+        best: dict[str, Score] = {}
+        for s in self._page.scores() + self._typed.scores():
+            if s.theme not in best or s.score > best[s.theme].score:
+                best[s.theme] = s
+        return sorted(best.values(), key=lambda s: -s.score)
+
+
+_SENTENCE_END = re.compile(r"[.!?:;\n]")
 
 
 # -- what to do -------------------------------------------------------------------------------------

@@ -1,13 +1,16 @@
-"""Sending: SMTP (STARTTLS or implicit TLS, with authentication) and a JSON webhook. Blocking; called
-only from the alert service's delivery thread or the CLI, never from the proxy's event loop."""
+"""Sending: SMTP (STARTTLS or implicit TLS, with authentication) and a JSON webhook; and a copy kept in a
+local mailbox folder. Blocking; called only from the alert service's delivery thread or the CLI, never
+from the proxy's event loop."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
+import os
 import smtplib
 import ssl
+import time
 import urllib.error
 import urllib.request
 from email.message import EmailMessage
@@ -16,6 +19,7 @@ from pathlib import Path
 
 from schoolproxy.config import SmtpSettings, WebhookSettings
 from schoolproxy.identity.directory import read_secret
+from schoolproxy.private import private_dir
 
 
 class DeliveryError(Exception):
@@ -26,16 +30,42 @@ def _path(p: Path | None, base: Path) -> Path | None:
     return None if p is None else (p if p.is_absolute() else (base / p).resolve())
 
 
-def send_email(smtp: SmtpSettings, base_dir: Path, recipient: str, subject: str, body: str, ref: str) -> None:
+def _compose(sender: str, recipient: str | None, subject: str, body: str, ref: str) -> EmailMessage:
     msg = EmailMessage()
-    msg["From"] = smtp.sender
-    msg["To"] = recipient
+    msg["From"] = sender
+    if recipient:
+        msg["To"] = recipient
     msg["Subject"] = subject
     msg["Date"] = formatdate(localtime=True)
     # Stable per message so a receiving system can drop a duplicate after a crash between send and mark.
     msg["Message-ID"] = make_msgid(idstring=f"schoolproxy-{ref}", domain="schoolproxy.invalid")
     msg["X-Schoolproxy-Alert"] = ref
     msg.set_content(body)
+    return msg
+
+
+def write_to_mailbox(folder: Path, subject: str, body: str, ref: str) -> Path:
+    """Keep a copy of the message in a Maildir folder on the gateway (``mutt -f FOLDER`` reads it), private
+    to the service: written whole under ``tmp/``, then moved into ``new/``, as Maildir readers expect."""
+    msg = _compose("schoolproxy", None, subject, body, ref)
+    for sub in ("", "tmp", "new", "cur"):
+        private_dir(folder / sub)
+    name = f"{time.time():.6f}.{os.getpid()}_{ref}.schoolproxy"
+    tmp = folder / "tmp" / name
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(msg.as_bytes())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, folder / "new" / name)
+    except OSError as e:
+        raise DeliveryError(f"mailbox {folder}: {type(e).__name__}: {str(e)[:200]}") from None
+    return folder / "new" / name
+
+
+def send_email(smtp: SmtpSettings, base_dir: Path, recipient: str, subject: str, body: str, ref: str) -> None:
+    msg = _compose(smtp.sender, recipient, subject, body, ref)
     context = ssl.create_default_context(cafile=str(_path(smtp.ca_file, base_dir)) if smtp.ca_file else None)
     try:
         if smtp.security == "tls":

@@ -70,8 +70,8 @@ def body(alert: dict, school: str, tz: ZoneInfo, procedure: str = "") -> str:
         f"Reference: alert {alert['ref']}" + (f", request record {alert['request_ref']}" if alert.get("request_ref") else ""),
         "",
         "What to do: follow the school's online-safety procedure. Record what you do in the incident log:",
-        f"  schoolproxy alerts ack {alert['ref']} --note \"...\"",
-        f"  schoolproxy alerts close {alert['ref']} --note \"outcome ...\"",
+        f"  schoolproxy alerts ack {alert['ref']} --note \"...\" --by YOUR-LOGON",
+        f"  schoolproxy alerts close {alert['ref']} --note \"outcome ...\" --by YOUR-LOGON",
     ]
     if procedure:
         lines.append(f"Procedure: {_one_line(procedure, 300)}")
@@ -79,22 +79,38 @@ def body(alert: dict, school: str, tz: ZoneInfo, procedure: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def digest(alerts: list[dict], school: str, tz: ZoneInfo, since: dt.datetime, until: dt.datetime) -> tuple[str, str]:
-    subj = _one_line(f"Weekly online-safety digest — {school} — {len(alerts)} alert(s)", 250)
+def _digest_line(a: dict, tz: ZoneInfo) -> str:
+    t = a["time"] if a["time"].tzinfo else a["time"].replace(tzinfo=dt.timezone.utc)
+    rep = f" (+{a['repeats']} repeats)" if a.get("repeats") else ""
+    return (f"  {t.astimezone(tz):%a %d %b %H:%M}  {a['severity']:<8} {who(a)} — "
+            f"{_one_line(a.get('evidence'), 200)}{rep}  [{a['ref']}, {a['status']}]")
+
+
+def digest(alerts: list[dict], school: str, tz: ZoneInfo, since: dt.datetime, until: dt.datetime,
+           undelivered: list[dict] = ()) -> tuple[str, str]:
+    """The weekly digest: first, the high and critical alerts that have reached no one (``undelivered``,
+    in every digest until they are sent or acknowledged, whenever they were raised); then the alerts that
+    are not sent at once."""
+    unseen = f" — {len(undelivered)} HIGH ALERT(S) NOT SEEN BY ANYONE" if undelivered else ""
+    subj = _one_line(f"Weekly online-safety digest — {school} — {len(alerts)} alert(s){unseen}", 250)
     lines = [f"Online-safety alerts at {school} from {since.astimezone(tz):%a %d %b} to {until.astimezone(tz):%a %d %b %Y}.",
-             "High and critical alerts were sent at the time; this lists the rest.", ""]
+             ""]
+    if undelivered:
+        lines.append(f"NOT SEEN BY ANYONE YET: {len(undelivered)} high or critical alert(s) that reached no one "
+                     f"at the time. Open each now, and acknowledge it once someone has it in hand.")
+        for a in undelivered:
+            lines += [_digest_line(a, tz), f"      not sent: {_one_line(a.get('why'), 200)}"]
+        lines.append("")
+    lines += ["High and critical alerts that reached someone at the time are not repeated here; this lists "
+              "the rest.", ""]
     if not alerts:
-        lines.append("No alerts this week.")
+        lines.append("No other alerts this week.")
     by_theme: dict[str, list[dict]] = {}
     for a in alerts:
         by_theme.setdefault(a["theme"], []).append(a)
     for theme, items in sorted(by_theme.items(), key=lambda kv: -len(kv[1])):
         lines.append(f"{label(theme)} ({len(items)})")
-        for a in items:
-            t = a["time"] if a["time"].tzinfo else a["time"].replace(tzinfo=dt.timezone.utc)
-            rep = f" (+{a['repeats']} repeats)" if a.get("repeats") else ""
-            lines.append(f"  {t.astimezone(tz):%a %d %b %H:%M}  {a['severity']:<8} {who(a)} — "
-                         f"{_one_line(a.get('evidence'), 200)}{rep}  [{a['ref']}, {a['status']}]")
+        lines += [_digest_line(a, tz) for a in items]
         lines.append("")
-    lines.append("Open an alert with: schoolproxy alerts show REF")
+    lines.append("Open an alert with: schoolproxy alerts show REF --by YOUR-LOGON")
     return subj, "\n".join(lines) + "\n"

@@ -1,5 +1,5 @@
 """Weighted phrase lists per safeguarding theme, and scoring text against them through compiled
-Aho-Corasick automata (pyahocorasick): every phrase of every theme and language is found in a single
+Aho-Corasick automata (ahocorasick_rs): every phrase of every theme and language is found in a single
 pass over the text, whatever the number of phrases.
 
 Files are E2Guardian/DansGuardian weighted phrase lists, imported unchanged, plus concept rules::
@@ -31,10 +31,13 @@ Two ways in, one index:
   (``killmyself``); repeated letters (``diiie``); one-letter misspellings of longer words (``suicde``).
   Each match keeps the span of the original text it came from, so the evidence is the words **as typed**,
   never a list phrase the person did not type.
-- :meth:`PhraseLists.score_content` — a page or a reply (up to hundreds of KB): folded for case, accents
-  and punctuation with whole-string operations, exact spelling; the page is searched for anchors only,
-  and the text around an anchor of a combination for its other parts. The words shown for a theme are
-  then recovered from the page text around the matches.
+- :meth:`PhraseLists.score_content` — a page or a reply (up to hundreds of KB): case and punctuation
+  folded with whole-string operations, exact spelling. Accents stay on the page (folding them costs
+  more than the rest together): the keys carry every accented spelling the lists use, so "nie chcę już
+  żyć", "nie chce juz zyc" and any mix match alike; a page with combining marks (Arabic harakat, accents
+  typed apart) or styled letters (fullwidth, mathematical) is folded whole first. The page is searched
+  for anchors only, and the text around an anchor of a combination for its other parts. The words shown
+  for a theme are then recovered from the page text around the matches.
 
 Words are matched on boundaries, so ``Scunthorpe`` and ``skill`` stay clean.
 """
@@ -47,9 +50,11 @@ import unicodedata
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import product
+from math import prod
 from pathlib import Path
 
-import ahocorasick
+import ahocorasick_rs
 
 MAX_TEXT = 1000          # what :meth:`score` reads of a typed text
 MAX_CONTENT = 512 * 1024  # what :meth:`score_content` reads of a page's text
@@ -100,9 +105,23 @@ _DIACRITICS = re.compile("[\u0300-\u036f\u0483-\u0489\u0591-\u05c7\u0610-\u061a\
 #: Content path: ASCII punctuation, symbols and controls become spaces (bytes.translate, at C speed).
 _BYTE_SPACES = bytes(c if (48 <= c <= 57 or 97 <= c <= 122) else (c + 32 if 65 <= c <= 90 else 32)
                      for c in range(128)) + bytes(range(128, 256))
-_SPACE_RUNS = re.compile(" {2,}")
-_WHITESPACE = re.compile(r"\s+")
-_UNICODE_PUNCT = "“”‘’«»—–…،؟؛·•¡¿„‚‹›\u00a0\u200b\u2019"
+#: A literal first character lets the regex engine skip to each run (" {2,}" tries every position: 3x slower).
+_SPACE_RUNS = re.compile("  +")
+#: Unicode punctuation and spaces that become spaces too (one ``in`` each, a few µs over a page; the
+#: quads U+2000/U+2001 and the ideographic space are left out: rare in our languages, and a search for a
+#: character whose low byte is 0 is ~20x slower in text stored two bytes a character).
+_UNICODE_SPACES = ("“”‘’«»—–…،؟؛·•¡¿„‚‹›\u0085\u00a0\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
+                   "\u200a\u200b\u2028\u2029\u202f\u205f")
+
+#: Characters that folding changes but that the page's own spelling (:func:`page_string`) keeps, and
+#: that no key is written in: combining marks (Arabic harakat, accents typed as separate marks, "zalgo"
+#: text) and compatibility letters (fullwidth, mathematical and circled letters, ligatures, Arabic
+#: presentation forms). A page with one of them is folded whole before it is searched. Accented letters
+#: as one character are not among them: the keys carry the lists' own accented spellings.
+_FOLD_MARKER_BLOCKS = ((0x300, 0x36f), (0x483, 0x489), (0x591, 0x5c7), (0x610, 0x61a), (0x64b, 0x65f),
+                       (0x670, 0x670), (0x6d6, 0x6ed), (0x1ab0, 0x1aff), (0x1dc0, 0x1dff), (0x20d0, 0x20ff),
+                       (0xfe20, 0xfe2f), (0x2100, 0x214f), (0x2460, 0x24ff), (0xfb00, 0xfdff),
+                       (0xfe70, 0xfefc), (0xff01, 0xff5e), (0x1d400, 0x1d7ff), (0x1f130, 0x1f189))
 
 
 #: Words common on any page, in the languages of the lists: a part made only of these is never the
@@ -140,6 +159,19 @@ def fold(text: str) -> str:
         return text.lower()
     text = _DIACRITICS.sub("", unicodedata.normalize("NFKD", text.casefold()))
     return text.replace("ł", "l") if "ł" in text else text
+
+
+def _fold_markers() -> frozenset[str]:
+    return frozenset(c for lo, hi in _FOLD_MARKER_BLOCKS for c in map(chr, range(lo, hi + 1))
+                     if fold(c) != c.casefold())
+
+
+_FOLD_MARKERS = _fold_markers()
+
+
+def _wordish(c: str) -> bool:
+    """A character that is part of a word: a letter, a digit, or a mark (Indic vowel signs)."""
+    return bool(c) and (c.isalnum() or unicodedata.category(c)[0] == "M")
 
 
 _RUN = re.compile(r"(.)\1+")
@@ -213,20 +245,32 @@ def tokens(text: str, join_intra: bool = True) -> list[str]:
     return [t.text for t in tokenise(text[:MAX_TEXT], join_intra)]
 
 
-def content_string(text: str) -> str:
-    """The content path's normal form, built with whole-string operations only (no per-word Python):
-    folded, punctuation and symbols spaces, one space between words and at each end (the phrases' keys
-    are space-delimited)."""
-    text = fold(text)
+def _spaced(text: str) -> str:
+    """Text whose case is already folded → the content path's form, with whole-string operations only
+    (no per-word Python): punctuation, symbols and whitespace spaces, one space between words and at each
+    end (the phrases' keys are space-delimited)."""
     if text.isascii():
-        text = _SPACE_RUNS.sub(" ", text.encode().translate(_BYTE_SPACES).decode())
+        text = text.encode().translate(_BYTE_SPACES).decode()
     else:
+        for c in _UNICODE_SPACES:
+            if c in text:
+                text = text.replace(c, " ")
         text = text.encode("utf-8", "surrogatepass").translate(_BYTE_SPACES).decode("utf-8", "replace")
-        for p in _UNICODE_PUNCT:
-            if p in text:
-                text = text.replace(p, " ")
-        text = _WHITESPACE.sub(" ", text)
-    return " " + text.strip(" ") + " "
+    return " " + _SPACE_RUNS.sub(" ", text).strip(" ") + " "
+
+
+def content_string(text: str) -> str:
+    """The content path's folded form (case, accents, marks and compatibility letters folded, as
+    :func:`fold`): what the keys are made of, and what a page is searched as when it holds a character
+    of :data:`_FOLD_MARKER_BLOCKS`."""
+    return _spaced(fold(text))
+
+
+def page_string(text: str) -> str:
+    """A page's text as it is searched: case folded, accents kept — folding accents costs more than the
+    rest of the search together (NFKD and a regex over every character), so the keys carry each
+    accented spelling the lists use instead (see :attr:`PhraseLists.spellings`)."""
+    return _spaced(text.casefold())
 
 
 def _near(a: str, b: str) -> bool:
@@ -327,10 +371,27 @@ def inflections(word: str) -> set[str]:
 _Spelling = tuple[tuple[str, ...], tuple[str, ...], bool]   # typed words, content words, ends at a word end
 
 
+#: Folded word → the spellings with accents it was written in, in any list loaded in this process. A
+#: page keeps its accents, so each key is also added in these spellings; each folds back to the word, so
+#: a key in one matches exactly what the folded key matches in folded text (spellings learnt from other
+#: lists add no match that folding the page would not make).
+_WRITTEN: dict[str, set[str]] = {}
+
+
 @lru_cache(maxsize=None)
 def _normal(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """A piece of a phrase in both paths' spelling (cached: set members recur in many templates)."""
-    return tuple(t.text for t in tokenise(text, join_intra=False)), tuple(content_string(text).split())
+    plain = tuple(content_string(text).split())
+    if not text.isascii():
+        written = page_string(unicodedata.normalize("NFC", text.casefold())).split()
+        if len(written) == len(plain):
+            for folded, as_written in zip(plain, written):
+                if folded != as_written:
+                    # As written, and with its marks taken off but ł kept (what stripping accents the
+                    # usual way, NFKD, does to Polish: "popełnic").
+                    stripped = _DIACRITICS.sub("", unicodedata.normalize("NFKD", as_written))
+                    _WRITTEN.setdefault(folded, set()).update({as_written, stripped} - {folded})
+    return tuple(t.text for t in tokenise(text, join_intra=False)), plain
 
 
 def _member(raw: str) -> list[_Spelling]:
@@ -543,6 +604,51 @@ def _counted(matched: list[tuple[int, Entry, list[Hit]]]) -> list[tuple[int, Ent
 
 # -- the index --------------------------------------------------------------------------------------
 _EXCEPTION = -1
+_MAX_SPELLINGS = 64   # accented spellings of one key at most (each word as written or folded)
+
+
+def _spellings(words: tuple[str, ...], spell: dict[str, tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """The words, and the same with each word in any accented spelling of it (``spell``): "nie chce juz
+    zyc" is also "nie chcę już żyć" and any mix of the two. Bounded: past :data:`_MAX_SPELLINGS`
+    mixes, only the folded words and each spelling throughout."""
+    options = [(w, *spell[w]) if w in spell else (w,) for w in words]
+    if all(len(o) == 1 for o in options):
+        return [words]
+    if prod(map(len, options)) <= _MAX_SPELLINGS:
+        return list(product(*options))
+    width = max(map(len, options))
+    return [tuple(o[min(i, len(o) - 1)] for o in options) for i in range(width)]
+
+
+class _Automaton:
+    """Aho-Corasick over a fixed set of keys: every occurrence of every key in a text, overlapping ones
+    included, as (key number, start, end) in characters.
+
+    ahocorasick_rs (the Rust aho-corasick crate, a contiguous NFA): over a 100 KB page ~1.3x faster than
+    pyahocorasick with the same keys, and it stays fast with thousands of distinct first characters
+    (accented spellings, the fold markers), where pyahocorasick's search slows ~10x. ``ascii`` (the page
+    automaton): ASCII text is searched as bytes by a full DFA of the ASCII keys only, ~2x faster again
+    (a str is searched as UTF-8 and its offsets mapped back to characters; a 100 KB page's pass goes
+    from ~0.5 to ~0.25 ms for ~13 MB more than an NFA)."""
+
+    __slots__ = ("refs", "_ac", "_ascii")
+
+    def __init__(self, keys: dict[str, tuple[int, ...]], ascii: bool = False):
+        # ASCII keys first: their numbers are the same in both automata.
+        order = sorted(keys, key=lambda k: not k.isascii())
+        self.refs: list[tuple[int, ...]] = [keys[k] for k in order]
+        impl = ahocorasick_rs.Implementation.ContiguousNFA
+        self._ac = ahocorasick_rs.AhoCorasick(order, implementation=impl) if order else None
+        plain = [k.encode() for k in order if k.isascii()] if ascii else []
+        self._ascii = ahocorasick_rs.BytesAhoCorasick(plain, implementation=ahocorasick_rs.Implementation.DFA) \
+            if plain else None
+
+    def find(self, text: str) -> list[tuple[int, int, int]]:
+        if self._ac is None or not text:
+            return []
+        if self._ascii is not None and text.isascii():
+            return self._ascii.find_matches_as_indexes(text.encode(), overlapping=True)
+        return self._ac.find_matches_as_indexes(text, overlapping=True)
 
 
 @dataclass(slots=True)
@@ -595,11 +701,11 @@ class PhraseLists:
             anchor = min(ids, key=lambda a: (self._everyday(a), users[a]))
             self._anchored.setdefault(anchor, []).append(i)
         self._typed = self._automaton(lambda f: f[WORDS], glue=True)
-        self._content = self._automaton(lambda f: f[PLAIN], glue=False)
-        # Pages are searched for anchors only, then the text around each anchor for the other parts of
-        # its combinations: everyday words ("school", "how to") are parts of many rules and occur
-        # thousands of times on a long page.
-        self._page = self._automaton(lambda f: f[PLAIN], glue=False, only=set(self._anchored))
+        #: Folded word → its accented spellings (from every list parsed so far; see _WRITTEN).
+        self.spellings: dict[str, tuple[str, ...]] = {w: tuple(sorted(v)) for w, v in list(_WRITTEN.items())}
+        # The automata for page text are made when a page is first scored (most processes that load the
+        # lists score only what people type).
+        self._pages: tuple[_Automaton, _Automaton, int] | None = None
         # Misspelling index: every one-letter deletion of every long list word → the words it came from.
         self.vocabulary: set[str] = {w for p in self.atoms for f in p.forms for w in f[WORDS]}
         self._protected = {w for p in exceptions for f in p.forms for w in f[WORDS]}  # never "corrected"
@@ -615,8 +721,13 @@ class PhraseLists:
         """How many of an atom's spellings are made of everyday words only (common in any page)."""
         return sum(1 for f in self.atoms[atom].forms if all(w in _EVERYDAY or len(w) <= 2 for w in f[PLAIN]))
 
-    def _automaton(self, words_of, glue: bool, only: set[int] | None = None) -> ahocorasick.Automaton:
+    def _automaton(self, words_of, glue: bool, only: set[int] | None = None, written: bool = False,
+                   markers: bool = False) -> _Automaton:
+        """``written``: each key also in the accented spellings of its words (page text keeps its
+        accents); ``markers``: the characters of :data:`_FOLD_MARKER_BLOCKS` as keys of their own, with
+        no refs (a page that has one is folded and searched again)."""
         keys: dict[str, list[int]] = {}
+        spell = self.spellings if written else {}
 
         def add(key: str, ref: int) -> None:
             refs = keys.setdefault(key, [])
@@ -630,7 +741,8 @@ class PhraseLists:
                 words = words_of(f)
                 if not words:
                     continue
-                add((" " if f[LEFT] else "") + " ".join(words) + (" " if f[RIGHT] else ""), a)
+                for spelling in _spellings(words, spell):
+                    add((" " if f[LEFT] else "") + " ".join(spelling) + (" " if f[RIGHT] else ""), a)
                 # Written run together ("killmyself"): only for plain phrases, not set expansions.
                 if glue and f[LEFT] and f[RIGHT] and len(p.forms) == 1 and len(words) > 1 \
                         and len("".join(words)) >= GLUE_MIN:
@@ -639,13 +751,28 @@ class PhraseLists:
             for f in p.forms:
                 words = words_of(f)
                 if words:
-                    add(" " + " ".join(words) + " ", _EXCEPTION)
-        a = ahocorasick.Automaton()
-        for k, refs in keys.items():
-            a.add_word(k, (len(k), tuple(refs)))
-        if keys:
-            a.make_automaton()
-        return a
+                    for spelling in _spellings(words, spell):
+                        add(" " + " ".join(spelling) + " ", _EXCEPTION)
+        if markers:
+            for c in sorted(_FOLD_MARKERS - keys.keys()):
+                keys[c] = []
+        return _Automaton({k: tuple(refs) for k, refs in keys.items()}, ascii=markers)
+
+    def _page_automata(self) -> tuple[_Automaton, _Automaton, int]:
+        """(anchors and markers, every atom, the number of the first marker key) for page text. Pages
+        are searched for anchors only, then the text around each anchor for the other parts of its
+        combinations: everyday words ("school", "how to") are parts of many rules and occur thousands of
+        times on a long page."""
+        if self._pages is None:
+            page = self._automaton(lambda f: f[PLAIN], glue=False, only=set(self._anchored), written=True,
+                                   markers=True)
+            first_marker = next((i for i, refs in enumerate(page.refs) if not refs), len(page.refs))
+            self._pages = (page, self._automaton(lambda f: f[PLAIN], glue=False, written=True), first_marker)
+        return self._pages
+
+    def prepare_content(self) -> None:
+        """Make the page automata now (at start-up), not on the first page scored."""
+        self._page_automata()
 
     def _part_places(self, atoms: tuple[int, ...], found: dict[int, list[_Place]], text: str) -> list[_Place]:
         return found[atoms[0]] if len(atoms) == 1 else _in_a_row([found[a] for a in atoms], text)
@@ -748,9 +875,11 @@ class PhraseLists:
             pos += len(t.text) + 1
         raw: list[tuple[int, int, tuple[int, ...]]] = []
         masked: list[tuple[int, int]] = []
-        for end, (length, refs) in self._typed.iter(line):
-            first = bisect_right(starts, end - length + 1) - 1   # the token the key starts in (or before)
-            if line[end - length + 1] == " ":
+        keys = self._typed.refs
+        for k, start, end in self._typed.find(line):
+            refs, end = keys[k], end - 1
+            first = bisect_right(starts, start) - 1   # the token the key starts in (or before)
+            if line[start] == " ":
                 first += 1
             last = bisect_right(starts, end if line[end] != " " else end - 1) - 1
             first, last = max(first, 0), max(last, max(first, 0))
@@ -767,17 +896,51 @@ class PhraseLists:
 
     # -- page text ----------------------------------------------------------------------------------
     def content_hits(self, text: str) -> tuple[str, list[Hit]]:
-        """Hits in page text (exact spelling after folding): (the normal form searched, hits with spans
-        in it). Bounded: at most :data:`MAX_CONTENT` characters are read, a few places of each atom kept
-        and at most :data:`_WINDOWS` stretches around anchors searched again for combinations."""
-        line = content_string(text[:MAX_CONTENT])
+        """Hits in page text (exact spelling, case folded; accents as on the page or none): (the normal
+        form searched, hits with spans in it). Bounded: at most :data:`MAX_CONTENT` characters are read,
+        a few places of each atom kept and at most :data:`_WINDOWS` stretches around anchors searched
+        again for combinations."""
+        text = text[:MAX_CONTENT]
+        line = page_string(text)
         if not self.entries:
             return line, []
-        found = self._page_places(self._page, line, 0)
-        # Around each anchor of a combination, the other parts.
+        page, _, first_marker = self._page_automata()
+        matches = page.find(line)
+        if matches and not line.isascii() and max(matches)[0] >= first_marker:
+            line = content_string(text)  # combining marks or compatibility letters: folded whole
+            matches = page.find(line)
+        return line, self._line_hits(line, matches)
+
+    def line_hits(self, line: str) -> list[Hit]:
+        """Hits in text already in the content path's normal form (see :meth:`stream_form`), with spans
+        in it; a streamed reply is searched so, piece by piece."""
+        if not self.entries:
+            return []
+        return self._line_hits(line, self._page_automata()[0].find(line))
+
+    def stream_form(self, piece: str) -> str:
+        """A piece of a streamed text in the content path's normal form, without the spaces that pad a
+        whole text: pieces so normalised join into the normal form of the whole (but for a run of
+        spaces across two pieces, which the caller makes one). Folded whole if it holds a character
+        that folding changes and no key is written in (pieces are short: a check per character)."""
+        folded = not piece.isascii() and not _FOLD_MARKERS.isdisjoint(piece)
+        spaced = content_string(piece) if folded else _spaced(piece.casefold())
+        if not spaced.strip(" "):
+            return " "
+        # " words ": a pad stays only where the piece ends in a separator (else a word goes on)
+        return spaced[1 if _wordish(piece[:1]) else 0:-1 if _wordish(piece[-1:]) else None]
+
+    def _line_hits(self, line: str, matches: list[tuple[int, int, int]]) -> list[Hit]:
+        page, content, _ = self._page_automata()
+        found = self._page_places(page, matches, line, 0)
+        # Around each anchor of a combination, the other parts (only the atoms of combinations whose
+        # anchor was found: everyday words of other rules are left alone).
         stretches: list[list[int]] = []
+        wanted: set[int] = set()
         for a, places in found.items():
-            if any(len(self.entry_atoms[i]) > 1 for i in self._anchored.get(a, ())):
+            combos = [i for i in self._anchored.get(a, ()) if len(self.entry_atoms[i]) > 1]
+            if combos:
+                wanted.update(x for i in combos for x in self.entry_atoms[i])
                 for s, e, *_ in places:
                     stretches.append([max(0, s - COMBO_SPAN), e + COMBO_SPAN])
         if stretches:
@@ -789,28 +952,33 @@ class PhraseLists:
                 else:
                     merged.append([s, e])
             for s, e in merged[:_WINDOWS]:
-                for atom, places in self._page_places(self._content, line[s:e], s).items():
+                window = line[s:e]
+                for atom, places in self._page_places(content, content.find(window), window, s, wanted).items():
                     have = found.setdefault(atom, [])
                     for pl in places:
                         if pl not in have and len(have) < _PLACES:
                             have.append(pl)
-        return line, self._entry_hits(found, line)
+        return self._entry_hits(found, line)
 
     @staticmethod
-    def _page_places(automaton: ahocorasick.Automaton, line: str, offset: int) -> dict[int, list[_Place]]:
-        raw, masked = [], []
-        for end, (length, refs) in automaton.iter(line):
-            start = end - length + 1
-            if _EXCEPTION in refs:
-                masked.append((start, end))
-            raw.append((start, end, refs))
+    def _page_places(automaton: _Automaton, matches: list[tuple[int, int, int]], line: str,
+                     offset: int, wanted: set[int] | None = None) -> dict[int, list[_Place]]:
+        """Matches in ``line`` (at ``offset`` in the page's line) → the places of each atom (of the
+        ``wanted`` atoms only, if given)."""
+        keys = automaton.refs
+        masked = [(start, end - 1) for k, start, end in matches if _EXCEPTION in keys[k]]
         found: dict[int, list[_Place]] = {}
-        for start, end, refs in raw:
+        seen: dict[int, int] = {}   # places taken from each key: past _PLACES, its atoms have theirs
+        for k, start, end in matches:
+            if seen.get(k, 0) >= _PLACES:
+                continue
+            refs, end = keys[k], end - 1
             if masked and any(a <= end and start <= b for a, b in masked):
                 continue
+            seen[k] = seen.get(k, 0) + 1
             place = None
             for ref in refs:
-                if ref != _EXCEPTION:
+                if ref != _EXCEPTION and (wanted is None or ref in wanted):
                     places = found.setdefault(ref, [])
                     if len(places) < _PLACES:
                         if place is None:
@@ -840,8 +1008,8 @@ class PhraseLists:
 
     def _as_written(self, text: str, line: str, found: list[Hit], theme: str) -> tuple[str, ...]:
         """The page's own words for a theme's matches (at most five): a search of the text for the
-        matched words with any punctuation between them; where folding changed letters (accents), the
-        typed-text path over a window around where the match lies proportionally."""
+        matched words with any punctuation between them; where folding changed letters (a page with
+        combining marks), the typed-text path over a window around where the match lies proportionally."""
         idx = next((i for i, t in enumerate(self.themes) if t.theme == theme), None)
         ratio = len(text) / max(len(line), 1)
         low = text.lower()
@@ -853,14 +1021,13 @@ class PhraseLists:
                 continue
             tried.add(h.words)
             got = None
-            if h.words.isascii():
-                # A pattern that starts with a literal is found at C speed; word edges checked after.
-                rx = re.compile(r"[\W_]+".join(map(re.escape, h.words.split())))
-                for m in rx.finditer(low):
-                    a, b = m.start(), m.end()
-                    if (a == 0 or not low[a - 1].isalnum()) and (b == len(low) or not low[b].isalnum()):
-                        got = text[a:b] if same else m.group()
-                        break
+            # A pattern that starts with a literal is found at C speed; word edges checked after.
+            rx = re.compile(r"[\W_]+".join(map(re.escape, h.words.split())))
+            for m in rx.finditer(low):
+                a, b = m.start(), m.end()
+                if (a == 0 or not low[a - 1].isalnum()) and (b == len(low) or not low[b].isalnum()):
+                    got = text[a:b] if same else m.group()
+                    break
             if got is None:
                 centre = int(h.start * ratio)
                 window = text[max(0, centre - 1500):centre + 1500]

@@ -8,7 +8,8 @@ Rules, each producing (theme, severity, evidence):
 - real-time content: a page or streamed reply whose text scored over the profile's content alert score
   (the content addon puts its findings on the Verdict), with the site and the words as on the page;
 - circumvention: VPN/proxy and DNS-over-HTTPS categories (their theme), tunnels to bare IP addresses,
-  and repeated refusals of TLS interception (a VPN app or a pinned client);
+  and repeated refusals of TLS interception: the *client* refusing the school's certificate (a VPN app,
+  a pinned client), as the enforce addon marks it — never an upstream site's certificate failing;
 - the upstream filter's block page (Smoothwall/SWGfL, possibly IWF-listed content) → critical, evidence
   limited to the site and the record's reference — never the content.
 
@@ -28,7 +29,6 @@ from schoolproxy.verdict import Verdict
 
 SEVERITIES = ("low", "medium", "high", "critical")
 MAX_SUBJECTS = 50_000
-_TLS_REFUSAL = ("tls", "certificate", "handshake", "ssl")
 
 
 @dataclass(slots=True)
@@ -42,6 +42,7 @@ class Candidate:
     score: int | None = None
     search_term: str | None = None
     repeat_of: tuple[str, str] | None = None   # (subject, theme) of the alert this repeats
+    words: tuple[str, ...] = ()   # what matched, as typed (a search) or as on the page (content): the evidence
 
 
 def _up(severity: str) -> str:
@@ -108,11 +109,11 @@ class AlertRules:
             found.append(Candidate("repeated-blocks", self.s.severity_of("repeated-blocks"), "repeated-blocks",
                                    f"{self.s.repeated_blocks} or more blocked attempts within "
                                    f"{self.s.repeated_blocks_minutes} minutes (latest: {v.host})", v))
-        if v.error and any(w in v.error.lower() for w in _TLS_REFUSAL) \
-                and self._count(self._refusals, v, 10) >= self.s.interception_refusals:
+        if v.client_refused_certificate and self._count(self._refusals, v, 10) >= self.s.interception_refusals:
             found.append(Candidate("circumvention", "medium", "interception-refused",
                                    f"{self.s.interception_refusals} or more connections refused the school's "
-                                   f"HTTPS inspection within 10 minutes (latest: {v.host}) — possibly a VPN app", v))
+                                   f"HTTPS inspection certificate within 10 minutes (latest: {v.host}) — possibly "
+                                   f"a VPN app, or a device without the school's certificate installed", v))
         return found
 
     def _search(self, v: Verdict, term: str, role: str) -> list[Candidate]:
@@ -129,7 +130,8 @@ class AlertRules:
             where = engine_of(v.host) or v.host
             out.append(Candidate(sc.theme, severity, "search-phrases",
                                  f'searched for "{term}" on {where} (matched: {", ".join(sc.matched[:5])}; '
-                                 f"score {sc.score}, threshold {threshold})", v, sc.score, term))
+                                 f"score {sc.score}, threshold {threshold})", v, sc.score, term,
+                                 words=sc.matched))
         return out
 
     def _content(self, v: Verdict) -> list[Candidate]:
@@ -140,7 +142,8 @@ class AlertRules:
             shown = " / ".join(f'"{w}"' for w in words[:5])
             out.append(Candidate(theme, self.s.severity_of(theme), "content",
                                  f"{verb} {what} {v.host} containing {shown} (score {score}, "
-                                 f"{'blocked' if action == 'block' else 'alert'} at {threshold})", v, score))
+                                 f"{'blocked' if action == 'block' else 'alert'} at {threshold})", v, score,
+                                 words=tuple(words[:5])))
         return out
 
     def _count(self, table: dict[str, deque[float]], v: Verdict, minutes: int) -> int:

@@ -4,9 +4,10 @@
   more), evaluates the rules, names the person behind a shared logon from the supply register, and
   stores each alert with its outbox rows in one transaction. If the database is down, raised alerts
   wait in memory (bounded) and are stored when it is back.
-- The *delivery* thread sends what is due in the outbox (SMTP, webhook), marks it sent, or schedules a
-  retry with backoff — a restart loses nothing, since the outbox is in the database. It also queues the
-  weekly digest when it falls due.
+- The *delivery* thread sends what is due in the outbox (SMTP, webhook, the mailbox folder), marks it
+  sent, or schedules a retry with backoff — a restart loses nothing, since the outbox is in the database.
+  It counts the high alerts that have reached no one (``pending``), and queues the weekly digest when it
+  falls due.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine as DbEngine
 
 from schoolproxy.identity.register import NO_ONE, Register, is_shared_logon
-from schoolproxy.monitoring import store
-from schoolproxy.monitoring.delivery import DeliveryError, send_email, send_webhook
+from schoolproxy.monitoring import evidence, pending, store
+from schoolproxy.monitoring.delivery import DeliveryError, send_email, send_webhook, write_to_mailbox
 from schoolproxy.monitoring.phrases import PhraseError, PhraseLists, load_phrase_lists
 from schoolproxy.monitoring.rules import AlertRules, Candidate
 from schoolproxy.records.visits import load_register
@@ -35,6 +36,7 @@ UTC = dt.timezone.utc
 QUEUE_MAX = 100_000
 PENDING_MAX = 10_000
 REPEATS_EVERY = 2.0  # seconds between storing throttled repeat counts
+UNDELIVERED_EVERY = 5.0  # seconds between counts of the alerts that have reached no one
 
 
 class AlertService:
@@ -47,6 +49,7 @@ class AlertService:
         self._queue: deque[Verdict] = deque()
         self._pending: deque[tuple[Candidate, str]] = deque()
         self._repeats: dict[tuple[str | None, str, str], int] = {}  # counted, not yet stored
+        self._repeat_evidence: dict[tuple[str | None, str, str], list[dict]] = {}  # what they were (bounded)
         self._repeats_at = 0.0
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -61,6 +64,8 @@ class AlertService:
         self.deliveries: dict[tuple[str, str], int] = {}
         self.repeats = self.skipped = 0
         self.outbox_pending = 0
+        self.undelivered = 0  # high and critical alerts that have reached no one (monitoring/pending.py)
+        self._undelivered_at = 0.0
         self._threads = [threading.Thread(target=self._rules_loop, name="schoolproxy-alerts", daemon=True)]
         if deliver:  # one process delivers (worker 0 of `run --workers N`); all of them raise
             self._threads.append(threading.Thread(target=self._delivery_loop, name="schoolproxy-alert-delivery",
@@ -131,6 +136,9 @@ class AlertService:
                 if c.repeat_of is not None:
                     key = (c.verdict.username, c.verdict.client_ip, c.theme)
                     self._repeats[key] = self._repeats.get(key, 0) + 1
+                    kept = self._repeat_evidence.setdefault(key, [])
+                    if len(kept) < evidence.MAX_PER_ALERT:
+                        kept.append(evidence.row_of(c))
                     self.repeats += 1
                 else:
                     self._flush_repeats()  # onto the alert they repeat, before a newer one exists
@@ -157,8 +165,8 @@ class AlertService:
         # poll held the GIL for ~1 ms four times a second under a flood of blocked requests.
         self._repeats_at = time.monotonic() + REPEATS_EVERY
         if self._repeats:
-            store.count_repeats(self.db, self._repeats)
-            self._repeats = {}
+            store.count_repeats(self.db, self._repeats, self._repeat_evidence)
+            self._repeats, self._repeat_evidence = {}, {}
 
     def _person(self, v: Verdict, role: str) -> str | None:
         if v.person:
@@ -217,12 +225,15 @@ class AlertService:
             try:
                 if row["channel"] == "email":
                     if cfg.alerts.smtp is None:
-                        raise DeliveryError("no smtp settings in alerts.smtp")
+                        raise DeliveryError("no email server is set up (alerts.smtp)")
                     send_email(cfg.alerts.smtp, cfg.base_dir, row["recipient"], row["subject"], row["body"],
                                f"{row['ref'] or 'digest'}-{row['id']}")
+                elif row["channel"] == "mailbox":
+                    write_to_mailbox(Path(row["recipient"]), row["subject"], row["body"],
+                                     f"{row['ref'] or 'digest'}-{row['id']}")
                 else:
                     if cfg.alerts.webhook is None:
-                        raise DeliveryError("no webhook settings in alerts.webhook")
+                        raise DeliveryError("no webhook is set up (alerts.webhook)")
                     send_webhook(cfg.alerts.webhook, cfg.base_dir, {
                         "alert": row["ref"], "kind": row["kind"], "subject": row["subject"], "text": row["body"]})
             except DeliveryError as e:
@@ -234,8 +245,23 @@ class AlertService:
             store.mark_sent(self.db, row["id"])
             self._count(row["channel"], "sent")
             sent += 1
+        if time.monotonic() >= self._undelivered_at:
+            self._count_undelivered(cfg)
         self.outbox_pending = store.pending_count(self.db)
         return sent
+
+    def _count_undelivered(self, cfg) -> None:
+        """Every few seconds: withdraw failing messages about alerts someone has acknowledged, and count the
+        high and critical alerts that have reached no one (a gauge, and an error line when it grows)."""
+        self._undelivered_at = time.monotonic() + UNDELIVERED_EVERY
+        if self.outbox_pending:
+            pending.withdraw_acknowledged(self.db)
+        n = pending.count_undelivered(self.db, cfg)
+        if n > self.undelivered:
+            why = "no email or webhook is set up" if not pending.ways_to_tell(cfg) else "sending has failed"
+            log.error("schoolproxy: %d high or critical alert(s) have reached no one (%s): they are in the "
+                      "incident log (schoolproxy report weekly, the console) until someone acknowledges them", n, why)
+        self.undelivered = n
 
     def _count(self, channel: str, result: str) -> None:
         self.deliveries[(channel, result)] = self.deliveries.get((channel, result), 0) + 1
@@ -251,6 +277,8 @@ class AlertService:
         if now < due_at or (self._last_digest is not None and self._last_digest >= due_at):
             return
         self._last_digest = now
+        if pending.digest_queued_since(self.db, due_at):
+            return  # queued before this process started
         _, _, queued = store.queue_digest(self.db, cfg, due_at - dt.timedelta(days=7), due_at)
         if queued:
             log.info("weekly alert digest queued for %d recipient(s)", queued)

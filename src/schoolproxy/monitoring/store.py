@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine, and_, func, insert, select, update
 
 from schoolproxy.config import Config
-from schoolproxy.monitoring import message
+from schoolproxy.monitoring import evidence, message, pending
 from schoolproxy.monitoring.access import audience
 from schoolproxy.monitoring.rules import Candidate
 from schoolproxy.records.schema import alert_notes, alert_outbox, alerts
@@ -59,27 +59,19 @@ def raise_alert(engine: Engine, config: Config, c: Candidate, role: str, person:
             _subject(v.username, v.client_ip), alerts.c.theme == row["theme"], alerts.c.time >= window)).scalar()
         if recent is not None:
             conn.execute(update(alerts).where(alerts.c.id == recent).values(repeats=alerts.c.repeats + 1))
+            evidence.add(conn, recent, [evidence.row_of(c)])
             return None
         alert_id = conn.execute(insert(alerts).values(**row).returning(alerts.c.id)).scalar_one()
+        evidence.add(conn, alert_id, [evidence.row_of(c)])
         if c.severity in s.immediate:
             subj = message.subject(row, config.school)
             text = message.body(row, config.school, tz, s.procedure)
-            outbox = []
-            if s.smtp is not None:
-                outbox += [_outbox(alert_id, "alert", "email", addr, subj, text, now)
-                           for _, addr in recipients_for(config, role, v.username)]
-            if s.webhook is not None:
-                outbox.append(_outbox(alert_id, "alert", "webhook", s.webhook.url, subj, text, now))
+            outbox = pending.outbox_rows(config, alert_id, "alert",
+                                         [addr for _, addr in recipients_for(config, role, v.username)], subj, text, now)
             if outbox:
                 conn.execute(insert(alert_outbox), outbox)
     row["id"] = alert_id
     return row
-
-
-def _outbox(alert_id, kind, channel, recipient, subject, body, now) -> dict:
-    return {"alert_id": alert_id, "kind": kind, "channel": channel, "recipient": recipient[:320],
-            "subject": subject[:300], "body": body, "status": "pending", "attempts": 0, "next_attempt": now,
-            "created_at": now}
 
 
 def _subject(username: str | None, client_ip: str):
@@ -89,17 +81,21 @@ def _subject(username: str | None, client_ip: str):
     return and_(alerts.c.username.is_(None), alerts.c.client_ip == client_ip)
 
 
-def count_repeats(engine: Engine, counts: dict[tuple[str | None, str, str], int]) -> None:
+def count_repeats(engine: Engine, counts: dict[tuple[str | None, str, str], int],
+                  found: dict[tuple[str | None, str, str], list[dict]] | None = None) -> None:
     """Add throttled repeats to each subject's latest alert of the theme, all in one transaction.
 
     ``counts`` maps (username, client IP, theme) to how many repeats; a flood of blocked requests is a
-    handful of statements per batch, not one transaction per request."""
+    handful of statements per batch, not one transaction per request. ``found``: the same keys to the
+    repeats' evidence rows (:func:`evidence.row_of`), kept on the alert with its count."""
     with engine.begin() as conn:
-        for (username, client_ip, theme), n in counts.items():
+        for key, n in counts.items():
+            username, client_ip, theme = key
             latest = conn.execute(select(func.max(alerts.c.id)).where(
                 _subject(username, client_ip), alerts.c.theme == theme)).scalar()
             if latest is not None:
                 conn.execute(update(alerts).where(alerts.c.id == latest).values(repeats=alerts.c.repeats + n))
+                evidence.add(conn, latest, (found or {}).get(key, []))
 
 
 # -- the outbox ---------------------------------------------------------------------------------------
@@ -134,30 +130,45 @@ def mark_failed(engine: Engine, outbox_id: int, attempts: int, error: str, retry
 
 
 # -- the weekly digest ------------------------------------------------------------------------------
-def queue_digest(engine: Engine, config: Config, since: dt.datetime, until: dt.datetime) -> tuple[str, str, int]:
-    """Put the digest of alerts not sent at the time into the outbox, once per alert; returns
-    (subject, body, number of outbox rows)."""
+def queue_digest(engine: Engine, config: Config, since: dt.datetime, until: dt.datetime) -> tuple[str, str, int | None]:
+    """Put the digest into the outbox: the alerts not sent at once, each in one digest; and first, in every
+    digest until someone has them, the high and critical alerts that have reached no one. Returns
+    (subject, body, number of messages queued for people — emails and webhook calls — or None when there
+    was nothing to send)."""
     s = config.alerts
     tz = ZoneInfo(config.timezone)
     now = dt.datetime.now(UTC)
+    unseen = pending.undelivered(engine, config, now)
     with engine.begin() as conn:
         rows = [dict(r) for r in conn.execute(select(alerts).where(
             alerts.c.time >= since, alerts.c.time < until, alerts.c.severity.not_in(s.immediate),
             alerts.c.digested_at.is_(None)).order_by(alerts.c.time)).mappings()]
-        subj, text = message.digest(rows, config.school, tz, since, until)
-        if not rows:
-            return subj, text, 0
-        addresses = sorted({addr for a in rows for t in a["route"].split(",") if t
-                            for addr in s.recipients.get(t, [])})
+        subj, text = message.digest(rows, config.school, tz, since, until, unseen)
+        if not rows and not unseen:
+            return subj, text, None
+        # Each address gets the alerts routed to its roles only: a concern about staff stays with the head.
         out = []
-        if s.smtp is not None:
-            out += [_outbox(None, "digest", "email", addr, subj, text, now) for addr in addresses]
-        if s.webhook is not None:
-            out.append(_outbox(None, "digest", "webhook", s.webhook.url, subj, text, now))
+        for addr, (mine, mine_unseen) in sorted(_by_address(config, rows, unseen).items()):
+            out += pending.outbox_rows(config, None, "digest", [addr],
+                                       *message.digest(mine, config.school, tz, since, until, mine_unseen), now,
+                                       copies=False)
+        out += pending.outbox_rows(config, None, "digest", [], subj, text, now)   # the webhook, the mailbox
         if out:
             conn.execute(insert(alert_outbox), out)
-        conn.execute(update(alerts).where(alerts.c.id.in_([a["id"] for a in rows])).values(digested_at=now))
-    return subj, text, len(out)
+        if rows:
+            conn.execute(update(alerts).where(alerts.c.id.in_([a["id"] for a in rows])).values(digested_at=now))
+    return subj, text, sum(o["channel"] in pending.TELLING for o in out)
+
+
+def _by_address(config: Config, rows: list[dict], unseen: list[dict]) -> dict[str, tuple[list[dict], list[dict]]]:
+    """address → (its alerts of ``rows``, of ``unseen``): those routed to a role the address receives for."""
+    out: dict[str, tuple[list[dict], list[dict]]] = {}
+    for i, alerts_ in enumerate((rows, unseen)):
+        for a in alerts_:
+            addresses = {addr for t in a["route"].split(",") if t for addr in config.alerts.recipients.get(t, [])}
+            for addr in sorted(addresses):
+                out.setdefault(addr, ([], []))[i].append(a)
+    return out
 
 
 # -- the incident log -------------------------------------------------------------------------------

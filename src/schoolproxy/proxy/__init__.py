@@ -11,6 +11,10 @@ upstream is told who is browsing once they are.
 Content sits before enforce although it acts later in a flow's life: its ``response`` hook scores the
 page and finishes the draft verdict before enforce's ``response`` publishes it.
 
+An addon whose feature the running configuration turns off (transparent mode, telling the upstream
+who is browsing, resolving names without an upstream, the notice, content scoring) says so in
+``wants``: the lean master then calls none of its per-request hooks (:class:`~.internals.HookIndex`).
+
 The addons share no hub. What they share is passed to them: the running snapshot, the verdict bus the
 enforce addon publishes on and the records, alerts and metrics subscribe to, the metrics registry each
 registers its own metrics on, and the logon feed that identify asks. Per request they talk through
@@ -18,6 +22,8 @@ registers its own metrics on, and the logon feed that identify asks. Per request
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
@@ -44,8 +50,12 @@ from schoolproxy.standards.live import LiveState
 from schoolproxy.verdict import VerdictBus
 
 
-def make_addons() -> list[object]:
+def make_addons(reindex: Callable[[], None] | None = None) -> list[object]:
+    """The pipeline. ``reindex`` is called whenever a configuration is loaded (the lean master asks the
+    addons' ``wants`` again)."""
     snapshots = SnapshotHolder()
+    if reindex is not None:
+        snapshots.on_config(lambda snap: reindex())
     bus = VerdictBus()
     registry = CollectorRegistry()
     worker, _ = worker_from_env()  # this process's number among `schoolproxy run --workers N`

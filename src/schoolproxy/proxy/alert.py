@@ -1,6 +1,7 @@
-"""Alert addon: starts the alert service (rules and delivery threads) beside the proxy and subscribes it
-to the verdict bus. Nothing here runs per request beyond the service's deque append. Its metrics are
-the service's counters."""
+"""Alert addon: starts the alert service (rules and delivery) in a process of its own beside the proxy
+(:mod:`schoolproxy.monitoring.process`), subscribes it to the verdict bus and tells it when the proxy
+loads a new configuration. Nothing here runs per request beyond a deque append. Its metrics are the
+service's counters."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from schoolproxy.metrics import Scraped
-from schoolproxy.monitoring.service import AlertService
+from schoolproxy.monitoring.process import AlertProcess
 from schoolproxy.records import open_database, upgrade
 from schoolproxy.snapshot import SnapshotHolder
 from schoolproxy.verdict import VerdictBus
@@ -26,8 +27,9 @@ class Alert:
         self.bus = bus
         #: This process's number among ``schoolproxy run --workers N``; worker 0 migrates and delivers.
         self.worker = worker
-        self.service: AlertService | None = None
+        self.service: AlertProcess | None = None
         registry.register(Scraped(self._metrics))
+        snapshots.on_config(self._reloaded)
 
     def load(self, loader) -> None:
         loader.add_option("schoolproxy_alert_retry_seconds", int, 30,
@@ -44,15 +46,20 @@ class Alert:
                 upgrade(db)
         except Exception as e:  # the service retries its writes; the proxy serves regardless
             log.error("schoolproxy: alerts: cannot prepare the database yet: %s", str(e).splitlines()[0][:200])
-        self.service = AlertService(self.snapshots, db, retry_seconds=ctx.options.schoolproxy_alert_retry_seconds,
-                                    deliver=primary).start()
+        db.dispose()  # the alert process has its own connections
+        assert self.snapshots.config_path is not None
+        self.service = AlertProcess(self.snapshots.config_path, snap.config.database_url(),
+                                    retry_seconds=ctx.options.schoolproxy_alert_retry_seconds, deliver=primary).start()
         self.bus.subscribe(self.service.submit)
+
+    def _reloaded(self, snap) -> None:
+        if self.service is not None:
+            self.service.reload()
 
     def done(self) -> None:
         if self.service is not None:
             self.bus.unsubscribe(self.service.submit)
-            self.service.process()  # what arrived before shutdown is stored, so nothing is lost
-            self.service.stop()
+            self.service.stop()  # what arrived before shutdown is evaluated and stored, so nothing is lost
             self.service = None
 
     def _metrics(self) -> Iterable[Metric]:
@@ -73,3 +80,6 @@ class Alert:
         yield deliveries
         yield GaugeMetricFamily("schoolproxy_alert_outbox_pending", "Alerts and digests waiting to be "
                                 "delivered (retried with backoff).", value=service.outbox_pending)
+        yield GaugeMetricFamily("schoolproxy_alerts_undelivered", "High and critical alerts that have reached no "
+                                "one (no email or webhook sent) and that no one has acknowledged.",
+                                value=service.undelivered)

@@ -78,6 +78,10 @@ class Content:
         self._lists: tuple[Path, object, PhraseLists | None] | None = None
 
     # -- hooks ------------------------------------------------------------------------------------
+    def wants(self, event: str) -> bool:
+        snap = self.snapshots.snapshot
+        return snap is None or any(p.content.scan for p in snap.config.profiles.values())
+
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if flow.error or flow.response is None or not flow.live:
             return
@@ -185,6 +189,7 @@ class Content:
         if cached is None or cached[0] != path or cached[1] != cfg.alerts:
             try:
                 lists = load_phrase_lists(path)
+                lists.prepare_content()
             except PhraseError as e:
                 log.error("schoolproxy: content scoring: phrase lists not loaded, pages are blocked for "
                           "profiles that score content: %s", e)
@@ -237,11 +242,9 @@ class _ReplyStream:
             pieces = self.events.feed(decoded) if data else self.events.flush()
             if self.decoder.full:
                 raise ContentError("the reply is too long to check")
-            outcome = None
-            for piece in pieces:
-                outcome = judge(self.scores.feed(piece), self.scan.rule)
-                if outcome.block is not None:
-                    break
+            # The pieces of one chunk are scored together: the chunk is forwarded or cut as a whole.
+            outcome = judge(self.scores.feed("".join(pieces), end=not data), self.scan.rule) \
+                if pieces or not data else None
             if outcome is not None and outcome.alerts:
                 verdict, blocked = self.addon.apply(self.verdict, self.scan, outcome, "reply")
                 self._update(verdict)

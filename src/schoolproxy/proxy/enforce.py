@@ -4,7 +4,9 @@ applies the ruling.
 - CONNECT (``http_connect``): refused at once when the ruling says so (a blocked host this profile would
   not decrypt, a bad port or name); otherwise the tunnel opens.
 - TLS (``tls_clienthello``): passed through undecrypted, or intercepted. See :meth:`Enforce.tls_start_client`
-  for how an allowed, intercepted tunnel keeps one upstream connection for its requests.
+  for how an allowed, intercepted tunnel keeps one upstream connection for its requests. A client that
+  refuses the school's certificate (``tls_failed_client``) is published as such: that, and never an
+  upstream site's certificate failing, is what the circumvention alert counts.
 - Requests (``requestheaders``, before any body is read or any upstream connection is made): the block
   page, or forwarded with SafeSearch.
 
@@ -57,6 +59,8 @@ class _Tunnel:
     sni: str | None = None
     #: Allowed and intercepted: its requests will go upstream (a blocked tunnel never connects).
     allowed: bool = False
+    #: Intercepted: the handshake's facts and ruling, published if the client refuses the handshake.
+    handshake: tuple[RequestFacts, Ruling] | None = None
 
 
 def page_text(raw: bytes, encoding: str, most: int) -> str:
@@ -78,6 +82,21 @@ def page_text(raw: bytes, encoding: str, most: int) -> str:
     elif encoding not in ("", "identity"):
         return ""  # not looked into
     return raw[:most].decode("utf-8", "replace")
+
+
+#: What a TLS client says when it does not trust the certificate it was shown (OpenSSL's names of the
+#: TLS alerts unknown_ca, bad_certificate and certificate_unknown, as mitmproxy reports them).
+_UNTRUSTED = ("unknown ca", "bad certificate", "certificate unknown")
+
+
+def refused_certificate(error: str) -> bool:
+    """Whether a client's failed handshake with the proxy was the client refusing the school's certificate.
+
+    Only the client's own verdict on the certificate counts: a client that merely hung up during the
+    handshake (a closed tab, a browser racing two connections) or could not agree a TLS version did not
+    refuse anything."""
+    error = error.lower()
+    return any(alert in error for alert in _UNTRUSTED)
 
 
 def _names_carried(req: http.Request) -> tuple[str, ...]:
@@ -143,6 +162,7 @@ class Enforce:
             self.publish(self._verdict(facts, ruling, snap, time.time(), layer="tls-passthrough"))
             return
         # Intercepted: each request inside gets its own decision.
+        self.tunnels[client].handshake = (facts, ruling)
         if not ruling.blocked:
             self.tunnels[client].allowed = True
             # Not in transparent mode through an upstream filter: mitmproxy puts the upstream proxy in
@@ -169,6 +189,20 @@ class Enforce:
         client = data.context.client
         if client.alpn is None and b"http/1.1" in (client.alpn_offers or ()):
             client.alpn = b"http/1.1"
+
+    def tls_failed_client(self, data: tls.TlsData) -> None:
+        """The client refused the school's certificate on an intercepted connection: published (one record)
+        as such. Other broken-off handshakes (a closed tab, a browser racing two connections) are not a
+        request and are not published; a failure on the upstream side never comes here (mitmproxy calls
+        ``tls_failed_server``, and the requests end in ``error``)."""
+        tunnel = self.tunnels.get(data.context.client)
+        error = data.conn.error or ""
+        if tunnel is None or tunnel.handshake is None or not refused_certificate(error):
+            return
+        facts, ruling = tunnel.handshake
+        tunnel.handshake = None  # published once
+        self.publish(self._verdict(facts, ruling, self._snapshot(), time.time(), layer="tls")._replace(
+            error=error[:200], client_refused_certificate=True))
 
     # -- requests ---------------------------------------------------------------------------------
     def requestheaders(self, flow: http.HTTPFlow) -> None:

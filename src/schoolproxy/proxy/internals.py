@@ -4,7 +4,9 @@ tests/test_internals.py that fails if the pinned mitmproxy (>=12.2,<13) changes 
 - :class:`HookIndex` and :func:`master_with_hook_index`: the lean master's event dispatch. mitmproxy's stock manager walks every addon for
   every event (a generator, a ``getattr``, a context manager and a coroutine each), including the
   ``update`` event that follows each flow event and that no gateway addon handles; this resolves each
-  event's handlers once. Relies on ``AddonManager``'s ``chain``, ``register``/``add``/``remove``/``clear``,
+  event's handlers once, leaving out those of an addon whose ``wants(event)`` says the running
+  configuration has nothing for it to do (its feature is off), until :meth:`HookIndex.reindex` or an
+  option change. Relies on ``AddonManager``'s ``chain``, ``register``/``add``/``remove``/``clear``,
   ``trigger_event``/``handle_lifecycle``, ``addonmanager.traverse``/``safecall``, and on the master
   wiring its manager to option changes (``_configure_all``) and uninstalling ``_termlog_addon``.
 - :func:`local_response`: a response built from bytes without ``Response.__init__``, whose debug-mode
@@ -74,6 +76,12 @@ class HookIndex(addonmanager.AddonManager):
     handlers, ``AddonHalt`` stopping the rest, an exception in one top-level addon logged and the next
     one still called. The index is rebuilt whenever the chain changes (add, register, remove, clear);
     an addon that swaps its own ``addons`` list later must not be used with it (the lean master has none).
+
+    One addition: an addon may define ``wants(event_name) -> bool``. Its handler of a flow or connection
+    event is left out of the index while that says False — a feature the running configuration turns
+    off costs no call at all. Its handler must still be correct when called anyway (mitmdump's stock
+    manager calls every handler), so ``wants`` only saves the call. Lifecycle events always reach it.
+    Whoever changes what ``wants`` answers (a reload) calls :meth:`reindex`.
     """
 
     def __init__(self, master):
@@ -98,13 +106,23 @@ class HookIndex(addonmanager.AddonManager):
         super().clear()
         self._index.clear()
 
+    def _configure_all(self, updated):
+        self._index.clear()  # an addon's ``wants`` may read options (the listening modes)
+        return super()._configure_all(updated)
+
+    def reindex(self) -> None:
+        """Ask every addon's ``wants`` again at the next event (the configuration changed)."""
+        self._index.clear()
+
     def handlers(self, name: str) -> list[list[Callable[..., Any]]]:
-        """Per top-level addon, the callables handling event ``name`` (addons without one left out)."""
+        """Per top-level addon, the callables handling event ``name`` (addons without one, or not
+        wanting it, left out)."""
         groups = self._index.get(name)
         if groups is None:
             groups = []
             for top in self.chain:
-                funcs = [f for a in addonmanager.traverse([top]) if callable(f := getattr(a, name, None))]
+                funcs = [f for a in addonmanager.traverse([top])
+                         if callable(f := getattr(a, name, None)) and _wanted(a, name)]
                 if funcs:
                     groups.append(funcs)
             self._index[name] = groups
@@ -136,6 +154,15 @@ class HookIndex(addonmanager.AddonManager):
             args = event.args()
             if args and isinstance(args[0], flow.Flow):
                 await self.trigger_event(hooks.UpdateHook([args[0]]))
+
+
+#: Events every addon that handles them receives, whatever its ``wants`` says.
+LIFECYCLE_EVENTS = frozenset({"load", "configure", "running", "done"})
+
+
+def _wanted(addon: object, name: str) -> bool:
+    wants = getattr(addon, "wants", None)
+    return wants is None or name in LIFECYCLE_EVENTS or bool(wants(name))
 
 
 def master_with_hook_index(opts: options.Options) -> master.Master:

@@ -26,6 +26,7 @@ from schoolproxy.config import ConfigError
 from schoolproxy.gateway.modes import identity_warnings
 from schoolproxy.gateway.trust import TrustError, upstream_bundle
 from schoolproxy.metrics import Scraped
+from schoolproxy.monitoring.pending import nowhere_to_go
 from schoolproxy.proxy.internals import create_ca
 from schoolproxy.private import exposed, private_dir
 from schoolproxy.snapshot import SnapshotHolder
@@ -50,7 +51,8 @@ class LoadConfig:
             snap = self.snapshots.load(path)
         except ConfigError as e:
             raise exceptions.OptionsError(f"schoolproxy: configuration refused:\n{e}") from None
-        for warning in snap.policy.warnings + identity_warnings(snap.config) + exposed(snap.config):
+        for warning in snap.policy.warnings + identity_warnings(snap.config) + exposed(snap.config) \
+                + nowhere_to_go(snap.config):
             log.warning("schoolproxy: %s", warning)
         log.info("schoolproxy: loaded %s: %d profiles, %d list entries, %d policy tests passed",
                  path, len(snap.policy.profiles), len(snap.lists), len(snap.config.tests))

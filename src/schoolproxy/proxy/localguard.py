@@ -39,6 +39,9 @@ class LocalGuard:
         self.snapshots = snapshots
         self._cache: dict[str, tuple[float, tuple[str, ...]]] = {}
 
+    def wants(self, event: str) -> bool:
+        return not self._upstream()
+
     def _upstream(self) -> bool:
         """Chained to an upstream filter (explicit or transparent mode): it resolves names and connects,
         and the connection here goes to it, wherever it runs."""

@@ -1,4 +1,4 @@
-"""LogonFeed addon: the HTTP endpoint that Windows logon/logoff scripts call (``deploy/logon-feed/``).
+"""LogonFeed addon: the HTTP endpoint that the Windows logon task calls (``deploy/logon-feed/``).
 
     POST /logon   {"user": "jsmith", "device": "IT-SUITE-07"}           → 200 {"ok": true, ...}
     POST /logon   {"user": "jsmith", "ip": "...", "source": "sign-in", "hours": "8"}  (a sign-in page)
@@ -7,10 +7,13 @@
     GET  /health                                                        → 200 ok (no secret needed)
 
 Every call but /health carries ``Authorization: Bearer <secret>`` (the config's ``secret_file``). The
-client address is the caller's own unless the body names an ``ip`` (for a login server that reports on
-behalf of thin clients). Bodies are JSON or form-encoded, at most 4 KiB. The server runs in its own
-threads, listens only on the configured admin address, and never touches the event loop: it replaces
-entries in the :class:`LogonTable` that the Identify addon reads.
+client address is the caller's own; only the gateway (the console) and configured relays (a login server
+for thin clients) may name another ``ip``. A well-formed call is still checked before it is believed
+(:func:`identity.logons.admit`): the user must exist, and a staff account is accepted only at a staff PC.
+A refusal is logged at most once a minute per caller and counted by reason. Bodies are JSON or
+form-encoded, at most 4 KiB. The server runs in its own threads, listens only on the configured admin
+address, and never touches the event loop: it replaces entries in the :class:`LogonTable` that the
+Identify addon reads.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import hmac
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
@@ -27,7 +31,8 @@ from mitmproxy import exceptions
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from schoolproxy.identity.logons import Logon, LogonError, LogonTable
+from schoolproxy.identity.logons import (REFUSALS, FeedSources, Logon, LogonError, LogonTable, Refused, admit,
+                                        check_address, clean_user, normalise_ip, who_exists)
 from schoolproxy.metrics import Scraped
 from schoolproxy.snapshot import SnapshotHolder
 
@@ -35,6 +40,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 4096
 FOLLOW_SECONDS = 0.5  # how soon a logon reaches the workers that do not run the feed
+QUIET_SECONDS = 60    # a caller's refused calls are logged at most once in this long
 
 
 class LogonFeed:
@@ -45,7 +51,10 @@ class LogonFeed:
         #: ip → user, when the config enables the feed.
         self.logons: LogonTable | None = None
         self.server: ThreadingHTTPServer | None = None
-        self.stats = {"logon": 0, "logoff": 0, "rejected": 0}
+        self.stats = {"logon": 0, "logoff": 0, "rejected": 0, "refused": 0}
+        self.refused = dict.fromkeys(REFUSALS, 0)
+        self._last_logged: dict[str, float] = {}  # caller → when its last refusal was logged
+        self._log_lock = threading.Lock()
         self._following: threading.Event | None = None
         registry.register(Scraped(self._metrics))
 
@@ -103,23 +112,46 @@ class LogonFeed:
 
     def apply(self, action: str, fields: dict[str, str], peer: str) -> dict:
         table = self.logons
-        assert table is not None
+        snap = self.snapshots.snapshot
+        assert table is not None and snap is not None and snap.config.identity.logon_feed is not None
         user = fields.get("user")
         if not user:
             raise LogonError("'user' is required")
-        ip = fields.get("ip") or peer
+        user, caller = clean_user(user), normalise_ip(peer)
+        ip = normalise_ip(fields.get("ip") or caller)
+        source = fields.get("source", "logon-feed")
+        sources = FeedSources.of(snap.config.identity.logon_feed)
         if action == "logoff":
+            check_address(ip, caller, source, sources)
             cleared = table.logoff(user, ip)
             self.stats["logoff"] += 1
             return {"ok": True, "cleared": cleared}
-        snap = self.snapshots.snapshot
-        groups = snap.directory.groups(user) if snap is not None and snap.directory is not None else None
-        entry = table.logon(user, ip, fields.get("device"), groups=groups, source=fields.get("source", "logon-feed"),
+
+        def profile_of(name: str, groups: frozenset[str] | None):
+            return snap.config.profiles[snap.resolver.resolve(snap.resolver.canonical(name), groups or frozenset())[0]]
+        groups = admit(user, ip, caller, source, sources, who_exists(snap.config, snap.directory, snap.users),
+                       profile_of)
+        entry = table.logon(user, ip, fields.get("device"), groups=groups, source=source,
                             ttl_seconds=_hours(fields.get("hours")))
         self.stats["logon"] += 1
         log.info("logon feed: %s on %s%s", entry.user, entry.ip, f" ({entry.device})" if entry.device else "")
         return {"ok": True, "user": entry.user, "ip": entry.ip, "device": entry.device, "expires": entry.expires}
 
+    def note_refusal(self, refused: Refused, caller: str) -> None:
+        """Count a refused call; log it unless this caller's last refusal was logged under a minute ago (a
+        pupil's script looping must not flood the log). Never the secret, never a password."""
+        now = time.monotonic()
+        with self._log_lock:
+            self.stats["refused"] += 1
+            self.refused[refused.reason] += 1
+            last = self._last_logged.get(caller)
+            if last is not None and now - last < QUIET_SECONDS:
+                return
+            if len(self._last_logged) > 10_000:
+                self._last_logged.clear()
+            self._last_logged[caller] = now
+        log.warning("logon feed: refused a call from %s: %s (schoolproxy_logon_feed_refused_total counts "
+                    "them; further refusals from %s in the next minute are not logged)", caller, refused.why, caller)
 
     def _metrics(self) -> Iterable[Metric]:
         if self.logons is not None:
@@ -131,6 +163,12 @@ class LogonFeed:
             for result, n in self.stats.items():
                 calls.add_metric([result], n)
             yield calls
+            refused = CounterMetricFamily("schoolproxy_logon_feed_refused",
+                                          "Logon feed calls with the right secret that were not believed, by reason.",
+                                          labels=["reason"])
+            for reason, n in self.refused.items():
+                refused.add_metric([reason], n)
+            yield refused
 
 
 def _hours(text: str | None) -> float | None:
@@ -174,6 +212,9 @@ def _handler(feed: LogonFeed) -> type[BaseHTTPRequestHandler]:
                 return None
             try:
                 return self._reply(200, feed.apply(path[1:], fields, self.client_address[0]))
+            except Refused as e:
+                feed.note_refusal(e, normalise_ip(self.client_address[0]))
+                return self._reply(e.status, {"error": str(e)})
             except LogonError as e:
                 feed.stats["rejected"] += 1
                 return self._reply(400, {"error": str(e)})

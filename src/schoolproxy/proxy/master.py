@@ -30,6 +30,7 @@ from schoolproxy.proxy.internals import master_with_hook_index
 def lean_master(opts: options.Options, verbose: bool = False, policy: bool = True) -> master.Master:
     """The lean proxy; ``policy=False`` leaves out schoolproxy's own addons (the benchmark's baseline)."""
     m = master_with_hook_index(opts)
+    addons = make_addons(m.addons.reindex) if policy else ()
     m.addons.add(
         core.Core(),
         block.Block(),               # refuses clients from outside the local networks (block_global)
@@ -40,7 +41,7 @@ def lean_master(opts: options.Options, verbose: bool = False, policy: bool = Tru
         tlsconfig.TlsConfig(),
         upstream_auth.UpstreamAuth(),
         onboarding.Onboarding(),     # http://mitm.it serves the CA certificate to devices
-        *(make_addons() if policy else ()),
+        *addons,
         errorcheck.ErrorCheck(repeat_errors_on_stderr=True),
     )
     if verbose:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from schoolproxy.metrics import Metrics
+from schoolproxy.proxy import adminhttp
 from schoolproxy.snapshot import SnapshotHolder
 from schoolproxy.verdict import VerdictBus
 
@@ -32,7 +33,7 @@ class MetricsExporter:
         port = int(base) + self.worker  # worker N of `run --workers`: the port + N
         listen = f"{host}:{port}"
         try:
-            self._server, _ = start_http_server(port, addr=host.strip("[]"), registry=self.registry)
+            self._server = adminhttp.serve(host, port, make_wsgi_app(self.registry))
         except OSError as e:
             log.error("schoolproxy: cannot serve metrics on %s: %s", listen, e)
             return

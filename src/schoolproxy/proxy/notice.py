@@ -27,6 +27,10 @@ class Notice:
         #: The notice's version for each profile, for the config it was worked out for (None: no notice).
         self._versions: tuple[object, dict[str, str | None]] = (None, {})
 
+    def wants(self, event: str) -> bool:
+        snap = self.snapshots.snapshot
+        return snap is None or snap.config.notice.enabled
+
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return

@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 
 from schoolproxy.config import ConfigError
 from schoolproxy.metrics import Scraped
+from schoolproxy.monitoring.pending import nowhere_to_go
 from schoolproxy.proxy.heap import freeze_heap
 from schoolproxy.proxy.loadconfig import upstream_mismatch
 from schoolproxy.snapshot import SnapshotHolder
@@ -96,6 +97,8 @@ class Reload:
             freeze_heap()
             log.info("schoolproxy: reloaded (%s): %d profiles, %d list entries", why,
                      len(snap.policy.profiles), len(snap.lists))
+            for warning in nowhere_to_go(snap.config):
+                log.warning("schoolproxy: %s", warning)
             return True
 
     def _metrics(self) -> Iterable[Metric]:

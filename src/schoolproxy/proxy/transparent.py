@@ -22,7 +22,7 @@ import logging
 import socket
 import weakref
 
-from mitmproxy import connection, http, tls
+from mitmproxy import connection, ctx, http, tls
 from mitmproxy.net import server_spec
 from mitmproxy.proxy import mode_specs
 
@@ -44,6 +44,12 @@ def is_transparent(client: connection.Client) -> bool:
 
 
 _TRANSPARENT = mode_specs.TransparentMode
+
+
+def listening_transparently() -> bool:
+    """Does this proxy have a transparent listener (mitmproxy's ``mode`` option)? Without one, no
+    connection is ever transparent and the addons here have nothing to do."""
+    return any(type(mode_specs.ProxyMode.parse(m)) is _TRANSPARENT for m in ctx.options.mode)
 
 
 def upstream_address(upstream: str | None) -> tuple[str, tuple[str, int]] | None:
@@ -68,6 +74,9 @@ def _name(raw: str | None) -> str | None:
 class Transparent:
     def __init__(self, snapshots: SnapshotHolder):
         self.snapshots = snapshots
+
+    def wants(self, event: str) -> bool:
+        return listening_transparently()
 
     def _upstream(self) -> tuple[str, tuple[str, int]] | None:
         snap = self.snapshots.snapshot
@@ -133,6 +142,9 @@ class PassthroughViaUpstream:
         #: The loopback address a connection comes to the relay from → (device address, identity).
         self._pending: dict[str, tuple[str, Identity | None]] = {}
         self._next = 0
+
+    def wants(self, event: str) -> bool:
+        return listening_transparently()
 
     def running(self) -> None:
         snap = self.snapshots.snapshot

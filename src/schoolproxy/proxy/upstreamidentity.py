@@ -48,6 +48,9 @@ class UpstreamIdentity:
         #: Connections that opened a CONNECT tunnel: their requests go on to the site, not to the upstream.
         self.tunnelled: weakref.WeakSet[connection.Client] = weakref.WeakSet()
 
+    def wants(self, event: str) -> bool:
+        return self._settings() is not None
+
     def _settings(self) -> UpstreamIdentitySettings | None:
         snap = self.snapshots.snapshot
         if snap is None or not snap.config.proxy.upstream:

@@ -7,6 +7,7 @@ through a SQLAlchemy URL (``postgresql+psycopg://user@host/db``) for bigger site
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -19,6 +20,10 @@ from sqlalchemy.engine import make_url
 from schoolproxy.private import private_file
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+log = logging.getLogger(__name__)
+# alembic narrates every start-up at INFO ("Context impl SQLiteImpl.", each migration it runs) into the
+# proxy's terminal log: it is kept to warnings, and upgrade() says in one line when the schema moved.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def open_database(url: str) -> Engine:
@@ -63,7 +68,13 @@ def _alembic(engine: Engine, connection) -> AlembicConfig:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate the schema to ``revision`` (idempotent)."""
     with engine.begin() as conn:
+        before = MigrationContext.configure(conn).get_current_revision()
         command.upgrade(_alembic(engine, conn), revision)
+        after = MigrationContext.configure(conn).get_current_revision()
+    if before is None:
+        log.info("records database: schema created (revision %s)", after)
+    elif after != before:
+        log.info("records database: schema upgraded from revision %s to %s", before, after)
 
 
 def current_revision(engine: Engine) -> str | None:

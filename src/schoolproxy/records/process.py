@@ -52,17 +52,18 @@ HANDOFF = 0.1           # seconds between hand-offs to the writer process
 REPORT = 0.2            # seconds between the writer process's reports
 RESTART_BACKOFF = (1.0, 30.0)
 WRITER_NICE = 10        # the writer process's CPU priority below the proxy's (see main)
-_HEADER = struct.Struct("<IQ")  # frame length, records handed off up to and including this frame
+FRAME_HEADER = struct.Struct("<IQ")  # frame length, records handed off up to and including this frame
 COUNTERS = ("written", "spooled", "replayed", "dropped", "db_errors", "batches")
 
 
-def _frame(upto: int, payload: bytes) -> bytes:
-    return _HEADER.pack(len(payload), upto) + payload
+def frame(upto: int, payload: bytes) -> bytes:
+    """One frame of the pipe to a child process (the record writer's, the alert rules'): length, a count, bytes."""
+    return FRAME_HEADER.pack(len(payload), upto) + payload
 
 
-def _read_frames(stream: BinaryIO) -> Iterator[tuple[int, bytes]]:
-    while len(header := stream.read(_HEADER.size)) == _HEADER.size:
-        size, upto = _HEADER.unpack(header)
+def read_frames(stream: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    while len(header := stream.read(FRAME_HEADER.size)) == FRAME_HEADER.size:
+        size, upto = FRAME_HEADER.unpack(header)
         payload = stream.read(size)
         if len(payload) < size:
             return  # the proxy died mid-frame: it was never acknowledged, the proxy spools or resends it
@@ -148,9 +149,9 @@ class WriterProcess:
             self._spool_verdicts(verdicts)
             return
         self._handed += len(verdicts)
-        frame = _Frame(self._handed, _frame(self._handed, payload))
-        self._unacked.append(frame)
-        self._out += frame.data
+        packed = _Frame(self._handed, frame(self._handed, payload))
+        self._unacked.append(packed)
+        self._out += packed.data
 
     def _pump(self, wait: float = 0.0) -> None:
         """Write what the pipe takes now; with ``wait``, keep at it for up to that long (shutdown)."""
@@ -192,7 +193,7 @@ class WriterProcess:
             self._proc = proc
             self._child = dict.fromkeys(COUNTERS, 0)
         settings = json.dumps(self._settings).encode()
-        self._out = bytearray(_frame(0, settings) + b"".join(f.data for f in self._unacked))
+        self._out = bytearray(frame(0, settings) + b"".join(f.data for f in self._unacked))
         self._reader = threading.Thread(target=self._read_reports, args=(proc,), name="schoolproxy-records-reports",
                                         daemon=True)
         self._reader.start()
@@ -275,7 +276,7 @@ class WriterProcess:
         self._forget_acked()
         if self._unacked:
             self._spool_verdicts([Verdict(*t) for f in self._unacked
-                                  for t in marshal.loads(f.data[_HEADER.size:])])
+                                  for t in marshal.loads(f.data[FRAME_HEADER.size:])])
             self._unacked.clear()
             self._acked = self._handed
 
@@ -301,7 +302,7 @@ def main() -> int:
     from schoolproxy.records.database import open_database
     from schoolproxy.records.writer import RecordWriter
 
-    frames = _read_frames(sys.stdin.buffer)
+    frames = read_frames(sys.stdin.buffer)
     first = next(frames, None)
     if first is None:
         return 0

@@ -1,5 +1,5 @@
 """Retention: records older than ``retention_days`` are deleted (with unblock requests, acceptances of
-the notice and expiring overrides that ended that long ago), alerts (and their incident-log notes)
+the notice and expiring overrides that ended that long ago), alerts (with their notes and evidence)
 after ``alert_retention_days``. Deleted in chunks so a big purge never holds a long lock."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import threading
 
 from sqlalchemy import Engine, Table, delete, select
 
-from schoolproxy.records.schema import (alert_notes, alerts, expiring_overrides, notice_acceptances, requests,
-                                         unblock_requests)
+from schoolproxy.records.schema import (alert_evidence, alert_notes, alerts, expiring_overrides, notice_acceptances,
+                                         requests, unblock_requests)
 
 log = logging.getLogger(__name__)
 CHUNK = 10_000
@@ -26,9 +26,9 @@ def purge(engine: Engine, retention_days: int, alert_retention_days: int,
     done["notice_acceptances"] = _purge(engine, notice_acceptances, old)
     done["expiring_overrides"] = _purge(engine, expiring_overrides, old, expiring_overrides.c.expires_at)
     cutoff = now - dt.timedelta(days=alert_retention_days)
-    with engine.begin() as conn:  # notes first: SQLite may not enforce ON DELETE CASCADE
-        conn.execute(delete(alert_notes).where(alert_notes.c.alert_id.in_(
-            select(alerts.c.id).where(alerts.c.time < cutoff))))
+    with engine.begin() as conn:  # notes and evidence first: SQLite may not enforce ON DELETE CASCADE
+        for table in (alert_notes, alert_evidence):
+            conn.execute(delete(table).where(table.c.alert_id.in_(select(alerts.c.id).where(alerts.c.time < cutoff))))
     done["alerts"] = _purge(engine, alerts, cutoff)
     return done
 

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine, func, insert, select
 
 from schoolproxy.identity.register import NO_ONE
-from schoolproxy.records.schema import access_audit, requests
+from schoolproxy.records.schema import access_audit, alerts, requests
 from schoolproxy.records.visits import aware, load_register
 
 COLUMNS = ("time", "ref", "username", "person", "profile", "client_ip", "device", "action", "category", "method",
@@ -69,6 +69,22 @@ def blocked(engine: Engine, since: dt.datetime, until: dt.datetime, category: st
 def by_ref(engine: Engine, ref: str):
     with engine.connect() as conn:
         return list(conn.execute(select(requests).where(requests.c.ref == ref.strip().upper())).mappings())
+
+
+#: A reference as block pages and alerts show it: 1BM9-7DG0-034X.
+REFERENCE = re.compile(r"[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}")
+
+
+def reference_time(engine: Engine, ref: str) -> tuple[dt.datetime, str] | None:
+    """When the alert, else the browsing record, with reference ``ref`` happened, and which it was
+    ("alert" or "record"); None if neither has it."""
+    ref = ref.strip().upper()
+    with engine.connect() as conn:
+        for table, kind in ((alerts, "alert"), (requests, "record")):
+            t = conn.execute(select(table.c.time).where(table.c.ref == ref)).scalar()
+            if t is not None:
+                return aware(t), kind
+    return None
 
 
 def audit(engine: Engine, viewer: str, subject: str, what: str) -> None:

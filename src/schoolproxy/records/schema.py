@@ -55,6 +55,9 @@ supply_register = Table(
     Column("ends", DateTime(timezone=True)),
     Column("created_by", String(256), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # A visit cancelled before it started: kept, with who cancelled it; no longer in the register.
+    Column("cancelled_by", String(256)),
+    Column("cancelled_at", DateTime(timezone=True)),
     Index("ix_supply_register_logon_starts", "logon", "starts"),
 )
 
@@ -111,6 +114,23 @@ alert_notes = Table(
     Column("author", String(256), nullable=False),
     Column("action", String(32), nullable=False),
     Column("note", Text, nullable=False),
+)
+
+#: What raised an alert and each repeat counted on it: the searches as typed, the sites, the pages' words.
+#: The first monitoring.evidence.MAX_PER_ALERT of each alert; alerts.repeats still counts them all.
+alert_evidence = Table(
+    "alert_evidence", metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("alert_id", ForeignKey("alerts.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("kind", String(8), nullable=False),          # search | visit | content
+    Column("rule", String(64), nullable=False),         # the alert rule it matched (search-phrases, category:x…)
+    Column("words", String(512)),                       # the search as typed, or the words as on the page
+    Column("matched", String(512)),                     # the words of the search that matched, as typed
+    Column("host", String(253), nullable=False),
+    Column("url", String(320)),                         # query values redacted, cut short; none for adult sites
+    Column("action", String(8), nullable=False),        # allow | block
+    Column("request_ref", String(16)),                  # the request record
 )
 
 policy_decisions = Table(

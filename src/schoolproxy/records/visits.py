@@ -27,8 +27,12 @@ def _visit(row) -> Visit:
                  row.created_by)
 
 
+#: Visits that are in the register: not cancelled.
+_LIVE = supply_register.c.cancelled_at.is_(None)
+
+
 def load_register(engine: Engine, since: dt.datetime | None = None) -> Register:
-    q = select(supply_register)
+    q = select(supply_register).where(_LIVE)
     if since is not None:
         q = q.where((supply_register.c.ends.is_(None)) | (supply_register.c.ends >= since))
     with engine.connect() as conn:
@@ -37,7 +41,7 @@ def load_register(engine: Engine, since: dt.datetime | None = None) -> Register:
 
 def list_visits(engine: Engine, since: dt.datetime, until: dt.datetime) -> list[Visit]:
     q = (select(supply_register)
-         .where(supply_register.c.starts < until,
+         .where(_LIVE, supply_register.c.starts < until,
                 (supply_register.c.ends.is_(None)) | (supply_register.c.ends > since))
          .order_by(supply_register.c.starts))
     with engine.connect() as conn:
@@ -58,7 +62,7 @@ def add_visit(engine: Engine, logon: str, person: str, starts: dt.datetime, ends
         raise RegisterError(f"the visit ends ({ends:%Y-%m-%d %H:%M}) before it starts ({starts:%Y-%m-%d %H:%M})")
     with engine.begin() as conn:
         existing = Register([_visit(r) for r in conn.execute(
-            select(supply_register).where(func.lower(supply_register.c.logon) == logon.lower()))])
+            select(supply_register).where(_LIVE, func.lower(supply_register.c.logon) == logon.lower()))])
         clash = existing.overlapping(logon, starts, ends)
         if clash is not None:
             until = f"{clash.ends.astimezone(tz):%Y-%m-%d %H:%M}" if clash.ends else "open-ended"
@@ -72,26 +76,41 @@ def add_visit(engine: Engine, logon: str, person: str, starts: dt.datetime, ends
 
 
 def end_visit(engine: Engine, logon: str, at: dt.datetime) -> Visit:
-    """End the visit on ``logon`` that covers ``at`` (usually now)."""
+    """End the visit on ``logon`` that covers ``at`` (usually now). Never at the moment it starts: that
+    would leave a visit of no length in the register (a visit that has not started is cancelled instead)."""
     with engine.begin() as conn:
         reg = Register([_visit(r) for r in conn.execute(
-            select(supply_register).where(func.lower(supply_register.c.logon) == logon.strip().lower()))])
+            select(supply_register).where(_LIVE, func.lower(supply_register.c.logon) == logon.strip().lower()))])
         visit = reg.who(logon, at)
         if visit is None:
-            raise RegisterError(f"no one is registered on {logon} at {at:%Y-%m-%d %H:%M}")
+            tz = at.tzinfo
+            upcoming = next((v for v in reg.visits(logon) if v.starts >= at), None)
+            if upcoming is not None:
+                raise RegisterError(f"{upcoming.person}'s visit on {upcoming.logon} (visit {upcoming.id}) has not "
+                                    f"started yet (it starts {upcoming.starts.astimezone(tz):%d/%m/%Y %H:%M}): "
+                                    f"cancel it instead")
+            raise RegisterError(f"no one is registered on {logon} at {at:%d/%m/%Y %H:%M}")
+        if visit.starts == at:
+            raise RegisterError(f"{visit.person}'s visit on {visit.logon} (visit {visit.id}) starts at "
+                                f"{at:%d/%m/%Y %H:%M}: ending it then would leave a visit of no length; cancel it "
+                                f"instead")
         conn.execute(update(supply_register).where(supply_register.c.id == visit.id).values(ends=at))
     return Visit(visit.logon, visit.person, visit.starts, at, visit.class_taught, visit.id, visit.created_by)
 
 
-def cancel_visit(engine: Engine, visit_id: int, now: dt.datetime) -> Visit:
-    """Remove a visit that has not started yet (booked by mistake, or the visitor is not coming). A visit
-    that has started is part of the record: end it instead."""
+def cancel_visit(engine: Engine, visit_id: int, now: dt.datetime, by: str) -> Visit:
+    """Cancel a visit that has not started yet (booked by mistake, or the visitor is not coming): it leaves
+    the register, and stays on file stamped with ``by`` and the time. A visit that has started is part of
+    the record: end it instead."""
     with engine.begin() as conn:
         row = conn.execute(select(supply_register).where(supply_register.c.id == visit_id)).first()
         if row is None:
             raise RegisterError(f"there is no visit {visit_id}")
+        if row.cancelled_at is not None:
+            raise RegisterError(f"visit {visit_id} was already cancelled, by {row.cancelled_by}")
         visit = _visit(row)
         if visit.starts <= now:
             raise RegisterError(f"visit {visit_id} has already started: end it instead")
-        conn.execute(supply_register.delete().where(supply_register.c.id == visit_id))
+        conn.execute(update(supply_register).where(supply_register.c.id == visit_id)
+                     .values(cancelled_by=by[:256], cancelled_at=dt.datetime.now(UTC)))
     return visit

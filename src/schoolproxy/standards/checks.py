@@ -33,7 +33,7 @@ from schoolproxy.config import Config
 from schoolproxy.filtering import safesearch
 from schoolproxy.filtering.hostnames import InvalidHost, normalise_host
 from schoolproxy.identity.directory import read_secret
-from schoolproxy.monitoring import store
+from schoolproxy.monitoring import pending, store
 from schoolproxy.monitoring.delivery import DeliveryError, send_email, send_webhook
 from schoolproxy.records.checks import CheckResult
 from schoolproxy.records.schema import alert_outbox, alerts, requests
@@ -374,11 +374,7 @@ def raise_failure_alert(db: Engine, config: Config, run_id: int, run_by: str,
         # Sent from here first (the proxy may be what is broken); the proxy's delivery thread retries what
         # is still pending after that, so the rows start a little in the future.
         later = now + dt.timedelta(minutes=2)
-        rows = []
-        if config.alerts.smtp is not None:
-            rows += [store._outbox(alert_id, "alert", "email", a, subject, body, later) for a in alert_addresses(config)]
-        if config.alerts.webhook is not None:
-            rows.append(store._outbox(alert_id, "alert", "webhook", config.alerts.webhook.url, subject, body, later))
+        rows = pending.outbox_rows(config, alert_id, "alert", alert_addresses(config), subject, body, later)
         if rows:
             conn.execute(insert(alert_outbox), rows)
     _send_now(db, config, alert_id, ref)
@@ -393,7 +389,7 @@ def _failure_text(config: Config, run_id: int, run_by: str, failed: list[CheckRe
     lines += ["What to do: the network manager checks the proxy and the upstream filter, then runs",
               "  schoolproxy checks run --by NAME",
               "and records what was done in the incident log:",
-              f"  schoolproxy alerts close {ref} --note \"...\"", "",
+              f"  schoolproxy alerts close {ref} --note \"...\" --by NAME", "",
               f"Reference: alert {ref}. This message contains no browsing content."]
     return "\n".join(lines) + "\n"
 

@@ -1,14 +1,14 @@
 """Unblock requests from the block page, and the expiring overrides that approvals and teachers'
 class allows create (each with rationale, author, date and expiry).
 
-Revision ID: 0005_i18_unblock
-Revises: 0004_i18_checks
+Revision ID: 0006
+Revises: 0005
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_i18_unblock"
-down_revision = "0004_i18_checks"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

@@ -1,13 +1,13 @@
 """The checks log: each run of `schoolproxy checks run` (when, who, the result) and what it tested.
 
-Revision ID: 0004_i18_checks
-Revises: 0004_16
+Revision ID: 0005
+Revises: 0004
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_i18_checks"
-down_revision = "0004_16"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

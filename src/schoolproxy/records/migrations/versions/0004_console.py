@@ -1,12 +1,12 @@
 """The console's sign-in sessions and its record of failed sign-ins (for throttling password guessing).
 
-Revision ID: 0004_16
+Revision ID: 0004
 Revises: 0003
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_16"
+revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None

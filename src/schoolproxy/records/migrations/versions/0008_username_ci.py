@@ -1,13 +1,13 @@
 """Reports find one person's records whatever case their name was typed in: an index on lower(username).
 
-Revision ID: 0007_i15
-Revises: 0006_i18_notice
+Revision ID: 0008
+Revises: 0007
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_i15"
-down_revision = "0006_i18_notice"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

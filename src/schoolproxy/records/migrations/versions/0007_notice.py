@@ -1,13 +1,13 @@
 """Acceptances of the acceptable-use notice: who, when, which version of the text.
 
-Revision ID: 0006_i18_notice
-Revises: 0005_i18_unblock
+Revision ID: 0007
+Revises: 0006
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_i18_notice"
-down_revision = "0005_i18_unblock"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,94 @@
+"""The alert service in a process of its own (monitoring/process.py): verdicts handed over from the event
+loop raise alerts in the database, nothing of the rules runs in this process, a killed alert process is
+restarted and given again what it had not acknowledged, and a stop flushes what was handed over."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+from conftest import make_school
+from sqlalchemy import select
+
+from schoolproxy.monitoring.process import AlertProcess
+from schoolproxy.records import open_database, upgrade
+from schoolproxy.records.schema import alerts
+from schoolproxy.verdict import Verdict, new_reference
+
+
+def blocked_adult(user: str) -> Verdict:
+    return Verdict(ref=new_reference(), time=time.time(), client_ip="10.0.0.5", username=user, profile="pupil",
+                   identity_source="proxy-auth", identity_rule="test", method="GET", scheme="http",
+                   host="adultsite.test", port=80, path="/", action="block", rule="category:adult",
+                   reason="adult is blocked", categories=("adult",))
+
+
+def stored(db) -> list[dict]:
+    with db.connect() as c:
+        return [dict(r) for r in c.execute(select(alerts)).mappings()]
+
+
+async def wait_until(predicate, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+def school(tmp_path: Path):
+    config = make_school(tmp_path, database=f"sqlite:///{tmp_path / 'records.db'}")
+    url = f"sqlite:///{tmp_path / 'records.db'}"
+    db = open_database(url)
+    upgrade(db)
+    return config, url, db
+
+
+async def test_verdicts_raise_alerts_in_the_alert_process_not_in_a_thread_here(tmp_path):
+    config, url, db = school(tmp_path)
+    service = AlertProcess(config, url, deliver=False).start()
+    try:
+        service.submit(blocked_adult("pupil1"))
+        assert await wait_until(lambda: service.raised.get(("pornography", "high")) == 1), service.raised
+        rows = stored(db)
+        assert [(r["username"], r["theme"], r["severity"]) for r in rows] == [("pupil1", "pornography", "high")]
+        # The rules ran in the child: this process has no alert threads, only the event loop's.
+        assert not [t.name for t in threading.enumerate() if t.name.startswith("schoolproxy-alert")]
+        service.submit(blocked_adult("pupil1"))  # throttled: counted as a repeat, not a second alert
+        assert await wait_until(lambda: service.repeats == 1)
+    finally:
+        service.stop()
+    assert len(stored(db)) == 1
+
+
+async def test_a_killed_alert_process_is_restarted_and_its_counters_carry_on(tmp_path):
+    config, url, db = school(tmp_path)
+    service = AlertProcess(config, url, deliver=False).start()
+    try:
+        service.submit(blocked_adult("pupil1"))
+        assert await wait_until(lambda: service.raised.get(("pornography", "high")) == 1)
+        first = service._proc.pid
+        os.kill(first, signal.SIGKILL)
+        assert await wait_until(lambda: service._proc.poll() is not None)
+        service.submit(blocked_adult("teacher1"))  # handed to the restarted process
+        assert await wait_until(lambda: service._proc.pid != first and service.restarts == 1)
+        assert await wait_until(lambda: service.raised.get(("pornography", "high")) == 2), service.raised
+    finally:
+        service.stop()
+    assert sorted(r["username"] for r in stored(db)) == ["pupil1", "teacher1"]
+
+
+async def test_a_stop_evaluates_everything_handed_over(tmp_path):
+    config, url, db = school(tmp_path)
+    service = AlertProcess(config, url, deliver=False).start()
+    users = [f"user{i}" for i in range(50)]
+    for user in users:
+        service.submit(blocked_adult(user))
+    service.stop()  # at once: nothing has been handed off yet
+    assert sorted(r["username"] for r in stored(db)) == sorted(users)
+    assert service.raised == {("pornography", "high"): 50}
