@@ -154,7 +154,8 @@ def test_a_command_finds_the_config_from_the_environment_and_the_working_directo
         assert r.returncode == 2 and "no configuration found" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_uk_dates_are_read_wherever_a_time_is(school):
+def test_uk_dates_are_read_wherever_a_time_is(lunchtime_school):
+    school = lunchtime_school
     from zoneinfo import ZoneInfo
 
     from schoolproxy.cli.common import when

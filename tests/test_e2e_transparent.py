@@ -89,7 +89,8 @@ def gateway_config(root: Path, internet: Internet, upstream: bool = False, proxy
     # The LAN's one PC stands for a staff PC too (teacher1 logs on there): it is in the staff subnets.
     text = text.replace("identity:\n", "identity:\n"
                         f"  logon_feed: {{listen: \"{GATEWAY_LAN_IP}:9465\", secret_file: feed-secret, "
-                        f"staff_subnets: [{PUPIL_IP}/32]}}\n", 1)
+                        f"staff_subnets: [{PUPIL_IP}/32], "
+                        "state_file: logons.json}\n", 1)  # its own: the default (../var) is shared by every test
     config.write_text(text)
     return config
 

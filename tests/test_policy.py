@@ -49,9 +49,9 @@ def test_time_window_allows_games_at_lunchtime_only(lunchtime_school):
     assert p.decide_url("pupil", "http://gamesite.test/", at("12:30", day=28)).action == "block"  # Saturday
 
 
-def test_a_window_is_named_only_where_it_made_the_difference(snapshot):
+def test_a_window_is_named_only_where_it_made_the_difference(lunchtime_school):
     """At lunchtime a social network is blocked as it is all day, not "by lunchtime"."""
-    p = snapshot.policy
+    p = build_snapshot(lunchtime_school).policy
     assert p.decide_url("pupil", "http://www.facebook.com/", at("12:30")).rule == "category:social-networking"
     assert p.decide_url("pupil", "http://learning.test/", at("12:30")).rule == "category:education"
     assert p.decide_url("pupil", "http://gamesite.test/", at("12:30")).rule == "window:lunchtime:category:games"

@@ -66,7 +66,8 @@ def test_the_console_signs_a_device_in_through_the_proxys_logon_feed(school):
     port = free_port()
     (school.parent / "feed-secret").write_text(SECRET)
     school.write_text(school.read_text().replace(
-        "identity:\n", f'identity:\n  logon_feed: {{listen: "127.0.0.1:{port}", secret_file: feed-secret}}\n', 1))
+        "identity:\n", f'identity:\n  logon_feed: {{listen: "127.0.0.1:{port}", secret_file: feed-secret, '
+        "state_file: logons.json}\n", 1))  # its own, not the default shared by every test (../var)
     snapshots = SnapshotHolder()
     snapshots.load(school)
     feed = LogonFeed(snapshots, CollectorRegistry())
