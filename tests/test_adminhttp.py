@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 import urllib.request
 
 from prometheus_client import CollectorRegistry, Counter, make_wsgi_app
 from proxyproc import free_port
+from waits import wait_until
 
 from schoolproxy.proxy import adminhttp
 
@@ -35,10 +35,7 @@ def test_a_flood_of_idle_connections_holds_few_threads_and_scrapes_work_after(tm
         assert threading.active_count() <= before + 1 + 4
         for s in flood:
             s.close()
-        deadline = time.monotonic() + 10
-        while threading.active_count() > before + 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert threading.active_count() <= before + 1, "idle connections not let go"
+        wait_until(lambda: threading.active_count() <= before + 1, timeout=10, what="idle connections let go")
         assert "schoolproxy_test_total 1.0" in scrape(port)
     finally:
         for s in flood:

@@ -12,7 +12,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from conftest import PASSWORD, make_school, metrics_url, require
 from internet import Internet, make_test_ca
 from proxyproc import BIN, ROOT, ProxyProcess, free_port
 from sqlalchemy import select
+from waits import wait_until
 
 from schoolproxy.records import open_database
 from schoolproxy.records.schema import requests
@@ -138,17 +138,6 @@ def records(root: Path, **where) -> list:
         q = q.where(getattr(requests.c, k) == v)
     with db.connect() as c:
         return list(c.execute(q).mappings())
-
-
-def wait_until(condition, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout} s")
-        time.sleep(0.05)
 
 
 # == 1. memory before sign-in, and big bodies after =====================================================
