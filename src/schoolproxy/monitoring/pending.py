@@ -44,7 +44,7 @@ def nowhere_to_go(config: Config) -> list[str]:
         kept = f"; a copy of each is kept in {config.path(s.mailbox)}" if s.mailbox is not None else ""
         return [f"alerts: {levels} alerts have nowhere to go — no email (alerts.smtp) or webhook (alerts.webhook) "
                 f"is set up, so they reach no one until someone opens the console or runs 'schoolproxy alerts "
-                f"list'{kept}"]
+                f"list --by THEIR-LOGON'{kept}"]
     if s.webhook is not None:
         return []
     return [f"alerts: {levels} alerts about {role} users reach no one — alerts.recipients has no address for "
