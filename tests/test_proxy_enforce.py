@@ -303,3 +303,20 @@ def test_an_upstream_certificate_failure_is_not_the_client_refusing(addon):
         addon.error(inner)
     [v] = addon.published
     assert "certificate verify failed" in v.error and v.client_refused_certificate is False
+
+
+def test_a_locked_block_page_never_offers_to_ask_for_the_page(tmp_path):
+    # Illegal content cannot be allowed, so the pupil is not invited to ask; an ordinary block is askable.
+    from test_locked import LOCKED_SITE, locked_school
+    snapshots = SnapshotHolder()
+    snapshots.load(locked_school(tmp_path))
+    addon = Enforce(snapshots, lambda v: None)
+    pages = []
+    for url in (f"http://{LOCKED_SITE}/", "http://socialsite.test/"):
+        f = request_flow(url)
+        with taddons.context(addon):
+            addon.requestheaders(f)
+        assert f.response.status_code == 403
+        pages.append(f.response.content)
+    locked, ordinary = pages
+    assert b"/unblock?ref=" not in locked and b"/unblock?ref=" in ordinary
