@@ -45,7 +45,8 @@ class Alert:
             if primary:  # one process migrates (two at once collide on a fresh database)
                 upgrade(db)
         except Exception as e:  # the service retries its writes; the proxy serves regardless
-            log.error("schoolproxy: alerts: cannot prepare the database yet: %s", str(e).splitlines()[0][:200])
+            # A warning, not an error: mitmproxy ends a start-up that logs an error, and the proxy must serve.
+            log.warning("schoolproxy: alerts: cannot prepare the database yet: %s", str(e).splitlines()[0][:200])
         db.dispose()  # the alert process has its own connections
         assert self.snapshots.config_path is not None
         self.service = AlertProcess(self.snapshots.config_path, snap.config.database_url(),

@@ -41,7 +41,8 @@ class Record:
             if primary:  # one process migrates (two at once collide on a fresh database)
                 upgrade(db)
         except Exception as e:  # the proxy still serves; the writer spools until the database is usable
-            log.error("schoolproxy: cannot prepare the records database (records are spooled meanwhile): %s",
+            # A warning, not an error: mitmproxy ends a start-up that logs an error, and the proxy must serve.
+            log.warning("schoolproxy: cannot prepare the records database (records are spooled meanwhile): %s",
                       str(e).splitlines()[0][:300])
         spool = Spool(snap.config.path(cfg.spool_dir), cfg.fsync, "records" if primary else f"records-w{self.worker}")
         # Rows are built and inserted in a process of its own: off the proxy's CPU and GIL.

@@ -67,6 +67,12 @@ def _alembic(engine: Engine, connection) -> AlembicConfig:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate the schema to ``revision`` (idempotent)."""
+    if revision == "head":
+        # Already there (every start but the first): read, without the write transaction a migration
+        # takes, which on SQLite would wait on whatever the record writer or alert process is writing.
+        with engine.connect() as conn:
+            if MigrationContext.configure(conn).get_current_revision() == head_revision():
+                return
     with engine.begin() as conn:
         before = MigrationContext.configure(conn).get_current_revision()
         command.upgrade(_alembic(engine, conn), revision)
