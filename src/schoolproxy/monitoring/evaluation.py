@@ -7,7 +7,8 @@ theme in their own phrasing, slang, misspellings and languages, and benign look-
 their misses seen once and the lists then widened by concept; ``holdout`` was written after the first
 lists were final (some of its misses were known when the concept rules were written); ``holdout2`` was
 written before the concept rules existed and ``holdout3`` (every theme, the twelve languages, script
-and romanised) before the next round of rule changes; neither is tuned to — their misses are listed
+and romanised) before the next round of rule changes; ``holdout4`` was written blind by a separate hand
+(without seeing the lists, the rules or the corpus); none of these is tuned to — their misses are listed
 only with ``--show-held-out``).
 
 A concerning query counts as found when an alert is raised for one of its themes at the threshold; a
@@ -33,7 +34,10 @@ _SPLITS = {"dev": "checked while writing the lists",
                       "rules were written, so no longer unseen",
            "holdout2": "written before concept rules existed and never tuned to: the honest estimate",
            "holdout3": "written before the languages' concept rules, by the hand that then wrote them; its "
-                       "misses never looked at"}
+                       "misses never looked at",
+           "holdout4": "written blind by a separate hand on 2 December 2026 (without seeing the lists, the "
+                       "rules or the corpus) and never tuned to; first look 77.8% recall (144 of 185), no "
+                       "false alerts (of 104)"}
 
 
 @dataclass(frozen=True, slots=True)
