@@ -2,7 +2,8 @@
 subprocess): who is looking is said with --by, and they see the browsing the console would show them —
 pupils' to the DSL, staff's to the head alone, no one's to the network manager, who has the figures
 instead. Every look and every refusal is in the access audit against a name. A logon given its role by a
-directory group (role_groups, a real slapd) is accepted, and refused plainly when the directory is down."""
+directory group (role_groups, a real slapd) is accepted — by unblock approve and refuse too — and refused
+plainly when the directory is down."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from console_school import World, add_directory, add_record
+
+from schoolproxy.records import unblock
 
 BIN = Path(sys.executable).parent / "schoolproxy"
 BLOCK = {"action": "block", "rule": "category:social-networking", "categories": ("social-networking",)}
@@ -128,6 +131,12 @@ def test_a_role_from_a_directory_group_works_with_by_and_a_directory_down_refuse
     assert listed.returncode == 0 and alert["ref"] in listed.stdout, listed.stderr
     # Named as the directory names them, as the console does.
     assert ("Mrs A Miller (amiller)", "pupil1", "history") in audited(world)
+    asked = unblock.add_request(world.db, username="pupil1", profile="pupil", client_ip="10.0.20.15", device=None,
+                                host="gamesite.test", url="http://gamesite.test/", block_ref=None, rule="category:games",
+                                categories="games", reason="For my project", per_user_per_day=10)
+    refused = run(world, "unblock", "refuse", asked["ref"], "--by", "amiller", "--why", "Not for school work")
+    assert refused.returncode == 0, refused.stderr                       # the DSL is an approver, by the group
+    assert "by Mrs A Miller (amiller)" in run(world, "unblock", "list", "--status", "all", "--by", "dsl1").stdout
     r = run(world, "report", "user", "pupil1", "--by", "jsmith")          # in the directory, in no role's group
     assert r.returncode == 2 and "not a person in the config's people: with a role" in r.stderr
     slapd.stop()

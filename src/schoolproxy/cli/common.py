@@ -111,8 +111,8 @@ def actor(cfg, given: str | None) -> str:
     return f"{person.name} ({name.lower()})" if person is not None else name[:200]
 
 
-BY_HELP = ("who you are: your logon, in the config's people: or in a directory group role_groups gives a role "
-           "(required; the record names you)")
+BY_HELP = ("who you are: your logon (in the config's people:, or in a directory group that role_groups gives a "
+           "role); required: the record names you")
 
 
 def viewer_of(cfg, given: str | None, directory=None):
