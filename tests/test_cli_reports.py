@@ -132,8 +132,9 @@ def test_a_role_from_a_directory_group_works_with_by_and_a_directory_down_refuse
     # Named as the directory names them, as the console does.
     assert ("Mrs A Miller (amiller)", "pupil1", "history") in audited(world)
     asked = unblock.add_request(world.db, username="pupil1", profile="pupil", client_ip="10.0.20.15", device=None,
-                                host="gamesite.test", url="http://gamesite.test/", block_ref=None, rule="category:games",
-                                categories="games", reason="For my project", per_user_per_day=10)
+                                host="gamesite.test", url="http://gamesite.test/", block_ref=None,
+                                rule="category:games", categories="games", reason="For my project",
+                                per_user_per_day=10)
     refused = run(world, "unblock", "refuse", asked["ref"], "--by", "amiller", "--why", "Not for school work")
     assert refused.returncode == 0, refused.stderr                       # the DSL is an approver, by the group
     assert "by Mrs A Miller (amiller)" in run(world, "unblock", "list", "--status", "all", "--by", "dsl1").stdout

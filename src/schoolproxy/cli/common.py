@@ -1,4 +1,5 @@
-"""What the commands share: finding the config, opening the records database, reading times."""
+"""What the commands share: finding the config, opening the records database, reading times, and who is
+running them (``--by``)."""
 
 from __future__ import annotations
 
