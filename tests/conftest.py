@@ -143,6 +143,21 @@ def make_school(root: Path, extra: str = "", users: tuple[str, ...] = ("pupil1",
     return cfg
 
 
+#: Who runs the report commands in the tests (``--by``): people: entries by logon.
+READERS = {"clawrence": {"name": "Mrs C Lawrence", "roles": ["dsl", "computing_lead"]},
+           "head1": {"name": "Mr R Patel", "roles": ["head"]},
+           "slt1": {"name": "Ms S Leader", "roles": ["slt"]}}
+
+
+def add_people(config: Path, people: dict = READERS) -> Path:
+    """Give the school's config these ``people:`` (logon → {name, roles}), keeping any it has."""
+    import yaml
+    data = yaml.safe_load(config.read_text())
+    data["people"] = {**(data.get("people") or {}), **people}
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    return config
+
+
 @pytest.fixture
 def school(tmp_path: Path) -> Path:
     return make_school(tmp_path)

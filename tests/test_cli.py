@@ -1,6 +1,8 @@
 """The schoolproxy command as a network manager runs it (a real subprocess)."""
 
+import contextlib
 import datetime as dt
+import socket
 import subprocess
 import sys
 import tarfile
@@ -8,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORD, make_school
+from conftest import PASSWORD, add_people, make_school
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent / "schoolproxy"
@@ -170,35 +172,39 @@ def test_uk_dates_are_read_wherever_a_time_is(lunchtime_school):
     assert r.returncode == 0 and "Wed 25 Nov 08:30" in r.stdout, r.stdout + r.stderr
     r = run("register", "who", "--config", str(school), "--logon", "Supply1", "--at", "25/11/2026 10:00")
     assert r.returncode == 0 and "Ms A Khan" in r.stdout
-    r = run("report", "user", "pupil1", "--config", str(school), "--since", "01/11/2026", "--until", "30/11/2026 23:00")
+    add_people(school)
+    r = run("report", "user", "pupil1", "--config", str(school), "--since", "01/11/2026", "--until", "30/11/2026 23:00",
+            "--by", "clawrence")
     assert r.returncode == 0 and "(0 records)" in r.stdout, r.stderr
-    r = run("report", "user", "pupil1", "--config", str(school), "--since", "31/02/2026")
+    r = run("report", "user", "pupil1", "--config", str(school), "--since", "31/02/2026", "--by", "clawrence")
     assert r.returncode == 2 and "cannot read the time '31/02/2026'" in r.stderr
 
 
 def test_report_user_around_an_alert_a_record_or_a_time(school):
     from console_school import add_alert, add_record, open_db
-    cfg, db = open_db(school)
+    cfg, db = open_db(add_people(school))
     t0 = dt.datetime(2026, 12, 2, 10, 42, tzinfo=dt.timezone.utc)  # 10:42 in London in December
     alert = add_alert(db, cfg, when=t0, username="pupil1")
     blocked = add_record(db, when=t0 - dt.timedelta(minutes=20), host="before.test", action="block")
     add_record(db, when=t0 + dt.timedelta(minutes=25), host="after.test")
     add_record(db, when=t0 - dt.timedelta(hours=2), host="earlier.test")
     add_record(db, when=t0 + dt.timedelta(minutes=5), host="someone-else.test", username="pupil2")
-    r = run("report", "user", "pupil1", "--around", alert["ref"], "--config", str(school))
+    r = run("report", "user", "pupil1", "--around", alert["ref"], "--config", str(school), "--by", "clawrence")
     assert r.returncode == 0, r.stderr
     assert f"pupil1: 30 minutes either side of 02/12/2026 10:42 (alert {alert['ref']})" in r.stdout
     assert all(h in r.stdout for h in ("before.test", "www.google.com", "after.test")), r.stdout
     assert "earlier.test" not in r.stdout and "someone-else.test" not in r.stdout
-    r = run("report", "user", "pupil1", "--around", "02/12/2026 10:42", "--minutes", "10", "--config", str(school))
+    r = run("report", "user", "pupil1", "--around", "02/12/2026 10:42", "--minutes", "10", "--config", str(school),
+            "--by", "clawrence")
     assert r.returncode == 0 and "www.google.com" in r.stdout and "before.test" not in r.stdout, r.stdout
-    r = run("report", "user", "pupil1", "--around", blocked["ref"].lower(), "--minutes", "5", "--config", str(school))
+    r = run("report", "user", "pupil1", "--around", blocked["ref"].lower(), "--minutes", "5", "--config", str(school),
+            "--by", "clawrence")
     assert f"(record {blocked['ref']})" in r.stdout and "before.test" in r.stdout and "after.test" not in r.stdout
-    r = run("report", "user", "pupil1", "--around", "ZZZZ-ZZZZ-ZZZZ", "--config", str(school))
+    r = run("report", "user", "pupil1", "--around", "ZZZZ-ZZZZ-ZZZZ", "--config", str(school), "--by", "clawrence")
     assert r.returncode == 1 and "no alert or record has the reference 'ZZZZ-ZZZZ-ZZZZ'" in r.stderr
     assert "Traceback" not in r.stderr and r.stdout == ""
-    r = run("report", "ref", "ZZZZ-ZZZZ-ZZZZ", "--config", str(school))
-    assert r.returncode == 1 and "no record has the reference 'ZZZZ-ZZZZ-ZZZZ'" in r.stderr
+    r = run("report", "ref", "ZZZZ-ZZZZ-ZZZZ", "--config", str(school), "--by", "clawrence")
+    assert r.returncode == 1 and "no record with the reference 'ZZZZ-ZZZZ-ZZZZ' that you can see" in r.stderr
 
 
 def test_users_add_list_remove_without_a_terminal_keeping_the_files_owner_and_mode(school):
@@ -232,7 +238,8 @@ def test_no_traceback_when_the_reader_goes_away(school):
     read, write = os.pipe()
     os.close(read)  # as `schoolproxy ... | head -1` once head has its line
     try:
-        r = subprocess.run([str(BIN), "report", "user", "pupil1", "--config", str(school)], stdout=write,
+        r = subprocess.run([str(BIN), "report", "user", "pupil1", "--config", str(add_people(school)), "--by",
+                            "clawrence"], stdout=write,
                            stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=60)
     finally:
         os.close(write)
@@ -255,3 +262,47 @@ def test_start_up_says_nothing_of_migrations(school):
         proxy.stop()
     for noise in ("Context impl", "Will assume", "Running upgrade"):
         assert noise not in log, log
+
+
+@contextlib.contextmanager
+def dropping_port():
+    """A port on 127.0.0.1 that takes no new connection and never answers one, as a database host behind a
+    firewall that drops packets: a listening socket whose accept queue is full, for which Linux drops
+    every further SYN (the client keeps resending, unanswered)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    address = server.getsockname()
+    fillers = []
+    try:
+        while True:   # fill the queue until a connection goes unanswered
+            probe = socket.socket()
+            probe.settimeout(0.5)
+            fillers.append(probe)
+            try:
+                probe.connect(address)
+            except TimeoutError:
+                break
+            if len(fillers) > 8:
+                pytest.skip("this kernel answers every connection to a full accept queue")
+        yield address
+    finally:
+        for s in fillers:
+            s.close()
+        server.close()
+
+
+def test_check_and_reports_say_plainly_when_the_records_database_does_not_answer(school):
+    import yaml
+    add_people(school)
+    with dropping_port() as (host, port):
+        data = yaml.safe_load(school.read_text())
+        data["records"]["database"] = f"postgresql+psycopg://schoolproxy@{host}:{port}/schoolproxy"
+        school.write_text(yaml.safe_dump(data, sort_keys=False))
+        unreachable = f"cannot reach the records database at {host}:{port} (timed out after 5 s)"
+        # run() gives up after 60 s: without a connect timeout psycopg waits 130 s.
+        r = run("check", "--config", str(school))
+        assert f"warning: alerts: {unreachable}" in r.stdout, r.stdout + r.stderr
+        assert "Traceback" not in r.stderr
+        r = run("report", "user", "pupil1", "--config", str(school), "--by", "clawrence")
+        assert r.returncode == 2 and r.stderr == f"error: {unreachable}\n", r.stderr

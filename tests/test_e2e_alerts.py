@@ -286,8 +286,8 @@ def test_upstream_block_page_is_critical_and_flood_is_throttled(world):
     export = cli(config, "alerts", "export", "--since", "1d", "--by", "dsl1").stdout
     assert re.search(r"Repeated (59|60) more time\(s\) soon after", export), export
     # The search term is on the request record too (what the DSL sees in `report user`).
-    report = subprocess.run([str(BIN / "schoolproxy"), "report", "user", "pupil1", "--csv", "--config", str(config)],
-                            capture_output=True, text=True)
+    report = subprocess.run([str(BIN / "schoolproxy"), "report", "user", "pupil1", "--csv", "--config", str(config),
+                             "--by", "dsl1"], capture_output=True, text=True)
     assert "volcano facts" in report.stdout and "how to kill myself 0" in report.stdout
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import PASSWORD, make_school, metrics_url, require
+from conftest import PASSWORD, add_people, make_school, metrics_url, require
 from internet import Internet, make_test_ca
 from proxyproc import BIN, ROOT, ProxyProcess, free_port
 from sqlalchemy import select
@@ -265,7 +265,8 @@ def test_any_case_of_a_name_is_recorded_as_one_person(world):
     wait_until(lambda: len([r for r in records(root) if r["path"].startswith("/case-")]) == 2, what="both records")
     assert {r["username"] for r in records(root) if r["path"].startswith("/case-")} == {"pupil1"}
     report = subprocess.run([str(BIN / "schoolproxy"), "report", "user", "pupil1", "--csv", "--config",
-                             str(root / "schoolproxy.yaml")], capture_output=True, text=True, timeout=60)
+                             str(add_people(root / "schoolproxy.yaml")), "--by", "clawrence"], capture_output=True,
+                            text=True, timeout=60)
     assert report.returncode == 0, report.stderr
     assert "/case-PUPIL1" in report.stdout and "/case-Pupil1" in report.stdout
     assert rows

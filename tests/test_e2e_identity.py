@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import make_school, metrics_url
+from conftest import add_people, make_school, metrics_url
 from directory_server import PASSWORD as DIR_PASSWORD
 from directory_server import Slapd
 from internet import Internet
@@ -194,13 +194,16 @@ def test_supply_logon_resolves_to_the_registered_person(world):
     ref = r.headers["X-Schoolproxy-Reference"]
     row = record(root, ref)
     assert row is not None and row["username"] == "Supply1" and row["profile"] == "supply"
-    report = subprocess.run([sp, "report", "ref", "--config", str(config), ref], capture_output=True, text=True)
+    add_people(config)
+    report = subprocess.run([sp, "report", "ref", "--config", str(config), ref, "--by", "slt1"], capture_output=True,
+                            text=True)
     assert "Ms Aisha Khan" in report.stdout, report.stdout
     # Student1 has no visit registered: the report says so plainly.
     r = get(proxy, "http://adultsite.test/", "Student1")
     ref2 = r.headers["X-Schoolproxy-Reference"]
     assert record(root, ref2) is not None
-    report = subprocess.run([sp, "report", "ref", "--config", str(config), ref2], capture_output=True, text=True)
+    report = subprocess.run([sp, "report", "ref", "--config", str(config), ref2, "--by", "slt1"], capture_output=True,
+                            text=True)
     assert "no one registered" in report.stdout, report.stdout
 
 

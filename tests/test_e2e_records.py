@@ -8,7 +8,7 @@ import time
 
 import httpx
 import pytest
-from conftest import PASSWORD, make_school
+from conftest import PASSWORD, add_people, make_school
 from internet import Internet
 from proxyproc import ProxyProcess
 from relay import TcpRelay
@@ -128,7 +128,7 @@ def test_reports_find_records_by_user_blocked_and_reference_and_are_audited(tmp_
         refs = traffic(proxy, 6)
         wait_rows(url, 6)
     cli = [str(Path(sys.executable).parent / "schoolproxy"), "report"]
-    cfg = ["--config", str(tmp_path / "schoolproxy.yaml")]
+    cfg = ["--config", str(add_people(tmp_path / "schoolproxy.yaml"))]
     r = subprocess.run(cli + ["ref", refs[0], *cfg, "--viewer", "clawrence"], capture_output=True, text=True)
     assert r.returncode == 0 and refs[0] in r.stdout and "socialsite.test" in r.stdout and "(1 record)" in r.stdout
     r = subprocess.run(cli + ["user", "pupil1", "--since", "1h", *cfg, "--viewer", "clawrence"], capture_output=True, text=True)
@@ -137,12 +137,15 @@ def test_reports_find_records_by_user_blocked_and_reference_and_are_audited(tmp_
                        capture_output=True, text=True)
     lines = r.stdout.strip().splitlines()
     assert lines[0].startswith("time,ref,username") and len(lines) == 1 + len(refs)
-    r = subprocess.run(cli + ["ref", "NOPE-NOPE-NOPE", *cfg], capture_output=True, text=True)
-    assert r.returncode == 1 and "no record has the reference 'NOPE-NOPE-NOPE'" in r.stderr and r.stdout == ""
-    r = subprocess.run(cli + ["user", "pupil1", "--since", "yesterday-ish", *cfg], capture_output=True, text=True)
+    r = subprocess.run(cli + ["ref", "NOPE-NOPE-NOPE", *cfg, "--by", "clawrence"], capture_output=True, text=True)
+    assert r.returncode == 1 and "no record with the reference 'NOPE-NOPE-NOPE' that you can see" in r.stderr
+    assert r.stdout == ""
+    r = subprocess.run(cli + ["user", "pupil1", "--since", "yesterday-ish", *cfg, "--by", "clawrence"],
+                       capture_output=True, text=True)
     assert r.returncode == 2 and "cannot read the time" in r.stderr
     from schoolproxy.records.schema import access_audit
     engine = open_database(url)
     with engine.connect() as c:
         audit = [dict(a) for a in c.execute(select(access_audit)).mappings()]
-    assert {(a["viewer"], a["subject"]) for a in audit} >= {("clawrence", "pupil1"), ("clawrence", refs[0])}
+    assert {(a["viewer"], a["subject"]) for a in audit} >= {("Mrs C Lawrence (clawrence)", "pupil1")}
+    assert ("Mrs C Lawrence (clawrence)", f"record {refs[0]}") in {(a["viewer"], a["what"]) for a in audit}

@@ -1,6 +1,7 @@
 """``schoolproxy alerts``: the incident log (list, show, acknowledge, action, close, export).
 
-Whoever runs it says who they are with ``--by`` (their logon in the config's ``people:``): the command
+Whoever runs it says who they are with ``--by`` (their logon in the config's ``people:``, or one a
+directory group in ``role_groups`` gives a role — the role the console would give them): the command
 then shows only the concerns that person may see (:mod:`schoolproxy.monitoring.access` — staff concerns
 to the head alone), and every look and every change is recorded against their name, never ``root``."""
 
@@ -9,12 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from schoolproxy.cli.common import open_records, when
-from schoolproxy.config import ConfigError
+from schoolproxy.cli.common import BY_HELP, open_records, viewer_of, when
 
 STATUSES = ["open", "all", "new", "acknowledged", "actioned", "closed"]
 GROUPS = ("pupil", "staff", "supply", "guest")
-BY_HELP = "who you are: your logon in the config's people: (required; the record names you)"
 
 
 def register(sub) -> None:
@@ -43,24 +42,6 @@ def register(sub) -> None:
         if name != "try":
             q.add_argument("--by", default=None, help=BY_HELP)
             q.add_argument("--viewer", default=None, help=argparse.SUPPRESS)   # the older name of --by
-
-
-def viewer_of(cfg, given: str | None):
-    """The person running the command, from ``--by``: a logon in ``people:`` with a role. There is no
-    signed-in identity at a shell, and the login name (often root) names no one."""
-    from schoolproxy.monitoring.access import viewer_for
-    name = " ".join((given or "").split())
-    if not name:
-        raise ConfigError("say who you are with --by NAME (your logon in the config's people:): what you see "
-                          "and what you change is recorded against a named person")
-    if any(ord(c) < 32 or c == "\x7f" for c in name):
-        raise ConfigError("--by: control characters are not allowed")
-    known = any(u.lower() == name.lower() for u in cfg.people)
-    viewer = viewer_for(cfg, name) if known else None
-    if viewer is None:
-        raise ConfigError(f"--by {name[:64]!r} is not a person in the config's people: with a role: give your own "
-                          f"logon as it is written there (whoever keeps the config adds people and their roles)")
-    return viewer
 
 
 def cmd_alerts(args) -> int:

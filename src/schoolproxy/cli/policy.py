@@ -86,8 +86,8 @@ def undelivered_now(cfg) -> list[str]:
         finally:
             db.dispose()
     except Exception as e:
-        return [f"alerts: cannot read the records database to see whether high alerts have reached anyone: "
-                f"{str(e).splitlines()[0][:200]}"]
+        from schoolproxy.records.database import unreachable
+        return [f"alerts: {unreachable(url, e)}, so whether high alerts have reached anyone is not known"]
     if not found:
         return []
     tz = ZoneInfo(cfg.timezone)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from schoolproxy.cli.common import actor, open_records, when
+from schoolproxy.cli.common import actor, open_records, viewer_of, when
 
 
 def register(sub) -> None:
@@ -18,7 +18,8 @@ def register(sub) -> None:
     q.add_argument("--by", help="who is looking (recorded in the access audit; default: login name)")
     q = usub.add_parser("approve", help="allow the site, until the end of a lesson, the day, the term or a date")
     q.add_argument("ref")
-    q.add_argument("--by", required=True, help="the approver's logon (people: with an approver role)")
+    q.add_argument("--by", required=True, help="the approver's logon (with an approver role: people:, or "
+                   "role_groups)")
     q.add_argument("--until", required=True, help="lesson, day, term, or a date such as 18/12/2026")
     q.add_argument("--why", required=True, help="the rationale, for the decision log")
     q.add_argument("--for", dest="scope", default="profile", choices=["profile", "group", "user"],
@@ -86,14 +87,14 @@ def cmd_unblock(args) -> int:
             if args.scope == "group" and not args.group:
                 print("error: --for group needs --group CLASS", file=sys.stderr)
                 return 2
-            r = unblock.approve(db, snap, args.ref, args.by, _until(args.until), args.why, args.scope, scope_value,
-                                args.site)
+            r = unblock.approve(db, snap, args.ref, viewer_of(cfg, args.by), _until(args.until), args.why, args.scope,
+                                scope_value, args.site)
             o = next(o for o in store.active_overrides(db) if o["id"] == r["override_id"])
             print(f"approved {r['ref']}: {o['site']} allowed for {o['scope']} {o['scope_value']} until "
                   f"{local(o['expires_at'])} (override {o['id']}; in the decision log). The running proxy applies "
                   f"it within a few seconds.")
         elif cmd == "refuse":
-            r = unblock.refuse(db, snap, args.ref, args.by, args.why)
+            r = unblock.refuse(db, snap, args.ref, viewer_of(cfg, args.by), args.why)
             print(f"refused {r['ref']} ({r['host']}); the requester sees why on the block page")
         elif cmd == "class":
             oid, expires, site = unblock.class_allow(db, snap, args.by, args.cls, args.site, args.until, args.why)

@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+#: Seconds to wait for a PostgreSQL server to answer a new connection. Without it psycopg waits over two
+#: minutes for a host that drops packets (a server gone, a firewall), and `schoolproxy check` seemed hung.
+CONNECT_TIMEOUT = 5
+
+
 def open_database(url: str) -> Engine:
     if url.startswith("sqlite"):
         _private_sqlite(url)
@@ -40,7 +45,28 @@ def open_database(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2)
+    # A connect_timeout written in the URL (?connect_timeout=10) is the school's choice and is kept.
+    bounded = {} if "connect_timeout" in make_url(url).query else {"connect_timeout": CONNECT_TIMEOUT}
+    return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2, connect_args=bounded)
+
+
+def unreachable(url: str, error: BaseException) -> str:
+    """What went wrong opening the records database, in one plain line:
+    "cannot reach the records database at db.school.local:5432 (timed out after 5 s)"."""
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        return f"cannot open the records database {u.database}: {_first_line(error)}"
+    where = f"{u.host or 'localhost'}:{u.port or 5432}"
+    cause = getattr(error, "orig", None) or error
+    if type(cause).__name__ == "ConnectionTimeout" or "timeout expired" in str(cause):
+        seconds = u.query.get("connect_timeout", CONNECT_TIMEOUT)
+        return f"cannot reach the records database at {where} (timed out after {seconds} s)"
+    return f"cannot reach the records database at {where}: {_first_line(cause)}"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:200]
 
 
 def _private_sqlite(url: str) -> None:

@@ -75,13 +75,17 @@ def by_ref(engine: Engine, ref: str):
 REFERENCE = re.compile(r"[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}")
 
 
-def reference_time(engine: Engine, ref: str) -> tuple[dt.datetime, str] | None:
+def reference_time(engine: Engine, ref: str, username: str | None = None) -> tuple[dt.datetime, str] | None:
     """When the alert, else the browsing record, with reference ``ref`` happened, and which it was
-    ("alert" or "record"); None if neither has it."""
+    ("alert" or "record"); None if neither has it. ``username``: only an alert or record about them (a
+    report of one person's browsing must not tell the time of someone else's alert)."""
     ref = ref.strip().upper()
     with engine.connect() as conn:
         for table, kind in ((alerts, "alert"), (requests, "record")):
-            t = conn.execute(select(table.c.time).where(table.c.ref == ref)).scalar()
+            q = select(table.c.time).where(table.c.ref == ref)
+            if username is not None:
+                q = q.where(func.lower(table.c.username) == username.lower())
+            t = conn.execute(q).scalar()
             if t is not None:
                 return aware(t), kind
     return None
