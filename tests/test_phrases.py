@@ -236,6 +236,24 @@ def test_inflections_and_stems(tmp_path):
     assert lists.score("zodblokować szkoła") == []
 
 
+def test_a_verb_typed_in_another_form_matches_a_phrase_written_in_its_base_form(tmp_path):
+    lists = concept_lists(tmp_path, "< @want @gone ><100>\n< block youtube ><80>\n< bullied at school ><60>\n"
+                                    "< laugh at me ><50>\n< bully me ><50>\n",
+                          "@want = thinking of | thinking about | want to\n@gone = die | end it\n")
+    for typed in ("thinking of ending it tonight", "i keep thinking about dying", "want to ended it"):
+        assert lists.score(typed)[0].score == 100, typed
+    assert lists.score("thinking of ending it")[0].matched == ("thinking of ending it",)   # as typed
+    assert lists.score("how to blocking youtube")[0].score == 80
+    # Not the other way: a phrase written inflected is not matched by its base form typed.
+    assert lists.score("bullied at school")[0].score == 60 and lists.score("a bully at school") == []
+    # A word a list names on its own keeps its own sense.
+    named = concept_lists(tmp_path / "b", "< block youtube ><80>\n< blocked ><10>\n")
+    assert named.score("school blocked youtube")[0].score == 10
+    # A look-alike holds in the base form too.
+    (tmp_path / "phrases" / "exceptions.txt").write_text("< die laughing >\n")
+    assert load_phrase_lists(tmp_path / "phrases").score("i want to die laughing") == []
+
+
 def test_a_combination_counts_only_when_its_parts_are_near_each_other(tmp_path):
     lists = concept_lists(tmp_path, "<@gift>,<@pics><80>\n", "@gift = robux | gift card\n@pics = pics | photos\n")
     assert lists.score("he gives me robux for pics")[0].score == 80
