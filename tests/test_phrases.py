@@ -99,6 +99,8 @@ def test_gurmukhi_words_are_not_broken_at_vowel_signs(lists):
     ("اِنْتِحَار", ["انتحار"]),                   # Arabic vowel marks
     ("আত্মহত্যা", ["আত্মহত্যা"]),               # Bengali vowel signs are part of the word
     ("i want 🪦", ["i", "want", "🪦"]),         # an emoji is a word of its own
+    ("wat r u", ["what", "are", "you"]),     # chat spellings of everyday words
+    ("s u i c i d e", ["suicide"]),          # ... but a letter of a spaced word stays a letter
 ])
 def test_normalisation_each_step(typed, normal):
     assert tokens(typed) == normal
@@ -280,6 +282,9 @@ def test_tiers_of_one_concept_count_once_so_benign_context_can_take_them_back(tm
     ("how to get around goguardian", "circumvention"), ("how to hide skipping meals from parents", "eating-disorders"),
     ("trans people are freaks", "hate"), ("im going to beat him up tomorrow", "violence"),
     ("pocięłam się wczoraj", "self-harm"), ("cómo dejar de comer para adelgazar", "eating-disorders"),
+    ("wat happens if u take 20 paracetamol", "self-harm"), ("i keep thinking about dying", "self-harm"),
+    ("my step dad beats my mum", "violence"), ("a grown man keeps messaging me on insta", "grooming"),
+    ("mój ojczym bije mamę", "violence"), ("voy a matarlo", "violence"), ("mujhe marna hai", "self-harm"),
 ])
 def test_concept_rules_find_phrasings_no_list_spells_out(lists, text, theme):
     assert any(s.theme == theme and s.score >= 60 for s in lists.score(text)), lists.score(text)
@@ -291,6 +296,8 @@ def test_concept_rules_find_phrasings_no_list_spells_out(lists, text, theme):
     "how to write a goodbye card for my teacher", "how many paracetamol can i take for a headache",
     "can dogs die from eating chocolate", "buy a knife set for my mum", "everyone hates mondays",
     "kupić trawę z rolki do ogrodu", "why do i feel sick after eating", "the fastest train in the world",
+    "my dad beat me at fifa again", "ive been biting my nails every day", "thinking about dying my hair pink",
+    "vou matar a saudade da minha avó", "tata bije rekord w bieganiu", "how to starve a fire of oxygen",
 ])
 def test_everyday_senses_of_the_concept_words_do_not(lists, text):
     assert top(lists, text)[1] < 60, lists.score(text)

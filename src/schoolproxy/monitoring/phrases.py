@@ -28,7 +28,9 @@ Two ways in, one index:
 - :meth:`PhraseLists.score` — what a person typed (a search term, a chat message). Word by word, with the
   normalisation children's spelling needs: case and accents folded; leetspeak inside words (``k1ll``,
   ``$uicide``); letters spaced or punctuated apart (``k i l l``, ``s-u-i-c-i-d-e``); words run together
-  (``killmyself``); repeated letters (``diiie``); one-letter misspellings of longer words (``suicde``).
+  (``killmyself``); repeated letters (``diiie``); one-letter misspellings of longer words (``suicde``);
+  chat spellings of everyday words (``wat r u``); verb forms through their base (``thinking of ending it``
+  is found by a rule that lists ``thinking of`` and ``end it``).
   Each match keeps the span of the original text it came from, so the evidence is the words **as typed**,
   never a list phrase the person did not type.
 - :meth:`PhraseLists.score_content` — a page or a reply (up to hundreds of KB): case and punctuation
@@ -190,6 +192,16 @@ def _word(raw: str) -> str:
     return w
 
 
+#: Chat spellings of everyday words, as one word each (after squeezing: "wot"; "wat"), on both sides
+#: like every step of :func:`tokenise`, so a list's "what happens if you" is also "wat happens if u".
+#: Not the ambiguous ones ("ur": your or you're; "y": why, or "and" in Spanish).
+_TEXTSPEAK = {"u": "you", "r": "are", "wat": "what", "wot": "what", "wht": "what", "whut": "what",
+              "cuz": "because", "coz": "because", "bc": "because", "bcoz": "because", "bcos": "because",
+              "pls": "please", "plz": "please", "tmrw": "tomorrow", "tmr": "tomorrow", "tomoz": "tomorrow",
+              "tonite": "tonight", "2nite": "tonight", "abt": "about", "wiv": "with", "wen": "when",
+              "hw": "how", "luv": "love"}
+
+
 @dataclass(slots=True)
 class Token:
     text: str    # normalised
@@ -237,6 +249,9 @@ def tokenise(text: str, join_intra: bool = True) -> list[Token]:
         run = []
         if t is not None:
             merged.append(t)
+    for t in merged:
+        if t.text in _TEXTSPEAK:
+            t.text = _TEXTSPEAK[t.text]
     return merged
 
 
