@@ -151,6 +151,18 @@ def test_every_theme_has_a_list_in_every_language(theme):
     assert {"en", "pl", "ur", "pa", "ro", "bn", "ar", "pt", "es", "so", "gu", "lt", "ta"} <= langs
 
 
+def test_no_term_set_is_defined_in_two_themes():
+    # Term sets are global: a name defined again extends the set. Two themes using one name for two ideas
+    # ("@household": cough syrup and nutmeg for drugs, "me, my mum" for violence) would each match the
+    # other's words. sets.txt is the place for a set shared on purpose.
+    where: dict[str, set[str]] = {}
+    for f in ROOT.glob("*/*.txt"):
+        for line in f.read_text(encoding="utf-8").splitlines():
+            if line.startswith("@") and "=" in line:
+                where.setdefault(line.split("=")[0].strip(), set()).add(f.parent.name)
+    assert {name: themes for name, themes in where.items() if len(themes) > 1} == {}
+
+
 def test_content_path_finds_phrases_in_page_text_and_the_words_as_written(lists):
     page = "Intro. " + "Volcanoes are mountains. " * 2000 + "Here is HOW TO KILL YOURSELF, step one. " + "End. " * 100
     scores = lists.score_content(page, evidence_at=60)
