@@ -663,14 +663,16 @@ class _Automaton:
     (a str is searched as UTF-8 and its offsets mapped back to characters; a 100 KB page's pass goes
     from ~0.5 to ~0.25 ms for ~13 MB more than an NFA)."""
 
-    __slots__ = ("refs", "based", "_ac", "_ascii")
+    __slots__ = ("refs", "based_refs", "_ac", "_ascii")
 
     def __init__(self, keys: dict[str, tuple[int, ...]], ascii: bool = False, based: set[str] = frozenset()):
         # ASCII keys first: their numbers are the same in both automata.
         order = sorted(keys, key=lambda k: not k.isascii())
-        self.refs: list[tuple[int, ...]] = [keys[k] for k in order]
-        #: Numbers of the keys only the base-form pass of typed text looks at (see PhraseLists._automaton).
-        self.based = frozenset(i for i, k in enumerate(order) if k in based)
+        #: Each key's refs; the ``based`` keys, which only the base-form pass of typed text looks at (see
+        #: PhraseLists._automaton), have none here and theirs in :attr:`based_refs`.
+        self.based_refs: list[tuple[int, ...]] = [keys[k] for k in order]
+        self.refs = [() if k in based else refs for k, refs in zip(order, self.based_refs)] if based \
+            else self.based_refs
         impl = ahocorasick_rs.Implementation.ContiguousNFA
         self._ac = ahocorasick_rs.AhoCorasick(order, implementation=impl) if order else None
         plain = [k.encode() for k in order if k.isascii()] if ascii else []
@@ -765,7 +767,7 @@ class PhraseLists:
         accents); ``markers``: the characters of :data:`_FOLD_MARKER_BLOCKS` as keys of their own, with
         no refs (a page that has one is folded and searched again); ``lemmas``: each phrase of several
         whole words also with its verb forms as their base (:func:`_lemma`: "thinking of" as "think of"),
-        a key of its own that only the typed text's base-form pass looks at (:attr:`_Automaton.based`):
+        a key of its own that only the typed text's base-form pass looks at (:attr:`_Automaton.based_refs`):
         text typed in the base form does not match a phrase written inflected ("how to stop a bully at
         school" is not "bullied at school"). Not for single words, which keep their own sense ("fasting"
         is not "fast"), nor where the base form is a phrase of its own, or another's base form."""
@@ -914,19 +916,20 @@ class PhraseLists:
     def _based(self, toks: list[Token]) -> list[Token] | None:
         """The tokens with verb forms as their base (see :meth:`_base_of`), or None if none is one."""
         cache = self._lemmas
-        out, changed = [], False
-        for t in toks:
+        out = None
+        for i, t in enumerate(toks):
             w = t.text
+            if not w.endswith(("ing", "ed")):   # most words: no look-up at all
+                continue
             base = cache.get(w)
             if base is None:
                 base = self._base_of(w)
                 if len(cache) < 100_000:
                     cache[w] = base
             if base != w:
-                changed = True
-                t = Token(base, t.start, t.end)
-            out.append(t)
-        return out if changed else None
+                out = out or list(toks)
+                out[i] = Token(base, t.start, t.end)
+        return out
 
     def _correct(self, toks: list[Token]) -> None:
         """One-letter misspellings of long list words ("suicde", "sucide") become the list word; the
@@ -966,10 +969,8 @@ class PhraseLists:
             pos += len(t.text) + 1
         raw: list[tuple[int, int, tuple[int, ...]]] = []
         masked: list[tuple[int, int]] = []
-        keys, skip = self._typed.refs, () if based else self._typed.based
+        keys = self._typed.based_refs if based else self._typed.refs
         for k, start, end in self._typed.find(line):
-            if k in skip:
-                continue
             refs, end = keys[k], end - 1
             first = bisect_right(starts, start) - 1   # the token the key starts in (or before)
             if line[start] == " ":
