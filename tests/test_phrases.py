@@ -99,6 +99,8 @@ def test_gurmukhi_words_are_not_broken_at_vowel_signs(lists):
     ("اِنْتِحَار", ["انتحار"]),                   # Arabic vowel marks
     ("আত্মহত্যা", ["আত্মহত্যা"]),               # Bengali vowel signs are part of the word
     ("i want 🪦", ["i", "want", "🪦"]),         # an emoji is a word of its own
+    ("wat r u", ["what", "are", "you"]),     # chat spellings of everyday words
+    ("s u i c i d e", ["suicide"]),          # ... but a letter of a spaced word stays a letter
 ])
 def test_normalisation_each_step(typed, normal):
     assert tokens(typed) == normal
@@ -147,6 +149,18 @@ def test_each_language(lists, lang, text, theme):
 def test_every_theme_has_a_list_in_every_language(theme):
     langs = {f.stem for f in (ROOT / theme).glob("*.txt")}
     assert {"en", "pl", "ur", "pa", "ro", "bn", "ar", "pt", "es", "so", "gu", "lt", "ta"} <= langs
+
+
+def test_no_term_set_is_defined_in_two_themes():
+    # Term sets are global: a name defined again extends the set. Two themes using one name for two ideas
+    # ("@household": cough syrup and nutmeg for drugs, "me, my mum" for violence) would each match the
+    # other's words. sets.txt is the place for a set shared on purpose.
+    where: dict[str, set[str]] = {}
+    for f in ROOT.glob("*/*.txt"):
+        for line in f.read_text(encoding="utf-8").splitlines():
+            if line.startswith("@") and "=" in line:
+                where.setdefault(line.split("=")[0].strip(), set()).add(f.parent.name)
+    assert {name: themes for name, themes in where.items() if len(themes) > 1} == {}
 
 
 def test_content_path_finds_phrases_in_page_text_and_the_words_as_written(lists):
@@ -236,6 +250,24 @@ def test_inflections_and_stems(tmp_path):
     assert lists.score("zodblokować szkoła") == []
 
 
+def test_a_verb_typed_in_another_form_matches_a_phrase_written_in_its_base_form(tmp_path):
+    lists = concept_lists(tmp_path, "< @want @gone ><100>\n< block youtube ><80>\n< bullied at school ><60>\n"
+                                    "< laugh at me ><50>\n< bully me ><50>\n",
+                          "@want = thinking of | thinking about | want to\n@gone = die | end it\n")
+    for typed in ("thinking of ending it tonight", "i keep thinking about dying", "want to ended it"):
+        assert lists.score(typed)[0].score == 100, typed
+    assert lists.score("thinking of ending it")[0].matched == ("thinking of ending it",)   # as typed
+    assert lists.score("how to blocking youtube")[0].score == 80
+    # Not the other way: a phrase written inflected is not matched by its base form typed.
+    assert lists.score("bullied at school")[0].score == 60 and lists.score("a bully at school") == []
+    # A word a list names on its own keeps its own sense.
+    named = concept_lists(tmp_path / "b", "< block youtube ><80>\n< blocked ><10>\n")
+    assert named.score("school blocked youtube")[0].score == 10
+    # A look-alike holds in the base form too.
+    (tmp_path / "phrases" / "exceptions.txt").write_text("< die laughing >\n")
+    assert load_phrase_lists(tmp_path / "phrases").score("i want to die laughing") == []
+
+
 def test_a_combination_counts_only_when_its_parts_are_near_each_other(tmp_path):
     lists = concept_lists(tmp_path, "<@gift>,<@pics><80>\n", "@gift = robux | gift card\n@pics = pics | photos\n")
     assert lists.score("he gives me robux for pics")[0].score == 80
@@ -262,6 +294,9 @@ def test_tiers_of_one_concept_count_once_so_benign_context_can_take_them_back(tm
     ("how to get around goguardian", "circumvention"), ("how to hide skipping meals from parents", "eating-disorders"),
     ("trans people are freaks", "hate"), ("im going to beat him up tomorrow", "violence"),
     ("pocięłam się wczoraj", "self-harm"), ("cómo dejar de comer para adelgazar", "eating-disorders"),
+    ("wat happens if u take 20 paracetamol", "self-harm"), ("i keep thinking about dying", "self-harm"),
+    ("my step dad beats my mum", "violence"), ("a grown man keeps messaging me on insta", "grooming"),
+    ("mój ojczym bije mamę", "violence"), ("voy a matarlo", "violence"), ("mujhe marna hai", "self-harm"),
 ])
 def test_concept_rules_find_phrasings_no_list_spells_out(lists, text, theme):
     assert any(s.theme == theme and s.score >= 60 for s in lists.score(text)), lists.score(text)
@@ -273,6 +308,8 @@ def test_concept_rules_find_phrasings_no_list_spells_out(lists, text, theme):
     "how to write a goodbye card for my teacher", "how many paracetamol can i take for a headache",
     "can dogs die from eating chocolate", "buy a knife set for my mum", "everyone hates mondays",
     "kupić trawę z rolki do ogrodu", "why do i feel sick after eating", "the fastest train in the world",
+    "my dad beat me at fifa again", "ive been biting my nails every day", "thinking about dying my hair pink",
+    "vou matar a saudade da minha avó", "tata bije rekord w bieganiu", "how to starve a fire of oxygen",
 ])
 def test_everyday_senses_of_the_concept_words_do_not(lists, text):
     assert top(lists, text)[1] < 60, lists.score(text)

@@ -28,7 +28,9 @@ Two ways in, one index:
 - :meth:`PhraseLists.score` — what a person typed (a search term, a chat message). Word by word, with the
   normalisation children's spelling needs: case and accents folded; leetspeak inside words (``k1ll``,
   ``$uicide``); letters spaced or punctuated apart (``k i l l``, ``s-u-i-c-i-d-e``); words run together
-  (``killmyself``); repeated letters (``diiie``); one-letter misspellings of longer words (``suicde``).
+  (``killmyself``); repeated letters (``diiie``); one-letter misspellings of longer words (``suicde``);
+  chat spellings of everyday words (``wat r u``); verb forms through their base (``thinking of ending it``
+  is found by a rule that lists ``thinking of`` and ``end it``).
   Each match keeps the span of the original text it came from, so the evidence is the words **as typed**,
   never a list phrase the person did not type.
 - :meth:`PhraseLists.score_content` — a page or a reply (up to hundreds of KB): case and punctuation
@@ -190,6 +192,16 @@ def _word(raw: str) -> str:
     return w
 
 
+#: Chat spellings of everyday words, as one word each (after squeezing: "wot"; "wat"), on both sides
+#: like every step of :func:`tokenise`, so a list's "what happens if you" is also "wat happens if u".
+#: Not the ambiguous ones ("ur": your or you're; "y": why, or "and" in Spanish).
+_TEXTSPEAK = {"u": "you", "r": "are", "wat": "what", "wot": "what", "wht": "what", "whut": "what",
+              "cuz": "because", "coz": "because", "bc": "because", "bcoz": "because", "bcos": "because",
+              "pls": "please", "plz": "please", "tmrw": "tomorrow", "tmr": "tomorrow", "tomoz": "tomorrow",
+              "tonite": "tonight", "2nite": "tonight", "abt": "about", "wiv": "with", "wen": "when",
+              "hw": "how", "luv": "love"}
+
+
 @dataclass(slots=True)
 class Token:
     text: str    # normalised
@@ -237,6 +249,9 @@ def tokenise(text: str, join_intra: bool = True) -> list[Token]:
         run = []
         if t is not None:
             merged.append(t)
+    for t in merged:
+        if t.text in _TEXTSPEAK:
+            t.text = _TEXTSPEAK[t.text]
     return merged
 
 
@@ -291,6 +306,23 @@ def _near(a: str, b: str) -> bool:
 
 def _deletions(word: str) -> set[str]:
     return {word[:i] + word[i + 1:] for i in range(len(word))}
+
+
+def _lemma(word: str, vocabulary: set[str]) -> str:
+    """An English verb form → its base, when the lists use that base ("ending" → "end", "hated" → "hate",
+    "dying" → "die", "tried" → "try"); else the word. Words are squeezed ("cutting" is "cuting"). Only
+    -ing and -ed: a plural's singular often means something else ("weeds", "weed")."""
+    if len(word) < 5 or not word.isascii():
+        return word
+    if word.endswith("ing"):
+        stem = word[:-3]
+        candidates = (stem, stem + "e", word[:-4] + "ie")
+    elif word.endswith("ed"):
+        stem = word[:-2]
+        candidates = (stem, word[:-1], word[:-3] + "y") if word.endswith("ied") else (stem, word[:-1])
+    else:
+        return word
+    return next((c for c in candidates if len(c) >= 3 and c in vocabulary), word)
 
 
 # -- the lists --------------------------------------------------------------------------------------
@@ -631,12 +663,16 @@ class _Automaton:
     (a str is searched as UTF-8 and its offsets mapped back to characters; a 100 KB page's pass goes
     from ~0.5 to ~0.25 ms for ~13 MB more than an NFA)."""
 
-    __slots__ = ("refs", "_ac", "_ascii")
+    __slots__ = ("refs", "based_refs", "_ac", "_ascii")
 
-    def __init__(self, keys: dict[str, tuple[int, ...]], ascii: bool = False):
+    def __init__(self, keys: dict[str, tuple[int, ...]], ascii: bool = False, based: set[str] = frozenset()):
         # ASCII keys first: their numbers are the same in both automata.
         order = sorted(keys, key=lambda k: not k.isascii())
-        self.refs: list[tuple[int, ...]] = [keys[k] for k in order]
+        #: Each key's refs; the ``based`` keys, which only the base-form pass of typed text looks at (see
+        #: PhraseLists._automaton), have none here and theirs in :attr:`based_refs`.
+        self.based_refs: list[tuple[int, ...]] = [keys[k] for k in order]
+        self.refs = [() if k in based else refs for k, refs in zip(order, self.based_refs)] if based \
+            else self.based_refs
         impl = ahocorasick_rs.Implementation.ContiguousNFA
         self._ac = ahocorasick_rs.AhoCorasick(order, implementation=impl) if order else None
         plain = [k.encode() for k in order if k.isascii()] if ascii else []
@@ -700,14 +736,18 @@ class PhraseLists:
         for i, ids in enumerate(self.entry_atoms):
             anchor = min(ids, key=lambda a: (self._everyday(a), users[a]))
             self._anchored.setdefault(anchor, []).append(i)
-        self._typed = self._automaton(lambda f: f[WORDS], glue=True)
+        self.vocabulary: set[str] = {w for p in self.atoms for f in p.forms for w in f[WORDS]}
+        # Words a list names on their own keep the sense it gave them ("blocked", "gaming"): not reduced
+        # to their base form (see _base_of).
+        self._own_words = {f[WORDS][0] for p in self.atoms for f in p.forms if len(f[WORDS]) == 1}
+        self._lemmas: dict[str, str] = {}   # typed word → its base (see _base_of), cached
+        self._typed = self._automaton(lambda f: f[WORDS], glue=True, lemmas=True)
         #: Folded word → its accented spellings (from every list parsed so far; see _WRITTEN).
         self.spellings: dict[str, tuple[str, ...]] = {w: tuple(sorted(v)) for w, v in list(_WRITTEN.items())}
         # The automata for page text are made when a page is first scored (most processes that load the
         # lists score only what people type).
         self._pages: tuple[_Automaton, _Automaton, int] | None = None
         # Misspelling index: every one-letter deletion of every long list word → the words it came from.
-        self.vocabulary: set[str] = {w for p in self.atoms for f in p.forms for w in f[WORDS]}
         self._protected = {w for p in exceptions for f in p.forms for w in f[WORDS]}  # never "corrected"
         deletes: dict[str, list[str]] = {}
         for w in sorted(self.vocabulary):
@@ -722,12 +762,28 @@ class PhraseLists:
         return sum(1 for f in self.atoms[atom].forms if all(w in _EVERYDAY or len(w) <= 2 for w in f[PLAIN]))
 
     def _automaton(self, words_of, glue: bool, only: set[int] | None = None, written: bool = False,
-                   markers: bool = False) -> _Automaton:
+                   markers: bool = False, lemmas: bool = False) -> _Automaton:
         """``written``: each key also in the accented spellings of its words (page text keeps its
         accents); ``markers``: the characters of :data:`_FOLD_MARKER_BLOCKS` as keys of their own, with
-        no refs (a page that has one is folded and searched again)."""
+        no refs (a page that has one is folded and searched again); ``lemmas``: each phrase of several
+        whole words also with its verb forms as their base (:func:`_lemma`: "thinking of" as "think of"),
+        a key of its own that only the typed text's base-form pass looks at (:attr:`_Automaton.based_refs`):
+        text typed in the base form does not match a phrase written inflected ("how to stop a bully at
+        school" is not "bullied at school"). Not for single words, which keep their own sense ("fasting"
+        is not "fast"), nor where the base form is a phrase of its own, or another's base form."""
         keys: dict[str, list[int]] = {}
         spell = self.spellings if written else {}
+        based: dict[str, int] = {}   # base-form key → the one atom (or exception) it is for
+        claimed: set[str] = set()
+
+        def add_based(words: tuple[str, ...], ref: int) -> None:
+            lemma = tuple(self._base_of(w) for w in words)
+            if lemma != words:
+                key = " " + " ".join(lemma) + " "
+                if based.get(key, ref) != ref:
+                    claimed.add(key)   # two phrases' base form: one would count twice
+                if ref == _EXCEPTION or key not in based:
+                    based[key] = ref   # a look-alike's base form stays one ("dying laughing")
 
         def add(key: str, ref: int) -> None:
             refs = keys.setdefault(key, [])
@@ -743,6 +799,8 @@ class PhraseLists:
                     continue
                 for spelling in _spellings(words, spell):
                     add((" " if f[LEFT] else "") + " ".join(spelling) + (" " if f[RIGHT] else ""), a)
+                if lemmas and f[LEFT] and f[RIGHT] and len(words) > 1:
+                    add_based(words, a)
                 # Written run together ("killmyself"): only for plain phrases, not set expansions.
                 if glue and f[LEFT] and f[RIGHT] and len(p.forms) == 1 and len(words) > 1 \
                         and len("".join(words)) >= GLUE_MIN:
@@ -753,10 +811,16 @@ class PhraseLists:
                 if words:
                     for spelling in _spellings(words, spell):
                         add(" " + " ".join(spelling) + " ", _EXCEPTION)
+                    if lemmas and len(words) > 1:
+                        add_based(words, _EXCEPTION)
+        based_keys = {k: ref for k, ref in based.items()
+                      if k not in keys and (k not in claimed or ref == _EXCEPTION)}
+        for k, ref in based_keys.items():
+            add(k, ref)
         if markers:
             for c in sorted(_FOLD_MARKERS - keys.keys()):
                 keys[c] = []
-        return _Automaton({k: tuple(refs) for k, refs in keys.items()}, ascii=markers)
+        return _Automaton({k: tuple(refs) for k, refs in keys.items()}, ascii=markers, based=set(based_keys))
 
     def _page_automata(self) -> tuple[_Automaton, _Automaton, int]:
         """(anchors and markers, every atom, the number of the first marker key) for page text. Pages
@@ -837,7 +901,35 @@ class PhraseLists:
             if fuzzy:
                 self._correct(toks)
             self._search_tokens(text, toks, found, n * (MAX_TEXT + 1))
+        # Verb forms as their base ("thinking of ending it" as "think of end it", found by "@desire
+        # @deadstate" whose sets hold "thinking of" and "end it"): a list phrase covers its inflections.
+        based = self._based(joined)
+        if based is not None:
+            self._search_tokens(text, based, found, 2 * (MAX_TEXT + 1), based=True)
         return found
+
+    def _base_of(self, word: str) -> str:
+        """A verb form's base if the lists use it (:func:`_lemma`), unless a list names the word on its
+        own ("blocked" in @blockword is not "block", "gaming" is not "game")."""
+        return word if word in self._own_words else _lemma(word, self.vocabulary)
+
+    def _based(self, toks: list[Token]) -> list[Token] | None:
+        """The tokens with verb forms as their base (see :meth:`_base_of`), or None if none is one."""
+        cache = self._lemmas
+        out = None
+        for i, t in enumerate(toks):
+            w = t.text
+            if not w.endswith(("ing", "ed")):   # most words: no look-up at all
+                continue
+            base = cache.get(w)
+            if base is None:
+                base = self._base_of(w)
+                if len(cache) < 100_000:
+                    cache[w] = base
+            if base != w:
+                out = out or list(toks)
+                out[i] = Token(base, t.start, t.end)
+        return out
 
     def _correct(self, toks: list[Token]) -> None:
         """One-letter misspellings of long list words ("suicde", "sucide") become the list word; the
@@ -863,9 +955,11 @@ class PhraseLists:
                     cache[w] = fixed
             t.text = fixed
 
-    def _search_tokens(self, text: str, toks: list[Token], found: dict[int, list[_Place]], base: int) -> None:
+    def _search_tokens(self, text: str, toks: list[Token], found: dict[int, list[_Place]], base: int,
+                       based: bool = False) -> None:
         """Atoms found in the tokens, as places (span in ``text``, the words there, and token numbers —
-        ``base`` apart for each tokenisation, so that pieces of a template only chain within one)."""
+        ``base`` apart for each tokenisation, so that pieces of a template only chain within one).
+        ``based``: the tokens are in their base form; the keys in base form are looked at too."""
         if not toks:
             return
         line = " " + " ".join(t.text for t in toks) + " "
@@ -875,7 +969,7 @@ class PhraseLists:
             pos += len(t.text) + 1
         raw: list[tuple[int, int, tuple[int, ...]]] = []
         masked: list[tuple[int, int]] = []
-        keys = self._typed.refs
+        keys = self._typed.based_refs if based else self._typed.refs
         for k, start, end in self._typed.find(line):
             refs, end = keys[k], end - 1
             first = bisect_right(starts, start) - 1   # the token the key starts in (or before)
