@@ -3,9 +3,9 @@ refreshed off the request path: the outcomes of requests not yet told to the per
 accepted the notice since it was last due, and the blocks shown lately (what the form asks about). The
 expiring allows in force are loaded by the same refresh and go into the running snapshot.
 
-The database is read where it is (:func:`read_live`: in the proxy, the record writer process, every few
-seconds), and the answer — plain values, only what changed since the last one — is applied on the event
-loop (:meth:`LiveState.apply`); :meth:`LiveState.refresh` does both at once (tests, tools). Everything
+The database is read where it is held (:func:`read_live`, in the proxy's record writer process, every
+few seconds), and the answer — plain values, only what changed since the last one — is applied on the
+event loop (:meth:`LiveState.apply`); :meth:`LiveState.refresh` does both at once (tests, tools). Everything
 else is a dictionary or set lookup, safe on the event loop. Each answer builds new values and swaps them
 in with single assignments, so a request never sees half a refresh.
 """
