@@ -4,14 +4,17 @@ a writer process that dies, hangs, or cannot reach its database, and on the prox
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import signal
+import threading
 import time
 
 from conftest import make_verdict
 from sqlalchemy import func, select
 
 from schoolproxy.records import Spool, open_database, upgrade
+from schoolproxy.records.notice import record_acceptance
 from schoolproxy.records.process import WriterProcess
 from schoolproxy.records.schema import requests
 
@@ -128,3 +131,45 @@ async def test_the_writer_process_gives_way_to_the_proxy(tmp_path):
     assert os.getpriority(os.PRIO_PROCESS, w._proc.pid) >= os.getpriority(os.PRIO_PROCESS, 0) + 10 or \
         os.getpriority(os.PRIO_PROCESS, w._proc.pid) == 19
     w.close()
+
+
+async def test_reports_are_read_by_the_event_loop_not_by_a_thread(tmp_path):
+    # Nothing but the event loop may run Python in the proxy while requests are in flight: a thread
+    # reading the writer process's reports could hold the interpreter lock the loop waits for.
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    upgrade(open_database(url))
+    before = set(threading.enumerate())
+    w = writer(url, tmp_path).start()
+    try:
+        w.submit(make_verdict())
+        await until(lambda: w.written == 1)      # its reports arrive
+        assert [t.name for t in threading.enumerate() if t not in before] == []
+    finally:
+        w.close()
+
+
+async def test_the_writer_process_reads_the_unblock_and_notice_state_for_the_proxy(tmp_path):
+    # The proxy asks; the writer process, which holds the database, answers with what changed.
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    db = open_database(url)
+    upgrade(db)
+    w = writer(url, tmp_path).start()
+    answers: list[dict] = []
+    w.on_live = answers.append
+    since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)
+    try:
+        w.ask_live([], since)
+        await until(lambda: len(answers) == 1)   # the first answer has it all
+        assert answers[0]["overrides"] == [] and answers[0]["outcomes"] == []
+        assert answers[0]["accepted"]["subjects"] == []
+        record_acceptance(db, "pupil1", "pupil1", "pupil", "10.0.0.7", "v1")
+        w.ask_live([], since)
+        await until(lambda: len(answers) == 2)
+        assert answers[1] == {"accepted": {"since": since.isoformat(), "added": [["pupil1", "v1"]], "removed": []}}
+        w.ask_live([], since)                    # nothing changed: no answer
+        record_acceptance(db, "pupil2", "pupil2", "pupil", "10.0.0.8", "v1")
+        w.ask_live([], since)
+        await until(lambda: len(answers) == 3)
+        assert answers[2]["accepted"]["added"] == [["pupil2", "v1"]]
+    finally:
+        w.close()

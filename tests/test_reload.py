@@ -3,7 +3,9 @@ tests; a refused one is logged with its reason and the running policy keeps appl
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
 import pytest
 from mitmproxy.test import taddons
@@ -11,6 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from schoolproxy.config import ConfigError
 from schoolproxy.filtering.decide import decide, facts_for_url
+from schoolproxy.proxy import reload as reload_module
 from schoolproxy.proxy.reload import Reload
 from schoolproxy.snapshot import SnapshotHolder
 
@@ -99,3 +102,22 @@ async def test_a_changed_upstream_filter_is_refused_until_a_restart(reload, scho
     school.write_text(school.read_text().replace("upstream: null", "upstream: http://127.0.0.1:3128"))
     assert await reload.reload("SIGHUP", force=True) is False
     assert reload.snapshots.snapshot is running
+
+
+async def test_the_watcher_looks_at_every_file_a_slice_at_a_time(reload, school, monkeypatch):
+    # One file a slice: an in-place edit of one of the last watched files is still applied.
+    monkeypatch.setattr(reload_module, "WATCH_SLICE", 1)
+    running = reload.snapshots.snapshot
+    banking = school.parent / "lists" / "banking" / "domains"
+    assert list(running.watched).index(banking) > len(running.watched) / 2
+    watcher = asyncio.create_task(reload._watch(0.3))
+    try:
+        with banking.open("a") as f:
+            f.write("newbank.test\n")
+        deadline = time.monotonic() + 20
+        while reload.reloads["ok"] == 0:
+            assert time.monotonic() < deadline, "the edit was not applied"
+            await asyncio.sleep(0.05)
+    finally:
+        watcher.cancel()
+    assert reload.snapshots.snapshot is not running

@@ -8,6 +8,7 @@ fails is refused and the running one keeps serving.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -217,10 +218,14 @@ class SnapshotHolder:
         self._configured()
         return self.snapshot
 
-    def changed(self) -> bool:
-        """Has any watched file changed since the running snapshot was built?"""
+    def changed(self, part: slice = slice(None)) -> bool:
+        """Has any watched file changed since the running snapshot was built? With ``part``, only that slice
+        of the watched files is looked at. Stops at the first change."""
         snap = self.snapshot
-        return snap is not None and self.file_state() != tuple(snap.watched.items())
+        if snap is None:
+            return False
+        files = itertools.islice(snap.watched.items(), part.start, part.stop, part.step)
+        return any(_stamp(path) != stamp for path, stamp in files)
 
     def file_state(self) -> tuple[tuple[Path, tuple[int, int, int]], ...]:
         """The watched files and their current stamps (to remember which state a reload refused)."""

@@ -61,6 +61,7 @@ def make_addons(reindex: Callable[[], None] | None = None) -> list[object]:
     worker, _ = worker_from_env()  # this process's number among `schoolproxy run --workers N`
     logon_feed = LogonFeed(snapshots, registry, worker)
     live = LiveState()  # unblock outcomes, notice acceptances and recent blocks, kept fresh by Pages
+    record = Record(snapshots, bus, registry, worker)  # its writer process reads that state for Pages
     return [
         LoadConfig(snapshots, registry),
         logon_feed,
@@ -69,7 +70,7 @@ def make_addons(reindex: Callable[[], None] | None = None) -> list[object]:
         Transparent(snapshots),
         Identify(snapshots, registry, logon_feed),
         LocalGuard(snapshots),  # without an upstream filter: what the request's host resolves to
-        Pages(snapshots, live),
+        Pages(snapshots, live, record),
         Content(snapshots, bus.publish),
         Enforce(snapshots, bus.publish, logon_feed, live),
         Notice(snapshots, live),
@@ -77,7 +78,7 @@ def make_addons(reindex: Callable[[], None] | None = None) -> list[object]:
         PassthroughViaUpstream(snapshots, logon_feed),
         UpstreamIdentity(snapshots),
         Reload(snapshots, registry),
-        Record(snapshots, bus, registry, worker),
+        record,
         Alert(snapshots, bus, registry, worker),
         MetricsExporter(snapshots, bus, registry, worker),
         FreezeHeap(),

@@ -1,7 +1,9 @@
 """Pages addon: the proxy answers requests for its own name (``block_page.pages_host``) itself — the
 unblock request form and the acceptable-use notice (:mod:`schoolproxy.standards.pages`) — and keeps the
 unblock and notice state the request path reads (:class:`~schoolproxy.standards.live.LiveState`)
-fresh from the database, every few seconds, off the event loop.
+fresh from the database: every few seconds it asks the record writer process, which holds the database,
+and applies its answer on the event loop when something changed, so that no thread of the proxy reads
+it while requests are in flight (only at start-up, until it is first loaded, a worker thread reads it too).
 
 Requests for the pages are never forwarded and never decided by the filtering policy: the enforce
 addon leaves a flow marked :data:`PAGE` alone. Pages are built in a worker thread (they may read or
@@ -12,18 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable
+from zoneinfo import ZoneInfo
 
 from mitmproxy import ctx, http
 
 from schoolproxy.identity.profiles import Identity
 from schoolproxy.proxy.identify import IDENTITY
+from schoolproxy.proxy.record import Record
 from schoolproxy.records import open_database
 from schoolproxy.snapshot import Snapshot, SnapshotHolder
-from schoolproxy.standards import pages
-from schoolproxy.standards.live import LiveState
+from schoolproxy.standards import notice, pages
+from schoolproxy.standards.live import LiveState, read_live
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +39,10 @@ _TEXT = {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store
 
 
 class Pages:
-    def __init__(self, snapshots: SnapshotHolder, live: LiveState):
+    def __init__(self, snapshots: SnapshotHolder, live: LiveState, records: Record):
         self.snapshots = snapshots
         self.state = live
+        self.records = records
         self.db = None
         self._key: bytes | None = None
         self._task: asyncio.Task | None = None
@@ -64,24 +70,33 @@ class Pages:
             self._task = None
 
     async def _refresh_loop(self, every: float) -> None:
-        failing = False
-        quiet_until = time.monotonic() + 15  # the records database may still be being created at start
         while True:
             snap = self.snapshots.snapshot
-            if self.db is not None and snap is not None:
-                try:
-                    expiring = await asyncio.to_thread(self.state.refresh, self.db, snap.config)
-                    running = self.snapshots.snapshot
-                    if running is not None and expiring.stamp != running.expiring.stamp:
-                        self.snapshots.set_expiring(expiring)
-                        log.info("schoolproxy: %d expiring allow(s) in force", len(expiring))
-                    failing = False
-                except Exception as e:  # the database may be starting or down: keep the last state
-                    if not failing and time.monotonic() > quiet_until:
-                        log.warning("schoolproxy: unblock and notice state not refreshed: %s",
-                                    str(e).splitlines()[0][:200])
-                    failing = time.monotonic() > quiet_until
+            writer = self.records.writer
+            if writer is not None and snap is not None:
+                writer.on_live = self._answered  # (the writer process is started after this addon's running)
+                config = snap.config
+                now = dt.datetime.now(dt.timezone.utc)
+                since = notice.renewal_start(config, now) if config.notice.enabled else None
+                if not self.state.loaded and self.db is not None:
+                    # At start-up, until it is loaded, read it here too: the writer process takes a second
+                    # or two to start, and the notice waits for the state.
+                    try:
+                        self._answered(await asyncio.to_thread(read_live, self.db, [], since))
+                    except Exception as e:  # the records database may still be being created
+                        log.debug("schoolproxy: unblock and notice state not loaded yet: %s", e)
+                writer.ask_live(self.state.take_told(), since)
             await asyncio.sleep(every)
+
+    def _answered(self, live: dict) -> None:
+        """The record writer process's answer: what changed in the unblock and notice state."""
+        snap = self.snapshots.snapshot
+        if snap is None:
+            return
+        expiring = self.state.apply(live, ZoneInfo(snap.config.timezone))
+        if expiring is not None and expiring.stamp != snap.expiring.stamp:
+            self.snapshots.set_expiring(expiring)
+            log.info("schoolproxy: %d expiring allow(s) in force", len(expiring))
 
     # -- requests ---------------------------------------------------------------------------------
     def requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:

@@ -6,7 +6,8 @@ the interpreter lock the event loop needs. Here the proxy's only work per reques
 tuples (marshal) and writes it to the writer process's stdin without blocking. The writer process runs
 at a lower CPU priority than the proxy. The writer process (``python -m schoolproxy.records.process``) runs
 the ordinary :class:`RecordWriter` — batches, spool, replay, idempotent inserts — and reports its
-counters and an acknowledgement back on stdout as JSON lines.
+counters and an acknowledgement back on stdout as JSON lines, which the event loop reads when they
+arrive (no thread in the proxy; the pipe's machinery is :mod:`schoolproxy.framedchild`).
 
 A frame is acknowledged once every record in it is in the database or the on-disk spool. Until then
 the proxy keeps it (at most ``queue_size`` records), so nothing is lost when:
@@ -24,23 +25,17 @@ of the group): it stops when the proxy closes the pipe, after flushing.
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
+import datetime as dt
 import json
 import logging
 import marshal
-import os
-import select
-import signal
-import struct
-import subprocess
 import sys
-import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Iterator
 
+from schoolproxy.framedchild import FRAME_HEADER, FramedChild, Reporter, child_start
 from schoolproxy.records.redact import SEARCH_PARAMS
 from schoolproxy.records.spool import Spool
 from schoolproxy.records.writer import to_row
@@ -48,235 +43,81 @@ from schoolproxy.verdict import Verdict
 
 log = logging.getLogger(__name__)
 
-HANDOFF = 0.1           # seconds between hand-offs to the writer process
 REPORT = 0.2            # seconds between the writer process's reports
-RESTART_BACKOFF = (1.0, 30.0)
 WRITER_NICE = 10        # the writer process's CPU priority below the proxy's (see main)
-FRAME_HEADER = struct.Struct("<IQ")  # frame length, records handed off up to and including this frame
 COUNTERS = ("written", "spooled", "replayed", "dropped", "db_errors", "batches")
 
 
-def frame(upto: int, payload: bytes) -> bytes:
-    """One frame of the pipe to a child process (the record writer's, the alert rules'): length, a count, bytes."""
-    return FRAME_HEADER.pack(len(payload), upto) + payload
-
-
-def read_frames(stream: BinaryIO) -> Iterator[tuple[int, bytes]]:
-    while len(header := stream.read(FRAME_HEADER.size)) == FRAME_HEADER.size:
-        size, upto = FRAME_HEADER.unpack(header)
-        payload = stream.read(size)
-        if len(payload) < size:
-            return  # the proxy died mid-frame: it was never acknowledged, the proxy spools or resends it
-        yield upto, payload
-
-
-@dataclasses.dataclass
-class _Frame:
-    upto: int   # identifies the frame: the count of records handed off, this frame's included
-    data: bytes  # header included
-
-
-class WriterProcess:
+class WriterProcess(FramedChild):
     """The proxy's side: the same face as :class:`RecordWriter` (submit, counters, queue_depth, spool,
-    close) for the addon and the metrics."""
+    close) for the addon and the metrics. Records the writer process cannot be given (it is
+    ``queue_size`` behind, or a record cannot be packed) are spooled here."""
+
+    module = "schoolproxy.records.process"
+    name = "the record writer process"
+    items = "records"
 
     def __init__(self, database_url: str, spool: Spool, batch_size: int = 500, max_delay: float = 0.5,
                  queue_size: int = 10_000, keep: frozenset[str] = SEARCH_PARAMS, redact: bool = True):
+        super().__init__({"database": database_url, "spool_dir": str(spool.dir), "spool_name": spool.name,
+                          "fsync": "batch" if spool.fsync else "none", "batch_size": batch_size,
+                          "max_delay": max_delay, "queue_size": queue_size, "keep": sorted(keep),
+                          "redact": redact}, limit=queue_size)
         self.spool = spool
         self.keep, self.redact = keep, redact
         self.queue_size = queue_size
-        self._settings = {"database": database_url, "spool_dir": str(spool.dir), "spool_name": spool.name,
-                          "fsync": "batch" if spool.fsync else "none", "batch_size": batch_size,
-                          "max_delay": max_delay, "queue_size": queue_size, "keep": sorted(keep),
-                          "redact": redact}
-        self._queue: deque[Verdict] = deque()
-        self._unacked: deque[_Frame] = deque()
-        self._out = bytearray()      # bytes for the current writer process's pipe
-        self._handed = 0             # records handed off so far
-        self._acked = 0              # ... of which this many are in the database or the spool
-        self._proc: subprocess.Popen | None = None
-        self._restart_at = 0.0
-        self._backoff = RESTART_BACKOFF[0]
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._closed = False
+        # Totals of all writer processes so far, replaced whole by each report: the metrics server's
+        # thread reads them, and a single assignment never shows it half an update.
+        self._totals = dict.fromkeys(COUNTERS, 0)
         self._base = dict.fromkeys(COUNTERS, 0)     # from writer processes that have exited
-        self._child = dict.fromkeys(COUNTERS, 0)    # from the current one
-        self._lock = threading.Lock()               # between the event loop and the report reader
-        self._reader: threading.Thread | None = None
-        self.spooled_here = self.dropped_here = self.restarts = 0
+        self.spooled_here = self.dropped_here = 0
 
-    # -- event loop side --------------------------------------------------------------------------
-    def submit(self, verdict: Verdict) -> None:
-        """Hot path: enqueue and return."""
-        self._queue.append(verdict)
+    # -- the unblock and notice state, read by the writer process ---------------------------------
+    #: Called on the event loop with each answer to :meth:`ask_live`: the parts that changed.
+    on_live: Callable[[dict], None] | None = None
 
-    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> "WriterProcess":
-        self._loop = loop or asyncio.get_running_loop()
-        self._spawn()
-        self._timer = self._loop.call_later(HANDOFF, self._tick)
-        return self
+    def ask_live(self, told: list[int], notice_since: dt.datetime | None) -> None:
+        """Ask the writer process, which holds the database, for the unblock and notice state
+        (:func:`~schoolproxy.standards.live.read_live`): the proxy itself never reads the database for it.
+        The answer comes back as a report, to :attr:`on_live`, when it has changed."""
+        since = notice_since.isoformat() if notice_since is not None else None
+        self.send(json.dumps({"live": {"told": told, "notice_since": since}}).encode())
 
-    def _tick(self) -> None:
-        try:
-            self.handoff()
-        except Exception:  # never stop handing off because of one bad moment
-            log.exception("schoolproxy: record hand-off failed")
-        finally:
-            if not self._closed and self._loop is not None:
-                self._timer = self._loop.call_later(HANDOFF, self._tick)
-
-    def handoff(self) -> None:
-        """Pack the queue into a frame and push what the pipe takes (never blocks)."""
-        self._pack()
-        if self._proc is None or self._proc.poll() is not None:
-            self._respawn()
-        else:
-            self._pump()
-
-    def _pack(self) -> None:
-        self._forget_acked()
-        if not self._queue:
+    def _report(self, report: dict) -> None:
+        if "live" in report:
+            if self.on_live is not None:
+                self.on_live(report["live"])
             return
-        verdicts = [self._queue.popleft() for _ in range(len(self._queue))]
-        if self._handed - self._acked + len(verdicts) > self.queue_size:
-            self._spool_verdicts(verdicts)  # the writer process is behind, dead or hung
-            return
-        try:
-            payload = marshal.dumps(list(map(tuple, verdicts)))
-        except (ValueError, TypeError) as e:  # a field of an unexpected type: keep the records anyway
-            log.error("schoolproxy: records could not be handed to the writer process, spooled instead: %s", e)
-            self._spool_verdicts(verdicts)
-            return
-        self._handed += len(verdicts)
-        packed = _Frame(self._handed, frame(self._handed, payload))
-        self._unacked.append(packed)
-        self._out += packed.data
+        base = self._base
+        self._totals = {k: base[k] + report.get(k, 0) for k in COUNTERS}
 
-    def _pump(self, wait: float = 0.0) -> None:
-        """Write what the pipe takes now; with ``wait``, keep at it for up to that long (shutdown)."""
-        if not self._out or self._proc is None:
-            return
-        fd = self._proc.stdin.fileno()
-        deadline = time.monotonic() + wait
-        try:
-            os.set_blocking(fd, False)
-            while self._out:
-                try:
-                    n = os.write(fd, self._out)
-                except BlockingIOError:  # the pipe is full: the rest goes at the next hand-off
-                    left = deadline - time.monotonic()
-                    if left <= 0 or not select.select([], [fd], [], left)[1]:
-                        return
-                    continue
-                del self._out[:n]
-        except (OSError, ValueError):
-            pass  # the writer process has gone: _respawn sends every unacknowledged frame again
+    def _ended(self) -> None:
+        self._base = dict(self._totals)
 
-    def _forget_acked(self) -> None:
-        acked = self._acked
-        while self._unacked and self._unacked[0].upto <= acked:
-            self._unacked.popleft()
-
-    # -- the writer process -----------------------------------------------------------------------
-    def _spawn(self) -> None:
-        if self._proc is not None and self._proc.stdin is not None:
-            self._proc.stdin.close()
-        try:
-            proc = subprocess.Popen([sys.executable, "-m", "schoolproxy.records.process"], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, bufsize=0, close_fds=True)
-        except OSError as e:
-            log.error("schoolproxy: cannot start the record writer process: %s", e)
-            self._proc = None
-            return
-        with self._lock:
-            self._proc = proc
-            self._child = dict.fromkeys(COUNTERS, 0)
-        settings = json.dumps(self._settings).encode()
-        self._out = bytearray(frame(0, settings) + b"".join(f.data for f in self._unacked))
-        self._reader = threading.Thread(target=self._read_reports, args=(proc,), name="schoolproxy-records-reports",
-                                        daemon=True)
-        self._reader.start()
-        self._pump()
-
-    def _respawn(self) -> None:
-        now = time.monotonic()
-        if now < self._restart_at:
-            return
-        if self._proc is not None:
-            log.error("schoolproxy: the record writer process exited (code %s); restarting it and sending "
-                      "its %d unacknowledged records again", self._proc.returncode, self._handed - self._acked)
-            self.restarts += 1
-        self._restart_at = now + self._backoff
-        self._backoff = min(self._backoff * 2, RESTART_BACKOFF[1])
-        self._spawn()
-
-    def _read_reports(self, proc: subprocess.Popen) -> None:
-        """Reader thread: wakes only when the writer process reports (a few times a second)."""
-        last = None
-        for line in proc.stdout:
-            try:
-                report = json.loads(line)
-            except ValueError:
-                continue
-            last = report
-            with self._lock:
-                self._acked = max(self._acked, report.get("ack", 0))
-                if self._proc is proc:
-                    self._child = {k: report.get(k, 0) for k in COUNTERS}
-                    if report.get("ack", 0):
-                        self._backoff = RESTART_BACKOFF[0]  # it works: a later crash restarts it promptly
-        with self._lock:  # the process has ended: keep its totals
-            if last is not None:
-                for k in COUNTERS:
-                    self._base[k] += last.get(k, 0)
-            if self._proc is proc:
-                self._child = dict.fromkeys(COUNTERS, 0)
+    def _not_handed(self, verdicts: list[Verdict]) -> None:
+        self._spool_verdicts(verdicts)
 
     # -- counters, as RecordWriter has them -------------------------------------------------------
-    def _count(self, name: str) -> int:
-        with self._lock:
-            return self._base[name] + self._child[name]
-
-    written = property(lambda self: self._count("written"))
-    replayed = property(lambda self: self._count("replayed"))
-    db_errors = property(lambda self: self._count("db_errors"))
-    batches = property(lambda self: self._count("batches"))
-    spooled = property(lambda self: self._count("spooled") + self.spooled_here)
-    dropped = property(lambda self: self._count("dropped") + self.dropped_here)
+    written = property(lambda self: self._totals["written"])
+    replayed = property(lambda self: self._totals["replayed"])
+    db_errors = property(lambda self: self._totals["db_errors"])
+    batches = property(lambda self: self._totals["batches"])
+    spooled = property(lambda self: self._totals["spooled"] + self.spooled_here)
+    dropped = property(lambda self: self._totals["dropped"] + self.dropped_here)
 
     @property
     def queue_depth(self) -> int:
         """Records not yet in the database or the spool, in this process and the writer process."""
-        return len(self._queue) + self._handed - self._acked
+        return len(self._queue) + self.unacknowledged
 
     # -- shutdown ---------------------------------------------------------------------------------
     def close(self, timeout: float = 30.0) -> None:
         """Flush everything: the writer process writes (or spools) all it was given, then exits; whatever
         it could not acknowledge is spooled here."""
-        self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-        self._pack()
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            self._pump(wait=timeout)
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.error("schoolproxy: the record writer process did not finish in %.0f s; stopping it", timeout)
-                proc.kill()
-                proc.wait()
-        if self._reader is not None:
-            self._reader.join(5)  # its last report
-        self._forget_acked()
+        self.stop(timeout)
         if self._unacked:
-            self._spool_verdicts([Verdict(*t) for f in self._unacked
-                                  for t in marshal.loads(f.data[FRAME_HEADER.size:])])
+            self._spool_verdicts([Verdict(*t) for _, data in self._unacked
+                                  for t in marshal.loads(data[FRAME_HEADER.size:])])
             self._unacked.clear()
             self._acked = self._handed
 
@@ -289,50 +130,35 @@ class WriterProcess:
 
 # -- the writer process itself ----------------------------------------------------------------------
 def main() -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Give way to the proxy: at equal priority a batch insert or WAL checkpoint here could take the CPU
-    # from the proxy's event loop (or from a proxy thread holding the interpreter lock the loop then
-    # waits for) while requests are in flight. Records wait in the pipe and catch up when it is idle.
-    try:
-        os.nice(WRITER_NICE)
-    except OSError:
-        pass
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    # from the proxy's event loop while requests are in flight. Records wait in the pipe and catch up
+    # when it is idle.
+    started = child_start(WRITER_NICE)
+    if started is None:
+        return 0
+    s, frames = started
     from schoolproxy.records.database import open_database
     from schoolproxy.records.writer import RecordWriter
 
-    frames = read_frames(sys.stdin.buffer)
-    first = next(frames, None)
-    if first is None:
-        return 0
-    s = json.loads(first[1])
     spool = Spool(Path(s["spool_dir"]), s["fsync"], s["spool_name"])
-    writer = RecordWriter(open_database(s["database"]), spool, s["batch_size"], s["max_delay"], s["queue_size"],
+    db = open_database(s["database"])
+    writer = RecordWriter(db, spool, s["batch_size"], s["max_delay"], s["queue_size"],
                           frozenset(s["keep"]), s["redact"]).start()
     marks: deque[tuple[int, int]] = deque()   # (frame's upto, records submitted to this writer up to it)
-    state = {"submitted": 0, "ack": 0, "done": False}
-    out = sys.stdout
-    report_lock = threading.Lock()
+    state = {"submitted": 0, "ack": 0}
 
-    def report() -> None:
-        with report_lock:  # the reporter thread, and once more at the end
-            handled = writer.written + writer.spooled + writer.dropped
-            while marks and marks[0][1] <= handled:
-                state["ack"] = marks.popleft()[0]
-            out.write(json.dumps({**{k: getattr(writer, k) for k in COUNTERS}, "ack": state["ack"]}) + "\n")
-            out.flush()
+    def report() -> dict:
+        handled = writer.written + writer.spooled + writer.dropped
+        while marks and marks[0][1] <= handled:
+            state["ack"] = marks.popleft()[0]
+        return {**{k: getattr(writer, k) for k in COUNTERS}, "ack": state["ack"]}
 
-    def reporter() -> None:
-        while not state["done"]:
-            time.sleep(REPORT)
-            try:
-                report()
-            except (BrokenPipeError, ValueError):
-                return
-
-    threading.Thread(target=reporter, name="reports", daemon=True).start()
+    reporter = Reporter(report, REPORT).start()
+    live = LiveAnswers(db, reporter)
     for upto, payload in frames:
+        if upto == 0:  # a question: the unblock and notice state
+            live.answer(json.loads(payload)["live"])
+            continue
         verdicts = [Verdict(*t) for t in marshal.loads(payload)]
         # Wait for room rather than let RecordWriter spill to the spool out of order: acknowledgements
         # count records in the order they were given.
@@ -343,12 +169,53 @@ def main() -> int:
         state["submitted"] += len(verdicts)
         marks.append((upto, state["submitted"]))
     writer.close()
-    state["done"] = True
-    try:
-        report()
-    except (BrokenPipeError, ValueError):
-        pass
+    reporter.last()
     return 0
+
+
+class LiveAnswers:
+    """In the writer process: answers the proxy's questions about the unblock and notice state with the
+    parts that changed since the last answer (the first answer has them all)."""
+
+    def __init__(self, db, reporter: Reporter):
+        self.db = db
+        self.reporter = reporter
+        self._sent: dict[str, str] = {}
+        # The acceptances go as what was added and removed since the last answer (there may be thousands,
+        # and the proxy reads them on its event loop); all of them at first and when the notice is due again.
+        self._accepted: tuple[str | None, set[tuple[str, str]]] = (None, set())
+        self._failing = False
+        self._quiet_until = time.monotonic() + 15  # the records database may still be being created at start
+
+    def answer(self, question: dict) -> None:
+        from schoolproxy.standards.live import read_live
+
+        since = question.get("notice_since")
+        try:
+            live = read_live(self.db, question.get("told", []), dt.datetime.fromisoformat(since) if since else None)
+        except Exception as e:  # the database may be starting or down: the proxy keeps the last state
+            if not self._failing and time.monotonic() > self._quiet_until:
+                log.warning("schoolproxy: unblock and notice state not refreshed: %s", str(e).splitlines()[0][:200])
+            self._failing = time.monotonic() > self._quiet_until
+            return
+        self._failing = False
+        changed = {}
+        accepted = live.pop("accepted", None)
+        if accepted is not None:
+            since, subjects = accepted["since"], {tuple(s) for s in accepted["subjects"]}
+            last_since, last = self._accepted
+            if since != last_since:
+                changed["accepted"] = accepted
+            elif subjects != last:
+                changed["accepted"] = {"since": since, "added": sorted(subjects - last), "removed": sorted(last - subjects)}
+            self._accepted = (since, subjects)
+        for part, value in live.items():
+            text = json.dumps(value)
+            if self._sent.get(part) != text:
+                changed[part] = value
+                self._sent[part] = text
+        if changed:
+            self.reporter.write({"live": changed})
 
 
 if __name__ == "__main__":

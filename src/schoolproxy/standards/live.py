@@ -3,9 +3,11 @@ refreshed off the request path: the outcomes of requests not yet told to the per
 accepted the notice since it was last due, and the blocks shown lately (what the form asks about). The
 expiring allows in force are loaded by the same refresh and go into the running snapshot.
 
-:meth:`LiveState.refresh` reads the database (run it in a thread, every few seconds); everything else is
-a dictionary or set lookup, safe on the event loop. Each refresh builds new values and swaps them in
-with single assignments, so a request never sees half a refresh.
+The database is read where it is held (:func:`read_live`, in the proxy's record writer process, every
+few seconds), and the answer — plain values, only what changed since the last one — is applied on the
+event loop (:meth:`LiveState.apply`); :meth:`LiveState.refresh` does both at once (tests, tools). Everything
+else is a dictionary or set lookup, safe on the event loop. Each answer builds new values and swaps them
+in with single assignments, so a request never sees half a refresh.
 """
 
 from __future__ import annotations
@@ -81,29 +83,68 @@ class LiveState:
         return self._recent.get(ref)
 
     # -- off the request path -------------------------------------------------------------------------
-    def refresh(self, db: Engine, config: Config, now: dt.datetime | None = None) -> ExpiringOverrides:
-        """Reload from the database; returns the expiring allows now in force."""
-        now = now or dt.datetime.now(UTC)
-        told = set(self._told)
-        unblock_log.mark_told(db, sorted(told))
-        rows = unblock_log.active_overrides(db, now)
-        overrides = ExpiringOverrides(rows, ZoneInfo(config.timezone))
-        outcomes = {}
-        for r in unblock_log.outcomes_to_tell(db, now - TELL_FOR, now - SHOW_FOR):
-            outcomes[(r["username"].lower(), r["host"])] = Outcome(
-                r["id"], r["status"], unblock_log.aware(r["decided_at"]), r["note"] or "",
-                unblock_log.aware(r["expires_at"]) if r["expires_at"] else None,
-                r["told_at"] is not None or r["id"] in told)
-        self._outcomes = outcomes
-        self._told -= told  # marked in the database
-        if config.notice.enabled:
-            since = notice.renewal_start(config, now)
-            accepted = frozenset(notice_log.accepted_since(db, since))
+    def take_told(self) -> list[int]:
+        """The outcomes shown on a block page since the last call, for :func:`read_live` to mark as told."""
+        told, self._told = self._told, set()
+        return sorted(told)
+
+    def apply(self, live: dict, tz: dt.tzinfo) -> ExpiringOverrides | None:
+        """Take an answer of :func:`read_live` (the parts that changed); returns the expiring allows now in
+        force if they changed."""
+        if "outcomes" in live:
+            self._outcomes = {(username, host): Outcome(i, status, _time(decided), note, _time(expires), told)
+                              for username, host, i, status, decided, note, expires, told in live["outcomes"]}
+        if "accepted" in live:
+            part = live["accepted"]
+            if "subjects" in part:
+                accepted = frozenset(map(tuple, part["subjects"]))
+            else:  # what was added and removed since the last answer
+                accepted = self._accepted.difference(map(tuple, part["removed"])).union(map(tuple, part["added"]))
             here = self._accepted_here
-            self._accepted, self.notice_since = accepted, since
+            self._accepted, self.notice_since = accepted, _time(part["since"])
             self._accepted_here = {k for k in here if k not in accepted}
         self.loaded = True
-        return overrides
+        if "overrides" not in live:
+            return None
+        return ExpiringOverrides([{**row, "expires_at": _time(row["expires_at"])} for row in live["overrides"]], tz)
+
+    def refresh(self, db: Engine, config: Config, now: dt.datetime | None = None) -> ExpiringOverrides:
+        """Reload from the database here; returns the expiring allows now in force."""
+        now = now or dt.datetime.now(UTC)
+        since = notice.renewal_start(config, now) if config.notice.enabled else None
+        expiring = self.apply(read_live(db, self.take_told(), since, now), ZoneInfo(config.timezone))
+        assert expiring is not None
+        return expiring
+
+
+def read_live(db: Engine, told: list[int], notice_since: dt.datetime | None,
+              now: dt.datetime | None = None) -> dict:
+    """Mark the outcomes in ``told`` as seen, and read what :meth:`LiveState.apply` takes, as plain values:
+    the expiring allows in force, the outcomes to tell, and (with ``notice_since``) the acceptances of the
+    notice since it was last due."""
+    now = now or dt.datetime.now(UTC)
+    unblock_log.mark_told(db, told)
+    live: dict = {"overrides": [
+        {"id": r["id"], "site": r["site"], "action": r["action"], "scope": r["scope"],
+         "scope_value": r["scope_value"], "expires_at": _iso(r["expires_at"]), "author": r["author"],
+         "rationale": r["rationale"]}
+        for r in unblock_log.active_overrides(db, now)]}
+    live["outcomes"] = [
+        [r["username"].lower(), r["host"], r["id"], r["status"], _iso(r["decided_at"]), r["note"] or "",
+         _iso(r["expires_at"]), r["told_at"] is not None or r["id"] in told]
+        for r in unblock_log.outcomes_to_tell(db, now - TELL_FOR, now - SHOW_FOR)]
+    if notice_since is not None:
+        live["accepted"] = {"since": notice_since.isoformat(),
+                            "subjects": sorted(notice_log.accepted_since(db, notice_since))}
+    return live
+
+
+def _iso(t: dt.datetime | None) -> str | None:
+    return None if t is None else unblock_log.aware(t).isoformat()
+
+
+def _time(iso: str | None) -> dt.datetime | None:
+    return None if iso is None else dt.datetime.fromisoformat(iso)
 
 
 def outcome_text(outcome: Outcome, tz: ZoneInfo, now: dt.datetime) -> str:
