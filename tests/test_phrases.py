@@ -212,6 +212,21 @@ def test_page_string_is_case_folded_and_spaced_but_keeps_accents():
     assert content_string("Żółć  się") == " zolc sie "
 
 
+def test_page_string_folds_case_in_any_script_wherever_on_the_page(lists):
+    """A page in a script without case (Arabic) skips str.casefold; a cased letter anywhere on it —
+    in its first words or far down — is still folded, and a phrase in capitals still scores."""
+    import sys
+
+    from schoolproxy.monitoring.phrases import _CASED_LEADS, page_string
+    cased = {chr(c).encode()[0] for c in range(0x80, sys.maxunicode + 1)
+             if not 0xD800 <= c <= 0xDFFF and chr(c).casefold() != chr(c)}
+    assert set(_CASED_LEADS) == cased   # the list the check uses is the running Python's Unicode
+    arabic = "ذهب الطلاب في رحلة مدرسية إلى المتحف " * 100
+    assert page_string(arabic + "ŻYĆ Straße ΣΟΦΙΑ") == page_string(arabic)[:-1] + " żyć strasse σοφια "
+    assert page_string("ŻYĆ " + arabic) == " żyć" + page_string(arabic)
+    [s] = [s for s in lists.score_content(arabic + " HOW TO KILL MYSELF") if s.theme == "self-harm"]
+    assert s.score >= 100
+
 # -- concept rules: term sets, templates, inflections, stems, nearness, tiers ------------------------------
 def concept_lists(tmp_path, rules: str, sets: str = ""):
     root = tmp_path / "phrases"

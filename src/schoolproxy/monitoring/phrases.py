@@ -95,8 +95,12 @@ _MARKS = _mark_ranges()
 #: A raw word as typed: letters, digits, marks, and what leetspeak and intra-word punctuation use.
 _EMOJI = "\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF"
 _RAW_WORD = re.compile(rf"[\w{_MARKS}@$!|+€£.\-*'’·]+|[{_EMOJI}][{_MARKS}]*")
+#: The same for ASCII text (most of what is typed): the class above, tested character by character
+#: against hundreds of ranges of marks, costs more than the rest of tokenising.
+_RAW_WORD_ASCII = re.compile(r"[\w@$!|+.\-*']+")
 _INTRA = re.compile(r"[.\-_*'’·]+")
 _EDGE = "!?.,;:'’\"*()-_·"
+_EDGE_RIGHT = _EDGE + "@$|+"
 _UNDERSCORE = re.compile(r"_+")
 
 
@@ -112,6 +116,12 @@ _SPACE_RUNS = re.compile("  +")
 #: Unicode punctuation and spaces that become spaces too (one ``in`` each, a few µs over a page; the
 #: quads U+2000/U+2001 and the ideographic space are left out: rare in our languages, and a search for a
 #: character whose low byte is 0 is ~20x slower in text stored two bytes a character).
+#: The first bytes, in UTF-8, of every character outside ASCII that case folding changes (Latin, Greek,
+#: Cyrillic, Armenian, Georgian letters, ligatures, fullwidth and circled letters …); a test checks the
+#: list against the running Python's Unicode tables. A text with none of them needs no ``str.casefold``.
+_CASED_LEADS = bytes.fromhex("c2 c3 c4 c5 c6 c7 c8 c9 cd ce cf d0 d1 d2 d3 d4 d5 d6 e1 e2 ea ef f0")
+_CASED_LEAD = re.compile(b"[" + b"".join(re.escape(bytes([b])) for b in _CASED_LEADS) + b"]")
+_NOT_CASED_LEAD = bytes(b for b in range(256) if b not in _CASED_LEADS)   # deleted by bytes.translate
 _UNICODE_SPACES = ("“”‘’«»—–…،؟؛·•¡¿„‚‹›\u0085\u00a0\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
                    "\u200a\u200b\u2028\u2029\u202f\u205f")
 
@@ -181,7 +191,8 @@ _RUN = re.compile(r"(.)\1+")
 
 def squeeze(word: str) -> str:
     """Runs of one letter become one letter ("diiiie" → "die", "kill" → "kil"), on both sides."""
-    return _RUN.sub(r"\1", word) if len(word) > 1 else word
+    # Most words have no run: a search is cheaper than a substitution that finds nothing.
+    return _RUN.sub(r"\1", word) if len(word) > 1 and _RUN.search(word) else word
 
 
 def _word(raw: str) -> str:
@@ -213,21 +224,24 @@ def tokenise(text: str, join_intra: bool = True) -> list[Token]:
     """Normalised words of ``text`` with their spans in it. ``join_intra``: "self-harm" → "selfharm"
     (else "self", "harm"); "k.i.l.l" and "s-u-i-c-i-d-e" become one word either way."""
     out: list[Token] = []
-    for m in _RAW_WORD.finditer(text):
+    for m in (_RAW_WORD_ASCII if text.isascii() else _RAW_WORD).finditer(text):
         raw, start = m.group(), m.start()
-        # Edge punctuation is not part of the word ("myself!!!", "'kill'"); a leading $, @, ! or | is leet.
-        left, right = 0, len(raw)
-        while left < right and raw[left] in _EDGE:
-            left += 1
-        while right > left and raw[right - 1] in _EDGE + "@$|+":
-            right -= 1
-        if left == right:
-            continue
-        core = raw[left:right]
-        parts = _INTRA.split(core)
-        if len(parts) > 1 and (join_intra or all(len(p) == 1 for p in parts)):
-            parts = ["".join(parts)]
-        pos = start + left
+        if raw.isalnum():  # most words: no punctuation at the edges or inside
+            parts, pos = [raw], start
+        else:
+            # Edge punctuation is not part of the word ("myself!!!", "'kill'"); a leading $, @, ! or | is leet.
+            left, right = 0, len(raw)
+            while left < right and raw[left] in _EDGE:
+                left += 1
+            while right > left and raw[right - 1] in _EDGE_RIGHT:
+                right -= 1
+            if left == right:
+                continue
+            core = raw[left:right]
+            parts = _INTRA.split(core)
+            if len(parts) > 1 and (join_intra or all(len(p) == 1 for p in parts)):
+                parts = ["".join(parts)]
+            pos = start + left
         for p in parts:
             if p:
                 w = _word(p)
@@ -260,17 +274,19 @@ def tokens(text: str, join_intra: bool = True) -> list[str]:
     return [t.text for t in tokenise(text[:MAX_TEXT], join_intra)]
 
 
-def _spaced(text: str) -> str:
-    """Text whose case is already folded → the content path's form, with whole-string operations only
-    (no per-word Python): punctuation, symbols and whitespace spaces, one space between words and at each
-    end (the phrases' keys are space-delimited)."""
+def _spaced(text: str, encoded: bytes | None = None) -> str:
+    """Text whose case is already folded (but for ASCII letters: they are lowered here) → the content
+    path's form, with whole-string operations only (no per-word Python): punctuation, symbols and
+    whitespace spaces, one space between words and at each end (the phrases' keys are space-delimited).
+    ``encoded``: the text in UTF-8 (surrogatepass), if the caller has it."""
     if text.isascii():
         text = text.encode().translate(_BYTE_SPACES).decode()
     else:
+        raw = encoded or text.encode("utf-8", "surrogatepass")
         for c in _UNICODE_SPACES:
-            if c in text:
-                text = text.replace(c, " ")
-        text = text.encode("utf-8", "surrogatepass").translate(_BYTE_SPACES).decode("utf-8", "replace")
+            if c in text:  # a search of the str, replaced in the bytes (UTF-8 sequences never overlap)
+                raw = raw.replace(c.encode(), b" ")
+        text = raw.translate(_BYTE_SPACES).decode("utf-8", "replace")
     return " " + _SPACE_RUNS.sub(" ", text).strip(" ") + " "
 
 
@@ -284,8 +300,17 @@ def content_string(text: str) -> str:
 def page_string(text: str) -> str:
     """A page's text as it is searched: case folded, accents kept — folding accents costs more than the
     rest of the search together (NFKD and a regex over every character), so the keys carry each
-    accented spelling the lists use instead (see :attr:`PhraseLists.spellings`)."""
-    return _spaced(text.casefold())
+    accented spelling the lists use instead (see :attr:`PhraseLists.spellings`). ``str.casefold`` is
+    skipped for text with no cased letter outside ASCII (Arabic, Hebrew, Indic scripts): :func:`_spaced`
+    lowers ASCII letters anyway, and the check costs less than the fold (0.1 against 0.3 ms a page)."""
+    if text.isascii():
+        return _spaced(text)
+    raw = text.encode("utf-8", "surrogatepass")
+    # Latin, Greek or Cyrillic text shows a cased letter within its first words; else the whole text is
+    # checked, at C speed.
+    if _CASED_LEAD.search(raw, 0, 2048) or raw.translate(None, _NOT_CASED_LEAD):
+        return _spaced(text.casefold())
+    return _spaced(text, raw)
 
 
 def _near(a: str, b: str) -> bool:
@@ -456,11 +481,14 @@ def _expand(raw: str, sets: dict[str, list[str]], where: str, _seen: tuple[str, 
     return out
 
 
-def _phrase(raw: str, sets: dict[str, list[str]] | None = None, where: str = "") -> Phrase | None:
+def _phrase(raw: str, sets: dict[str, list[str]] | None = None, where: str = "",
+            known: dict[str, tuple[Form, ...]] | None = None) -> Phrase | None:
     """One ``<...>`` part. Spaces inside the brackets are literal, as in E2Guardian: ``< x >`` whole
     words, ``< x>`` a word start (a stem), ``<x>`` anywhere. A template — with a term set (``@name``)
     or a word written ``word~`` or ``stem*`` — is whole words, a sequence of pieces each matched on its
-    own (the sets' members are not multiplied out: "< @i @want to @die >" is four pieces in a row)."""
+    own (the sets' members are not multiplied out: "< @i @want to @die >" is four pieces in a row).
+    ``known``: the forms of pieces already expanded with these sets — a set is named in many rules, and
+    each keeping its own copy of the set's spellings was a third of the lists' memory."""
     if not ("@" in raw or "~" in raw or raw.strip().endswith("*")):
         words, plain = _normal(raw.strip())
         return Phrase(raw.strip(), ((words, plain, raw.startswith(" "), raw.endswith(" ")),)) if words else None
@@ -478,14 +506,17 @@ def _phrase(raw: str, sets: dict[str, list[str]] | None = None, where: str = "")
         pieces.append(" ".join(literal))
     seq = []
     for piece in pieces:
-        forms, seen = [], set()
-        for words, plain, right in _expand(piece, sets or {}, where):
-            f = (words, plain, True, right)
-            if words and f not in seen:
-                seen.add(f)
-                forms.append(f)
+        forms = known.get(piece) if known is not None else None
+        if forms is None:
+            unique: dict[Form, None] = {}
+            for words, plain, right in _expand(piece, sets or {}, where):
+                if words:
+                    unique[(words, plain, True, right)] = None
+            forms = tuple(unique)
+            if known is not None:
+                known[piece] = forms
         if forms:
-            seq.append(Phrase(piece, tuple(forms)))
+            seq.append(Phrase(piece, forms))
     if not seq:
         return None
     if len(seq) == 1:
@@ -509,10 +540,15 @@ def read_sets(path: Path, sets: dict[str, list[str]]) -> None:
             sets.setdefault(m.group(1), []).extend(x for x in members if x not in sets.get(m.group(1), ()))
 
 
-def parse_list(path: Path, theme: str, _depth: int = 0, sets: dict[str, list[str]] | None = None) -> ThemeList:
+def parse_list(path: Path, theme: str, _depth: int = 0, sets: dict[str, list[str]] | None = None,
+               known: dict[str, tuple[Form, ...]] | None = None) -> ThemeList:
+    """A list file's entries; ``sets`` the term sets it sees, ``known`` the pieces expanded with them
+    (see :func:`_phrase`)."""
     if sets is None:
         sets = {}
         read_sets(path, sets)
+    if known is None:
+        known = {}
     tl = ThemeList(theme)
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -533,13 +569,14 @@ def parse_list(path: Path, theme: str, _depth: int = 0, sets: dict[str, list[str
             inc = Path(line[9:-1])
             inc = inc if inc.is_absolute() else path.parent / inc
             read_sets(inc, sets)
-            tl.entries.extend(parse_list(inc, theme, _depth + 1, sets).entries)
+            known.clear()   # the included file may extend a set
+            tl.entries.extend(parse_list(inc, theme, _depth + 1, sets, known).entries)
             continue
         m = _LINE.match(line)
         if not m:
             raise PhraseError(f"{path}:{n}: not a weighted phrase line (expected '< phrase ><weight>'): {line[:80]!r}")
         where = f"{path}:{n}"
-        parts = tuple(p for p in (_phrase(raw, sets, where) for raw in _PART.findall(m.group(1))) if p is not None)
+        parts = tuple(p for p in (_phrase(raw, sets, where, known) for raw in _PART.findall(m.group(1))) if p is not None)
         if len(parts) > 15:
             raise PhraseError(f"{where}: at most 15 parts in a combination")
         if parts:
@@ -741,6 +778,7 @@ class PhraseLists:
         # to their base form (see _base_of).
         self._own_words = {f[WORDS][0] for p in self.atoms for f in p.forms if len(f[WORDS]) == 1}
         self._lemmas: dict[str, str] = {}   # typed word → its base (see _base_of), cached
+        self._refs: dict[tuple[int, ...], tuple[int, ...]] = {}
         self._typed = self._automaton(lambda f: f[WORDS], glue=True, lemmas=True)
         #: Folded word → its accented spellings (from every list parsed so far; see _WRITTEN).
         self.spellings: dict[str, tuple[str, ...]] = {w: tuple(sorted(v)) for w, v in list(_WRITTEN.items())}
@@ -820,7 +858,10 @@ class PhraseLists:
         if markers:
             for c in sorted(_FOLD_MARKERS - keys.keys()):
                 keys[c] = []
-        return _Automaton({k: tuple(refs) for k, refs in keys.items()}, ascii=markers, based=set(based_keys))
+        # Most keys name one atom, and the three automata name the same ones: one tuple for each.
+        shared = self._refs
+        return _Automaton({k: shared.setdefault(t, t) for k, t in ((k, tuple(r)) for k, r in keys.items())},
+                          ascii=markers, based=set(based_keys))
 
     def _page_automata(self) -> tuple[_Automaton, _Automaton, int]:
         """(anchors and markers, every atom, the number of the first marker key) for page text. Pages
@@ -846,7 +887,7 @@ class PhraseLists:
         out: list[Hit] = []
         for a in found:
             for i in self._anchored.get(a, ()):
-                if all(x in found for x in self.entry_atoms[i]):
+                if all(map(found.__contains__, self.entry_atoms[i])):
                     for j, part in enumerate(self.entry_parts[i]):
                         out.extend(Hit(i, j, pl[0], pl[1], pl[2]) for pl in self._part_places(part, found, text))
         return out
@@ -861,7 +902,7 @@ class PhraseLists:
                 if len(parts) == 1 and len(parts[0]) == 1:
                     s, e, w = found[a][0][:3]
                     out.append((i, entries[i], [Hit(i, 0, s, e, w)]))
-                elif all(x in found for x in self.entry_atoms[i]):
+                elif all(map(found.__contains__, self.entry_atoms[i])):
                     places = [self._part_places(part, found, text) for part in parts]
                     if not all(places):
                         continue
@@ -1064,9 +1105,11 @@ class PhraseLists:
         found: dict[int, list[_Place]] = {}
         seen: dict[int, int] = {}   # places taken from each key: past _PLACES, its atoms have theirs
         for k, start, end in matches:
-            if seen.get(k, 0) >= _PLACES:
+            refs = keys[k]
+            # Around an anchor most keys found are everyday words of other rules: passed over first.
+            if (wanted is not None and wanted.isdisjoint(refs)) or seen.get(k, 0) >= _PLACES:
                 continue
-            refs, end = keys[k], end - 1
+            end -= 1
             if masked and any(a <= end and start <= b for a, b in masked):
                 continue
             seen[k] = seen.get(k, 0) + 1
@@ -1189,10 +1232,11 @@ def load_phrase_lists(root: Path) -> PhraseLists:
         for f in sorted(d.glob("*.txt")):
             read_sets(f, sets)
     themes = []
+    known: dict[str, tuple[Form, ...]] = {}   # one copy of each set's spellings, however many rules name it
     for d in dirs:
         tl = ThemeList(d.name)
         for f in sorted(d.glob("*.txt")):
-            part = parse_list(f, d.name, sets=sets)
+            part = parse_list(f, d.name, sets=sets, known=known)
             tl.label = tl.label or part.label
             tl.entries.extend(part.entries)
         # One entry per normalised form: "zabić się" and "zabic sie" are the same phrase once folded.
