@@ -328,3 +328,32 @@ def test_concept_rules_find_phrasings_no_list_spells_out(lists, text, theme):
 ])
 def test_everyday_senses_of_the_concept_words_do_not(lists, text):
     assert top(lists, text)[1] < 60, lists.score(text)
+
+
+# Which list word a misspelling is corrected to must not depend on the interpreter's hash seed: the
+# same search once raised an alert and once not, from one run of the proxy to the next.
+_SEED_PROBE = """
+import hashlib, json, sys
+from pathlib import Path
+from schoolproxy.monitoring.evaluation import load_corpus
+from schoolproxy.monitoring.phrases import load_phrase_lists
+lists = load_phrase_lists(Path(sys.argv[1]))
+out = []
+for q in load_corpus():
+    for text in (q.text, q.text.replace("e", "", 1), q.text.replace("i", "ii", 1)):
+        out.append([text, sorted((s.theme, s.score) for s in lists.score(text))])
+print(hashlib.sha256(json.dumps(out).encode()).hexdigest())
+"""
+
+
+def test_scores_do_not_depend_on_the_hash_seed():
+    import os
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parent.parent / "filterlists" / "phrases"
+    digests = set()
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        digests.add(subprocess.run([sys.executable, "-c", _SEED_PROBE, str(root)], env=env, check=True,
+                                   capture_output=True, text=True, timeout=120).stdout.strip())
+    assert len(digests) == 1

@@ -329,8 +329,10 @@ def _near(a: str, b: str) -> bool:
     return a[i + 1:] == b[i:] if la > lb else a[i:] == b[i + 1:]
 
 
-def _deletions(word: str) -> set[str]:
-    return {word[:i] + word[i + 1:] for i in range(len(word))}
+def _deletions(word: str) -> list[str]:
+    """Each one-letter deletion of ``word``, in the order of the deleted letter, once each (an ordered
+    list: which correction wins must not depend on the interpreter's hash seed)."""
+    return list(dict.fromkeys(word[:i] + word[i + 1:] for i in range(len(word))))
 
 
 def _lemma(word: str, vocabulary: set[str]) -> str:
@@ -790,7 +792,7 @@ class PhraseLists:
         deletes: dict[str, list[str]] = {}
         for w in sorted(self.vocabulary):
             if len(w) >= FUZZY_MIN and w.isalpha():
-                for d in _deletions(w) | {w}:
+                for d in [w, *_deletions(w)]:
                     deletes.setdefault(d, []).append(w)
         self._deletes: dict[str, tuple[str, ...]] = {d: tuple(ws) for d, ws in deletes.items()}
         self._corrections: dict[str, str] = {}
@@ -985,7 +987,8 @@ class PhraseLists:
             if fixed is None:
                 fixed = w
                 if w not in self._protected:
-                    for d in _deletions(w) | {w}:
+                    # The typed word first (a letter left out), then its deletions in order.
+                    for d in [w, *_deletions(w)]:
                         for cand in self._deletes.get(d, ()):
                             if cand[0] == w[0] and _near(cand, w):
                                 fixed = cand
