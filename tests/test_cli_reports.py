@@ -190,6 +190,8 @@ def test_sending_the_digest_needs_no_one_and_prints_no_names(world):
     world.config.write_text(world.config.read_text().replace(
         "alerts:\n", "alerts:\n  recipients: {dsl: [dsl@s.test], computing_lead: [cl@s.test], head: [h@s.test], "
         "slt: [slt@s.test]}\n", 1))
+    unknown = run(world, "report", "weekly", "--send", "--by", "root")       # refused before anything is queued
+    assert unknown.returncode == 2 and unknown.stdout == ""
     sent = run(world, "report", "weekly", "--send")
     assert sent.returncode == 0 and "waits in the outbox for 3 recipient(s)" in sent.stdout, sent   # no email yet
     assert "Weekly online-safety digest" in sent.stdout and "2 alert(s)" in sent.stdout

@@ -221,6 +221,8 @@ def _weekly(cfg, db, tz, args) -> int:
     now = dt.datetime.now(tz)
     since = now - dt.timedelta(days=7)
     channels = pending.ways_to_tell(cfg)
+    # Who is asking, before anything is queued; --send alone names no one (it prints no names).
+    viewer = viewer_of(cfg, args.by) if args.by or not args.send else None
     if args.send:
         subject, _, queued = store.queue_digest(db, cfg, since, now)
         if queued is None:
@@ -235,9 +237,8 @@ def _weekly(cfg, db, tz, args) -> int:
         elif queued is not None:
             print(f"queued for {queued} recipient(s), each with the alerts routed to them" if queued else
                   "NOT SENT: no recipient has an address for these alerts (alerts.recipients)")
-        if not args.by:
+        if viewer is None:
             return 0
-    viewer = viewer_of(cfg, args.by)
     span = _span(since, now, tz)
     if access.has_inbox(cfg, viewer):
         rows = [a for a in store.list_alerts(db, since, "all")
