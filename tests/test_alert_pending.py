@@ -155,6 +155,26 @@ def test_the_mailbox_keeps_a_private_copy_and_tells_no_one(tmp_path):
     assert service.undelivered == 1 and pending.undelivered(db, cfg)[0]["ref"] == high["ref"]
 
 
+def test_the_mailbox_on_the_gateway_never_holds_a_concern_about_staff(tmp_path):
+    """The folder is readable by whoever is root on the gateway (the network manager): a concern about a
+    member of staff is the head's alone, so neither its alert nor its lines of the digest are copied there."""
+    config, cfg, db = school(tmp_path, f"sqlite:///{tmp_path / 'r.db'}", mailbox="state/alert-mailbox")
+    raise_one(db, cfg, user="teacher1", role="staff")                   # high: an alert of its own
+    raise_one(db, cfg, severity="medium", theme="bullying", user="teacher1", role="staff")
+    raise_one(db, cfg, severity="medium", theme="gambling", user="pupil1")
+    now = dt.datetime.now(UTC)
+    store.queue_digest(db, cfg, now - dt.timedelta(days=7), now + dt.timedelta(minutes=1))
+    AlertService(holder(config), db, retry_seconds=60, deliver=True).deliver()
+    copies = [p.read_text() for p in (tmp_path / "state" / "alert-mailbox" / "new").iterdir()]
+    assert len(copies) == 1 and "gambling words" in copies[0] and "Weekly online-safety digest" in copies[0]
+    assert not any("teacher1" in c for c in copies)
+    # The head has all of it, by email: the alert, and the digest with both of theirs.
+    [digest] = [o for o in outbox(db) if o["kind"] == "digest" and o["recipient"] == "head@school.test"]
+    assert "bullying words" in digest["body"] and "self-harm words" in digest["body"]
+    assert "gambling words" not in digest["body"]
+    assert any(o["kind"] == "alert" and o["recipient"] == "head@school.test" for o in outbox(db))
+
+
 def holder(config) -> SnapshotHolder:
     h = SnapshotHolder()
     h.load(config)

@@ -151,3 +151,108 @@ def test_a_role_from_a_directory_group_works_with_by_and_a_directory_down_refuse
     r = run(world, "report", "user", "pupil1", "--by", "dsl1")             # in people: goes on, and is told
     assert r.returncode == 0 and "pupil-site.test" in r.stdout
     assert "going by people: alone" in r.stderr and "Traceback" not in r.stderr
+
+
+def week_of_concerns(world) -> tuple[dict, dict, dict]:
+    """A pupil's concern and a teacher's, both left for the digest, and a high one about the teacher that
+    reached no one (no email is set up)."""
+    return (world.alert(severity="medium", theme="bullying", term="everyone hates me"),
+            world.alert(role="staff", username="teacher1", severity="medium", theme="gambling", term="casino bonus"),
+            world.alert(role="staff", username="teacher1", term="how to kill myself"))
+
+
+def test_the_weekly_digest_shows_each_person_the_concerns_routed_to_them(world):
+    pupils, teachers, unseen = week_of_concerns(world)
+    nobody = run(world, "report", "weekly")
+    assert nobody.returncode == 2 and nobody.stdout == "" and "say who you are with --by" in nobody.stderr
+    dsl = run(world, "report", "weekly", "--by", "dsl1")
+    assert dsl.returncode == 0 and pupils["ref"] in dsl.stdout and "everyone hates me" in dsl.stdout, dsl.stderr
+    assert "teacher1" not in dsl.stdout and "casino" not in dsl.stdout and unseen["ref"] not in dsl.stdout
+    head = run(world, "report", "weekly", "--by", "head1")
+    assert head.returncode == 0 and "casino bonus" in head.stdout and teachers["ref"] in head.stdout
+    assert "NOT SEEN BY ANYONE YET: 1" in head.stdout and unseen["ref"] in head.stdout
+    assert "pupil1" not in head.stdout and "everyone hates me" not in head.stdout
+    for figures_only in ("net1", "gov1"):
+        r = run(world, "report", "weekly", "--by", figures_only)
+        assert r.returncode == 0 and "figures only" in r.stdout and "Bullying: 1" in r.stdout, r.stderr
+        assert "NOT SEEN BY ANYONE YET: 1" in r.stdout
+        assert not any(s in r.stdout for s in ("pupil1", "teacher1", "hates", "casino", pupils["ref"]))
+    refused = run(world, "report", "weekly", "--by", "office1")
+    assert refused.returncode == 2 and refused.stdout == "" and "Nothing has been shown" in refused.stderr
+    assert {("Mrs D Lawrence (dsl1)", "(alerts)", "weekly"), ("Mr R Patel (head1)", "(alerts)", "weekly"),
+            ("Mr T Evans (net1)", "(figures)", "weekly"), ("Mrs S Hughes (office1)", "(alerts)", "REFUSED: weekly")} \
+        <= audited(world)
+
+
+def test_sending_the_digest_needs_no_one_and_prints_no_names(world):
+    """As a scheduled job runs it: queued for every address, each with its own share, nothing named printed."""
+    week_of_concerns(world)
+    world.config.write_text(world.config.read_text().replace(
+        "alerts:\n", "alerts:\n  recipients: {dsl: [dsl@s.test], computing_lead: [cl@s.test], head: [h@s.test], "
+        "slt: [slt@s.test]}\n", 1))
+    unknown = run(world, "report", "weekly", "--send", "--by", "root")       # refused before anything is queued
+    assert unknown.returncode == 2 and unknown.stdout == ""
+    sent = run(world, "report", "weekly", "--send")
+    assert sent.returncode == 0 and "waits in the outbox for 3 recipient(s)" in sent.stdout, sent   # no email yet
+    assert "Weekly online-safety digest" in sent.stdout and "2 alert(s)" in sent.stdout
+    assert not any(s in sent.stdout for s in ("pupil1", "teacher1", "hates", "casino", "kill"))
+    from sqlalchemy import select
+
+    from schoolproxy.records.schema import alert_outbox
+    with world.db.connect() as conn:
+        bodies = {r.recipient: r.body for r in conn.execute(select(alert_outbox).where(alert_outbox.c.kind == "digest"))}
+    assert "casino bonus" in bodies["h@s.test"] and "everyone hates me" not in bodies["h@s.test"]
+    assert "everyone hates me" in bodies["dsl@s.test"] and "casino" not in bodies["dsl@s.test"]
+    again = run(world, "report", "weekly", "--send").stdout      # the unseen one again, to the head alone
+    assert "0 alert(s) — 1 HIGH ALERT(S) NOT SEEN BY ANYONE" in again and "for 1 recipient(s)" in again
+
+
+def ask_to_unblock(world, reason: str = "For my project") -> dict:
+    return unblock.add_request(world.db, username="pupil1", profile="pupil", client_ip="10.0.20.15", device=None,
+                               host="gamesite.test", url="http://gamesite.test/level1", block_ref=None,
+                               rule="category:games", categories="games", reason=reason, per_user_per_day=10)
+
+
+def test_unblock_requests_are_listed_to_the_approvers_alone(world):
+    asked = ask_to_unblock(world, "For my dinosaur project")
+    for approver in ("dsl1", "lead1"):                                   # unblock.approvers: dsl, computing_lead
+        r = run(world, "unblock", "list", "--by", approver)
+        assert r.returncode == 0 and asked["ref"] in r.stdout and "dinosaur project" in r.stdout, r.stderr
+    for other in ("head1", "net1", "gov1", "office1"):
+        r = run(world, "unblock", "list", "--by", other)
+        assert r.returncode == 2 and r.stdout == "" and "only computing_lead and dsl" in r.stderr, r.stderr
+        assert "pupil1" not in r.stderr and "gamesite" not in r.stderr and "dinosaur" not in r.stderr
+    for nobody in ((), ("--by", "root"), ("--by", "pupil1")):
+        r = run(world, "unblock", "list", *nobody)
+        assert r.returncode == 2 and r.stdout == "" and "--by" in r.stderr
+    assert {("Mrs D Lawrence (dsl1)", "(unblock requests)", "unblock"),
+            ("Mr T Evans (net1)", "(unblock requests)", "REFUSED: unblock")} <= audited(world)
+
+
+@pytest.fixture
+def teacher_world(tmp_path, own_slapd):
+    """amiller holds no place in people:, but the directory's teaching-staff group makes them a teacher and
+    an office keeper of the register (role_groups)."""
+    world = World(tmp_path, extra="role_groups: {teacher: [teaching-staff], office: [teaching-staff]}\n")
+    add_directory(world.config, own_slapd)
+    return world
+
+
+def test_a_role_from_a_directory_group_cancels_a_visit_and_is_a_teacher(teacher_world):
+    world = teacher_world
+    import datetime as dt
+    day = f"{dt.datetime.now() + dt.timedelta(days=3):%d/%m/%Y}"
+    added = run(world, "register", "add", "--logon", "Supply3", "--person", "Mr B Future", "--from", f"{day} 08:30",
+                "--to", f"{day} 15:30", "--by", "office1")
+    assert added.returncode == 0, added.stderr
+    assert run(world, "register", "cancel", "--logon", "Supply3", "--by", "dsl1").returncode == 2   # not a keeper
+    r = run(world, "register", "cancel", "--logon", "Supply3", "--on", day, "--by", "amiller")
+    assert r.returncode == 0 and "by Mrs A Miller (amiller)" in r.stdout, r.stderr
+    # A teacher by their group: refused the pupils' requests, told what is theirs instead; their classes come
+    # from people: alone, as on the console's page, so they have none here.
+    ask_to_unblock(world)
+    listed = run(world, "unblock", "list", "--by", "amiller")
+    assert listed.returncode == 2 and "unblock class SITE --class CLASS --by amiller" in listed.stderr
+    allow = run(world, "unblock", "class", "gamesite.test", "--class", "year4", "--by", "amiller", "--why", "A lesson")
+    assert allow.returncode == 2 and "Mrs A Miller may allow sites for their own classes only (none in the config)" \
+        in allow.stderr, allow.stderr

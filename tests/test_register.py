@@ -97,7 +97,7 @@ def test_register_cancel_a_future_visit_stamped_with_who(tmp_path):
     r = run("cancel", "--logon", "Supply1")
     assert r.returncode == 2 and "--by" in r.stderr                     # who cancels is required…
     r = run("cancel", "--logon", "Supply1", "--by", "root")
-    assert r.returncode == 2 and "not in the config's people" in r.stderr  # …and must be a person
+    assert r.returncode == 2 and "is not a person in the config's people:" in r.stderr  # …and must be a person
     assert "Mr B Future" in run("list", "--date", day).stdout            # nothing changed
     r = run("cancel", "--logon", "supply1", "--on", day, "--by", "Office1")
     assert r.returncode == 0 and "cancelled: Mr B Future on Supply1" in r.stdout and "by Mrs S Hughes (office1)" in r.stdout

@@ -94,7 +94,7 @@ def undelivered_now(cfg) -> list[str]:
     oldest = found[0]["time"] if found[0]["time"].tzinfo else found[0]["time"].replace(tzinfo=dt.timezone.utc)
     return [f"alerts: {len(found)} high or critical alert{'s have' if len(found) != 1 else ' has'} reached no one "
             f"(the oldest from {oldest.astimezone(tz):%d/%m/%Y %H:%M}; {found[-1]['why']}): see them with "
-            f"'schoolproxy report weekly' and acknowledge each once someone has it in hand"]
+            f"'schoolproxy report weekly --by YOUR-LOGON' and acknowledge each once someone has it in hand"]
 
 
 def cmd_explain(args) -> int:

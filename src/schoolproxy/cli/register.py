@@ -28,7 +28,8 @@ def register(sub) -> None:
     which.add_argument("--visit", type=int, help="the visit's number (register list shows it)")
     which.add_argument("--logon", help="the next visit on this logon that has not started")
     q.add_argument("--on", help="with --logon: the visit starting on this day (02/12/2026)")
-    q.add_argument("--by", required=True, help="who is cancelling: their logon in the config's people:")
+    q.add_argument("--by", required=True, help="who is cancelling: their logon, with a role that keeps the register "
+                   "(office, head, slt; in people: or role_groups)")
     q = gsub.add_parser("who", help="who held a logon at a moment")
     q.add_argument("--logon", required=True)
     q.add_argument("--at")
@@ -91,14 +92,16 @@ def cmd_register(args) -> int:
 
 
 def _person(cfg, given: str) -> str:
-    """--by for a change to the register: a logon in the config's people:, stamped as 'Name (logon)'."""
+    """--by for a cancellation: someone who keeps the register, as the console's register page asks (their
+    role from people: or a directory group in role_groups), stamped as 'Name (logon)'."""
+    from schoolproxy.cli.common import viewer_of
+    from schoolproxy.monitoring.access import REGISTER_KEEPERS, may_keep_register
     from schoolproxy.records.visits import RegisterError
-    logon = given.strip()
-    person = next((p for u, p in cfg.people.items() if u.lower() == logon.lower()), None)
-    if person is None:
-        raise RegisterError(f"--by {given!r} is not in the config's people: say who you are with your logon "
-                            f"there ({', '.join(sorted(cfg.people)) or 'people: is empty'})")
-    return f"{person.name} ({logon.lower()})"
+    viewer = viewer_of(cfg, given)
+    if not may_keep_register(viewer):
+        raise RegisterError(f"{viewer} does not keep the supply register: only {', '.join(sorted(REGISTER_KEEPERS))} "
+                            f"may cancel a visit, as in the console")
+    return str(viewer)
 
 
 def _next_visit(db, logon: str, on: str | None, tz, now: dt.datetime) -> int:

@@ -17,9 +17,11 @@ def register(sub) -> None:
     p = sub.add_parser("report", help="browsing records: a user's history, what was blocked, one reference")
     p.set_defaults(func=cmd_report)
     rsub = p.add_subparsers(dest="report_command", required=True)
-    q = rsub.add_parser("weekly", help="the weekly digest of alerts not sent at the time")
+    q = rsub.add_parser("weekly", help="the weekly digest of alerts not sent at the time: the ones you may see")
     q.add_argument("--config", default=None)
-    q.add_argument("--send", action="store_true", help="also queue it for delivery (the running proxy sends it)")
+    q.add_argument("--by", default=None, help=BY_HELP + " (not needed with --send alone)")
+    q.add_argument("--send", action="store_true", help="queue it for delivery now (the running proxy sends it): "
+                   "each address gets the alerts routed to it; only the counts are printed")
     for name, helptext in (("user", "one user's history"), ("blocked", "blocked requests"),
                            ("ref", "the record behind a block page's reference")):
         q = rsub.add_parser(name, help=helptext)
@@ -53,7 +55,7 @@ def cmd_report(args) -> int:
     cfg, db = open_records(args.config)
     tz = ZoneInfo(cfg.timezone)
     if args.report_command == "weekly":
-        return _weekly(cfg, db, tz, args.send)
+        return _weekly(cfg, db, tz, args)
     # The console's own view of the school (names, the directory, profiles): whose browsing someone may see
     # is decided by the same function as on its Find a person page (console/data.py, monitoring/access.py).
     state = build_state(cfg, db)
@@ -209,28 +211,53 @@ def _moment(db, text: str, tz, username: str) -> tuple[dt.datetime, str] | None:
     return when(text, tz), ""
 
 
-def _weekly(cfg, db, tz, send: bool) -> int:
-    from schoolproxy.monitoring import message, pending, store
+def _weekly(cfg, db, tz, args) -> int:
+    """The digest as whoever asks (``--by``) may see it — the concerns routed to them, never their own; the
+    figures alone to governors and the network manager — and, with ``--send``, queued for every address
+    (each gets its own share; nothing named is printed, so it can run unattended)."""
+    from schoolproxy.monitoring import access, message, pending, store
     from schoolproxy.monitoring.service import digest_time
+    from schoolproxy.records import reports
     now = dt.datetime.now(tz)
     since = now - dt.timedelta(days=7)
     channels = pending.ways_to_tell(cfg)
-    if send:
-        subject, text, queued = store.queue_digest(db, cfg, since, now)
-        print(text)
+    # Who is asking, before anything is queued; --send alone names no one (it prints no names).
+    viewer = viewer_of(cfg, args.by) if args.by or not args.send else None
+    if args.send:
+        subject, _, queued = store.queue_digest(db, cfg, since, now)
         if queued is None:
             print("nothing new to send")
-        elif not channels:
+        else:
+            print(subject)
+        if queued is not None and not channels:
             print(f"NOT SENT: no email or webhook is set up (alerts.smtp, alerts.webhook). It waits in the outbox"
                   f"{f' for {queued} recipient(s)' if queued else ''} until one is"
                   + (f"; a copy is in {cfg.path(cfg.alerts.mailbox)}" if cfg.alerts.mailbox is not None else "")
                   + ".")
-        else:
-            print(f"queued for {queued} recipient(s)" if queued else
+        elif queued is not None:
+            print(f"queued for {queued} recipient(s), each with the alerts routed to them" if queued else
                   "NOT SENT: no recipient has an address for these alerts (alerts.recipients)")
+        if viewer is None:
+            return 0
+    span = _span(since, now, tz)
+    if access.has_inbox(cfg, viewer):
+        rows = [a for a in store.list_alerts(db, since, "all")
+                if a["severity"] not in cfg.alerts.immediate and access.may_see_alert(viewer, a)]
+        unseen = [a for a in pending.undelivered(db, cfg) if access.may_see_alert(viewer, a)]
+        reports.audit(db, str(viewer), "(alerts)", f"weekly digest {span} ({len(rows)} alerts)")
+        print(message.digest(list(reversed(rows)), cfg.school, tz, since, now, unseen)[1])
+    elif access.may_see_figures(viewer):
+        reports.audit(db, str(viewer), "(figures)", f"weekly figures {span}")
+        _weekly_figures(cfg, db, since, now, span)
+    else:
+        reports.audit(db, str(viewer), "(alerts)", f"REFUSED: weekly digest {span} (not in their audience)")
+        print(f"error: {viewer} cannot see the weekly digest: it lists concerns to the people they are routed to "
+              f"(pupils' to the DSL and the computing lead, staff's to the head alone), and its figures to governors "
+              f"and the network manager, as the console's weekly report does. Nothing has been shown.",
+              file=sys.stderr)
+        return 2
+    if args.send:
         return 0
-    rows = [a for a in store.list_alerts(db, since, "all") if a["severity"] not in cfg.alerts.immediate]
-    print(message.digest(list(reversed(rows)), cfg.school, tz, since, now, pending.undelivered(db, cfg))[1])
     if not channels:
         print("(not sent: no email or webhook is set up — alerts.smtp, alerts.webhook)")
         return 0
@@ -239,3 +266,26 @@ def _weekly(cfg, db, tz, send: bool) -> int:
         nxt += dt.timedelta(days=7)
     print(f"(sent automatically {nxt:%a %d %b %H:%M} by the running proxy)")
     return 0
+
+
+def _weekly_figures(cfg, db, since: dt.datetime, until: dt.datetime, span: str) -> None:
+    """The week in figures, never a name: the console's weekly report as governors and the network manager
+    see it."""
+    from schoolproxy.console import data
+    from schoolproxy.console.state import build_state
+    from schoolproxy.monitoring import message, pending
+    state = build_state(cfg, db)
+    figures = data.figures(state, since, until)
+    print(f"Online safety at {cfg.school}, {span}: figures only, no names.")
+    unseen = pending.count_undelivered(db, cfg)
+    if unseen:
+        print(f"NOT SEEN BY ANYONE YET: {unseen} high or critical alert(s) reached no one at the time: tell the DSL "
+              f"(and set up or fix alerts.smtp / alerts.webhook).")
+    print(f"Alerts: {figures['alerts']} ({figures['open']} still open)")
+    for theme, c in figures["themes"].items():
+        levels = ", ".join(f"{c[s]} {s}" for s in ("critical", "high", "medium", "low") if c[s])
+        print(f"  {message.label(theme)}: {c['all']} ({levels})")
+    print(f"Blocked requests: {figures['blocked_total']} of {figures['requests']} requests, by "
+          f"{figures['people']} people")
+    for category, n in figures["blocked"]:
+        print(f"  {state.category_text.get(category, category) if category else '(none)'}: {n}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from schoolproxy.cli.common import actor, open_records, viewer_of, when
+from schoolproxy.monitoring.access import may_decide_unblock
 
 
 def register(sub) -> None:
@@ -15,7 +16,8 @@ def register(sub) -> None:
     q = usub.add_parser("list", help="requests waiting for a decision (or --status all)")
     q.add_argument("--status", default="pending", choices=["pending", "approved", "refused", "all"])
     q.add_argument("--since", default="90d")
-    q.add_argument("--by", help="who is looking (recorded in the access audit; default: login name)")
+    q.add_argument("--by", help="your logon, with an approver role (unblock.approvers; in people: or role_groups): "
+                   "the requests name pupils and carry their words, so only approvers see them, as in the console")
     q = usub.add_parser("approve", help="allow the site, until the end of a lesson, the day, the term or a date")
     q.add_argument("ref")
     q.add_argument("--by", required=True, help="the approver's logon (with an approver role: people:, or "
@@ -33,7 +35,7 @@ def register(sub) -> None:
     q = usub.add_parser("class", help="a teacher allows a site for one of their classes for a lesson")
     q.add_argument("site")
     q.add_argument("--class", dest="cls", required=True, help="a class in people.<you>.classes, e.g. year4")
-    q.add_argument("--by", required=True, help="the teacher's logon")
+    q.add_argument("--by", required=True, help="the teacher's logon (role teacher: people: or role_groups)")
     q.add_argument("--until", default="lesson", choices=["lesson", "day"])
     q.add_argument("--why", required=True, help="what the lesson needs it for")
     q = usub.add_parser("overrides", help="expiring allows in force now")
@@ -60,8 +62,11 @@ def cmd_unblock(args) -> int:
         return f"{store.aware(t).astimezone(tz):%a %d %b %H:%M}"
     try:
         if cmd == "list":
+            viewer = viewer_of(cfg, args.by)
+            if not may_decide_unblock(cfg, viewer):   # the console's rule for its queue of requests
+                return _not_an_approver(cfg, db, viewer, args.status)
             rows = store.list_requests(db, when(args.since, tz), args.status)
-            reports.audit(db, actor(cfg, args.by), "(unblock requests)", f"unblock list {args.status} since {args.since}")
+            reports.audit(db, str(viewer), "(unblock requests)", f"unblock list {args.status} since {args.since}")
             if not rows:
                 print(f"no {'' if args.status == 'all' else args.status + ' '}unblock requests since {args.since}")
             for r in rows:
@@ -97,7 +102,10 @@ def cmd_unblock(args) -> int:
             r = unblock.refuse(db, snap, args.ref, viewer_of(cfg, args.by), args.why)
             print(f"refused {r['ref']} ({r['host']}); the requester sees why on the block page")
         elif cmd == "class":
-            oid, expires, site = unblock.class_allow(db, snap, args.by, args.cls, args.site, args.until, args.why)
+            # The teacher's role as the console gives it (people: or role_groups); their classes, as there, from
+            # people: alone.
+            oid, expires, site = unblock.class_allow(db, snap, viewer_of(cfg, args.by), args.cls, args.site,
+                                                     args.until, args.why)
             print(f"{site} allowed for {args.cls} until {expires.astimezone(tz):%H:%M %a %d %b} (override {oid}; "
                   f"in the decision log)")
     except store.UnblockError as e:
@@ -105,6 +113,20 @@ def cmd_unblock(args) -> int:
         return 2
     return 0
 
+
+def _not_an_approver(cfg, db, viewer, status: str) -> int:
+    """Refused, said plainly and in the access audit; a teacher is told what is theirs instead (as on the
+    console's page: their own class allows, never the pupils' requests)."""
+    from schoolproxy.monitoring.access import may_allow_for_class
+    from schoolproxy.records import reports
+    reports.audit(db, str(viewer), "(unblock requests)", f"REFUSED: unblock list {status} (not an approver)")
+    print(f"error: {viewer} cannot see unblock requests: they name the pupil and carry their words, so only "
+          f"{' and '.join(cfg.unblock.approvers)} (unblock.approvers) see them, as in the console. Nothing has been "
+          f"shown.", file=sys.stderr)
+    if may_allow_for_class(viewer):
+        print(f"As a teacher you may allow a site for your own classes for a lesson: schoolproxy unblock class SITE "
+              f"--class CLASS --by {viewer.username} --why ...", file=sys.stderr)
+    return 2
 
 
 def _until(text: str) -> str:

@@ -73,6 +73,13 @@ def role_of_alert(config: Config, alert: Mapping) -> str:
     return "staff" if route & {"head", "chair_of_governors"} else "pupil"
 
 
+def for_the_head_alone(config: Config, alert: Mapping) -> bool:
+    """A concern about a member of staff: the head's alone (the chair's, about the head), by the school's
+    policy. Never in a copy someone else can read — such as the mailbox folder on the gateway, which
+    whoever is root there (the network manager) can open."""
+    return role_of_alert(config, alert) == "staff"
+
+
 def may_see_alert(viewer: Viewer, alert: Mapping) -> bool:
     """An alert (a row with ``route`` and ``username``) is seen by its audience, never by its subject."""
     subject = (alert.get("username") or "").lower()

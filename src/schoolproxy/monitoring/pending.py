@@ -53,9 +53,9 @@ def nowhere_to_go(config: Config) -> list[str]:
 
 
 def outbox_rows(config: Config, alert_id: int | None, kind: str, addresses: list[str], subject: str, body: str,
-                now: dt.datetime, copies: bool = True) -> list[dict]:
+                now: dt.datetime, copies: bool = True, kept: bool = True) -> list[dict]:
     """The outbox rows of one message (an alert or a digest) to ``addresses``; ``copies``: also to the
-    webhook and the mailbox folder."""
+    webhook and (``kept``) the mailbox folder — never for a concern about staff (access.for_the_head_alone)."""
     s = config.alerts
     rows = []
     if s.smtp is not None or s.webhook is None:  # with no way of sending at all, the emails wait for one
@@ -64,9 +64,14 @@ def outbox_rows(config: Config, alert_id: int | None, kind: str, addresses: list
         return rows
     if s.webhook is not None:
         rows.append(outbox_row(alert_id, kind, "webhook", s.webhook.url, subject, body, now))
-    if s.mailbox is not None:
-        rows.append(outbox_row(alert_id, kind, "mailbox", str(config.path(s.mailbox)), subject, body, now))
+    if s.mailbox is not None and kept:
+        rows.append(mailbox_row(config, alert_id, kind, subject, body, now))
     return rows
+
+
+def mailbox_row(config: Config, alert_id: int | None, kind: str, subject: str, body: str, now: dt.datetime) -> dict:
+    """The copy kept in the mailbox folder on the gateway (``alerts.mailbox``, which must be set)."""
+    return outbox_row(alert_id, kind, "mailbox", str(config.path(config.alerts.mailbox)), subject, body, now)
 
 
 def outbox_row(alert_id, kind, channel, recipient, subject, body, now) -> dict:

@@ -260,7 +260,8 @@ class AlertService:
         if n > self.undelivered:
             why = "no email or webhook is set up" if not pending.ways_to_tell(cfg) else "sending has failed"
             log.error("schoolproxy: %d high or critical alert(s) have reached no one (%s): they are in the "
-                      "incident log (schoolproxy report weekly, the console) until someone acknowledges them", n, why)
+                      "incident log (the console, schoolproxy report weekly --by LOGON) until someone "
+                      "acknowledges them", n, why)
         self.undelivered = n
 
     def _count(self, channel: str, result: str) -> None:

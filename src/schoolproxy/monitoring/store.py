@@ -10,7 +10,7 @@ from sqlalchemy import Engine, and_, func, insert, select, update
 
 from schoolproxy.config import Config
 from schoolproxy.monitoring import evidence, message, pending
-from schoolproxy.monitoring.access import audience
+from schoolproxy.monitoring.access import audience, for_the_head_alone
 from schoolproxy.monitoring.rules import Candidate
 from schoolproxy.records.schema import alert_notes, alert_outbox, alerts
 from schoolproxy.verdict import new_reference
@@ -67,7 +67,8 @@ def raise_alert(engine: Engine, config: Config, c: Candidate, role: str, person:
             subj = message.subject(row, config.school)
             text = message.body(row, config.school, tz, s.procedure)
             outbox = pending.outbox_rows(config, alert_id, "alert",
-                                         [addr for _, addr in recipients_for(config, role, v.username)], subj, text, now)
+                                         [addr for _, addr in recipients_for(config, role, v.username)], subj, text, now,
+                                         kept=not for_the_head_alone(config, row))
             if outbox:
                 conn.execute(insert(alert_outbox), outbox)
     row["id"] = alert_id
@@ -152,7 +153,13 @@ def queue_digest(engine: Engine, config: Config, since: dt.datetime, until: dt.d
             out += pending.outbox_rows(config, None, "digest", [addr],
                                        *message.digest(mine, config.school, tz, since, until, mine_unseen), now,
                                        copies=False)
-        out += pending.outbox_rows(config, None, "digest", [], subj, text, now)   # the webhook, the mailbox
+        out += pending.outbox_rows(config, None, "digest", [], subj, text, now, kept=False)   # the webhook
+        # The copy on the gateway leaves out the concerns about staff: they are the head's alone.
+        kept = [a for a in rows if not for_the_head_alone(config, a)]
+        kept_unseen = [a for a in unseen if not for_the_head_alone(config, a)]
+        if config.alerts.mailbox is not None and (kept or kept_unseen):
+            out.append(pending.mailbox_row(config, None, "digest",
+                                           *message.digest(kept, config.school, tz, since, until, kept_unseen), now))
         if out:
             conn.execute(insert(alert_outbox), out)
         if rows:
