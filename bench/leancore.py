@@ -6,13 +6,16 @@ import sys
 
 from pathlib import Path
 
+import uvloop
+
 from mitmproxy import options
 
-from schoolproxy.proxy.internals import create_ca
+from schoolproxy.proxy.internals import create_ca, skip_message_type_checks
 from schoolproxy.proxy.master import lean_master
 
 
 async def main(port: int, upstream: str, extra: list[str]) -> None:
+    skip_message_type_checks()  # as `schoolproxy run` does
     opts = options.Options()
     m = lean_master(opts, policy=False)
     settings: dict[str, object] = {}
@@ -31,4 +34,4 @@ async def main(port: int, upstream: str, extra: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), sys.argv[2], sys.argv[3:]))
+    asyncio.run(main(int(sys.argv[1]), sys.argv[2], sys.argv[3:]), loop_factory=uvloop.new_event_loop)  # as `schoolproxy run`

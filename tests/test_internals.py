@@ -180,6 +180,32 @@ def test_local_response_is_what_response_make_builds():
                                                                                              str(len(body)))
 
 
+# -- skip_message_type_checks: no debug type check of each parsed request and response ----------------
+def test_the_check_skipped_is_what_every_new_message_calls_and_only_checks_types(monkeypatch):
+    with mock.patch.object(http.MessageData, "__post_init__") as check:
+        http.Request.make("GET", "https://example.org/")
+        http.Response.make(200, b"ok")
+    assert check.call_count == 2                      # the dataclass __init__ of every message calls it
+    assert internals.MESSAGE_TYPE_CHECK is not None
+    assert inspect.getsource(internals.MESSAGE_TYPE_CHECK).count("check_option_type") == 1
+    assert "setattr" not in inspect.getsource(internals.MESSAGE_TYPE_CHECK)  # it changes nothing
+
+
+def test_skip_message_type_checks_leaves_out_the_check_and_nothing_else(monkeypatch):
+    monkeypatch.setattr(http.MessageData, "__post_init__", internals.MESSAGE_TYPE_CHECK)  # restored after
+    wrong = dict(host="example.org", port=443, method=b"GET", scheme=b"https", authority=b"", path=b"/",
+                 http_version="HTTP/1.1", headers=http.Headers(), content=b"", trailers=None, timestamp_start=0.0,
+                 timestamp_end=None)  # http_version is str, not bytes
+    with pytest.raises(TypeError):
+        http.RequestData(**wrong)
+    checked = http.Request.make("GET", "https://example.org/a?b=c", b"body", {"x": "1"})
+    internals.skip_message_type_checks()
+    http.RequestData(**wrong)                         # not checked any more
+    unchecked = http.Request.make("GET", "https://example.org/a?b=c", b"body", {"x": "1"})
+    unchecked.timestamp_start, unchecked.timestamp_end = checked.timestamp_start, checked.timestamp_end
+    assert unchecked.get_state() == checked.get_state()
+
+
 # -- listen_with_reuse_port: --workers N on one port ----------------------------------------------------
 def test_asyncio_server_instance_listen_is_what_the_patch_replaces():
     listen = mode_servers.AsyncioServerInstance.listen

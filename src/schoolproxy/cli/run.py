@@ -27,9 +27,10 @@ def register(sub) -> None:
 
 
 def cmd_run(args) -> int:
+    import uvloop
     from mitmproxy import exceptions, options
 
-    from schoolproxy.proxy.internals import create_ca, listen_with_reuse_port
+    from schoolproxy.proxy.internals import create_ca, listen_with_reuse_port, skip_message_type_checks
     from schoolproxy.proxy.master import lean_master
     from schoolproxy.proxy.workers import supervise
 
@@ -51,6 +52,7 @@ def cmd_run(args) -> int:
                           *sys.argv[1:]], args.workers)
     if workers > 1:
         listen_with_reuse_port()
+    skip_message_type_checks()
 
     # mitmproxy's terminal log filters by its own verbosity option; let records reach it, line by line
     # (systemd's journal should see each line as it happens).
@@ -87,7 +89,10 @@ def cmd_run(args) -> int:
         await master.run()
         return 0
 
-    return asyncio.run(serve())
+    # uvloop: libuv's event loop in C under mitmproxy's asyncio code. mitmproxy spends much of each
+    # connection in the loop (a task per hook, a read and a write per TLS record); every other worker,
+    # monitor and subprocess the proxy starts keeps working on it unchanged.
+    return asyncio.run(serve(), loop_factory=uvloop.new_event_loop)
 
 
 def _migrate_before_workers(cfg) -> None:

@@ -12,6 +12,9 @@ tests/test_internals.py that fails if the pinned mitmproxy (>=12.2,<13) changes 
 - :func:`local_response`: a response built from bytes without ``Response.__init__``, whose debug-mode
   type check of every field costs more than the rest of a block page. Relies on the fields of
   ``ResponseData`` and on ``Response`` keeping its state in ``.data``.
+- :func:`skip_message_type_checks`: the same debug-mode check left out of every request and response
+  mitmproxy parses (in ``schoolproxy run`` only). Relies on ``MessageData.__post_init__`` being that
+  check alone.
 - :func:`listen_with_reuse_port`: ``--workers N`` processes binding one port (SO_REUSEPORT). Relies on
   ``AsyncioServerInstance.listen(host, port)`` returning its asyncio servers and on ``handle_stream``.
 - :func:`create_ca`: the CA's files, as mitmproxy's ``CertStore.create_store`` writes them, with an ECDSA
@@ -188,6 +191,25 @@ class LocalResponseData(http.ResponseData):
 
     def __post_init__(self) -> None:
         pass
+
+
+#: mitmproxy's own check, as it was before :func:`skip_message_type_checks`.
+MESSAGE_TYPE_CHECK = getattr(http.MessageData, "__post_init__", None)  # None under python -O
+
+
+def _no_type_check(self: http.MessageData) -> None:
+    pass
+
+
+def skip_message_type_checks() -> None:
+    """Leave out the type check of every field of every request and response mitmproxy builds.
+
+    mitmproxy checks each field of a new ``Request``/``Response`` against its annotation (``__post_init__``
+    under ``if __debug__``, so ``python -O`` leaves it out too), a visible share of the proxy's time per
+    HTTPS request in the profile. What mitmproxy builds from parsed bytes has the declared types by construction; the check
+    exists to catch an addon's mistake, which mitmdump (``addons/schoolproxy_addons.py``) and the tests
+    still catch: it is called by ``schoolproxy run`` alone, not by :func:`lean_master`."""
+    http.MessageData.__post_init__ = _no_type_check  # type: ignore[method-assign]
 
 
 def local_response(status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...]) -> http.Response:
