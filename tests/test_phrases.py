@@ -285,6 +285,15 @@ def test_tiers_of_one_concept_count_once_so_benign_context_can_take_them_back(tm
     assert lists.score("how to make a bomb in minecraft")[0].score == 30
 
 
+def test_the_strongest_evidence_wins_when_a_phrase_holds_a_weightier_combination(tmp_path):
+    # "isis beheading" listed as a phrase (40) must not hide "beheading" x a group (80) inside its words,
+    # nor add to it: the weightier rule counts, once.
+    lists = concept_lists(tmp_path, "< isis beheading ><40>\n<@group>,< beheading ><80>\n"
+                                    "< hurt animals ><50>\n< hurt~ >,< animals ><60>\n", "@group = isis\n")
+    assert lists.score("isis beheading videos")[0].score == 80
+    assert lists.score("is it fun to hurt animals")[0].score == 60
+
+
 @pytest.mark.parametrize("text,theme", [
     ("i really want to stop being alive", "self-harm"), ("would my friends even notice if i disappeared", "self-harm"),
     ("how many co codamol would be fatal", "self-harm"), ("he gives me robux if i send photos", "grooming"),
