@@ -240,6 +240,12 @@ def test_a_set_named_again_is_extended_and_an_unknown_set_is_an_error_naming_the
         concept_lists(tmp_path / "c", "< @a ><60>\n", "@a = x | @a\n")
 
 
+def test_alternatives_written_inside_a_part_are_an_error_naming_the_line(tmp_path):
+    # "< learn from | agree with >" would look for the literal words "learn from | agree with": never found.
+    with pytest.raises(PhraseError, match=r"en.txt:2: alternatives go in a term set"):
+        concept_lists(tmp_path, "< mein kampf ><10>\n< mein kampf >,< learn from | agree with ><80>\n")
+
+
 def test_inflections_and_stems(tmp_path):
     lists = concept_lists(tmp_path, "< cut~ myself ><80>\n< samobój* ><40>\n< odblok>,< szkoł><60>\n")
     for typed in ("cut myself", "cutting myself", "cuts myself", "cuting myself"):

@@ -539,7 +539,11 @@ def parse_list(path: Path, theme: str, _depth: int = 0, sets: dict[str, list[str
         if not m:
             raise PhraseError(f"{path}:{n}: not a weighted phrase line (expected '< phrase ><weight>'): {line[:80]!r}")
         where = f"{path}:{n}"
-        parts = tuple(p for p in (_phrase(raw, sets, where) for raw in _PART.findall(m.group(1))) if p is not None)
+        raws = _PART.findall(m.group(1))
+        if any(" | " in raw for raw in raws):   # would be matched as the literal words, i.e. never
+            raise PhraseError(f"{where}: alternatives go in a term set ('@name = a | b', then '<@name>'), "
+                              f"not inside a part: {line[:80]!r}")
+        parts = tuple(p for p in (_phrase(raw, sets, where) for raw in raws) if p is not None)
         if len(parts) > 15:
             raise PhraseError(f"{where}: at most 15 parts in a combination")
         if parts:
