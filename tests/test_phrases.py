@@ -240,6 +240,11 @@ def test_a_set_named_again_is_extended_and_an_unknown_set_is_an_error_naming_the
         concept_lists(tmp_path / "c", "< @a ><60>\n", "@a = x | @a\n")
 
 
+def test_digits_are_not_squeezed_so_a_number_keeps_its_zeros():
+    assert tokens("2000 calories") == ["2000", "calories"]
+    assert tokens("diiiie") == ["die"]
+
+
 def test_alternatives_written_inside_a_part_are_an_error_naming_the_line(tmp_path):
     # "< learn from | agree with >" would look for the literal words "learn from | agree with": never found.
     with pytest.raises(PhraseError, match=r"en.txt:2: alternatives go in a term set"):

@@ -176,11 +176,12 @@ def _wordish(c: str) -> bool:
     return bool(c) and (c.isalnum() or unicodedata.category(c)[0] == "M")
 
 
-_RUN = re.compile(r"(.)\1+")
+_RUN = re.compile(r"([^\W\d_])\1+")   # letters only: "2000 calories" is not "200 calories"
 
 
 def squeeze(word: str) -> str:
-    """Runs of one letter become one letter ("diiiie" → "die", "kill" → "kil"), on both sides."""
+    """Runs of one letter become one letter ("diiiie" → "die", "kill" → "kil"), on both sides; digits
+    stay as typed (a number's zeros are its meaning)."""
     return _RUN.sub(r"\1", word) if len(word) > 1 else word
 
 
