@@ -255,6 +255,17 @@ def test_a_set_named_again_is_extended_and_an_unknown_set_is_an_error_naming_the
         concept_lists(tmp_path / "c", "< @a ><60>\n", "@a = x | @a\n")
 
 
+def test_digits_are_not_squeezed_so_a_number_keeps_its_zeros():
+    assert tokens("2000 calories") == ["2000", "calories"]
+    assert tokens("diiiie") == ["die"]
+
+
+def test_alternatives_written_inside_a_part_are_an_error_naming_the_line(tmp_path):
+    # "< learn from | agree with >" would look for the literal words "learn from | agree with": never found.
+    with pytest.raises(PhraseError, match=r"en.txt:2: alternatives go in a term set"):
+        concept_lists(tmp_path, "< mein kampf ><10>\n< mein kampf >,< learn from | agree with ><80>\n")
+
+
 def test_inflections_and_stems(tmp_path):
     lists = concept_lists(tmp_path, "< cut~ myself ><80>\n< samobój* ><40>\n< odblok>,< szkoł><60>\n")
     for typed in ("cut myself", "cutting myself", "cuts myself", "cuting myself"):
@@ -298,6 +309,15 @@ def test_tiers_of_one_concept_count_once_so_benign_context_can_take_them_back(tm
     assert lists.score("how to make a bomb")[0].score == 90
     assert lists.score("make a bomb")[0].score == 70
     assert lists.score("how to make a bomb in minecraft")[0].score == 30
+
+
+def test_the_strongest_evidence_wins_when_a_phrase_holds_a_weightier_combination(tmp_path):
+    # "isis beheading" listed as a phrase (40) must not hide "beheading" x a group (80) inside its words,
+    # nor add to it: the weightier rule counts, once.
+    lists = concept_lists(tmp_path, "< isis beheading ><40>\n<@group>,< beheading ><80>\n"
+                                    "< hurt animals ><50>\n< hurt~ >,< animals ><60>\n", "@group = isis\n")
+    assert lists.score("isis beheading videos")[0].score == 80
+    assert lists.score("is it fun to hurt animals")[0].score == 60
 
 
 @pytest.mark.parametrize("text,theme", [

@@ -186,11 +186,12 @@ def _wordish(c: str) -> bool:
     return bool(c) and (c.isalnum() or unicodedata.category(c)[0] == "M")
 
 
-_RUN = re.compile(r"(.)\1+")
+_RUN = re.compile(r"([^\W\d_])\1+")   # letters only: "2000 calories" is not "200 calories"
 
 
 def squeeze(word: str) -> str:
-    """Runs of one letter become one letter ("diiiie" → "die", "kill" → "kil"), on both sides."""
+    """Runs of one letter become one letter ("diiiie" → "die", "kill" → "kil"), on both sides; digits
+    stay as typed (a number's zeros are its meaning)."""
     # Most words have no run: a search is cheaper than a substitution that finds nothing.
     return _RUN.sub(r"\1", word) if len(word) > 1 and _RUN.search(word) else word
 
@@ -578,7 +579,11 @@ def parse_list(path: Path, theme: str, _depth: int = 0, sets: dict[str, list[str
         if not m:
             raise PhraseError(f"{path}:{n}: not a weighted phrase line (expected '< phrase ><weight>'): {line[:80]!r}")
         where = f"{path}:{n}"
-        parts = tuple(p for p in (_phrase(raw, sets, where, known) for raw in _PART.findall(m.group(1))) if p is not None)
+        raws = _PART.findall(m.group(1))
+        if any(" | " in raw for raw in raws):   # would be matched as the literal words, i.e. never
+            raise PhraseError(f"{where}: alternatives go in a term set ('@name = a | b', then '<@name>'), "
+                              f"not inside a part: {line[:80]!r}")
+        parts = tuple(p for p in (_phrase(raw, sets, where, known) for raw in raws) if p is not None)
         if len(parts) > 15:
             raise PhraseError(f"{where}: at most 15 parts in a combination")
         if parts:
@@ -645,7 +650,7 @@ def _in_a_row(pieces: list[list[_Place]], text: str, limit: int = _PLACES) -> li
 def _counted(matched: list[tuple[int, Entry, list[Hit]]]) -> list[tuple[int, Entry, list[Hit]]]:
     """The entries of one theme that count. A phrase found inside a longer phrase is not counted again:
     "how to kill myself" scores as itself, not plus "kill myself" — so a benign context word can outweigh
-    it; likewise a combination all of whose parts lie inside one such phrase. Concept rules come in tiers
+    it; likewise a combination all of whose parts lie inside one such phrase that weighs as much. Concept rules come in tiers
     ("make"+"bomb" 70, then "how to"+"make"+"bomb" 90): one whose words all lie within the words of a
     weightier rule is not counted again, and a plain phrase a concept rule also covers counts once — so
     tiers do not add up past what a benign context word can take back. Negative entries always count."""
@@ -654,11 +659,15 @@ def _counted(matched: list[tuple[int, Entry, list[Hit]]]) -> list[tuple[int, Ent
         if e.weight > 0:
             s, end = min(h.start for h in hits), max(h.end for h in hits)
             info.append((i, e, hits, s, end, (e.weight, len(e.parts), sum(h.end - h.start for h in hits), -i)))
-    singles = [(s, end, i) for i, e, _, s, end, _ in info if len(e.parts) == 1]
+    singles = [(s, end, i, e.weight) for i, e, _, s, end, _ in info if len(e.parts) == 1]
     dropped = set()
     for i, e, hits, s, end, rank in info:
         combo = len(e.parts) > 1
-        if any(i2 != i and s2 <= s and end <= e2 and (combo or (e2 - s2) > (end - s)) for s2, e2, i2 in singles):
+        # A combination inside a phrase is dropped only when the phrase weighs as much: the strongest
+        # evidence wins ("isis beheading" 40 does not hide "beheading" x "isis" 80; then the loop
+        # below drops the lighter phrase instead).
+        if any(i2 != i and s2 <= s and end <= e2 and ((combo and w2 >= e.weight) or (e2 - s2) > (end - s))
+               for s2, e2, i2, w2 in singles):
             dropped.add(i)
     for i, e, hits, s, end, rank in info:
         if i in dropped:
@@ -667,8 +676,9 @@ def _counted(matched: list[tuple[int, Entry, list[Hit]]]) -> list[tuple[int, Ent
             if j == i or j in dropped or rank2 <= rank or not (e.concept or other.concept) \
                     or s < s2 or end > e2:
                 continue
-            if all(any(g.start <= h.start and h.end <= g.end for g in f) for h in hits):
-                dropped.add(i)
+            if all(any(g.start <= h.start and h.end <= g.end for g in f) for h in hits) \
+                    or (len(hits) == 1 and any(g.start == s for g in f) and any(g.end == end for g in f)):
+                dropped.add(i)   # its words lie within the other's (a phrase may span its parts)
                 break
     return [m for m in matched if m[0] not in dropped]
 
