@@ -6,8 +6,12 @@ import pytest
 from conftest import make_verdict as verdict
 
 from schoolproxy.filtering import blockpage
-from schoolproxy.filtering.blockpage import render
+from schoolproxy.filtering.blockpage import render as render_bytes
 from schoolproxy.verdict import new_reference
+
+
+def render(*args, **kw) -> str:
+    return render_bytes(*args, **kw).decode()
 
 
 def test_block_page_says_why_what_to_do_and_monitoring():
