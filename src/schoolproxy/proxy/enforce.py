@@ -308,7 +308,10 @@ class Enforce:
             bp = config.block_page
             url = flow.request.url
             ask, outcome = "", ""
-            if verdict.username and config.unblock.enabled and not verdict.rule.startswith(_NEVER_ASK):
+            # Asking needs the records database (the request is kept there): with records off, no link
+            # to a form that could never take the request.
+            if (verdict.username and config.unblock.enabled and config.records.enabled
+                    and not verdict.rule.startswith(_NEVER_ASK)):
                 # The person may ask for it to be checked: the form finds this block by its reference.
                 self.live.remember_block(Blocked(verdict.ref, verdict.username, verdict.profile, verdict.host,
                                                  shown_url(url), verdict.rule,
