@@ -14,7 +14,8 @@ Each round measures, per proxy:
 
 - plain HTTP: wrk, 16 keep-alive connections, a mix of allowed, blocked and search requests from
   several signed-in pupils, each naming its host in Host as a browser behind an explicit proxy does
-  (after two seconds of the same to warm up: sign-ins, caches);
+  (after two seconds of the same to warm up: sign-ins, caches), with the CPU time a request of the
+  proxy and its children (steadier than req/s on a shared machine);
 - latency: the same over one connection, one request at a time (no queueing);
 - HTTPS as pupils' browsers use it (mitmdump, core and full): 16 curl processes at a time, each a
   browser session visiting several sites in turn with a few requests each over a new tunnel and TLS
@@ -191,6 +192,12 @@ def tree_rss_mb(pid: int) -> float:
     return sum(rss_mb(p) for p in tree(pid))
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by one process (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def tree_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) used so far by a process and its descendants."""
     total = 0
@@ -208,10 +215,11 @@ def wrk(port: int, script: Path, connections: int = CONNECTIONS, seconds: int = 
                           "-s", str(script),
                           f"http://127.0.0.1:{port}"], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     lat = {p: _ms(re.search(rf"\s{p}%\s+([\d.]+\w+)", out).group(1)) for p in ("50", "99")}
     socket_errors = re.search(r"Socket errors: (.*)", out)
-    return {"rps": rps, "p50": lat["50"], "p99": lat["99"], "non2xx": int(errors.group(1)) if errors else 0,
+    return {"rps": rps, "requests": requests, "p50": lat["50"], "p99": lat["99"], "non2xx": int(errors.group(1)) if errors else 0,
             "socket_errors": socket_errors.group(1) if socket_errors else ""}
 
 
@@ -354,7 +362,14 @@ def main() -> int:
                         # Warm, as the HTTPS part is: the pupils sign in (checked one at a time from one
                         # address), certificates and caches fill; then the steady state is measured.
                         wrk(port, script, seconds=2)
+                        cpu, own, started = tree_cpu_s(proc.pid), process_cpu_s(proc.pid), time.monotonic()
                         r = wrk(port, script)
+                        # The steadier figure on a shared machine: CPU time a request of the proxy and its
+                        # children; and how much of one CPU the proxy's own process had (under 100 %:
+                        # it waited for a CPU, or for something else).
+                        r["cpu_ms"] = (tree_cpu_s(proc.pid) - cpu) * 1000 / max(1, r["requests"])
+                        if name != "full-2w":  # (its own process only supervises the workers)
+                            r["cpu_pct"] = (process_cpu_s(proc.pid) - own) * 100 / (time.monotonic() - started)
                         # One connection, one request at a time: latency without queueing, which is what
                         # a pupil's browser sees on a gateway that is not saturated.
                         one = wrk(port, script, connections=1, seconds=max(2, DURATION // 2))
@@ -373,7 +388,9 @@ def main() -> int:
                 line = f"round {rnd + 1} {name:<11}"
                 if "rps" in r:
                     line += (f" {r['rps']:8.0f} req/s  p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  "
-                             f"non-2xx {r['non2xx']}  |  1 connection: p50 {r['p50_1']:5.2f} ms p99 {r['p99_1']:5.2f} ms")
+                             f"{r['cpu_ms']:.2f} ms CPU a request"
+                             + (f" (proxy at {r['cpu_pct']:3.0f} % of a CPU)" if "cpu_pct" in r else "") +
+                             f"  non-2xx {r['non2xx']}  |  1 connection: p50 {r['p50_1']:5.2f} ms p99 {r['p99_1']:5.2f} ms")
                 if "https_rps" in r:
                     line += (f"  |  HTTPS {r['https_rps']:6.0f} req/s, {r['https_cpu_ms']:.2f} ms CPU and "
                              f"{r['https_upstream_per_request']:.3f} upstream connections a request, "
@@ -401,13 +418,19 @@ def report(results: dict[str, list[dict]], rss: dict[str, float], tree: dict[str
         log_cost = 1 - med("full", "rps") / med("full-nolog", "rps")
         p99_added = med("full", "p99_1") - med("mitmdump", "p99_1")
         print()
-        print(f"{'proxy':<12}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'1-conn p50':>12}{'1-conn p99':>12}"
-              f"{'RSS MB':>10}{'all procs':>11}")
+        print(f"{'proxy':<12}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU ms/req':>12}{'1-conn p50':>12}"
+              f"{'1-conn p99':>12}{'RSS MB':>10}{'all procs':>11}")
         for k in NAMES:
-            print(f"{k:<12}{med(k, 'rps'):>10.0f}{med(k, 'p50'):>10.2f}{med(k, 'p99'):>10.2f}{med(k, 'p50_1'):>12.2f}"
-                  f"{med(k, 'p99_1'):>12.2f}{rss.get(k, 0) or float('nan'):>10.0f}{tree.get(k, 0):>11.0f}")
-        print("plain HTTP; p50/p99 at 16 connections are queueing at saturation; the 1-connection columns are "
-              "per-request latency (medians over rounds)")
+            print(f"{k:<12}{med(k, 'rps'):>10.0f}{med(k, 'p50'):>10.2f}{med(k, 'p99'):>10.2f}{med(k, 'cpu_ms'):>12.3f}"
+                  f"{med(k, 'p50_1'):>12.2f}{med(k, 'p99_1'):>12.2f}{rss.get(k, 0) or float('nan'):>10.0f}"
+                  f"{tree.get(k, 0):>11.0f}")
+        print("plain HTTP; p50/p99 at 16 connections are queueing at saturation; CPU ms/req is the proxy's and its "
+              "children's CPU time a request at 16 connections; the 1-connection columns are per-request latency "
+              "(medians over rounds)")
+        per_round_cpu = ", ".join(f"{b['cpu_ms'] / a['cpu_ms']:.2f}" for a, b in zip(results["full"], results["core"]))
+        print(f"CPU time a request, lean core / full stack: {med('core', 'cpu_ms') / med('full', 'cpu_ms'):.2f} "
+              f"(rounds: {per_round_cpu}); records off / on: "
+              f"{med('full-nolog', 'cpu_ms') / med('full', 'cpu_ms'):.2f}")
         print("RSS MB is the proxy process; 'all procs' adds its children (record writer, workers), shared pages "
               "such as the memory-mapped lists counted in each")
         per_round = ", ".join(f"{a['p99_1'] - b['p99_1']:+.2f}" for a, b in zip(results["full"], results["mitmdump"]))
@@ -419,7 +442,9 @@ def report(results: dict[str, list[dict]], rss: dict[str, float], tree: dict[str
         print(f"two workers: {med('full-2w', 'rps') / med('full', 'rps'):.2f} × one worker "
               f"(this machine has {os.cpu_count()} CPUs, shared with the load generators and the test upstream)")
         print(f"recording every request costs {log_cost * 100:.1f}% of throughput (target ≤ 5%)")
-        fields += [f"ratio={ratio:.2f}", f"core_ratio={core_ratio:.2f}", f"classify_us={cls_us:.2f}",
+        fields += [f"ratio={ratio:.2f}", f"core_ratio={core_ratio:.2f}",
+                   f"core_cpu_ratio={med('core', 'cpu_ms') / med('full', 'cpu_ms'):.2f}",
+                   f"cpu_ms={med('full', 'cpu_ms'):.3f}", f"classify_us={cls_us:.2f}",
                    f"load_s={load_s:.4f}", f"rss_mb={rss.get('full', 0):.0f}", f"p99_added_ms={p99_added:.2f}",
                    f"p99_added_worst_ms={worst('p99_1', 'full'):.2f}",
                    f"p99_added_core_worst_ms={worst('p99_1', 'full', 'core'):.2f}",

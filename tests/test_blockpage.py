@@ -6,8 +6,12 @@ import pytest
 from conftest import make_verdict as verdict
 
 from schoolproxy.filtering import blockpage
-from schoolproxy.filtering.blockpage import render
+from schoolproxy.filtering.blockpage import render as render_bytes
 from schoolproxy.verdict import new_reference
+
+
+def render(*args, **kw) -> str:
+    return render_bytes(*args, **kw).decode()
 
 
 def test_block_page_says_why_what_to_do_and_monitoring():
@@ -82,3 +86,9 @@ def test_a_reference_reads_back_as_its_time_process_tag_and_counter(monkeypatch)
         assert before - 1 <= (n >> 30) + vmod._EPOCH <= int(time.time())
         assert (n >> 20) & 0x3FF == 0x2A5
     assert (values[1] - values[0]) & 0xFFFFF == 1  # the counter, in the last digits
+
+
+def test_a_url_with_undecodable_bytes_still_gets_its_page():
+    # mitmproxy keeps a path's invalid UTF-8 as surrogates: the page shows them as '?', never fails.
+    html = render(verdict(), "http://x.test/a\udcff<b>", "School")
+    assert "http://x.test/a?&lt;b&gt;" in html

@@ -320,3 +320,19 @@ def test_a_locked_block_page_never_offers_to_ask_for_the_page(tmp_path):
         pages.append(f.response.content)
     locked, ordinary = pages
     assert b"/unblock?ref=" not in locked and b"/unblock?ref=" in ordinary
+
+
+def test_with_records_off_the_block_page_does_not_offer_to_ask(tmp_path):
+    # Unblock requests are kept in the records database: without it the form could never take one.
+    from conftest import make_school
+    config = make_school(tmp_path)
+    config.write_text(config.read_text().replace("records: {", "records: {enabled: false, "))
+    snapshots = SnapshotHolder()
+    snapshots.load(config)
+    assert snapshots.snapshot.config.records.enabled is False
+    addon = Enforce(snapshots, lambda v: None)
+    f = request_flow("http://socialsite.test/")
+    with taddons.context(addon):
+        addon.requestheaders(f)
+    assert f.response.status_code == 403 and b"This page is blocked" in f.response.content
+    assert b"/unblock?ref=" not in f.response.content and not addon.live.recent(f.response.headers["x-schoolproxy-reference"])

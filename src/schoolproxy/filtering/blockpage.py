@@ -50,60 +50,79 @@ KID_WORDS = {
 #: The template's variables, in the order of a page's "shape" (which of them are empty).
 FIELDS = ("ref", "url", "kind", "categories", "rule", "reason", "profile", "username", "when", "school",
           "report_to", "report_href", "ask_href", "outcome")
+#: Those that are the same for every block of one reason in one configuration.
+_FIXED = ("kind", "categories", "rule", "reason", "profile", "school", "report_to")
 _MARK = re.compile("\x00(" + "|".join(FIELDS) + ")\x00")
 
 
 def render(verdict: Verdict, url: str, school: str, report_to: str = "", report_email: str = "",
-           ask_href: str = "", outcome: str = "") -> str:
-    """The page. ``ask_href``: the unblock request form for this block, if the person may ask;
+           ask_href: str = "", outcome: str = "") -> bytes:
+    """The page, UTF-8. ``ask_href``: the unblock request form for this block, if the person may ask;
     ``outcome``: what became of the last time they asked about this site."""
     shown = url if len(url) <= MAX_URL_SHOWN else url[:MAX_URL_SHOWN] + "…"
-    kind = next((KID_WORDS[c] for c in verdict.categories if c in KID_WORDS), "")
     report_href = ""
     if report_email:
         # The reference is letters, digits and '-': only the URL (attacker-controlled) needs quoting.
         report_href = (f"mailto:{report_email}?subject=Blocked%20page%20{verdict.ref}&body=Reference%20"
                        f"{verdict.ref}%0ABlocked%3A%20{quote(shown)}%0AWhy%20it%20should%20be%20allowed%3A%20")
+    # What differs from one block to the next, escaped here on every page (the URL is attacker-controlled).
     values = {
-        "ref": verdict.ref,
-        "url": escape(shown),
-        "kind": _escaped(kind),
-        "categories": _escaped(", ".join(sorted(verdict.categories)) or "none"),
-        "rule": _escaped(verdict.rule),
-        "reason": _escaped(verdict.reason),
-        "profile": _escaped(verdict.profile),
+        "ref": verdict.ref.encode(),
+        "url": _utf8(escape(shown)),
         "username": _escaped(verdict.username or ""),
         "when": _when(int(verdict.time)),
-        "school": _escaped(school),
-        "report_to": _escaped(report_to),
-        "report_href": escape(report_href),
-        "ask_href": escape(ask_href),
-        "outcome": escape(outcome),
+        "report_href": _utf8(escape(report_href)),
+        "ask_href": _utf8(escape(ask_href)),
+        "outcome": _utf8(escape(outcome)),
     }
-    parts = _skeleton(tuple(map(bool, map(values.__getitem__, FIELDS))))
-    page = parts.copy()
-    page[1::2] = map(values.__getitem__, parts[1::2])
-    return "".join(page)
+    chunks = _prepared(verdict.categories, verdict.rule, verdict.reason, verdict.profile, school, report_to,
+                       bool(verdict.username), bool(report_href), bool(ask_href), bool(outcome))
+    page = chunks.copy()
+    page[1::2] = map(values.__getitem__, chunks[1::2])
+    return b"".join(page)
 
 
-# Values from the configuration and the verdict's rule repeat from one block to the next: escaped once.
-# The URL (attacker-controlled, different every time) is escaped on each page. Bounded, either way.
+def _utf8(html: str) -> bytes:
+    return html.encode("utf-8", "replace")  # a URL's undecodable bytes (surrogates) shown as "?"
+
+
+# A person's name repeats from one block to the next: escaped once. Bounded.
 @functools.lru_cache(maxsize=4096)
-def _escaped(text: str) -> str:
-    return escape(text)
+def _escaped(text: str) -> bytes:
+    return _utf8(escape(text))
 
 
 @functools.lru_cache(maxsize=4)
-def _when(second: int) -> str:
-    return dt.datetime.fromtimestamp(second).strftime("%d/%m/%Y %H:%M:%S")
+def _when(second: int) -> bytes:
+    return dt.datetime.fromtimestamp(second).strftime("%d/%m/%Y %H:%M:%S").encode()
 
 
-@functools.lru_cache(maxsize=64)
-def _skeleton(shape: tuple[bool, ...]) -> list[str]:
-    """The template rendered once per shape with a marker for each value, split into static text (even
-    indices) and field names (odd): a block page is then a join of escaped values, a fraction of a Jinja
-    render, which matters under a flood of blocked requests. Each value is escaped exactly as
-    autoescape would, and never scanned for markers, so a hostile URL cannot inject one."""
-    marked = {f: f"\x00{f}\x00" if present else "" for f, present in zip(FIELDS, shape)}
-    return _MARK.split(_template.render(**marked))
-
+@functools.lru_cache(maxsize=256)
+def _prepared(categories: tuple[str, ...], rule: str, reason: str, profile: str, school: str, report_to: str,
+              username: bool, report_href: bool, ask_href: bool, outcome: bool) -> list[bytes | str]:
+    """The page of one reason for blocking in one configuration, as UTF-8 chunks (even indices) with the
+    names of the values that differ per block between them (odd): the template rendered once with a
+    marker for each value, the values that are the same for every such block filled in, escaped exactly
+    as autoescape would. A block page is then a join of a few escaped values, a fraction of a Jinja
+    render, which matters under a flood of blocked requests. Values are never scanned for markers, so a
+    hostile URL cannot inject one."""
+    fixed = {
+        "kind": next((KID_WORDS[c] for c in categories if c in KID_WORDS), ""),
+        "categories": ", ".join(sorted(categories)) or "none",
+        "rule": rule, "reason": reason, "profile": profile, "school": school, "report_to": report_to,
+    }
+    present = {"ref": True, "url": True, "when": True, "username": username, "report_href": report_href,
+               "ask_href": ask_href, "outcome": outcome, **{f: bool(fixed[f]) for f in _FIXED}}
+    parts = _MARK.split(_template.render(**{f: f"\x00{f}\x00" if present[f] else "" for f in FIELDS}))
+    chunks: list[bytes | str] = []
+    text = ""
+    for i, part in enumerate(parts):
+        if i % 2 == 0:
+            text += part
+        elif part in fixed:
+            text += str(escape(fixed[part]))  # (str + Markup would escape the text before it)
+        else:
+            chunks += [_utf8(text), part]
+            text = ""
+    chunks.append(_utf8(text))
+    return chunks

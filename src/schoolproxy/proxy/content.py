@@ -179,7 +179,7 @@ class Content:
             return b""
         school, bp = (snap.config.school, snap.config.block_page) if snap is not None else ("", None)
         return blockpage.render(verdict, flow.request.url, school, bp.report_to if bp else "",
-                                bp.report_email if bp else "").encode()
+                                bp.report_email if bp else "")
 
     def _phrase_lists(self, snap: Snapshot) -> PhraseLists | None:
         """The phrase lists of the running config, loaded once per change of ``alerts`` settings."""

@@ -99,14 +99,15 @@ def refused_certificate(error: str) -> bool:
     return any(alert in error for alert in _UNTRUSTED)
 
 
-def _names_carried(req: http.Request) -> tuple[str, ...]:
-    """Names beside the target and ``host_header``: the request line's authority (an absolute URL inside
-    a tunnel, or HTTP/2's ``:authority``) and every Host header (several, or one beside ``:authority``)."""
+def _names_carried(req: http.Request, host_header: str | None) -> tuple[str, ...]:
+    """Names beside the target and ``host_header`` (``req.host_header``, read once by the caller): the
+    request line's authority (an absolute URL inside a tunnel, or HTTP/2's ``:authority``) and every Host
+    header (several, or one beside ``:authority``)."""
     found = [v for k, v in req.headers.fields if len(k) == 4 and k.lower() == b"host"]
     authority = req.data.authority
     if authority:
         found.append(authority)
-    if len(found) <= 1 and (not found or found[0].decode("latin-1") == req.host_header):
+    if len(found) <= 1 and (not found or found[0].decode("latin-1") == host_header):
         return ()  # the usual single Host header, already in the facts as host_header
     return tuple(v.decode("latin-1") for v in found)
 
@@ -222,11 +223,12 @@ class Enforce:
         req = flow.request
         client = flow.client_conn
         tunnel = self.tunnels.get(client)
+        host_header = req.host_header  # (decodes every header field: read once)
         facts = RequestFacts(
             Stage.REQUEST, client.peername[0], req.host, req.port, req.method, req.scheme, req.path or "/",
-            authority=req.host_header, connect_host=tunnel.host if tunnel else None,
+            authority=host_header, connect_host=tunnel.host if tunnel else None,
             sni=tunnel.sni if tunnel else None, transparent=not isinstance(client.proxy_mode, EXPLICIT_MODES),
-            names=_names_carried(req), resolved=flow.metadata.get(RESOLVED, ()))
+            names=_names_carried(req, host_header), resolved=flow.metadata.get(RESOLVED, ()))
         identity = flow.metadata.get(IDENTITY) or (tunnel.identity if tunnel else None)
         ruling = decide(snap, identity, facts)
         decided = time.perf_counter() - started
@@ -304,18 +306,22 @@ class Enforce:
         if flow.request.method != "HEAD":
             config = snap.config
             bp = config.block_page
+            url = flow.request.url
             ask, outcome = "", ""
-            if verdict.username and config.unblock.enabled and not verdict.rule.startswith(_NEVER_ASK):
+            # Asking needs the records database (the request is kept there): with records off, no link
+            # to a form that could never take the request.
+            if (verdict.username and config.unblock.enabled and config.records.enabled
+                    and not verdict.rule.startswith(_NEVER_ASK)):
                 # The person may ask for it to be checked: the form finds this block by its reference.
                 self.live.remember_block(Blocked(verdict.ref, verdict.username, verdict.profile, verdict.host,
-                                                 shown_url(flow.request.url), verdict.rule,
+                                                 shown_url(url), verdict.rule,
                                                  ",".join(verdict.categories), verdict.device))
                 ask = f"http://{bp.pages_host}/unblock?ref={verdict.ref}"
                 told = self.live.outcome_for(verdict.username, verdict.host)
                 if told is not None:
                     outcome = outcome_text(told, snap.policy.tz, dt.datetime.now(dt.timezone.utc))
-            body = blockpage.render(verdict, flow.request.url, config.school, bp.report_to, bp.report_email,
-                                    ask, outcome).encode()
+            body = blockpage.render(verdict, url, config.school, bp.report_to, bp.report_email,
+                                    ask, outcome)
         return local_response(403, body, _BLOCK_HEADERS + ((b"x-schoolproxy-reference", verdict.ref.encode()),))
 
     @staticmethod
