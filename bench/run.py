@@ -106,6 +106,7 @@ profiles:
     block_categories: [adult, social-networking, games]
     allow_categories: [education]
     tls: {{passthrough_sites: [pinned.test]}}
+alerts: {{phrases: "{phrases}"}}
 """
 
 
@@ -332,7 +333,7 @@ def main() -> int:
             cfg = root / f"{name}.yaml"
             cfg.write_text(CONFIG.format(port=port, upstream=origin.proxy_url, metrics_port=free_port(),
                                          records=records, members=", ".join(USERS), name=name,
-                                         upstream_ca=origin.ca_path))
+                                         upstream_ca=origin.ca_path, phrases=ROOT / "filterlists" / "phrases"))
             argv = [str(BIN / "schoolproxy"), "run", *(["--workers", "2"] if workers > 1 else []), "--config", str(cfg)]
             setups[name] = (port, argv, root / f"ca-{name}")
         trust = ["--set", f"ssl_verify_upstream_trusted_ca={origin.ca_path}", "--ignore-hosts", PASSTHROUGH_RE]
