@@ -55,3 +55,13 @@ def test_failing_delivery_fires_although_the_failure_counter_has_channel_labels(
          "exp_alerts": [expected("SchoolproxyAlertDeliveryFailing", 2)]},
     ])
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_search_alerts_off_pages_the_network_manager_until_the_lists_load(tmp_path):
+    r = promtool_test(tmp_path, {"schoolproxy_search_alerts_off": "0 1 1 1 1 1 0 0"}, [
+        {"eval_time": "1m", "alertname": "SchoolproxySearchAlertsOff", "exp_alerts": []},   # not for a moment
+        {"eval_time": "4m", "alertname": "SchoolproxySearchAlertsOff",
+         "exp_alerts": [expected("SchoolproxySearchAlertsOff", 1)]},
+        {"eval_time": "7m", "alertname": "SchoolproxySearchAlertsOff", "exp_alerts": []},   # reloaded, fixed
+    ])
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -1,5 +1,5 @@
-"""Is everything working? The network manager's health page, and the warning every page carries when
-high alerts have nowhere to go.
+"""Is everything working? The network manager's health page, and the warnings every page carries when
+high alerts have nowhere to go or search alerts are off.
 
 Each check is one plain sentence and a state — fine, needs attention, or cannot be checked — with the
 figures behind it. Nothing here names a person or shows browsing.
@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from schoolproxy.console import certs
 from schoolproxy.console.state import State
 from schoolproxy.console.words import aware
-from schoolproxy.monitoring import pending
+from schoolproxy.monitoring import pending, status
 from schoolproxy.records.schema import alert_outbox, requests
 
 UTC = dt.timezone.utc
@@ -62,6 +62,40 @@ def delivery_warning(state: State, now: dt.datetime | None = None) -> str | None
                 f"{'them' if n != 1 else 'it'} failed. Check the inbox now; the network manager can see why on "
                 f"the Health page.")
     return None
+
+
+def search_alerts_warning(state: State, now: dt.datetime | None = None) -> str | None:
+    """The red banner's text when the running proxy has said that search alerts are off (the phrase lists
+    could not be loaded: monitoring/status.py), or None."""
+    if not state.config.alerts.enabled:
+        return None
+    said = status.search_alerts(state.db)
+    if said is None or said["ok"]:
+        return None
+    text = status.off_because(said["detail"][:300])
+    if status.is_stale(said, now):
+        text += f" (As the proxy last said, at {_local(state, said['reported_at'])}: it has not said since.)"
+    return text
+
+
+def search_alerts_check(state: State, proxy_answers: list[dict[str, float]], now: dt.datetime) -> Check:
+    """Search alerts: what the running proxy says — its metrics now, and its record of why."""
+    name = "Search alerts"
+    if not state.config.alerts.enabled:
+        return Check(name, None, "Alerts are switched off in the configuration (alerts.enabled).")
+    said = status.search_alerts(state.db)
+    off_now = any(a.get("schoolproxy_search_alerts_off", 0) > 0 for a in proxy_answers)
+    details = []
+    if said is not None:
+        details.append(f"{'on' if said['ok'] else 'OFF'} since {_local(state, said['since'])}; "
+                       f"last said by the proxy {_local(state, said['reported_at'])}")
+    if off_now or (said is not None and not said["ok"]):
+        why = said["detail"][:300] if said is not None and not said["ok"] else "the proxy's log says why"
+        return Check(name, False, status.off_because(why) + " Run 'schoolproxy check' on the gateway to see "
+                     "what is wrong, fix it, then reload the proxy (systemctl reload schoolproxy).", details)
+    if said is None and not proxy_answers:
+        return Check(name, None, "Not known yet: the proxy has not said.", details)
+    return Check(name, True, "On: searches are checked against the phrase lists.", details)
 
 
 # -- the checks ---------------------------------------------------------------------------------------------
@@ -213,7 +247,8 @@ def certificate_check(state: State, now: dt.datetime, console_cert: Path | None)
 def checks(state: State, console_cert: Path | None = None, now: dt.datetime | None = None) -> list[Check]:
     now = now or dt.datetime.now(UTC)
     proxy, answers = proxy_check(state)
-    return [proxy, delivery_check(state, now), records_check(state, now), directory_check(state, answers),
+    return [proxy, search_alerts_check(state, answers, now), delivery_check(state, now), records_check(state, now),
+            directory_check(state, answers),
             lists_check(state, now), certificate_check(state, now, console_cert)]
 
 

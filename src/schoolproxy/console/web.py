@@ -117,16 +117,19 @@ def csrf_field() -> Markup:
 
 
 def render(template: str, status: int = 200, **values):
-    from schoolproxy.console.health import delivery_warning
+    from schoolproxy.console.health import delivery_warning, search_alerts_warning
     st, v = g.state, g.get("viewer")
     nav = [(p.endpoint, p.title) for p in PAGES if v is not None and p.allowed(st, v)]
+    warning = searches_off = None
     try:
-        warning = delivery_warning(st) if v is not None else None
+        if v is not None:
+            warning, searches_off = delivery_warning(st), search_alerts_warning(st)
     except SQLAlchemyError:
         warning = "The records database is not answering, so alerts cannot be shown or checked. Tell the network manager."
     notices = current_app.extensions["schoolproxy_console"].notices.take(g.session.id) \
         if g.get("session") is not None else []
     return render_template(template, nav=nav, viewer=v, school=st.config.school, warning=warning,
+                           searches_off=searches_off,
                            notices=notices, idle_seconds=st.config.console.idle_minutes * 60, **values), status
 
 

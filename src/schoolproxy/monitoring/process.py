@@ -52,6 +52,9 @@ class AlertProcess(FramedChild):
         self._skipped_here = 0
         self._base: dict = _empty()     # from alert processes that have exited
         self._child: dict = _empty()    # from the current one
+        #: Why search alerts are off (the phrase lists could not be loaded), None while they are on — as the
+        #: alert process last said (kept while a restarted one starts).
+        self.search_alerts_off: str | None = None
 
     # -- the service's counters -------------------------------------------------------------------
     @property
@@ -105,6 +108,8 @@ class AlertProcess(FramedChild):
             "deliveries": {(c, r): n for c, r, n in report.get("deliveries", ())},
             "repeats": report.get("repeats", 0), "skipped": report.get("skipped", 0),
             "outbox_pending": report.get("outbox_pending", 0), "undelivered": report.get("undelivered", 0)}
+        if "search_alerts_off" in report:
+            self.search_alerts_off = report["search_alerts_off"]
 
     def _ended(self) -> None:
         for name in ("raised", "deliveries"):
@@ -154,7 +159,7 @@ def main() -> int:
         return {"ack": acked[0], "raised": [[t, sv, n] for (t, sv), n in list(service.raised.items())],
                 "deliveries": [[c, r, n] for (c, r), n in list(service.deliveries.items())],
                 "repeats": service.repeats, "skipped": service.skipped, "outbox_pending": service.outbox_pending,
-                "undelivered": service.undelivered}
+                "undelivered": service.undelivered, "search_alerts_off": service.search_alerts_off}
 
     reporter = Reporter(report, REPORT, only_changes=True).start()
     for upto, payload in frames:

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine as DbEngine
 
 from schoolproxy.identity.register import NO_ONE, Register, is_shared_logon
-from schoolproxy.monitoring import evidence, pending, store
+from schoolproxy.monitoring import evidence, pending, status, store
 from schoolproxy.monitoring.delivery import DeliveryError, send_email, send_webhook, write_to_mailbox
 from schoolproxy.monitoring.phrases import PhraseError, PhraseLists, load_phrase_lists
 from schoolproxy.monitoring.rules import AlertRules, Candidate
@@ -66,6 +66,9 @@ class AlertService:
         self.outbox_pending = 0
         self.undelivered = 0  # high and critical alerts that have reached no one (monitoring/pending.py)
         self._undelivered_at = 0.0
+        #: Why search alerts are off (the phrase lists could not be loaded), or None while they are on.
+        self.search_alerts_off: str | None = None
+        self._status_said: tuple[str | None, float] | None = None  # recorded for the console, and when
         self._threads = [threading.Thread(target=self._rules_loop, name="schoolproxy-alerts", daemon=True)]
         if deliver:  # one process delivers (worker 0 of `run --workers N`); all of them raise
             self._threads.append(threading.Thread(target=self._delivery_loop, name="schoolproxy-alert-delivery",
@@ -114,6 +117,7 @@ class AlertService:
         snap = self.snapshots.snapshot
         if snap is None or not snap.config.alerts.enabled:
             self._queue.clear()
+            self.search_alerts_off = None  # switched off on purpose, not failing
             return 0
         rules = self._rules_of(snap)
         roles = {name: p.role for name, p in snap.config.profiles.items()}
@@ -187,14 +191,22 @@ class AlertService:
         if self._rules is None or self._rules_for is not snap:
             cfg = snap.config
             path = cfg.path(cfg.alerts.phrases)
-            if self._phrases is None or self._phrases[0] != path or self._rules_for is None \
-                    or cfg.alerts != self._rules_for.config.alerts:
+            # Loaded again when they failed last time: a reload after fixing a list file turns them back on.
+            if self._phrases is None or self._phrases[0] != path or self._phrases[1] is None \
+                    or self._rules_for is None or cfg.alerts != self._rules_for.config.alerts:
                 try:
                     self._phrases = (path, load_phrase_lists(path))
+                    if self.search_alerts_off is not None:
+                        log.warning("alerts: phrase lists loaded: search alerts are on again")
+                    self.search_alerts_off = None
                 except PhraseError as e:
-                    # A warning, not an error: the proxy and the other alert rules keep working.
-                    log.warning("alerts: phrase lists not loaded, search alerts are off: %s", e)
+                    # A warning, not an error: the proxy and the other alert rules keep working (and
+                    # mitmdump ends a start-up that logs an error). Said loudly, and counted in the metrics.
+                    log.warning("schoolproxy: SEARCH ALERTS ARE OFF — alerts: phrase lists not loaded, search alerts "
+                                "are off: %s. No search is checked for concerns until they load: fix them "
+                                "(schoolproxy check says what is wrong), then reload the proxy", e)
                     self._phrases = (path, None)
+                    self.search_alerts_off = str(e)
             themes = {name: (info.theme, info.severity) for name, info in snap.lists.info.items() if info.theme}
             old = self._rules
             self._rules = AlertRules(cfg.alerts, self._phrases[1], themes,
@@ -210,6 +222,7 @@ class AlertService:
             self._wake.wait(1.0)
             self._wake.clear()
             try:
+                self._record_status()
                 self.deliver()
                 self._maybe_digest()
             except Exception as e:
@@ -263,6 +276,18 @@ class AlertService:
                       "incident log (the console, schoolproxy report weekly --by LOGON) until someone "
                       "acknowledges them", n, why)
         self.undelivered = n
+
+    def _record_status(self) -> None:
+        """Whether search alerts are on, for the console (monitoring/status.py): when it changes, and restamped
+        every ``status.REPORT_EVERY`` seconds so that an old word is seen to be old."""
+        snap = self.snapshots.snapshot
+        if snap is None or not snap.config.alerts.enabled or self._rules_for is None:
+            return  # nothing loaded yet: nothing to say
+        said = self._status_said
+        if said is not None and said[0] == self.search_alerts_off and time.monotonic() < said[1] + status.REPORT_EVERY:
+            return
+        status.record(self.db, self.search_alerts_off)
+        self._status_said = (self.search_alerts_off, time.monotonic())
 
     def _count(self, channel: str, result: str) -> None:
         self.deliveries[(channel, result)] = self.deliveries.get((channel, result), 0) + 1

@@ -84,3 +84,6 @@ class Alert:
         yield GaugeMetricFamily("schoolproxy_alerts_undelivered", "High and critical alerts that have reached no "
                                 "one (no email or webhook sent) and that no one has acknowledged.",
                                 value=service.undelivered)
+        yield GaugeMetricFamily("schoolproxy_search_alerts_off", "1 when search alerts are off because the phrase "
+                                "lists could not be loaded (no search is checked for concerns), else 0.",
+                                value=1 if service.search_alerts_off is not None else 0)

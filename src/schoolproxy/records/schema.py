@@ -252,3 +252,12 @@ notice_acceptances = Table(
     Index("ix_notice_acceptances_time", "time"),
     Index("ix_notice_acceptances_subject", "subject", "time"),
 )
+
+service_status = Table(
+    "service_status", metadata,
+    Column("name", String(64), primary_key=True),        # what is reported on: "search_alerts"
+    Column("ok", Boolean, nullable=False),
+    Column("detail", Text, nullable=False),              # why not, in words ("" when ok)
+    Column("since", DateTime(timezone=True), nullable=False),       # when it became what it is
+    Column("reported_at", DateTime(timezone=True), nullable=False),  # last said by the running proxy
+)
