@@ -1,0 +1,62 @@
+"""Search alerts off is never silent: a real proxy whose ``alerts.phrases`` points nowhere serves on, but
+says loudly that no search is being checked — at start-up, in the metrics and in the records database the
+console reads — and a reload with the lists fixed turns it back on everywhere."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+from conftest import PASSWORD, make_school, metrics_url
+from internet import Internet
+from proxyproc import ROOT, ProxyProcess
+from waits import wait_until
+
+from schoolproxy.config import load_config
+from schoolproxy.monitoring import status
+from schoolproxy.records import open_database
+
+pytestmark = pytest.mark.e2e
+
+
+def gauge(config) -> float | None:
+    try:
+        text = httpx.get(metrics_url(config), timeout=5).text
+    except httpx.HTTPError:
+        return None
+    found = re.search(r"^schoolproxy_search_alerts_off (\S+)$", text, re.M)
+    return float(found[1]) if found else None
+
+
+def recorded(config) -> dict | None:
+    db = open_database(load_config(config).database_url())
+    try:
+        return status.search_alerts(db)
+    except Exception:  # the proxy creates the tables as it starts
+        return None
+    finally:
+        db.dispose()
+
+
+def test_lists_that_cannot_load_turn_search_alerts_off_loudly_until_a_reload_fixes_them(tmp_path):
+    with Internet(tmp_path / "internet") as internet:
+        config = make_school(tmp_path, upstream=internet.proxy_url)   # alerts.phrases: a directory not there
+        with ProxyProcess.mitmdump(config, tmp_path, "--mode", f"upstream:{internet.proxy_url}", quiet=False) as proxy:
+            wait_until(lambda: gauge(config) == 1.0, what="schoolproxy_search_alerts_off 1", detail=proxy.log)
+            assert "SEARCH ALERTS ARE OFF" in proxy.log() and "phrase list directory not found" in proxy.log()
+            said = wait_until(lambda: recorded(config), what="the state recorded for the console", detail=proxy.log)
+            assert said["ok"] is False and "phrase list directory not found" in said["detail"]
+            with httpx.Client(proxy=proxy.auth_url("pupil1", PASSWORD), timeout=15) as c:   # it serves on
+                assert c.get("http://learning.test/").status_code == 200
+
+            # The network manager points alerts.phrases at the lists; the proxy reloads the changed config.
+            with open(config, "a") as f:
+                f.write(f"alerts: {{phrases: {ROOT / 'filterlists' / 'phrases'}}}\n")
+            wait_until(lambda: gauge(config) == 0.0, timeout=90, what="schoolproxy_search_alerts_off back to 0",
+                       detail=proxy.log)
+            said = wait_until(lambda: (r := recorded(config)) is not None and r["ok"] and r, timeout=30,
+                              what="search alerts recorded as on again", detail=proxy.log)
+            assert said["detail"] == ""
+            assert "search alerts are on again" in proxy.log()
+            assert proxy.proc.poll() is None
