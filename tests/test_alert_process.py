@@ -94,3 +94,25 @@ async def test_a_stop_evaluates_everything_handed_over(tmp_path):
     service.stop()  # at once: nothing has been handed off yet
     assert sorted(r["username"] for r in stored(db)) == sorted(users)
     assert service.raised == {("pornography", "high"): 50}
+
+
+async def test_phrase_lists_that_fail_to_load_are_reported_and_a_reload_after_the_fix_turns_search_alerts_on(tmp_path):
+    from schoolproxy.monitoring import status
+    lists = tmp_path / "phrases" / "self-harm" / "en.txt"
+    lists.parent.mkdir(parents=True)
+    lists.write_text("< how to kill myself ><100>\nhow to kill myself 100\n")      # an edit gone wrong
+    url = f"sqlite:///{tmp_path / 'records.db'}"
+    config = make_school(tmp_path, f"alerts: {{phrases: {tmp_path / 'phrases'}}}\n", database=url)
+    db = open_database(url)
+    upgrade(db)
+    service = AlertProcess(config, url, deliver=True).start()
+    try:
+        assert await wait_until(lambda: service.search_alerts_off is not None)
+        assert "not a weighted phrase line" in service.search_alerts_off
+        assert await wait_until(lambda: (s := status.search_alerts(db)) is not None and not s["ok"])
+        lists.write_text("< how to kill myself ><100>\n")                          # fixed; the config unchanged
+        service.reload()
+        assert await wait_until(lambda: service.search_alerts_off is None)
+        assert await wait_until(lambda: status.search_alerts(db)["ok"])
+    finally:
+        service.stop()

@@ -162,3 +162,26 @@ def test_the_banner_the_health_page_and_who_was_told_agree_with_the_cli(tmp_path
     inbox = b.get("/inbox")
     assert inbox.status_code == 200 and "No email or webhook is set up" in inbox.get_data(as_text=True)
     assert "reached no one" not in inbox.get_data(as_text=True)
+
+
+def test_search_alerts_off_is_on_the_health_page_and_in_the_banner_until_the_proxy_says_they_are_on(tmp_path):
+    from schoolproxy.monitoring import status
+    w = World(tmp_path)
+    st = state_of(w)
+    b = w.browser("dsl1")
+    assert health.search_alerts_warning(st) is None                       # the proxy has not said anything
+    status.record(w.db, "/srv/filterlists/phrases: phrase list directory not found")
+    line = ("Search alerts are OFF: the phrase lists could not be loaded (/srv/filterlists/phrases: phrase list "
+            "directory not found). Searches are not being checked for concerns. Tell the network manager.")
+    assert line in b.get("/inbox").get_data(as_text=True)                 # the banner, on every page
+    check = health.search_alerts_check(st, [], dt.datetime.now(UTC))
+    assert check.ok is False and line in check.summary
+    assert line in w.browser("net1").get("/health").get_data(as_text=True)
+    # Not restamped for a while (the proxy stopped?): still said, with when it was last said.
+    later = dt.datetime.now(UTC) + status.STALE_AFTER + dt.timedelta(minutes=1)
+    assert "it has not said since" in health.search_alerts_warning(st, later)
+    # The proxy's metrics say so even before anything is recorded.
+    assert health.search_alerts_check(st, [{"schoolproxy_search_alerts_off": 1.0}], dt.datetime.now(UTC)).ok is False
+    status.record(w.db, None)                                             # a reload fixed the lists
+    assert "Search alerts are OFF" not in b.get("/inbox").get_data(as_text=True)
+    assert health.search_alerts_check(st, [{"schoolproxy_search_alerts_off": 0.0}], dt.datetime.now(UTC)).ok
