@@ -181,7 +181,11 @@ def test_search_alerts_off_is_on_the_health_page_and_in_the_banner_until_the_pro
     later = dt.datetime.now(UTC) + status.STALE_AFTER + dt.timedelta(minutes=1)
     assert "it has not said since" in health.search_alerts_warning(st, later)
     # The proxy's metrics say so even before anything is recorded.
-    assert health.search_alerts_check(st, [{"schoolproxy_search_alerts_off": 1.0}], dt.datetime.now(UTC)).ok is False
+    status.record(w.db, None)
+    check = health.search_alerts_check(st, [{"schoolproxy_search_alerts_off": 1.0,
+                                             "schoolproxy_content_scoring_off": 1.0}], dt.datetime.now(UTC))
+    assert check.ok is False and "(the proxy's log says why)" in check.summary
+    assert any("every page of the profiles that score content is being blocked" in d for d in check.details)
     status.record(w.db, None)                                             # a reload fixed the lists
     assert "Search alerts are OFF" not in b.get("/inbox").get_data(as_text=True)
     assert health.search_alerts_check(st, [{"schoolproxy_search_alerts_off": 0.0}], dt.datetime.now(UTC)).ok

@@ -65,3 +65,11 @@ def test_search_alerts_off_pages_the_network_manager_until_the_lists_load(tmp_pa
         {"eval_time": "7m", "alertname": "SchoolproxySearchAlertsOff", "exp_alerts": []},   # reloaded, fixed
     ])
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_content_that_cannot_be_scored_pages_the_network_manager(tmp_path):
+    r = promtool_test(tmp_path, {"schoolproxy_content_scoring_off": "1 1 1 1 1"}, [
+        {"eval_time": "3m", "alertname": "SchoolproxyContentScoringOff",
+         "exp_alerts": [expected("SchoolproxyContentScoringOff", 1)]},
+    ])
+    assert r.returncode == 0, r.stdout + r.stderr

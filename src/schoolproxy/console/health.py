@@ -89,6 +89,9 @@ def search_alerts_check(state: State, proxy_answers: list[dict[str, float]], now
     if said is not None:
         details.append(f"{'on' if said['ok'] else 'OFF'} since {_local(state, said['since'])}; "
                        f"last said by the proxy {_local(state, said['reported_at'])}")
+    if any(a.get("schoolproxy_content_scoring_off", 0) > 0 for a in proxy_answers):
+        details.append("page content cannot be checked either: every page of the profiles that score content is "
+                       "being blocked, to be safe")
     if off_now or (said is not None and not said["ok"]):
         why = said["detail"][:300] if said is not None and not said["ok"] else "the proxy's log says why"
         return Check(name, False, status.off_because(why) + " Run 'schoolproxy check' on the gateway to see "

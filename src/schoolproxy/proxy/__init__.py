@@ -71,7 +71,7 @@ def make_addons(reindex: Callable[[], None] | None = None) -> list[object]:
         Identify(snapshots, registry, logon_feed),
         LocalGuard(snapshots),  # without an upstream filter: what the request's host resolves to
         Pages(snapshots, live, record),
-        Content(snapshots, bus.publish),
+        Content(snapshots, bus.publish, registry),
         Enforce(snapshots, bus.publish, logon_feed, live),
         Notice(snapshots, live),
         Limits(snapshots, registry),  # after Enforce and Notice: a request answered here never has its body kept

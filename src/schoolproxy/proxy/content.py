@@ -23,14 +23,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mitmproxy import http
 from mitmproxy.net import encoding
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from schoolproxy.filtering import blockpage
+from schoolproxy.metrics import Scraped
 from schoolproxy.monitoring.content import (
     ContentError,
     ContentRule,
@@ -71,11 +74,14 @@ class _Scan:
 
 
 class Content:
-    def __init__(self, snapshots: SnapshotHolder, publish: Callable[[Verdict], None]):
+    def __init__(self, snapshots: SnapshotHolder, publish: Callable[[Verdict], None],
+                 registry: CollectorRegistry | None = None):
         self.snapshots = snapshots
         #: Where a verdict goes when a cut-off reply ends it early (the verdict bus).
         self.publish = publish
         self._lists: tuple[Path, object, PhraseLists | None] | None = None
+        if registry is not None:
+            registry.register(Scraped(self._metrics))
 
     # -- hooks ------------------------------------------------------------------------------------
     def wants(self, event: str) -> bool:
@@ -191,8 +197,12 @@ class Content:
                 lists = load_phrase_lists(path)
                 lists.prepare_content()
             except PhraseError as e:
-                log.error("schoolproxy: content scoring: phrase lists not loaded, pages are blocked for "
-                          "profiles that score content: %s", e)
+                # A warning, not an error: mitmdump ends a start-up that logs an error, and then no one
+                # could browse at all. Said loudly, and counted in the metrics (schoolproxy_content_scoring_off).
+                log.warning("schoolproxy: CONTENT SCORING IS OFF — content scoring: phrase lists not loaded, "
+                            "EVERY PAGE is blocked for profiles that score content (%s), to be safe: %s. Fix "
+                            "them (schoolproxy check says what is wrong), then reload the proxy",
+                            ", ".join(n for n, p in cfg.profiles.items() if p.content.scan), e)
                 lists = None
             self._lists = cached = (path, cfg.alerts, lists)
         return cached[2]
@@ -201,6 +211,15 @@ class Content:
         snap = self.snapshots.snapshot
         if snap is not None and any(p.content.scan for p in snap.config.profiles.values()):
             self._phrase_lists(snap)  # at start-up, not on the first pupil's page
+
+    def _metrics(self) -> Iterable[Metric]:
+        snap, cached = self.snapshots.snapshot, self._lists
+        scoring = snap is not None and any(p.content.scan for p in snap.config.profiles.values())
+        # As last loaded (at start-up, then on the first scored page after the alerts settings change).
+        off = scoring and cached is not None and cached[2] is None
+        yield GaugeMetricFamily("schoolproxy_content_scoring_off", "1 when profiles score page content but the "
+                                "phrase lists could not be loaded (their pages are all blocked, to be safe), else 0.",
+                                value=1 if off else 0)
 
 
 @dataclass
