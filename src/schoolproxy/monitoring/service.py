@@ -6,8 +6,9 @@
   wait in memory (bounded) and are stored when it is back.
 - The *delivery* thread sends what is due in the outbox (SMTP, webhook, the mailbox folder), marks it
   sent, or schedules a retry with backoff — a restart loses nothing, since the outbox is in the database.
-  It counts the high alerts that have reached no one (``pending``), and queues the weekly digest when it
-  falls due.
+  It counts the high alerts that have reached no one (``pending``), queues the weekly digest when it
+  falls due, and records for the console whether search alerts are on (``status``: off when the phrase
+  lists could not be loaded; the metrics say it too).
 """
 
 from __future__ import annotations
@@ -197,7 +198,7 @@ class AlertService:
                 try:
                     self._phrases = (path, load_phrase_lists(path))
                     if self.search_alerts_off is not None:
-                        log.warning("alerts: phrase lists loaded: search alerts are on again")
+                        log.info("schoolproxy: alerts: phrase lists loaded, search alerts are on again")
                     self.search_alerts_off = None
                 except PhraseError as e:
                     # A warning, not an error: the proxy and the other alert rules keep working (and
@@ -222,9 +223,9 @@ class AlertService:
             self._wake.wait(1.0)
             self._wake.clear()
             try:
-                self._record_status()
                 self.deliver()
                 self._maybe_digest()
+                self._record_status()  # last: never in the way of a delivery
             except Exception as e:
                 log.error("alert delivery: %s", str(e).splitlines()[0][:200])
 
