@@ -201,3 +201,20 @@ def test_schema_matches_the_migrations(db_url):
     upgrade(engine)
     with engine.connect() as c:
         assert compare_metadata(MigrationContext.configure(c), metadata) == []
+
+
+def test_search_alerts_state_keeps_when_it_began_and_when_it_was_last_said(db_url):
+    from schoolproxy.monitoring import status
+    db = open_database(db_url)
+    upgrade(db)
+    t0 = dt.datetime(2026, 12, 2, 9, 0, tzinfo=dt.timezone.utc)
+    assert status.search_alerts(db) is None
+    status.record(db, "phrase list directory not found", t0)
+    status.record(db, "phrase list directory not found", t0 + dt.timedelta(minutes=1))   # restamped
+    said = status.search_alerts(db)
+    assert (said["ok"], said["since"], said["reported_at"]) == (False, t0, t0 + dt.timedelta(minutes=1))
+    assert not status.is_stale(said, t0 + dt.timedelta(minutes=3))
+    assert status.is_stale(said, t0 + dt.timedelta(minutes=7))
+    status.record(db, None, t0 + dt.timedelta(minutes=2))                                 # fixed
+    said = status.search_alerts(db)
+    assert (said["ok"], said["detail"], said["since"]) == (True, "", t0 + dt.timedelta(minutes=2))
