@@ -783,7 +783,7 @@ class PhraseLists:
                 users[a] = users.get(a, 0) + 1
         self._anchored: dict[int, list[int]] = {}
         for i, ids in enumerate(self.entry_atoms):
-            anchor = min(ids, key=lambda a: (self._everyday(a), users[a]))
+            anchor = min(ids, key=lambda a: (self._everyday(a), self._single_words(a), users[a]))
             self._anchored.setdefault(anchor, []).append(i)
         self.vocabulary: set[str] = {w for p in self.atoms for f in p.forms for w in f[WORDS]}
         # Words a list names on their own keep the sense it gave them ("blocked", "gaming"): not reduced
@@ -806,6 +806,11 @@ class PhraseLists:
                     deletes.setdefault(d, []).append(w)
         self._deletes: dict[str, tuple[str, ...]] = {d: tuple(ws) for d, ws in deletes.items()}
         self._corrections: dict[str, str] = {}
+
+    def _single_words(self, atom: int) -> int:
+        """How many of an atom's spellings are one word: a word of a set ("trip", "form") turns up on
+        ordinary pages far more often than a phrase of several, so it makes a poor anchor."""
+        return sum(1 for f in self.atoms[atom].forms if len(f[PLAIN]) == 1)
 
     def _everyday(self, atom: int) -> int:
         """How many of an atom's spellings are made of everyday words only (common in any page)."""
