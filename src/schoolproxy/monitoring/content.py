@@ -255,6 +255,9 @@ class _Stream:
     _tail: str = ""
     _tail_at: int = 0   # where the tail starts in the whole text (as this path sees it)
     _hits: dict[tuple[int, int], list[Hit]] = field(default_factory=dict)
+    #: The scores of the hits kept, until a new one is kept: most pieces add none, and scoring every hit
+    #: again for each piece made a long reply cost more per piece the longer it ran.
+    _scores: list[Score] | None = None
 
     def keep(self, found: list[Hit], base: int) -> None:
         for h in found:
@@ -263,9 +266,12 @@ class _Stream:
             if all(k.start != start for k in kept):
                 kept.append(Hit(h.entry, h.part, start, base + h.end, h.words))
                 del kept[:-self.places]
+                self._scores = None
 
     def scores(self) -> list[Score]:
-        return self.lists.aggregate([h for kept in self._hits.values() for h in kept])
+        if self._scores is None:
+            self._scores = self.lists.aggregate([h for kept in self._hits.values() for h in kept])
+        return self._scores
 
 
 class _PageStream(_Stream):
