@@ -209,7 +209,7 @@ async def test_phrase_lists_load_in_a_worker_thread_and_the_lists_before_score_u
         assert content._loading is not None
         assert await _page(content, enforce, "http://forum.test/b", b"<p>kill yourself</p>") == \
             (403, "content:self-harm", False)
-        assert await _page(content, enforce, "http://forum.test/c", b"<p>zorblat quimbly</p>") == (200, "default", False)
+        assert await _page(content, enforce, "http://forum.test/c", b"<p>zorblat quimbly</p>") == (200, "default:pupil", False)
         gate.set()
         await content._loading
         assert len(threads) == 2 and threads[1] is not threading.current_thread()

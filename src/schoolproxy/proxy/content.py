@@ -260,23 +260,24 @@ class Content:
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # no event loop (a tool or test driving the hooks by hand): load here
-            self._loaded(self._generation, path, scoring, _load_prepared, path)
+            self._loaded(self._generation, path, scoring)
             return
         self._loading = asyncio.create_task(self._load(self._generation, path, scoring))
 
     async def _load(self, generation: int, path: Path, scoring: list[str]) -> None:
         # ~1 s of work: on the event loop every connection of the proxy would stall for it, at each reload
         try:
-            await asyncio.to_thread(self._loaded, generation, path, scoring, _load_prepared, path)
+            await asyncio.to_thread(self._loaded, generation, path, scoring)
         finally:
             if generation == self._generation:
                 self._loading = None
 
-    def _loaded(self, generation: int, path: Path, scoring: list[str], load, *args) -> None:
-        """Load (``load(*args)``) and put the lists in use, or say why not. Runs in the worker thread: the
-        hooks read ``self._lists`` with a single reference read, so the swap needs no lock."""
+    def _loaded(self, generation: int, path: Path, scoring: list[str]) -> None:
+        """Load the lists and put them in use, or say why not. Runs in the worker thread: the hooks read
+        ``self._lists`` with a single reference read, so the swap needs no lock."""
         try:
-            lists = load(*args)
+            lists = load_phrase_lists(path)
+            lists.prepare_content()  # the page automata now, not on the first page scored
         except Exception as e:  # PhraseError names the file and line; anything else is as bad for the pages
             if generation != self._generation:
                 return  # a newer load has been started
@@ -310,12 +311,6 @@ class Content:
         yield GaugeMetricFamily("schoolproxy_content_scoring_off", "1 when profiles score page content but the "
                                 "phrase lists could not be loaded (their pages are all blocked, to be safe), else 0.",
                                 value=1 if off else 0)
-
-
-def _load_prepared(path: Path) -> PhraseLists:
-    lists = load_phrase_lists(path)
-    lists.prepare_content()  # the page automata now, not on the first page scored
-    return lists
 
 
 @dataclass
