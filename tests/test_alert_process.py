@@ -116,3 +116,41 @@ async def test_phrase_lists_that_fail_to_load_are_reported_and_a_reload_after_th
         assert await wait_until(lambda: status.search_alerts(db)["ok"])
     finally:
         service.stop()
+
+
+def test_a_phrase_list_edit_is_loaded_by_the_alert_service_and_a_broken_one_keeps_the_lists_before(tmp_path, caplog):
+    # Driven by hand (no threads): the proxy rebuilds the snapshot when a phrase list file changes (it is
+    # watched); the service loads the lists again although the config and alerts.phrases are the same.
+    from conftest import make_verdict
+
+    from schoolproxy.monitoring.service import AlertService
+    from schoolproxy.snapshot import SnapshotHolder
+
+    lists = tmp_path / "phrases" / "self-harm" / "en.txt"
+    lists.parent.mkdir(parents=True)
+    lists.write_text("< how to kill myself ><100>\n")
+    url = f"sqlite:///{tmp_path / 'records.db'}"
+    config = make_school(tmp_path, f"alerts: {{phrases: {tmp_path / 'phrases'}}}\n", database=url)
+    db = open_database(url)
+    upgrade(db)
+    snapshots = SnapshotHolder()
+    snapshots.load(config)
+    service = AlertService(snapshots, db)
+
+    def search(user: str, term: str) -> list[str]:
+        service.submit(make_verdict(username=user, profile="pupil", host="www.google.com", action="allow",
+                                    path="/search?q=" + term.replace(" ", "+"), search_term=term, categories=()))
+        service.process()
+        return [r["search_term"] for r in stored(db) if r["username"] == user]
+
+    assert search("pupil1", "zorblat quimbly") == [] and service.search_alerts_off is None
+    lists.write_text("< how to kill myself ><100>\n< zorblat quimbly ><100>\n")
+    snapshots.swap(snapshots.build())
+    assert search("pupil1", "zorblat quimbly") == ["zorblat quimbly"]
+
+    lists.write_text("< how to kill myself ><100>\n< zorblat quimbly ><100>\nsnorkel wumpus 100\n")
+    snapshots.swap(snapshots.build())
+    assert search("pupil2", "zorblat quimbly") == ["zorblat quimbly"]      # the lists before, still on
+    assert service.search_alerts_off is None                              # and the gauge says so
+    assert "phrase list edit REFUSED" in caplog.text and "not a weighted phrase line" in caplog.text
+    db.dispose()

@@ -143,3 +143,85 @@ def test_a_page_mitmproxy_already_streams_is_still_held_back_and_scored(addons):
         assert callable(f.response.stream)  # held back up to max_kb, scored, then passed or blocked
         out = f.response.stream(HARMFUL) + f.response.stream(b"")
     assert b"This page is blocked" in b"".join(out)
+
+
+# -- the phrase lists are loaded off the event loop ------------------------------------------------------
+async def _page(content, enforce, url, body, ident=PUPIL):
+    """A page through the hooks on the running event loop; a hook that returns an awaitable is awaited, as
+    mitmproxy does. Returns the response's status, the verdict's rule and whether the page waited."""
+    f = tflow.tflow(req=tutils.treq())
+    f.request.url = url
+    f.metadata[IDENTITY] = ident
+    enforce.requestheaders(f)
+    f.response = tutils.tresp(content=body)
+    f.response.headers["content-type"] = "text/html"
+    waited = content.responseheaders(f)
+    if waited is not None:
+        await waited
+    content.response(f)
+    return f.response.status_code, f.metadata[VERDICT].rule, waited is not None
+
+
+async def test_phrase_lists_load_in_a_worker_thread_and_the_lists_before_score_until_the_new_are_ready(
+        school, tmp_path, monkeypatch, caplog):
+    import asyncio
+    import threading
+
+    from schoolproxy.proxy import content as content_module
+
+    lists = tmp_path / "phrases" / "self-harm" / "en.txt"
+    lists.parent.mkdir(parents=True)
+    lists.write_text("< kill yourself ><100>\n")
+    data = yaml.safe_load(school.read_text())
+    data["profiles"]["pupil"]["content"] = {"scan": True, "alert_score": 60, "block_score": 100}
+    data["alerts"] = {"phrases": str(tmp_path / "phrases")}
+    school.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    gate, threads, real = threading.Event(), [], content_module.load_phrase_lists
+
+    def load_phrase_lists(path):
+        threads.append(threading.current_thread())
+        assert gate.wait(10), "the test never let the load finish"  # held: the loop must run on meanwhile
+        return real(path)
+    monkeypatch.setattr(content_module, "load_phrase_lists", load_phrase_lists)
+
+    snapshots = SnapshotHolder()
+    snapshots.load(school)
+    content, enforce = Content(snapshots, [].append), Enforce(snapshots, [].append)
+    with taddons.context(content, enforce):
+        content.running()
+        # Start-up, lists not ready yet: a pupil's page waits for them, then is scored (not blocked unchecked).
+        page = asyncio.ensure_future(_page(content, enforce, "http://forum.test/a", b"<p>kill yourself</p>"))
+        for _ in range(1000):  # the loop runs on while the lists load in their thread
+            if threads:
+                break
+            await asyncio.sleep(0.01)
+        assert threads and not page.done()
+        gate.set()
+        assert await page == (403, "content:self-harm", True)   # waited, then blocked by its content
+        assert threads[0] is not threading.current_thread()
+
+        # A list file edited: the new snapshot starts loading them; until they are ready, the lists
+        # before score the pages (none waits, none goes unscored).
+        gate.clear()
+        lists.write_text("< kill yourself ><100>\n< zorblat quimbly ><100>\n")
+        snapshots.swap(snapshots.build())
+        assert content._loading is not None
+        assert await _page(content, enforce, "http://forum.test/b", b"<p>kill yourself</p>") == \
+            (403, "content:self-harm", False)
+        assert await _page(content, enforce, "http://forum.test/c", b"<p>zorblat quimbly</p>") == (200, "default:pupil", False)
+        gate.set()
+        await content._loading
+        assert len(threads) == 2 and threads[1] is not threading.current_thread()
+        assert (await _page(content, enforce, "http://forum.test/c", b"<p>zorblat quimbly</p>"))[:2] == \
+            (403, "content:self-harm")
+
+        # An edit with a mistake: refused loudly; the lists before it keep scoring; scoring is not off.
+        lists.write_text("< kill yourself ><100>\n< zorblat quimbly ><100>\nsnorkel 100\n")
+        snapshots.swap(snapshots.build())
+        await content._loading
+        assert "phrase list edit REFUSED" in caplog.text and "not a weighted phrase line" in caplog.text
+        assert (await _page(content, enforce, "http://forum.test/d", b"<p>zorblat quimbly</p>"))[:2] == \
+            (403, "content:self-harm")
+        [gauge] = [m for m in content._metrics() if m.name == "schoolproxy_content_scoring_off"]
+        assert gauge.samples[0].value == 0

@@ -121,3 +121,32 @@ async def test_the_watcher_looks_at_every_file_a_slice_at_a_time(reload, school,
     finally:
         watcher.cancel()
     assert reload.snapshots.snapshot is not running
+
+
+@pytest.mark.parametrize("edit", ["theme list", "new list file", "sets", "exceptions", "new theme"])
+async def test_the_watcher_reloads_when_a_phrase_list_is_edited(school, edit):
+    # The phrase lists (alerts.phrases) are watched like the category lists: the new snapshot carries
+    # their stamps, and the content addon and the alert service load them again when those differ.
+    phrases = school.parent / "phrases"
+    (phrases / "self-harm").mkdir(parents=True)
+    (phrases / "self-harm" / "en.txt").write_text("< kill yourself ><100>\n")
+    (phrases / "sets.txt").write_text("@die = die | dying\n")
+    school.write_text(school.read_text() + f"\nalerts: {{phrases: {phrases}}}\n")
+    snapshots = SnapshotHolder()
+    snapshots.load(school)
+    addon = Reload(snapshots, CollectorRegistry())
+    running = snapshots.snapshot
+    assert phrases / "self-harm" / "en.txt" in running.watched and phrases / "sets.txt" in running.watched
+    assert not snapshots.changed()
+    change = {"theme list": (phrases / "self-harm" / "en.txt", "< kill yourself ><100>\n< zorblat ><100>\n"),
+              "new list file": (phrases / "self-harm" / "pl.txt", "< zabij się ><100>\n"),
+              "sets": (phrases / "sets.txt", "@die = die | dying | dead\n"),
+              "exceptions": (phrases / "exceptions.txt", "skill yourself up\n"),
+              "new theme": (phrases / "bullying" / "en.txt", "< you are worthless ><100>\n")}[edit]
+    change[0].parent.mkdir(exist_ok=True)
+    change[0].write_text(change[1])
+    assert snapshots.changed()
+    with taddons.context(addon):
+        assert await addon.reload("file change") is True
+    assert snapshots.snapshot.phrase_files != running.phrase_files
+    assert not snapshots.changed()

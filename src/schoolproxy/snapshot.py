@@ -73,6 +73,9 @@ class Snapshot:
     #: replaced every few seconds by the pages addon, carried over by a reload. The config's own policy
     #: tests are run without them.
     expiring: ExpiringOverrides = NO_EXPIRING
+    #: The phrase list files (``alerts.phrases``) with their stamps from before this snapshot was built: the
+    #: content addon and the alert service load the lists again when it differs from theirs.
+    phrase_files: tuple[tuple[Path, tuple[int, int, int]], ...] = ()
 
     def run_tests(self) -> list[TestResult]:
         """The config's own policy tests, decided as the proxy decides a browser's request."""
@@ -102,6 +105,8 @@ def build_snapshot(config_path: str | Path, run_tests: bool = True, previous: Sn
     config = load_config(config_path)
     watched = {p: _stamp(p) for p in watched_files(config)}
     watched[Path(config.source)] = config_stamp
+    phrases = tuple((p, _stamp(p)) for p in phrase_list_files(config.path(config.alerts.phrases)))
+    watched.update(phrases)
     try:
         info = load_metadata(config.path(config.lists.metadata))
         cache = config.lists.cache_dir
@@ -139,7 +144,7 @@ def build_snapshot(config_path: str | Path, run_tests: bool = True, previous: Sn
             raise ConfigError(f"{secret_path}: the logon feed secret must be at least 16 characters")
     snapshot = Snapshot(config, lists, policy, ProfileResolver(config, authenticator), SubnetMap(config),
                         authenticator, watched, directory=directory, logon_secret=logon_secret,
-                        users=local, local=local_destinations(config))
+                        users=local, local=local_destinations(config), phrase_files=phrases)
     if run_tests:
         failed = [r for r in snapshot.run_tests() if not r.passed]
         if failed:
@@ -169,6 +174,24 @@ def watched_files(config: Config) -> list[Path]:
         for category in categories:
             files.append(category)
             files.extend(category / kind for kind in LIST_FILES)
+    return files
+
+
+def phrase_list_files(root: Path) -> list[Path]:
+    """The files the phrase lists are read from (``monitoring/phrases.py``): the directory (a theme added or
+    removed), ``sets.txt``, ``exceptions.txt``, each theme's folder and its ``*.txt``. Watched like the
+    category lists, so that an edit is picked up without a reload by hand."""
+    files = [root, root / "sets.txt", root / "exceptions.txt"]
+    try:
+        themes = sorted(Path(e.path) for e in os.scandir(root) if e.is_dir())
+    except OSError:
+        return files  # reported by the phrase list loader
+    for theme in themes:
+        files.append(theme)  # a list file added or removed
+        try:
+            files.extend(sorted(Path(e.path) for e in os.scandir(theme) if e.name.endswith(".txt") and e.is_file()))
+        except OSError:
+            continue
     return files
 
 

@@ -56,7 +56,9 @@ class AlertService:
         self._wake = threading.Event()
         self._rules: AlertRules | None = None
         self._rules_for = None
-        self._phrases: tuple[Path, PhraseLists | None] | None = None
+        #: The phrase lists in use (None: not loaded), the directory they came from, and the stamps of the list
+        #: files last tried (a snapshot's ``phrase_files``).
+        self._phrases: tuple[Path, PhraseLists | None, tuple] | None = None
         self._register: Register | None = None
         self._register_at = 0.0
         self._last_digest: dt.datetime | None = None
@@ -192,22 +194,12 @@ class AlertService:
         if self._rules is None or self._rules_for is not snap:
             cfg = snap.config
             path = cfg.path(cfg.alerts.phrases)
-            # Loaded again when they failed last time: a reload after fixing a list file turns them back on.
+            # Loaded again when a list file changed (the snapshot watches them), and when they failed last
+            # time: a reload after fixing a list file turns them back on.
             if self._phrases is None or self._phrases[0] != path or self._phrases[1] is None \
+                    or self._phrases[2] != snap.phrase_files \
                     or self._rules_for is None or cfg.alerts != self._rules_for.config.alerts:
-                try:
-                    self._phrases = (path, load_phrase_lists(path))
-                    if self.search_alerts_off is not None:
-                        log.info("schoolproxy: alerts: phrase lists loaded, search alerts are on again")
-                    self.search_alerts_off = None
-                except PhraseError as e:
-                    # A warning, not an error: the proxy and the other alert rules keep working (and
-                    # mitmdump ends a start-up that logs an error). Said loudly, and counted in the metrics.
-                    log.warning("schoolproxy: SEARCH ALERTS ARE OFF — alerts: phrase lists not loaded, search alerts "
-                                "are off: %s. No search is checked for concerns until they load: fix them "
-                                "(schoolproxy check says what is wrong), then reload the proxy", e)
-                    self._phrases = (path, None)
-                    self.search_alerts_off = str(e)
+                self._load_phrases(path, snap.phrase_files)
             themes = {name: (info.theme, info.severity) for name, info in snap.lists.info.items() if info.theme}
             old = self._rules
             self._rules = AlertRules(cfg.alerts, self._phrases[1], themes,
@@ -216,6 +208,32 @@ class AlertService:
                 self._rules._until, self._rules._blocks, self._rules._refusals = old._until, old._blocks, old._refusals
             self._rules_for = snap
         return self._rules
+
+    def _load_phrases(self, path: Path, files: tuple) -> None:
+        try:
+            lists = load_phrase_lists(path)
+        except PhraseError as e:
+            if self._phrases is not None and self._phrases[1] is not None:
+                # Lists were running: a mistake in an edit must not turn search alerts off. The running
+                # lists are kept (search alerts stay on, and the gauge says so); the edit is refused loudly.
+                log.error("schoolproxy: alerts: phrase list edit REFUSED — still checking searches with the "
+                          "previous phrase lists: %s. Fix it (schoolproxy check says what is wrong)", e)
+                self._phrases = (self._phrases[0], self._phrases[1], files)  # tried: again at the next edit
+                return
+            # A warning, not an error: the proxy and the other alert rules keep working (and mitmdump ends
+            # a start-up that logs an error). Said loudly, and counted in the metrics.
+            log.warning("schoolproxy: SEARCH ALERTS ARE OFF — alerts: phrase lists not loaded, search alerts "
+                        "are off: %s. No search is checked for concerns until they load: fix them "
+                        "(schoolproxy check says what is wrong), then reload the proxy", e)
+            self._phrases = (path, None, files)
+            self.search_alerts_off = str(e)
+            return
+        if self._phrases is not None and self._phrases[1] is not None:
+            log.info("schoolproxy: alerts: phrase lists loaded again (%s)", path)
+        if self.search_alerts_off is not None:
+            log.info("schoolproxy: alerts: phrase lists loaded, search alerts are on again")
+        self._phrases = (path, lists, files)
+        self.search_alerts_off = None
 
     # -- delivery thread --------------------------------------------------------------------------
     def _delivery_loop(self) -> None:

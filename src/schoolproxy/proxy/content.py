@@ -15,12 +15,18 @@ than a page), held-back data is bounded, an endless stream is scored chunk by ch
 A body that cannot be decoded, or a failure while scoring, blocks (fail closed): a profile that requires
 scoring never gets a page unscored. Help sites are scored for alerts but never blocked.
 
+The phrase lists are loaded (about a second's work) in a worker thread, when a configuration or a list
+file changes: pages are scored with the lists before until the new ones are ready, and an edit that does
+not load is refused, the lists before kept. Only at start-up, before any lists are ready, does a pupil's
+page wait for them (briefly; then it is blocked as one that could not be checked).
+
 This addon sits before ``Enforce`` in the pipeline: its ``response`` hook must finish the verdict
 (block, content findings) before ``Enforce.response`` publishes it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -48,11 +54,7 @@ from schoolproxy.monitoring.content import (
     kind_of,
 )
 from schoolproxy.monitoring.message import label
-from schoolproxy.monitoring.phrases import (
-    PhraseError,
-    PhraseLists,
-    load_phrase_lists,
-)
+from schoolproxy.monitoring.phrases import PhraseLists, load_phrase_lists
 from schoolproxy.proxy.enforce import VERDICT
 from schoolproxy.snapshot import Snapshot, SnapshotHolder
 from schoolproxy.verdict import Verdict
@@ -62,6 +64,9 @@ log = logging.getLogger(__name__)
 CONTENT = "schoolproxy.content"
 BUFFERED_MAX = 2 * 1024 * 1024     # a declared length up to this is read whole by mitmproxy
 STREAM_MAX = 32 * 1024 * 1024      # a streamed reply longer than this (decoded) is cut off: bounded work
+#: At start-up, before the first phrase lists are ready, a pupil's page waits for them up to this long (then
+#: it is blocked as one that could not be checked).
+FIRST_LOAD_WAIT = 10.0
 _BLOCK_HEADERS = {"content-type": "text/html; charset=utf-8", "cache-control": "no-store"}
 
 
@@ -79,16 +84,24 @@ class Content:
         self.snapshots = snapshots
         #: Where a verdict goes when a cut-off reply ends it early (the verdict bus).
         self.publish = publish
-        self._lists: tuple[Path, object, PhraseLists | None] | None = None
+        #: The phrase lists pages are scored with; while newer ones load (in a worker thread), these.
+        self._lists: PhraseLists | None = None
+        #: The last load tried is the one that failed with no lists to fall back on: pages are all blocked.
+        self._failed = False
+        self._loading: asyncio.Task | None = None
+        self._generation = 0                            # of the latest load started: an older one is dropped
+        self._tried: tuple[tuple, object] | None = None  # (phrase files, config) of the latest load started
+        self._seen: Snapshot | None = None
         if registry is not None:
             registry.register(Scraped(self._metrics))
+        snapshots.on_config(self._configured)
 
     # -- hooks ------------------------------------------------------------------------------------
     def wants(self, event: str) -> bool:
         snap = self.snapshots.snapshot
         return snap is None or any(p.content.scan for p in snap.config.profiles.values())
 
-    def responseheaders(self, flow: http.HTTPFlow) -> None:
+    def responseheaders(self, flow: http.HTTPFlow):
         if flow.error or flow.response is None or not flow.live:
             return
         verdict = flow.metadata.get(VERDICT)
@@ -106,7 +119,30 @@ class Content:
         kind = kind_of(resp.headers.get("content-type"))
         if kind is None:
             return
-        scan = _Scan(kind, rule, self._phrase_lists(snap))
+        lists = self._phrase_lists(snap)
+        if lists is None and self._loading is not None:
+            return self._after_first_load(flow, verdict, rule, kind, snap)  # start-up: the lists are on their way
+        self._scan(flow, verdict, rule, kind, snap, lists)
+
+    async def _after_first_load(self, flow: http.HTTPFlow, verdict: Verdict, rule: ContentRule, kind: str,
+                                snap: Snapshot) -> None:
+        """A pupil's page that arrives before the first phrase lists are ready waits for them (briefly, and
+        only at start-up): blocking it as unchecked would put a false block in front of the pupil and in
+        the records for a second's start-up. Still never shown unscored: no lists in time, blocked."""
+        loading = self._loading
+        if loading is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(loading), FIRST_LOAD_WAIT)
+            except Exception:  # too slow (blocked below), or failed (said by the loader)
+                pass
+        if flow.response is None or not flow.live:
+            return
+        self._scan(flow, verdict, rule, kind, snap, self._lists)
+
+    def _scan(self, flow: http.HTTPFlow, verdict: Verdict, rule: ContentRule, kind: str, snap: Snapshot,
+              lists: PhraseLists | None) -> None:
+        resp = flow.response
+        scan = _Scan(kind, rule, lists)
         flow.metadata[CONTENT] = scan
         if kind in ("sse", "ndjson"):
             scan.streamed = True
@@ -187,36 +223,91 @@ class Content:
         return blockpage.render(verdict, flow.request.url, school, bp.report_to if bp else "",
                                 bp.report_email if bp else "")
 
+    # -- the phrase lists, loaded off the event loop --------------------------------------------------
     def _phrase_lists(self, snap: Snapshot) -> PhraseLists | None:
-        """The phrase lists of the running config, loaded once per change of ``alerts`` settings."""
-        cfg = snap.config
-        path = cfg.path(cfg.alerts.phrases)
-        cached = self._lists
-        if cached is None or cached[0] != path or cached[1] != cfg.alerts:
-            try:
-                lists = load_phrase_lists(path)
-                lists.prepare_content()
-            except PhraseError as e:
-                # A warning, not an error: mitmdump ends a start-up that logs an error, and then no one
-                # could browse at all. Said loudly, and counted in the metrics (schoolproxy_content_scoring_off).
-                log.warning("schoolproxy: CONTENT SCORING IS OFF — content scoring: phrase lists not loaded, "
-                            "EVERY PAGE is blocked for profiles that score content (%s), to be safe: %s. Fix "
-                            "them (schoolproxy check says what is wrong), then reload the proxy",
-                            ", ".join(n for n, p in cfg.profiles.items() if p.content.scan), e)
-                lists = None
-            self._lists = cached = (path, cfg.alerts, lists)
-        return cached[2]
+        """The lists to score with now. A new snapshot whose phrase list files differ (or a new
+        configuration, after lists that failed) starts loading them in a worker thread; until they are
+        ready, pages are scored with the lists before."""
+        if snap is not self._seen:
+            self._seen = snap
+            self._maybe_load(snap)
+        return self._lists
+
+    def _configured(self, snap: Snapshot) -> None:
+        """A new configuration: start loading its lists now, not at the first page scored."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # start-up, before the loop runs: ``running`` starts the load
+        self._phrase_lists(snap)
 
     def running(self) -> None:
         snap = self.snapshots.snapshot
-        if snap is not None and any(p.content.scan for p in snap.config.profiles.values()):
+        if snap is not None:
             self._phrase_lists(snap)  # at start-up, not on the first pupil's page
 
+    def _maybe_load(self, snap: Snapshot) -> None:
+        cfg = snap.config
+        if not any(p.content.scan for p in cfg.profiles.values()):
+            return  # nothing scored: nothing to load (a config that scores again loads them then)
+        tried = self._tried
+        if tried is not None and tried[0] == snap.phrase_files and (tried[1] is cfg or not self._failed):
+            return  # these files are loaded or loading (and failed lists are tried again on a new config)
+        self._tried = (snap.phrase_files, cfg)
+        self._generation += 1
+        path = cfg.path(cfg.alerts.phrases)
+        scoring = [n for n, p in cfg.profiles.items() if p.content.scan]
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (a tool or test driving the hooks by hand): load here
+            self._loaded(self._generation, path, scoring)
+            return
+        self._loading = asyncio.create_task(self._load(self._generation, path, scoring))
+
+    async def _load(self, generation: int, path: Path, scoring: list[str]) -> None:
+        # ~1 s of work: on the event loop every connection of the proxy would stall for it, at each reload
+        try:
+            await asyncio.to_thread(self._loaded, generation, path, scoring)
+        finally:
+            if generation == self._generation:
+                self._loading = None
+
+    def _loaded(self, generation: int, path: Path, scoring: list[str]) -> None:
+        """Load the lists and put them in use, or say why not. Runs in the worker thread: the hooks read
+        ``self._lists`` with a single reference read, so the swap needs no lock."""
+        try:
+            lists = load_phrase_lists(path)
+            lists.prepare_content()  # the page automata now, not on the first page scored
+        except Exception as e:  # PhraseError names the file and line; anything else is as bad for the pages
+            if generation != self._generation:
+                return  # a newer load has been started
+            if self._lists is not None:
+                # Lists were running: a mistake in an edit must not leave pages unscored, nor block them
+                # all. The running lists are kept; the edit is refused loudly.
+                log.error("schoolproxy: content scoring: phrase list edit REFUSED — still scoring pages with the "
+                          "previous phrase lists: %s. Fix it (schoolproxy check says what is wrong)", e)
+                return
+            # A warning, not an error: mitmdump ends a start-up that logs an error, and then no one could
+            # browse at all. Said loudly, and counted in the metrics (schoolproxy_content_scoring_off).
+            log.warning("schoolproxy: CONTENT SCORING IS OFF — content scoring: phrase lists not loaded, "
+                        "EVERY PAGE is blocked for profiles that score content (%s), to be safe: %s. Fix "
+                        "them (schoolproxy check says what is wrong), then reload the proxy", ", ".join(scoring), e)
+            self._failed = True
+            return
+        if generation != self._generation:
+            return
+        if self._failed:
+            log.info("schoolproxy: content scoring: phrase lists loaded, pages are scored again")
+        elif self._lists is not None:
+            log.info("schoolproxy: content scoring: phrase lists loaded again (%s)", path)
+        self._lists, self._failed = lists, False
+
     def _metrics(self) -> Iterable[Metric]:
-        snap, cached = self.snapshots.snapshot, self._lists
+        snap = self.snapshots.snapshot
         scoring = snap is not None and any(p.content.scan for p in snap.config.profiles.values())
-        # As last loaded (at start-up, then on the first scored page after the alerts settings change).
-        off = scoring and cached is not None and cached[2] is None
+        # Off while no lists are in use because they failed to load (not while the first ones load, nor
+        # when an edit was refused and the lists before it still score).
+        off = scoring and self._lists is None and self._failed
         yield GaugeMetricFamily("schoolproxy_content_scoring_off", "1 when profiles score page content but the "
                                 "phrase lists could not be loaded (their pages are all blocked, to be safe), else 0.",
                                 value=1 if off else 0)
