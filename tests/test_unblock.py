@@ -17,7 +17,7 @@ from test_locked import LOCKED_SITE, locked_school
 from schoolproxy.records import open_database, upgrade
 from schoolproxy.records import unblock as store
 from schoolproxy.records.decisions import list_decisions
-from schoolproxy.records.schema import unblock_requests
+from schoolproxy.records.schema import access_audit, unblock_requests
 from schoolproxy.snapshot import build_snapshot
 from schoolproxy.standards import unblock
 
@@ -208,7 +208,7 @@ def test_the_queue_from_the_command_line(tmp_path):
     ok = cli(config, "unblock", "approve", r["ref"], "--by", "clawrence", "--until", "lesson", "--why", "Project work")
     assert ok.returncode == 0, ok.stderr
     assert f"approved {r['ref']}: socialsite.test allowed for profile pupil until" in ok.stdout
-    assert "socialsite.test for profile pupil until" in cli(config, "unblock", "overrides").stdout
+    assert "socialsite.test for profile pupil until" in cli(config, "unblock", "overrides", "--by", "clawrence").stdout
     assert "no pending unblock requests" in cli(config, "unblock", "list", "--by", "clawrence").stdout
     cls = cli(config, "unblock", "class", "gamesite.test", "--class", "year4", "--by", "mbrown", "--why", "Maths game")
     assert cls.returncode == 0 and "gamesite.test allowed for year4 until" in cls.stdout
@@ -228,3 +228,40 @@ def test_explain_shows_an_expiring_allow_in_force(tmp_path):
     assert f"expiring allow expiring[{oid}]:gamesite.test/maths: allowed for group year4 until" in after.stdout
     assert f"verdict:  ALLOW — rule expiring[{oid}]:gamesite.test/maths" in after.stdout
     assert "BLOCK" in cli(config, "explain", "--user", "pupil1", "http://gamesite.test/").stdout
+
+
+def test_expiring_allows_at_the_command_line_follow_the_console(tmp_path):
+    """Who may list and end expiring allows at a shell is who may in the console: an approver every allow
+    (a pupil's own names them), a teacher the allows for their own classes and those they made, anyone
+    else none; every look audited."""
+    config = school(tmp_path)
+    snap = build_snapshot(config, run_tests=False)
+    db = open_database(snap.config.database_url())
+    upgrade(db)
+    r = ask(db)
+    unblock.approve(db, snap, r["ref"], "clawrence", "day", "Just this pupil's project", scope="user")
+    oid, _, _ = unblock.class_allow(db, snap, "mbrown", "year4", "gamesite.test/maths", "day", "Times-tables game")
+
+    everything = cli(config, "unblock", "overrides", "--by", "clawrence")
+    assert everything.returncode == 0 and "for user pupil1" in everything.stdout and "gamesite.test" in everything.stdout
+    teacher = cli(config, "unblock", "overrides", "--by", "mbrown")
+    assert teacher.returncode == 0 and "gamesite.test/maths for group year4" in teacher.stdout
+    assert "pupil1" not in teacher.stdout and "socialsite" not in teacher.stdout
+    nm = cli(config, "unblock", "overrides", "--by", "tevans")
+    assert nm.returncode == 2 and "Nothing has been shown" in nm.stderr and "pupil1" not in nm.stdout + nm.stderr
+    nobody = cli(config, "unblock", "overrides", "--by", "someone")
+    assert nobody.returncode != 0 and "pupil1" not in nobody.stdout
+    with db.connect() as c:
+        audited = [tuple(row) for row in c.execute(select(access_audit.c.viewer, access_audit.c.what))]
+    assert any("tevans" in v and "REFUSED" in w for v, w in audited)
+    assert any("mbrown" in v and "unblock overrides" in w for v, w in audited)
+
+    [pupils] = [o for o in store.active_overrides(db) if o["scope"] == "user"]
+    not_theirs = cli(config, "unblock", "end", str(pupils["id"]), "--by", "mbrown", "--why", "tidying up")
+    assert not_theirs.returncode == 2 and "may end only the allows they made" in not_theirs.stderr
+    assert any(o["id"] == pupils["id"] for o in store.active_overrides(db))
+    own = cli(config, "unblock", "end", str(oid), "--by", "mbrown", "--why", "Lesson over")
+    assert own.returncode == 0 and "ended by Mr M Brown (mbrown)" in own.stdout
+    approver = cli(config, "unblock", "end", str(pupils["id"]), "--by", "clawrence", "--why", "Project done")
+    assert approver.returncode == 0
+    assert store.active_overrides(db) == []

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import sys
 
-from schoolproxy.cli.common import actor, open_records, viewer_of, when
-from schoolproxy.monitoring.access import may_decide_unblock
+from schoolproxy.cli.common import open_records, viewer_of, when
+from schoolproxy.monitoring.access import may_allow_for_class, may_decide_unblock
 
 
 def register(sub) -> None:
@@ -38,7 +38,8 @@ def register(sub) -> None:
     q.add_argument("--by", required=True, help="the teacher's logon (role teacher: people: or role_groups)")
     q.add_argument("--until", default="lesson", choices=["lesson", "day"])
     q.add_argument("--why", required=True, help="what the lesson needs it for")
-    q = usub.add_parser("overrides", help="expiring allows in force now")
+    q = usub.add_parser("overrides", help="expiring allows in force now (approvers: all; a teacher: their classes')")
+    q.add_argument("--by", required=True, help="your logon (people: or role_groups)")
     q = usub.add_parser("end", help="end an expiring allow early")
     q.add_argument("id", type=int)
     q.add_argument("--by", required=True)
@@ -77,14 +78,37 @@ def cmd_unblock(args) -> int:
                          if r["status"] != "pending" else ""))
             return 0
         if cmd == "overrides":
-            for o in store.active_overrides(db):
+            # As on the console's page: approvers see every allow (a per-pupil one names the pupil), a
+            # teacher the allows for their own classes, anyone else none.
+            viewer = viewer_of(cfg, args.by)
+            allows = store.active_overrides(db)
+            if not may_decide_unblock(cfg, viewer):
+                if not may_allow_for_class(viewer):
+                    reports.audit(db, str(viewer), "(expiring allows)", "REFUSED: unblock overrides")
+                    print(f"error: {viewer} cannot see the expiring allows: a pupil's own allow names them, so only "
+                          f"{' and '.join(cfg.unblock.approvers)} (unblock.approvers) see them all, and a teacher "
+                          f"the allows for their own classes, as in the console. Nothing has been shown.",
+                          file=sys.stderr)
+                    return 2
+                mine = {c.lower() for c in unblock.classes_of(cfg, viewer)}
+                allows = [o for o in allows if o["scope"] == "group" and o["scope_value"].lower() in mine]
+            reports.audit(db, str(viewer), "(expiring allows)", f"unblock overrides: {len(allows)} shown")
+            if not allows:
+                print("no expiring allows in force" + ("" if may_decide_unblock(cfg, viewer) else " for your classes"))
+            for o in allows:
                 print(f"{o['id']:>5}  {o['action']} {o['site']} for {o['scope']} {o['scope_value']} until "
                       f"{local(o['expires_at'])}  [{o['source']}, by {o['author']}] — {o['rationale']}")
             return 0
         if cmd == "end":
-            by = actor(cfg, args.by)
-            o = store.revoke_override(db, args.id, by, args.why)
-            print(f"override {args.id} ({o['site']} for {o['scope']} {o['scope_value']}) ended by {by}")
+            # As in the console: an approver may end any allow; anyone else only the allows they made.
+            viewer = viewer_of(cfg, args.by)
+            found = next((o for o in store.active_overrides(db) if o["id"] == args.id), None)
+            if found is not None and not may_decide_unblock(cfg, viewer) and found["author"] != str(viewer):
+                print(f"error: allow {args.id} was made by {found['author']}: {viewer} may end only the allows they "
+                      f"made themselves ({' and '.join(cfg.unblock.approvers)} may end any).", file=sys.stderr)
+                return 2
+            o = store.revoke_override(db, args.id, str(viewer), args.why)
+            print(f"override {args.id} ({o['site']} for {o['scope']} {o['scope_value']}) ended by {viewer}")
             return 0
         snap = build_snapshot(args.config, run_tests=False)
         if cmd == "approve":
