@@ -122,6 +122,19 @@ def metrics_url(config: Path) -> str:
     return f"http://{yaml.safe_load(config.read_text())['metrics']['listen']}/metrics"
 
 
+def metric_value(config: Path, name: str) -> float | None:
+    """The value of an unlabelled metric on the proxy's metrics endpoint, or None (not there, or no answer)."""
+    import re
+
+    import httpx
+    try:
+        text = httpx.get(metrics_url(config), timeout=5).text
+    except httpx.HTTPError:
+        return None
+    found = re.search(rf"^{name} (\S+)$", text, re.M)
+    return float(found[1]) if found else None
+
+
 def hash_pw(password: str) -> str:
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
 

@@ -5,7 +5,6 @@ an edit with a mistake in it is refused loudly and the lists before it keep work
 
 from __future__ import annotations
 
-import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import PASSWORD, make_school, metrics_url
+from conftest import PASSWORD, make_school, metric_value
 from proxyproc import ProxyProcess
 from sqlalchemy import select
 from waits import wait_until
@@ -60,12 +59,7 @@ class Origin:
 
 
 def gauge(config: Path, name: str) -> float | None:
-    try:
-        text = httpx.get(metrics_url(config), timeout=5).text
-    except httpx.HTTPError:
-        return None
-    found = re.search(rf"^{name} (\S+)$", text, re.M)
-    return float(found[1]) if found else None
+    return metric_value(config, name)
 
 
 def search_alerts(config: Path, user: str, term: str) -> list[dict]:

@@ -5,12 +5,11 @@ lists fixed turns it back on everywhere."""
 
 from __future__ import annotations
 
-import re
 
 import httpx
 import pytest
 import yaml
-from conftest import PASSWORD, make_school, metrics_url
+from conftest import PASSWORD, make_school, metric_value
 from internet import Internet
 from proxyproc import ROOT, ProxyProcess
 from waits import wait_until
@@ -23,12 +22,7 @@ pytestmark = pytest.mark.e2e
 
 
 def gauge(config, name: str = "schoolproxy_search_alerts_off") -> float | None:
-    try:
-        text = httpx.get(metrics_url(config), timeout=5).text
-    except httpx.HTTPError:
-        return None
-    found = re.search(rf"^{name} (\S+)$", text, re.M)
-    return float(found[1]) if found else None
+    return metric_value(config, name)
 
 
 def recorded(config) -> dict | None:
