@@ -179,11 +179,16 @@ def test_the_dsl_finds_acts_on_and_exports_a_pupils_concern_in_chromium(school):
 
 def _signin(page, base: str, user: str, password: str) -> None:
     page.goto(base + "/")
-    page.keyboard.type(user)                      # the username box has the focus: keyboard only
+    # Keyboard only: the username box takes the focus by itself. Chromium applies autofocus after the
+    # first frame, which on a loaded machine can come after "load"; keys typed before it are lost.
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'username'")
+    page.keyboard.type(user)
     page.keyboard.press("Tab")
     page.keyboard.type(password)
-    page.keyboard.press("Enter")
-    page.wait_for_load_state()
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    if "/signin" in page.url:                     # say why, rather than time out waiting for the next page
+        raise AssertionError(f"sign-in as {user} refused: {page.locator('main').inner_text()[:300]!r}")
 
 
 def _as_the_dsl(context, base: str, refs: dict, db, tmp_path: Path) -> None:
