@@ -370,7 +370,9 @@ def main() -> int:
                         # it waited for a CPU, or for something else).
                         r["cpu_ms"] = (tree_cpu_s(proc.pid) - cpu) * 1000 / max(1, r["requests"])
                         if name != "full-2w":  # (its own process only supervises the workers)
-                            r["cpu_pct"] = (process_cpu_s(proc.pid) - own) * 100 / (time.monotonic() - started)
+                            own = process_cpu_s(proc.pid) - own
+                            r["cpu_pct"] = own * 100 / (time.monotonic() - started)
+                            r["own_ms"] = own * 1000 / max(1, r["requests"])
                         # One connection, one request at a time: latency without queueing, which is what
                         # a pupil's browser sees on a gateway that is not saturated.
                         one = wrk(port, script, connections=1, seconds=max(2, DURATION // 2))
@@ -390,6 +392,7 @@ def main() -> int:
                 if "rps" in r:
                     line += (f" {r['rps']:8.0f} req/s  p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  "
                              f"{r['cpu_ms']:.2f} ms CPU a request"
+                             + (f" ({r['own_ms']:.2f} in the proxy process)" if "own_ms" in r else "")
                              + (f" (proxy at {r['cpu_pct']:3.0f} % of a CPU)" if "cpu_pct" in r else "") +
                              f"  non-2xx {r['non2xx']}  |  1 connection: p50 {r['p50_1']:5.2f} ms p99 {r['p99_1']:5.2f} ms")
                 if "https_rps" in r:
