@@ -175,6 +175,37 @@ def test_the_mailbox_on_the_gateway_never_holds_a_concern_about_staff(tmp_path):
     assert any(o["kind"] == "alert" and o["recipient"] == "head@school.test" for o in outbox(db))
 
 
+def test_the_webhook_never_carries_a_concern_about_staff_unless_it_reaches_the_head_alone(tmp_path):
+    """A webhook usually feeds what the DSL team reads (CPOMS, a Teams channel): a concern about a member of
+    staff is the head's alone, so it goes to the head by email — which, with only a webhook set up, waits in
+    the outbox and is counted as reaching no one, and check says so — never to the webhook."""
+    hook = {"url": "http://127.0.0.1:1/hook"}
+    config, cfg, db = school(tmp_path, f"sqlite:///{tmp_path / 'r.db'}", webhook=hook)
+    [warning] = pending.nowhere_to_go(cfg)
+    assert "about staff users reach no one at once" in warning and "alerts.smtp" in warning
+    pupil = raise_one(db, cfg)
+    teacher = raise_one(db, cfg, user="teacher1", role="staff")
+    rows = outbox(db)
+    assert {(o["channel"], o["recipient"]) for o in rows if o["alert_id"] == pupil["id"]} == {
+        ("webhook", hook["url"])}
+    assert {(o["channel"], o["recipient"]) for o in rows if o["alert_id"] == teacher["id"]} == {
+        ("email", "head@school.test")}
+    raise_one(db, cfg, severity="medium", theme="bullying", user="teacher2", role="staff")
+    raise_one(db, cfg, severity="medium", theme="gambling", user="pupil2")
+    now = dt.datetime.now(UTC)
+    store.queue_digest(db, cfg, now - dt.timedelta(days=7), now + dt.timedelta(minutes=1))
+    [hooked] = [o for o in outbox(db) if o["kind"] == "digest" and o["channel"] == "webhook"]
+    assert "gambling words" in hooked["body"] and "teacher" not in hooked["body"]
+    [head] = [o for o in outbox(db) if o["kind"] == "digest" and o["channel"] == "email"]
+    assert head["recipient"] == "head@school.test" and "bullying words" in head["body"]
+    # The school says its webhook reaches the head alone: then it carries them too, and nothing is warned.
+    config, cfg, db = school(tmp_path / "head-only", f"sqlite:///{tmp_path / 'h.db'}",
+                             webhook={**hook, "staff_concerns": True})
+    assert pending.nowhere_to_go(cfg) == []
+    teacher = raise_one(db, cfg, user="teacher1", role="staff")
+    assert [o["channel"] for o in outbox(db) if o["alert_id"] == teacher["id"]] == ["webhook"]
+
+
 def holder(config) -> SnapshotHolder:
     h = SnapshotHolder()
     h.load(config)

@@ -197,7 +197,8 @@ def test_pupil_self_harm_search_alerts_dsl_and_lead_once_staff_goes_to_head_only
         wait_until(lambda: all_sent(config), what="the outbox delivered", detail=lambda: repr(outbox(config)))
         teacher_mail = [m for m in mailbox.messages if "teacher1" in m["subject"]]
         assert [m["to"] for m in teacher_mail] == [[HEAD]]                # the head teacher and only the head
-        assert {r["recipient"] for r in outbox(config) if "teacher1" in r["subject"]} == {HEAD, hook.url}
+        assert {r["recipient"] for r in outbox(config) if "teacher1" in r["subject"]} == {HEAD}  # not the webhook
+        assert not any("teacher1" in h["subject"] + h["text"] for h in hook.received)
 
         for benign in ("how to kill a process in linux", "sex education year 6", "Scunthorpe United",
                        "bath bomb recipe", "to kill a mockingbird summary"):

@@ -529,6 +529,9 @@ class WebhookSettings(_Model):
     #: If set, the body is signed: header X-Schoolproxy-Signature: sha256=<hex HMAC of the body>.
     secret_file: Path | None = None
     timeout_seconds: float = Field(10.0, gt=0, le=120)
+    #: Concerns about staff are the head teacher's alone, and a webhook usually feeds a system the DSL team
+    #: reads (CPOMS, a Teams channel), so they never go to it — unless this says it reaches the head alone.
+    staff_concerns: bool = False
 
     @field_validator("url")
     @classmethod

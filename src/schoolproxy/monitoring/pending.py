@@ -45,28 +45,49 @@ def nowhere_to_go(config: Config) -> list[str]:
         return [f"alerts: {levels} alerts have nowhere to go — no email (alerts.smtp) or webhook (alerts.webhook) "
                 f"is set up, so they reach no one until someone opens the console or runs 'schoolproxy alerts "
                 f"list --by THEIR-LOGON'{kept}"]
-    if s.webhook is not None:
-        return []
-    return [f"alerts: {levels} alerts about {role} users reach no one — alerts.recipients has no address for "
-            f"{' or '.join(targets)}" for role, targets in s.routes.items()
-            if not any(s.recipients.get(t) for t in targets)]
+    out = []
+    for role, targets in s.routes.items():
+        if webhook_carries(config, about_staff=role == "staff"):
+            continue
+        if s.smtp is None:
+            out.append(f"alerts: {levels} alerts about {role} users reach no one at once — they never go to the "
+                       f"webhook (a concern about staff is the head teacher's alone) and no email server is set up "
+                       f"(alerts.smtp); set one up, or set alerts.webhook.staff_concerns: true if the webhook "
+                       f"reaches the head teacher alone")
+        elif not any(s.recipients.get(t) for t in targets):
+            out.append(f"alerts: {levels} alerts about {role} users reach no one — alerts.recipients has no "
+                       f"address for {' or '.join(targets)}")
+    return out
+
+
+def webhook_carries(config: Config, about_staff: bool) -> bool:
+    """Whether the webhook is sent this message: never a concern about staff (access.for_the_head_alone),
+    unless the school says its webhook reaches the head alone (``alerts.webhook.staff_concerns``)."""
+    hook = config.alerts.webhook
+    return hook is not None and (not about_staff or hook.staff_concerns)
 
 
 def outbox_rows(config: Config, alert_id: int | None, kind: str, addresses: list[str], subject: str, body: str,
-                now: dt.datetime, copies: bool = True, kept: bool = True) -> list[dict]:
+                now: dt.datetime, copies: bool = True, about_staff: bool = False) -> list[dict]:
     """The outbox rows of one message (an alert or a digest) to ``addresses``; ``copies``: also to the
-    webhook and (``kept``) the mailbox folder — never for a concern about staff (access.for_the_head_alone)."""
+    webhook and the mailbox folder. A concern about staff (``about_staff``) is the head's alone: no copy in
+    the mailbox folder, and the webhook only as :func:`webhook_carries` says."""
     s = config.alerts
+    webhook = copies and webhook_carries(config, about_staff)
     rows = []
-    if s.smtp is not None or s.webhook is None:  # with no way of sending at all, the emails wait for one
+    # With no email server, the emails wait in the outbox for one — unless the webhook carries the message.
+    if s.smtp is not None or not webhook_carries(config, about_staff):
         rows += [outbox_row(alert_id, kind, "email", a, subject, body, now) for a in addresses]
-    if not copies:
-        return rows
-    if s.webhook is not None:
-        rows.append(outbox_row(alert_id, kind, "webhook", s.webhook.url, subject, body, now))
-    if s.mailbox is not None and kept:
+    if webhook:
+        rows.append(webhook_row(config, alert_id, kind, subject, body, now))
+    if copies and s.mailbox is not None and not about_staff:
         rows.append(mailbox_row(config, alert_id, kind, subject, body, now))
     return rows
+
+
+def webhook_row(config: Config, alert_id: int | None, kind: str, subject: str, body: str, now: dt.datetime) -> dict:
+    """A call to the webhook (``alerts.webhook``, which must be set)."""
+    return outbox_row(alert_id, kind, "webhook", config.alerts.webhook.url, subject, body, now)
 
 
 def mailbox_row(config: Config, alert_id: int | None, kind: str, subject: str, body: str, now: dt.datetime) -> dict:

@@ -68,7 +68,7 @@ def raise_alert(engine: Engine, config: Config, c: Candidate, role: str, person:
             text = message.body(row, config.school, tz, s.procedure)
             outbox = pending.outbox_rows(config, alert_id, "alert",
                                          [addr for _, addr in recipients_for(config, role, v.username)], subj, text, now,
-                                         kept=not for_the_head_alone(config, row))
+                                         about_staff=for_the_head_alone(config, row))
             if outbox:
                 conn.execute(insert(alert_outbox), outbox)
     row["id"] = alert_id
@@ -150,16 +150,23 @@ def queue_digest(engine: Engine, config: Config, since: dt.datetime, until: dt.d
         # Each address gets the alerts routed to its roles only: a concern about staff stays with the head.
         out = []
         for addr, (mine, mine_unseen) in sorted(_by_address(config, rows, unseen).items()):
+            about_staff = any(for_the_head_alone(config, a) for a in mine + mine_unseen)
             out += pending.outbox_rows(config, None, "digest", [addr],
                                        *message.digest(mine, config.school, tz, since, until, mine_unseen), now,
-                                       copies=False)
-        out += pending.outbox_rows(config, None, "digest", [], subj, text, now, kept=False)   # the webhook
-        # The copy on the gateway leaves out the concerns about staff: they are the head's alone.
-        kept = [a for a in rows if not for_the_head_alone(config, a)]
-        kept_unseen = [a for a in unseen if not for_the_head_alone(config, a)]
-        if config.alerts.mailbox is not None and (kept or kept_unseen):
+                                       copies=False, about_staff=about_staff)
+        # The webhook and the copy on the gateway leave out the concerns about staff: they are the head's alone.
+        shared = [a for a in rows if not for_the_head_alone(config, a)]
+        shared_unseen = [a for a in unseen if not for_the_head_alone(config, a)]
+        if pending.webhook_carries(config, about_staff=True):
+            out.append(pending.webhook_row(config, None, "digest", subj, text, now))
+        elif pending.webhook_carries(config, about_staff=False) and (shared or shared_unseen):
+            out.append(pending.webhook_row(config, None, "digest",
+                                           *message.digest(shared, config.school, tz, since, until, shared_unseen),
+                                           now))
+        if config.alerts.mailbox is not None and (shared or shared_unseen):
             out.append(pending.mailbox_row(config, None, "digest",
-                                           *message.digest(kept, config.school, tz, since, until, kept_unseen), now))
+                                           *message.digest(shared, config.school, tz, since, until, shared_unseen),
+                                           now))
         if out:
             conn.execute(insert(alert_outbox), out)
         if rows:
