@@ -37,7 +37,10 @@ _SPLITS = {"dev": "checked while writing the lists",
                        "misses never looked at",
            "holdout4": "written blind by a separate hand on 2 December 2026 (without seeing the lists, the "
                        "rules or the corpus) and never tuned to; first look 77.8% recall (144 of 185), no "
-                       "false alerts (of 104)"}
+                       "false alerts (of 104)",
+           "holdout5": "written blind by a separate hand on 2 December 2026 (without seeing the lists, the "
+                       "rules or the corpus) and never tuned to; first look 82.6% recall (171 of 207), no "
+                       "false alerts (of 126)"}
 
 
 @dataclass(frozen=True, slots=True)
