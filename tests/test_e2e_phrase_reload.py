@@ -126,10 +126,14 @@ def test_a_phrase_list_edit_takes_effect_without_a_reload_and_a_broken_edit_keep
             assert gauge(config, "schoolproxy_search_alerts_off") == 0.0
             assert gauge(config, "schoolproxy_content_scoring_off") == 0.0
             assert "SEARCH ALERTS ARE OFF" not in log and "CONTENT SCORING IS OFF" not in log
+            wait_until(lambda: gauge(config, "schoolproxy_phrase_lists_edit_refused") == 1.0,
+                       what="the refused edit in the metrics (not only the log)", detail=proxy.log)
 
             # Fixed: the phrase of that edit is in effect too.
             edited.write_text(BULLYING + f"< {NEW} ><100>\n< {LATER} ><100>\n")
             wait_until(lambda: page("/later") == 403, every=0.3, what="the fixed edit in effect", detail=proxy.log)
+            wait_until(lambda: gauge(config, "schoolproxy_phrase_lists_edit_refused") == 0.0,
+                       what="the refused edit cleared from the metrics", detail=proxy.log)
             assert proxy.proc.poll() is None
     finally:
         origin.close()

@@ -55,6 +55,8 @@ class AlertProcess(FramedChild):
         #: Why search alerts are off (the phrase lists could not be loaded), None while they are on — as the
         #: alert process last said (kept while a restarted one starts).
         self.search_alerts_off: str | None = None
+        #: Why the last edit of the phrase lists was refused (the lists before it still in use), or None.
+        self.phrase_edit_refused: str | None = None
 
     # -- the service's counters -------------------------------------------------------------------
     @property
@@ -110,6 +112,7 @@ class AlertProcess(FramedChild):
             "outbox_pending": report.get("outbox_pending", 0), "undelivered": report.get("undelivered", 0)}
         if "search_alerts_off" in report:
             self.search_alerts_off = report["search_alerts_off"]
+            self.phrase_edit_refused = report.get("phrase_edit_refused")
 
     def _ended(self) -> None:
         for name in ("raised", "deliveries"):
@@ -159,7 +162,8 @@ def main() -> int:
         return {"ack": acked[0], "raised": [[t, sv, n] for (t, sv), n in list(service.raised.items())],
                 "deliveries": [[c, r, n] for (c, r), n in list(service.deliveries.items())],
                 "repeats": service.repeats, "skipped": service.skipped, "outbox_pending": service.outbox_pending,
-                "undelivered": service.undelivered, "search_alerts_off": service.search_alerts_off}
+                "undelivered": service.undelivered, "search_alerts_off": service.search_alerts_off,
+                "phrase_edit_refused": service.phrase_edit_refused}
 
     reporter = Reporter(report, REPORT, only_changes=True).start()
     for upto, payload in frames:

@@ -71,6 +71,8 @@ class AlertService:
         self._undelivered_at = 0.0
         #: Why search alerts are off (the phrase lists could not be loaded), or None while they are on.
         self.search_alerts_off: str | None = None
+        #: Why the last edit of the phrase lists was refused (the lists before it still in use), or None.
+        self.phrase_edit_refused: str | None = None
         self._status_said: tuple[str | None, float] | None = None  # recorded for the console, and when
         self._threads = [threading.Thread(target=self._rules_loop, name="schoolproxy-alerts", daemon=True)]
         if deliver:  # one process delivers (worker 0 of `run --workers N`); all of them raise
@@ -120,7 +122,7 @@ class AlertService:
         snap = self.snapshots.snapshot
         if snap is None or not snap.config.alerts.enabled:
             self._queue.clear()
-            self.search_alerts_off = None  # switched off on purpose, not failing
+            self.search_alerts_off = self.phrase_edit_refused = None  # switched off on purpose, not failing
             return 0
         rules = self._rules_of(snap)
         roles = {name: p.role for name, p in snap.config.profiles.items()}
@@ -219,6 +221,7 @@ class AlertService:
                 log.error("schoolproxy: alerts: phrase list edit REFUSED — still checking searches with the "
                           "previous phrase lists: %s. Fix it (schoolproxy check says what is wrong)", e)
                 self._phrases = (self._phrases[0], self._phrases[1], files)  # tried: again at the next edit
+                self.phrase_edit_refused = str(e)
                 return
             # A warning, not an error: the proxy and the other alert rules keep working (and mitmdump ends
             # a start-up that logs an error). Said loudly, and counted in the metrics.
@@ -233,7 +236,7 @@ class AlertService:
         if self.search_alerts_off is not None:
             log.info("schoolproxy: alerts: phrase lists loaded, search alerts are on again")
         self._phrases = (path, lists, files)
-        self.search_alerts_off = None
+        self.search_alerts_off = self.phrase_edit_refused = None
 
     # -- delivery thread --------------------------------------------------------------------------
     def _delivery_loop(self) -> None:

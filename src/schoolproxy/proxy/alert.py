@@ -87,3 +87,7 @@ class Alert:
         yield GaugeMetricFamily("schoolproxy_search_alerts_off", "1 when search alerts are off because the phrase "
                                 "lists could not be loaded (no search is checked for concerns), else 0.",
                                 value=1 if service.search_alerts_off is not None else 0)
+        yield GaugeMetricFamily("schoolproxy_phrase_lists_edit_refused", "1 while the last edit of the phrase "
+                                "lists has a mistake in it: it was refused and the lists before it are still in "
+                                "use (schoolproxy check says what is wrong), else 0.",
+                                value=1 if service.phrase_edit_refused is not None else 0)
