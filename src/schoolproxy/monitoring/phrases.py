@@ -114,17 +114,21 @@ _BYTE_SPACES = bytes(c if (48 <= c <= 57 or 97 <= c <= 122) else (c + 32 if 65 <
 #: Two literal spaces first, then any more: the regex engine skips to each pair itself and tries a match
 #: only there ("  +" is tried at every space, ~1.5x slower on a page; " {2,}" at every character, 3x).
 _SPACE_RUNS = re.compile("   *")
-#: Unicode punctuation and spaces that become spaces too (one ``in`` each, a few µs over a page; the
-#: quads U+2000/U+2001 and the ideographic space are left out: rare in our languages, and a search for a
-#: character whose low byte is 0 is ~20x slower in text stored two bytes a character).
 #: The first bytes, in UTF-8, of every character outside ASCII that case folding changes (Latin, Greek,
 #: Cyrillic, Armenian, Georgian letters, ligatures, fullwidth and circled letters …); a test checks the
 #: list against the running Python's Unicode tables. A text with none of them needs no ``str.casefold``.
 _CASED_LEADS = bytes.fromhex("c2 c3 c4 c5 c6 c7 c8 c9 cd ce cf d0 d1 d2 d3 d4 d5 d6 e1 e2 ea ef f0")
 _CASED_LEAD = re.compile(b"[" + b"".join(re.escape(bytes([b])) for b in _CASED_LEADS) + b"]")
 _NOT_CASED_LEAD = bytes(b for b in range(256) if b not in _CASED_LEADS)   # deleted by bytes.translate
+#: Unicode punctuation and spaces that become spaces too (one ``in`` each, a few µs over a page; the
+#: quads U+2000/U+2001 and the ideographic space are left out: rare in our languages, and a search for a
+#: character whose low byte is 0 is ~20x slower in text stored two bytes a character).
 _UNICODE_SPACES = ("“”‘’«»—–…،؟؛·•¡¿„‚‹›\u0085\u00a0\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
                    "\u200a\u200b\u2028\u2029\u202f\u205f")
+#: The same by the first byte of their UTF-8: a text without that byte (one search of the bytes) has
+#: none of the group, and most texts lack whole groups (Arabic and Polish text has no U+20xx).
+_UNICODE_SPACES_BY_LEAD = {lead: "".join(c for c in _UNICODE_SPACES if c.encode()[:1] == lead)
+                           for lead in {c.encode()[:1] for c in _UNICODE_SPACES}}
 
 #: Characters that folding changes but that the page's own spelling (:func:`page_string`) keeps, and
 #: that no key is written in: combining marks (Arabic harakat, accents typed as separate marks, "zalgo"
@@ -292,9 +296,11 @@ def _spaced(text: str, encoded: bytes | None = None) -> str:
         text = text.encode().translate(_BYTE_SPACES).decode()
     else:
         raw = encoded or text.encode("utf-8", "surrogatepass")
-        for c in _UNICODE_SPACES:
-            if c in text:  # a search of the str, replaced in the bytes (UTF-8 sequences never overlap)
-                raw = raw.replace(c.encode(), b" ")
+        for lead, chars in _UNICODE_SPACES_BY_LEAD.items():
+            if lead in raw:
+                for c in chars:
+                    if c in text:  # a search of the str, replaced in the bytes (UTF-8 sequences never overlap)
+                        raw = raw.replace(c.encode(), b" ")
         text = raw.translate(_BYTE_SPACES).decode("utf-8", "replace")
     return " " + _SPACE_RUNS.sub(" ", text).strip(" ") + " "
 
@@ -314,10 +320,12 @@ def page_string(text: str) -> str:
     lowers ASCII letters anyway, and the check costs less than the fold (0.1 against 0.3 ms a page)."""
     if text.isascii():
         return _spaced(text)
+    # Latin, Greek or Cyrillic text shows a cased letter within its first words (and is encoded once,
+    # after folding); else the whole text is checked, at C speed.
+    if _CASED_LEAD.search(text[:2048].encode("utf-8", "surrogatepass")):
+        return _spaced(text.casefold())
     raw = text.encode("utf-8", "surrogatepass")
-    # Latin, Greek or Cyrillic text shows a cased letter within its first words; else the whole text is
-    # checked, at C speed.
-    if _CASED_LEAD.search(raw, 0, 2048) or raw.translate(None, _NOT_CASED_LEAD):
+    if raw.translate(None, _NOT_CASED_LEAD):
         return _spaced(text.casefold())
     return _spaced(text, raw)
 
