@@ -262,10 +262,19 @@ def tokenise(text: str, join_intra: bool = True) -> list[Token]:
             if p and (w := _normal_word(p)):
                 out.append(Token(w, pos, pos + len(p)))
             pos += len(p) + 1
-    # Letters spaced apart ("k i l l myself"): three or more one-letter words in a row become one word.
+    if sum(len(t.text) == 1 for t in out) >= 3:   # else no letters can be spaced apart
+        out = _join_spaced_letters(out)
+    for t in out:
+        if t.text in _TEXTSPEAK:
+            t.text = _TEXTSPEAK[t.text]
+    return out
+
+
+def _join_spaced_letters(toks: list[Token]) -> list[Token]:
+    """Letters spaced apart ("k i l l myself"): three or more one-letter words in a row become one word."""
     merged: list[Token] = []
     run: list[Token] = []
-    for t in out + [None]:  # type: ignore[list-item]
+    for t in toks + [None]:  # type: ignore[list-item]
         if t is not None and len(t.text) == 1 and t.text.isalpha():
             run.append(t)
             continue
@@ -276,9 +285,6 @@ def tokenise(text: str, join_intra: bool = True) -> list[Token]:
         run = []
         if t is not None:
             merged.append(t)
-    for t in merged:
-        if t.text in _TEXTSPEAK:
-            t.text = _TEXTSPEAK[t.text]
     return merged
 
 
@@ -692,8 +698,7 @@ def _counted(matched: list[tuple[int, Entry, list[Hit]]]) -> list[tuple[int, Ent
         if i in dropped:
             continue
         for j, other, f, s2, e2, rank2 in info:
-            if j == i or j in dropped or rank2 <= rank or not (e.concept or other.concept) \
-                    or s < s2 or end > e2:
+            if s < s2 or end > e2 or j == i or j in dropped or rank2 <= rank or not (e.concept or other.concept):
                 continue
             if all(any(g.start <= h.start and h.end <= g.end for g in f) for h in hits) \
                     or (len(hits) == 1 and any(g.start == s for g in f) and any(g.end == end for g in f)):
