@@ -111,19 +111,24 @@ _DIACRITICS = re.compile("[\u0300-\u036f\u0483-\u0489\u0591-\u05c7\u0610-\u061a\
 #: Content path: ASCII punctuation, symbols and controls become spaces (bytes.translate, at C speed).
 _BYTE_SPACES = bytes(c if (48 <= c <= 57 or 97 <= c <= 122) else (c + 32 if 65 <= c <= 90 else 32)
                      for c in range(128)) + bytes(range(128, 256))
-#: A literal first character lets the regex engine skip to each run (" {2,}" tries every position: 3x slower).
-_SPACE_RUNS = re.compile("  +")
-#: Unicode punctuation and spaces that become spaces too (one ``in`` each, a few µs over a page; the
-#: quads U+2000/U+2001 and the ideographic space are left out: rare in our languages, and a search for a
-#: character whose low byte is 0 is ~20x slower in text stored two bytes a character).
+#: Two literal spaces first, then any more: the regex engine skips to each pair itself and tries a match
+#: only there ("  +" is tried at every space, ~1.5x slower on a page; " {2,}" at every character, 3x).
+_SPACE_RUNS = re.compile("   *")
 #: The first bytes, in UTF-8, of every character outside ASCII that case folding changes (Latin, Greek,
 #: Cyrillic, Armenian, Georgian letters, ligatures, fullwidth and circled letters …); a test checks the
 #: list against the running Python's Unicode tables. A text with none of them needs no ``str.casefold``.
 _CASED_LEADS = bytes.fromhex("c2 c3 c4 c5 c6 c7 c8 c9 cd ce cf d0 d1 d2 d3 d4 d5 d6 e1 e2 ea ef f0")
 _CASED_LEAD = re.compile(b"[" + b"".join(re.escape(bytes([b])) for b in _CASED_LEADS) + b"]")
 _NOT_CASED_LEAD = bytes(b for b in range(256) if b not in _CASED_LEADS)   # deleted by bytes.translate
+#: Unicode punctuation and spaces that become spaces too (one ``in`` each, a few µs over a page; the
+#: quads U+2000/U+2001 and the ideographic space are left out: rare in our languages, and a search for a
+#: character whose low byte is 0 is ~20x slower in text stored two bytes a character).
 _UNICODE_SPACES = ("“”‘’«»—–…،؟؛·•¡¿„‚‹›\u0085\u00a0\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
                    "\u200a\u200b\u2028\u2029\u202f\u205f")
+#: The same by the first byte of their UTF-8: a text without that byte (one search of the bytes) has
+#: none of the group, and most texts lack whole groups (Arabic and Polish text has no U+20xx).
+_UNICODE_SPACES_BY_LEAD = {lead: "".join(c for c in _UNICODE_SPACES if c.encode()[:1] == lead)
+                           for lead in {c.encode()[:1] for c in _UNICODE_SPACES}}
 
 #: Characters that folding changes but that the page's own spelling (:func:`page_string`) keeps, and
 #: that no key is written in: combining marks (Arabic harakat, accents typed as separate marks, "zalgo"
@@ -204,6 +209,16 @@ def _word(raw: str) -> str:
     return w
 
 
+@lru_cache(maxsize=32_768)
+def _normal_word(raw: str) -> str:
+    """One raw word as it is matched: folded, leetspeak undone, underscores out, repeats squeezed ("" if
+    nothing is left). Cached: people type the same few thousand words, and a look-up costs a tenth of
+    the normalisation (bounded: search terms are anyone's text)."""
+    w = _word(raw)
+    w = _UNDERSCORE.sub("", w) if "_" in w else w
+    return squeeze(w) if w else ""
+
+
 #: Chat spellings of everyday words, as one word each (after squeezing: "wot"; "wat"), on both sides
 #: like every step of :func:`tokenise`, so a list's "what happens if you" is also "wat happens if u".
 #: Not the ambiguous ones ("ur": your or you're; "y": why, or "and" in Spanish).
@@ -244,16 +259,22 @@ def tokenise(text: str, join_intra: bool = True) -> list[Token]:
                 parts = ["".join(parts)]
             pos = start + left
         for p in parts:
-            if p:
-                w = _word(p)
-                w = _UNDERSCORE.sub("", w) if "_" in w else w
-                if w:
-                    out.append(Token(squeeze(w), pos, pos + len(p)))
+            if p and (w := _normal_word(p)):
+                out.append(Token(w, pos, pos + len(p)))
             pos += len(p) + 1
-    # Letters spaced apart ("k i l l myself"): three or more one-letter words in a row become one word.
+    if sum(len(t.text) == 1 for t in out) >= 3:   # else no letters can be spaced apart
+        out = _join_spaced_letters(out)
+    for t in out:
+        if t.text in _TEXTSPEAK:
+            t.text = _TEXTSPEAK[t.text]
+    return out
+
+
+def _join_spaced_letters(toks: list[Token]) -> list[Token]:
+    """Letters spaced apart ("k i l l myself"): three or more one-letter words in a row become one word."""
     merged: list[Token] = []
     run: list[Token] = []
-    for t in out + [None]:  # type: ignore[list-item]
+    for t in toks + [None]:  # type: ignore[list-item]
         if t is not None and len(t.text) == 1 and t.text.isalpha():
             run.append(t)
             continue
@@ -264,9 +285,6 @@ def tokenise(text: str, join_intra: bool = True) -> list[Token]:
         run = []
         if t is not None:
             merged.append(t)
-    for t in merged:
-        if t.text in _TEXTSPEAK:
-            t.text = _TEXTSPEAK[t.text]
     return merged
 
 
@@ -284,9 +302,11 @@ def _spaced(text: str, encoded: bytes | None = None) -> str:
         text = text.encode().translate(_BYTE_SPACES).decode()
     else:
         raw = encoded or text.encode("utf-8", "surrogatepass")
-        for c in _UNICODE_SPACES:
-            if c in text:  # a search of the str, replaced in the bytes (UTF-8 sequences never overlap)
-                raw = raw.replace(c.encode(), b" ")
+        for lead, chars in _UNICODE_SPACES_BY_LEAD.items():
+            if lead in raw:
+                for c in chars:
+                    if c in text:  # a search of the str, replaced in the bytes (UTF-8 sequences never overlap)
+                        raw = raw.replace(c.encode(), b" ")
         text = raw.translate(_BYTE_SPACES).decode("utf-8", "replace")
     return " " + _SPACE_RUNS.sub(" ", text).strip(" ") + " "
 
@@ -306,10 +326,12 @@ def page_string(text: str) -> str:
     lowers ASCII letters anyway, and the check costs less than the fold (0.1 against 0.3 ms a page)."""
     if text.isascii():
         return _spaced(text)
+    # Latin, Greek or Cyrillic text shows a cased letter within its first words (and is encoded once,
+    # after folding); else the whole text is checked, at C speed.
+    if _CASED_LEAD.search(text[:2048].encode("utf-8", "surrogatepass")):
+        return _spaced(text.casefold())
     raw = text.encode("utf-8", "surrogatepass")
-    # Latin, Greek or Cyrillic text shows a cased letter within its first words; else the whole text is
-    # checked, at C speed.
-    if _CASED_LEAD.search(raw, 0, 2048) or raw.translate(None, _NOT_CASED_LEAD):
+    if raw.translate(None, _NOT_CASED_LEAD):
         return _spaced(text.casefold())
     return _spaced(text, raw)
 
@@ -617,6 +639,9 @@ def _near_places(places: list[list[_Place]], span: int = 0) -> list[_Place] | No
     characters — the first such window — or None: the parts of "robux … for pics" must be in one query
     or sentence, not anywhere on a page."""
     span = span or COMBO_SPAN
+    if all(len(ps) == 1 for ps in places):   # most often each part is found once: no window to slide
+        only = [ps[0] for ps in places]
+        return only if max(pl[1] for pl in only) - min(pl[0] for pl in only) <= span else None
     items = sorted((pl[0], pl[1], part, k) for part, ps in enumerate(places) for k, pl in enumerate(ps))
     need, count, lo = len(places), {}, 0
     for hi in range(len(items)):
@@ -673,8 +698,7 @@ def _counted(matched: list[tuple[int, Entry, list[Hit]]]) -> list[tuple[int, Ent
         if i in dropped:
             continue
         for j, other, f, s2, e2, rank2 in info:
-            if j == i or j in dropped or rank2 <= rank or not (e.concept or other.concept) \
-                    or s < s2 or end > e2:
+            if s < s2 or end > e2 or j == i or j in dropped or rank2 <= rank or not (e.concept or other.concept):
                 continue
             if all(any(g.start <= h.start and h.end <= g.end for g in f) for h in hits) \
                     or (len(hits) == 1 and any(g.start == s for g in f) and any(g.end == end for g in f)):
@@ -951,7 +975,7 @@ class PhraseLists:
         found: dict[int, list[_Place]] = {}
         joined = tokenise(text, join_intra=True)
         variants = [joined]
-        if any(c in text for c in ".-_*'’·"):
+        if _INTRA.search(text):   # punctuation inside a word: split there too
             split = tokenise(text, join_intra=False)
             if len(split) != len(joined):
                 variants.append(split)
@@ -1021,7 +1045,7 @@ class PhraseLists:
         ``based``: the tokens are in their base form; the keys in base form are looked at too."""
         if not toks:
             return
-        line = " " + " ".join(t.text for t in toks) + " "
+        line = " " + " ".join([t.text for t in toks]) + " "
         starts, pos = [], 1
         for t in toks:
             starts.append(pos)
